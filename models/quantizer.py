@@ -1,0 +1,136 @@
+"""KohonenQuantizer: the VQ layer of a VQ-VAE, trained by EMA-VQ or by KSOM.
+
+Irie, Csordas, Schmidhuber, "Topological Neural Discrete Representation
+Learning a la Kohonen" (Secs. 3.1-3.3). EMA-VQ (Eqs. 16-18) is the special
+case of online mini-batch KSOM (Eqs. 19-21) whose neighbourhood matrix is the
+identity (Remark 3.1), so one module implements both.
+
+Shape contract: inputs (..., d) -> quantised (..., d), indices (...).
+
+    >>> vq = KohonenQuantizer(512, 64, neighbours="hard", grid=(32, 16))
+    >>> out = vq(torch.randn(8, 8, 8, 64))
+    >>> out.quantized.shape, out.indices.shape
+    (torch.Size([8, 8, 8, 64]), torch.Size([8, 8, 8]))
+
+In training mode every forward also updates the codebook (no gradients reach
+it); in eval mode the codebook is frozen.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.neighbourhood import Neighbourhood
+
+
+class QuantizerOutput(NamedTuple):
+    quantized: torch.Tensor  # straight-through output, same shape as the input
+    indices: torch.Tensor  # k*_i (Eq. 12), the input's shape without the last dim
+    commitment_loss: torch.Tensor  # mean ||sg(w_k*) - e||^2 per element (Eq. 15 without alpha)
+    perplexity: torch.Tensor  # exp(-sum_k p_k log p_k) of this batch (Appendix B.1)
+    codes_used: torch.Tensor  # number of distinct codes in this batch
+
+
+class KohonenQuantizer(nn.Module):
+    """EMA-VQ / KSOM vector quantiser (SPEC section 1).
+
+    Args:
+        codebook_size: K.
+        dim: d_emb, the size of each code vector.
+        neighbours: "none" (EMA-VQ), "hard" (Eq. 4) or "gaussian" (Eq. 5).
+        grid: (K,) for a 1D grid or (W, H) with W * H = K for a 2D grid.
+        tau: shrink step; A^(t) -> I as t grows.
+        n0: N_k^(0), the initial EMA count (0 as in public code, 1 as the paper proposes).
+        update_empty: also update codes that receive no update this step ("update-0").
+        decay: gamma = 1 - beta of the EMAs.
+        eps: additive (Laplace) smoothing of the counts.
+        gaussian_form: "paper" (Eq. 5) or "released" (the authors' code).
+    """
+
+    def __init__(self, codebook_size: int, dim: int, neighbours: str = "none", grid: tuple[int, ...] | None = None,
+                 tau: float = 0.1, n0: int = 1, update_empty: bool = True, decay: float = 0.99,
+                 eps: float = 1e-5, gaussian_form: str = "paper"):
+        super().__init__()
+        grid = tuple(grid) if grid is not None else (codebook_size,)
+        if codebook_size < 1 or dim < 1:
+            raise ValueError(f"codebook_size={codebook_size} and dim={dim} must be >= 1")
+        if math.prod(grid) != codebook_size:
+            raise ValueError(f"grid {grid} has {math.prod(grid)} nodes but codebook_size={codebook_size}; "
+                             "allowed: (K,) or (W, H) with W * H = K")
+        if n0 not in (0, 1):
+            raise ValueError(f"n0={n0!r} is not allowed; allowed: 0 or 1")
+        if not 0 < decay < 1:
+            raise ValueError(f"decay={decay!r} must be in (0, 1)")
+        if not eps > 0:
+            raise ValueError(f"eps={eps!r} must be > 0")
+        self.codebook_size, self.dim = codebook_size, dim
+        self.neighbourhood = Neighbourhood(neighbours, grid, tau, gaussian_form)
+        self.update_empty, self.decay, self.eps = update_empty, decay, eps
+
+        w = torch.randn(codebook_size, dim)
+        self.register_buffer("weight", w)  # w_k: the codebook
+        self.register_buffer("ema_sum", w.clone())  # m_k: m^(0) = w^(0)
+        self.register_buffer("ema_count", torch.full((codebook_size,), float(n0)))  # N_k
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # t: training updates so far
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        return self.neighbourhood.grid
+
+    def forward(self, inputs: torch.Tensor) -> QuantizerOutput:
+        if inputs.shape[-1] != self.dim:
+            raise ValueError(f"inputs have last dim {inputs.shape[-1]}, expected dim={self.dim}")
+        flat = inputs.reshape(-1, self.dim)
+        with torch.no_grad():
+            indices = self.nearest(flat)
+            quantized = self.weight[indices]  # the codebook before this step's update
+            counts = torch.bincount(indices, minlength=self.codebook_size).to(flat.dtype)
+            if self.training:
+                self.update(flat.detach(), indices, counts)
+            p = counts / counts.sum()
+            perplexity = torch.exp(-torch.special.xlogy(p, p).sum())
+            codes_used = (counts > 0).sum()
+        quantized = quantized.view_as(inputs)
+        commitment = F.mse_loss(inputs, quantized)
+        straight_through = inputs + (quantized - inputs).detach()
+        return QuantizerOutput(straight_through, indices.view(inputs.shape[:-1]), commitment, perplexity, codes_used)
+
+    def nearest(self, flat: torch.Tensor) -> torch.Tensor:
+        """k* = argmin_k ||e - w_k||^2 (Eq. 12) for each row of flat (n, d)."""
+        w = self.weight
+        dist = torch.addmm((w * w).sum(1), flat, w.T, alpha=-2.0)  # ||e||^2 is the same for all k
+        return dist.argmin(1)
+
+    @torch.no_grad()
+    def update(self, flat: torch.Tensor, indices: torch.Tensor, counts: torch.Tensor) -> None:
+        """One online mini-batch KSOM step (Eqs. 19-21); with A = I it is EMA-VQ (Eqs. 16-18)."""
+        sums = torch.zeros_like(self.ema_sum).index_add_(0, indices, flat)  # sum_{i in C_k} e_i
+        # Spread counts and sums together: s = A^T c (Eq. 20), M = A^T S (Eq. 19).
+        spread = self.neighbourhood.spread(torch.cat([counts[:, None], sums], 1), int(self.step))
+        s, m = spread[:, 0], spread[:, 1:]
+        g = self.decay
+        count = g * self.ema_count + (1 - g) * s
+        ema_sum = g * self.ema_sum + (1 - g) * m
+        if self.update_empty:
+            # Laplace smoothing keeps N_k > 0; with N^(0) = 0 an unused code gets
+            # N_k ~ eps and w_k ~ m_k / eps: the blow-up of Sec. 3.3.
+            n = count.sum()
+            count = (count + self.eps) / (n + self.codebook_size * self.eps) * n
+            self.ema_count.copy_(count)
+            self.ema_sum.copy_(ema_sum)
+            self.weight.copy_(ema_sum / count[:, None])
+        else:
+            # Codes that receive nothing keep N, m and w (the released code does not smooth here).
+            hit = s > 0
+            self.ema_count.copy_(torch.where(hit, count, self.ema_count))
+            self.ema_sum.copy_(torch.where(hit[:, None], ema_sum, self.ema_sum))
+            self.weight.copy_(torch.where(hit[:, None], ema_sum / count[:, None], self.weight))
+        self.step += 1
+
+    def embed(self, indices: torch.Tensor) -> torch.Tensor:
+        """w_k for each index: (...) -> (..., d)."""
+        return self.weight[indices]

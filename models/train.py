@@ -1,0 +1,159 @@
+"""The one shared trainer: every trial of every study runs `train(config, ...)`.
+
+It knows nothing of Ray or MLflow: it calls `report(step, metrics)` after each
+validation and `checkpoint(step, state)` right after, and continues from a
+`resume` state it is given. Loss (Eq. 15 with per-element means, as the public
+implementations): MSE(x_hat, x) on standardised images + alpha * commitment.
+
+Run one trial by hand:  python -m models.train steps=300 neighbours=hard
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from models.build import build_model
+from models.config import ConfigError, TrialConfig
+from models.data import ImageData, load_data
+
+Report = Callable[[int, dict], None]
+Checkpoint = Callable[[int, dict], None]
+EVAL_BATCH = 500
+
+
+@dataclass
+class TrainResult:
+    status: str  # "finished" or "diverged"
+    step: int  # training steps done
+    best_val_loss: float  # nan if no validation happened
+
+
+def evaluate(model: torch.nn.Module, data: ImageData, images: torch.Tensor) -> dict[str, float]:
+    """Validation metrics over all `images` (uint8) in eval mode (no codebook update):
+    mean reconstruction MSE, and per level the perplexity and codes used over the whole set."""
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    counts = {name: torch.zeros(q.codebook_size) for name, q in model.levels.items()}
+    with torch.no_grad():
+        for chunk in images.split(EVAL_BATCH):
+            x = data.normalise(chunk)
+            out = model(x)
+            total += F.mse_loss(out.recon, x, reduction="sum").item()
+            n += x.numel()
+            for name, level in out.levels.items():
+                counts[name] += torch.bincount(level.indices.flatten(), minlength=len(counts[name])).float()
+    model.train(was_training)
+    metrics = {"val_loss": total / n}
+    for name, c in counts.items():
+        p = c / c.sum()
+        metrics[f"val_perplexity_{name}"] = math.exp(-torch.special.xlogy(p, p).sum().item())
+        metrics[f"val_codes_used_{name}"] = float((c > 0).sum())
+    return metrics
+
+
+def train(cfg: TrialConfig, report: Report | None = None, checkpoint: Checkpoint | None = None,
+          resume: dict | None = None, data: ImageData | None = None) -> TrainResult:
+    """Train cfg's model on cfg's data for cfg.steps steps, validating every cfg.eval_every.
+
+    Deterministic on CPU for a given cfg.seed; a resumed run continues exactly as
+    the uninterrupted one. A NaN/inf loss stops the run with status "diverged",
+    reported with metric diverged = 1.
+    """
+    report = report or (lambda step, metrics: None)
+    data = data or load_data(cfg.dataset, cfg.data_dir, cfg.image_size)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    step, best, train_time = 0, math.inf, 0.0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        generator.set_state(resume["generator"])
+        step, best, train_time = resume["step"], resume["best_val_loss"], resume["train_time"]
+
+    model.train()
+    window = _Window()
+    while step < cfg.steps:
+        start = time.perf_counter()
+        x = data.train_batch(cfg.batch_size, generator)
+        out = model(x)
+        recon = F.mse_loss(out.recon, x)
+        loss = recon + cfg.commitment * out.commitment_loss
+        if not torch.isfinite(loss):
+            report(step + 1, {"train_loss": float(recon), "diverged": 1.0})
+            return TrainResult("diverged", step + 1, best)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        train_time += time.perf_counter() - start
+        window.add(recon.item(), out.commitment_loss.item(), out.levels)
+
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            metrics = {**window.means(), **evaluate(model, data, data.val), "train_time": train_time}
+            if not math.isfinite(metrics["val_loss"]):
+                report(step, {**metrics, "diverged": 1.0})
+                return TrainResult("diverged", step, best)
+            best = min(best, metrics["val_loss"])
+            report(step, {**metrics, "best_val_loss": best, "diverged": 0.0})
+            window = _Window()
+            if checkpoint is not None:
+                checkpoint(step, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                  "generator": generator.get_state(), "step": step, "best_val_loss": best,
+                                  "train_time": train_time, "config": cfg.to_params()})
+    return TrainResult("finished", step, best if math.isfinite(best) else math.nan)
+
+
+class _Window:
+    """Means of the training metrics since the last validation."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.n = 0
+
+    def add(self, recon: float, commitment: float, levels: dict):
+        values = {"train_loss": recon, "train_commitment": commitment}
+        for name, q in levels.items():
+            values[f"train_perplexity_{name}"] = q.perplexity.item()
+            values[f"train_codes_used_{name}"] = q.codes_used.item()
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.n += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: v / self.n for k, v in self.sums.items()}
+
+
+def main(argv: list[str]) -> int:
+    """`python -m models.train field=value ...`: one trial, printed as it goes."""
+    try:
+        bad = [arg for arg in argv if "=" not in arg]
+        if bad:
+            raise ConfigError(f"arguments {bad} are not field=value pairs")
+        cfg = TrialConfig.from_dict(dict(arg.split("=", 1) for arg in argv))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"training {cfg.quantizer} on {cfg.dataset}: {cfg.to_params()}", flush=True)
+
+    def show(step, m):
+        perplexity = "  ".join(f"{k[4:]} {v:.1f}" for k, v in m.items() if k.startswith("val_perplexity"))
+        print(f"step {step:6d}  train {m.get('train_loss', math.nan):.4f}  val {m.get('val_loss', math.nan):.4f}  "
+              f"{perplexity}", flush=True)
+
+    result = train(cfg, report=show)
+    print(f"{result.status} after {result.step} steps; best validation loss {result.best_val_loss:.4f}")
+    return 0 if result.status == "finished" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
