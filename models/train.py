@@ -34,16 +34,22 @@ class TrainResult:
     best_val_loss: float  # nan if no validation happened
 
 
+def default_device() -> torch.device:
+    """The first GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def evaluate(model: torch.nn.Module, data: ImageData, images: torch.Tensor) -> dict[str, float]:
     """Validation metrics over all `images` (uint8) in eval mode (no codebook update):
     mean reconstruction MSE, and per level the perplexity and codes used over the whole set."""
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
-    counts = {name: torch.zeros(q.codebook_size) for name, q in model.levels.items()}
+    device = next(model.parameters()).device
+    counts = {name: torch.zeros(q.codebook_size, device=device) for name, q in model.levels.items()}
     with torch.no_grad():
         for chunk in images.split(EVAL_BATCH):
-            x = data.normalise(chunk)
+            x = data.normalise(chunk).to(device)
             out = model(x)
             total += F.mse_loss(out.recon, x, reduction="sum").item()
             n += x.numel()
@@ -59,22 +65,24 @@ def evaluate(model: torch.nn.Module, data: ImageData, images: torch.Tensor) -> d
 
 
 def train(cfg: TrialConfig, report: Report | None = None, checkpoint: Checkpoint | None = None,
-          resume: dict | None = None, data: ImageData | None = None) -> TrainResult:
+          resume: dict | None = None, data: ImageData | None = None,
+          device: torch.device | str | None = None) -> TrainResult:
     """Train cfg's model on cfg's data for cfg.steps steps, validating every cfg.eval_every.
 
     Deterministic on CPU for a given cfg.seed; a resumed run continues exactly as
     the uninterrupted one. A NaN/inf loss stops the run with status "diverged",
-    reported with metric diverged = 1.
+    reported with metric diverged = 1. `device` defaults to the first GPU if any.
     """
     report = report or (lambda step, metrics: None)
     data = data or load_data(cfg.dataset, cfg.data_dir, cfg.image_size)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg)
+    device = torch.device(device) if device is not None else default_device()
+    model = build_model(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(cfg.seed)
     step, best, train_time = 0, math.inf, 0.0
     if resume is not None:
-        model.load_state_dict(resume["model"])
+        model.load_state_dict(resume["model"])  # optimizer state follows the model's device
         optimizer.load_state_dict(resume["optimizer"])
         generator.set_state(resume["generator"])
         step, best, train_time = resume["step"], resume["best_val_loss"], resume["train_time"]
@@ -83,7 +91,7 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint: Checkpoint
     window = _Window()
     while step < cfg.steps:
         start = time.perf_counter()
-        x = data.train_batch(cfg.batch_size, generator)
+        x = data.train_batch(cfg.batch_size, generator).to(device, non_blocking=True)
         out = model(x)
         recon = F.mse_loss(out.recon, x)
         loss = recon + cfg.commitment * out.commitment_loss

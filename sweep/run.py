@@ -1,0 +1,170 @@
+"""`python -m sweep.run STUDY`: run a study's trials on Ray Tune, tracked in MLflow.
+
+    python -m sweep.run robustness                      # cpu scale on a laptop, embedded MLflow store
+    python -m sweep.run robustness --scale smoke --seeds 2 --set lr=3e-4
+    python -m sweep.run robustness --scale paper --dataset cifar10 --data-dir /data
+    python -m sweep.run --resume results/robustness-cpu-20261124-101500   # continue a killed sweep
+    python -m sweep.run ablation --dry-run              # list the trials and exit
+
+Each sweep gets a folder <results-dir>/<study>-<scale>-<time>/ with sweep.json
+(the plan, so a resume runs exactly the same grid), Ray Tune's storage (ray/)
+and the analysis outputs; all sweeps in a results dir share one MLflow store
+(mlflow.db + mlartifacts/) unless --tracking-uri names a server.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from models.config import ConfigError, TrialConfig, field_names
+from sweep.studies import SCALES, STUDIES, default_scale
+
+
+@dataclass
+class Plan:
+    """What a sweep runs: every arm of a study with every seed, on top of a base config."""
+
+    study: str
+    scale: str
+    base: dict  # TrialConfig fields shared by all trials
+    arms: list[dict]  # per-arm TrialConfig fields
+    seeds: list[int]
+    cpus: float  # per trial
+    gpus: float  # per trial
+
+    def trials(self) -> list[TrialConfig]:
+        """Every trial's config, validated (raises ConfigError naming the bad value)."""
+        return [TrialConfig.from_dict({**self.base, **arm, "seed": seed}) for arm in self.arms for seed in self.seeds]
+
+
+def make_plan(study: str, scale: str | None = None, seeds: int | None = None, overrides: dict | None = None,
+              cpus: float | None = None, gpus: float | None = None) -> Plan:
+    """A validated plan; any problem raises ConfigError before anything starts."""
+    if study not in STUDIES:
+        raise ConfigError(f"study {study!r} is unknown; allowed: {', '.join(STUDIES)}")
+    scale = scale or default_scale()
+    if scale not in SCALES:
+        raise ConfigError(f"scale {scale!r} is unknown; allowed: {', '.join(SCALES)}")
+    sc = SCALES[scale]
+    overrides = dict(overrides or {})
+    if "seed" in overrides:
+        raise ConfigError("seed cannot be set with --set; use --seeds N (seeds 0..N-1)")
+    base = TrialConfig.from_dict({**sc.config, **overrides}).to_params()  # validates the overrides' types
+    base.pop("seed")
+    n_seeds = sc.seeds if seeds is None else seeds
+    if n_seeds < 1:
+        raise ConfigError(f"--seeds {n_seeds} must be >= 1")
+    cpus, gpus = sc.cpus if cpus is None else cpus, sc.gpus if gpus is None else gpus
+    if cpus <= 0 or gpus < 0:
+        raise ConfigError(f"--cpus-per-trial {cpus} must be > 0 and --gpus-per-trial {gpus} >= 0")
+    # An override wins over the study's arms only for fields the study does not sweep.
+    swept = {k for arm in STUDIES[study].arms for k in arm}
+    clash = sorted(swept & set(overrides))
+    if clash:
+        raise ConfigError(f"--set {clash} would override what study {study!r} sweeps; allowed: fields other than "
+                          f"{sorted(swept)}")
+    plan = Plan(study, scale, base, [dict(a) for a in STUDIES[study].arms], list(range(n_seeds)), cpus, gpus)
+    for cfg in plan.trials():
+        if cfg.dataset != "photos" and not cfg.data_dir:
+            raise ConfigError(f"dataset={cfg.dataset} needs --data-dir (a folder that holds or will receive it)")
+    return plan
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {pair!r} is not FIELD=VALUE")
+        if key not in field_names():
+            raise ConfigError(f"--set {key!r} is not a config field; allowed: {', '.join(field_names())}")
+        out[key] = value
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sweep.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study", nargs="?", help=f"one of: {', '.join(f'{s.name} ({s.table})' for s in STUDIES.values())}")
+    p.add_argument("--scale", help="smoke (seconds), cpu (minutes, the default without a GPU), "
+                                   "paper (the paper's settings, the default with a GPU)")
+    p.add_argument("--seeds", type=int, help="number of seeds (0..N-1); default from the scale")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override any config field, e.g. --set lr=3e-4 (repeatable); "
+                        f"fields: {', '.join(field_names())}")
+    p.add_argument("--dataset", help="photos (offline default), cifar10, cifar100")
+    p.add_argument("--data-dir", help="folder holding the data set (CIFAR is downloaded there if absent)")
+    p.add_argument("--results-dir", default="results", help="where sweeps and the MLflow store go (default results/)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://127.0.0.1:5000 "
+                                          "(default: sqlite store inside the results dir)")
+    p.add_argument("--storage", help="Ray Tune storage all nodes can reach (e.g. s3://bucket/sweeps) for "
+                                     "multi-node clusters; default: the sweep folder")
+    p.add_argument("--address", help="Ray cluster address (default: a running cluster on this node, else local)")
+    p.add_argument("--cpus-per-trial", type=float, help="default from the scale")
+    p.add_argument("--gpus-per-trial", type=float, help="default from the scale")
+    p.add_argument("--max-concurrent", type=int, default=0, help="cap on trials at once (default: as resources allow)")
+    p.add_argument("--max-failures", type=int, default=2, help="retries of a trial after an infrastructure fault")
+    p.add_argument("--resume", metavar="SWEEP_DIR", help="continue a killed sweep from its folder")
+    p.add_argument("--dry-run", action="store_true", help="print the trials and exit")
+    return p
+
+
+def plan_from_args(args) -> Plan:
+    overrides = parse_overrides(args.set)
+    if args.dataset:
+        overrides["dataset"] = args.dataset
+    if args.data_dir:
+        overrides["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
+    return make_plan(args.study, args.scale, args.seeds, overrides, args.cpus_per_trial, args.gpus_per_trial)
+
+
+def resume_plan(args) -> tuple[Plan, dict]:
+    """The stored plan of the sweep in args.resume; a different grid on the command line is refused."""
+    sweep_dir = Path(args.resume).expanduser().resolve()
+    meta_file = sweep_dir / "sweep.json"
+    if not meta_file.exists():
+        raise ConfigError(f"--resume {args.resume}: no sweep.json there; give the folder a sweep printed at its start")
+    meta = json.loads(meta_file.read_text())
+    stored = Plan(**meta["plan"])
+    if args.study:
+        asked = plan_from_args(args)
+        if asdict(asked) != asdict(stored):
+            diff = {k: (v, asdict(asked)[k]) for k, v in asdict(stored).items() if asdict(asked)[k] != v}
+            raise ConfigError(f"--resume {args.resume} ran a different grid; stored vs asked: {diff}. "
+                              "Resume with the same options, or with --resume alone")
+    return stored, meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        if args.resume:
+            plan, meta = resume_plan(args)
+        elif not args.study:
+            p.error("give a STUDY (or --resume SWEEP_DIR)")
+        else:
+            plan, meta = plan_from_args(args), None
+        trials = plan.trials()
+        if args.max_concurrent < 0 or args.max_failures < 0:
+            raise ConfigError("--max-concurrent and --max-failures must be >= 0")
+    except ConfigError as e:
+        p.error(str(e))
+    if args.dry_run:
+        print(f"{plan.study} at {plan.scale} scale: {len(trials)} trials "
+              f"({len(plan.arms)} arms x {len(plan.seeds)} seeds), {plan.cpus:g} CPU / {plan.gpus:g} GPU each")
+        for cfg in trials:
+            print("  " + " ".join(f"{k}={cfg.to_params()[k]}" for k in sorted(set().union(*plan.arms) | {"seed"})))
+        return 0
+    from sweep.execute import run_sweep  # imports Ray and MLflow: only once the plan is known to be good
+    sweep_dir = run_sweep(plan, results_dir=Path(args.results_dir), tracking_uri=args.tracking_uri,
+                          storage=args.storage, address=args.address, resume=meta,
+                          max_concurrent=args.max_concurrent, max_failures=args.max_failures)
+    return 0 if sweep_dir else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The studies (one per paper table) and the scales they run at (SPEC section 4).
+
+A study is a list of arms, each a dict of TrialConfig fields; a sweep runs every
+arm with every seed. A scale is a dict of TrialConfig fields plus the resources
+one trial gets and the default number of seeds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+
+EMA = {"neighbours": "none"}
+KSOM_HARD_2D = {"neighbours": "hard", "grid_dim": 2, "tau": 0.1}
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    table: str  # the paper table it reproduces
+    description: str
+    arms: list[dict]
+
+
+def _product(**axes) -> list[dict]:
+    keys = list(axes)
+    return [dict(zip(keys, values)) for values in product(*axes.values())]
+
+
+def _merge(*parts: dict) -> dict:
+    out = {}
+    for p in parts:
+        out.update(p)
+    return out
+
+
+STUDIES = {s.name: s for s in [
+    Study("sensitivity", "Table 1", "EMA-VQ x N0 {0,1} x update-0 {no,yes}",
+          [_merge(EMA, a) for a in _product(n0=[0, 1], update_empty=[False, True])]),
+    Study("comparison", "Table 2", "EMA-VQ vs KSOM hard 2D vs KSOM Gaussian 2D (tau 0.1, N0 1, update-0 yes)",
+          [_merge(q, {"n0": 1, "update_empty": True}) for q in
+           (EMA, KSOM_HARD_2D, {"neighbours": "gaussian", "grid_dim": 2, "tau": 0.1})]),
+    Study("robustness", "Table 3", "{EMA-VQ, KSOM hard 2D tau 0.1} x N0 {0,1} x update-0 {no,yes}",
+          [_merge(q, a) for a, q in product(_product(n0=[0, 1], update_empty=[False, True]), (EMA, KSOM_HARD_2D))]),
+    Study("ablation", "Table 4", "{hard, gaussian} x {1D tau 0.1, 2D tau {1, 0.1, 0.01}}",
+          [{"neighbours": n, "grid_dim": d, "tau": t, "n0": 1, "update_empty": True}
+           for n in ("hard", "gaussian") for d, t in ((1, 0.1), (2, 1.0), (2, 0.1), (2, 0.01))]),
+]}
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    description: str
+    config: dict  # TrialConfig fields
+    seeds: int
+    cpus: float  # per trial
+    gpus: float  # per trial
+
+
+SCALES = {s.name: s for s in [
+    Scale("smoke", "seconds per trial; for tests and CI",
+          dict(dataset="photos", width=16, codebook_size=64, code_dim=16, batch_size=16, lr=1e-3,
+               steps=40, eval_every=20), seeds=1, cpus=1, gpus=0),
+    Scale("cpu", "minutes on a laptop CPU (the default without a GPU)",
+          dict(dataset="photos", width=32, codebook_size=512, code_dim=64, batch_size=64, lr=1e-3,
+               steps=800, eval_every=100), seeds=3, cpus=1, gpus=0),
+    Scale("paper", "the paper's settings (SPEC 2), one GPU per trial",
+          dict(dataset="cifar10", width=128, codebook_size=512, code_dim=64, batch_size=256, lr=1e-3,
+               steps=30_000, eval_every=1_000), seeds=10, cpus=4, gpus=1),
+]}
+
+
+def default_scale() -> str:
+    """"paper" where a GPU is visible, else "cpu"."""
+    import torch
+    return "paper" if torch.cuda.is_available() else "cpu"

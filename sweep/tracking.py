@@ -1,0 +1,143 @@
+"""MLflow layout of a sweep: one experiment per study, one parent run per sweep,
+one child run per trial (all config fields as params; study, scale, seed and
+status as tags; curves as metrics logged once per validation in one batch).
+
+All logging happens on the driver, in a Ray Tune callback, so there is a
+single writer per store and trials need no access to it. A resumed sweep
+finds each trial's run again by its Ray trial id and skips steps it already
+logged, so the store holds exactly one run per trial and no duplicate points.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from models.config import TrialConfig
+
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # training-runs view in the UI
+
+
+def local_store(results_dir: Path) -> tuple[str, str]:
+    """(tracking URI, artifact location) of the embedded store inside results_dir."""
+    results_dir = Path(results_dir).resolve()
+    return f"sqlite:///{results_dir / 'mlflow.db'}", (results_dir / "mlartifacts").as_uri()
+
+
+def ui_command(tracking_uri: str) -> str:
+    """The command that opens the MLflow UI on this store."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri}"
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """The id of experiment `name`, created (with the training-runs UI view) if absent."""
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
+
+
+def start_parent_run(client: MlflowClient, exp_id: str, sweep: dict) -> str:
+    """The run that stands for one sweep; trials nest under it."""
+    run = client.create_run(exp_id, run_name=sweep["name"], tags={
+        "study": sweep["study"], "scale": sweep["scale"], "sweep_dir": sweep["dir"], "kind": "sweep"})
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in sweep["base"].items()])
+    return run.info.run_id
+
+
+def trial_run_name(cfg: TrialConfig) -> str:
+    update = "yes" if cfg.update_empty else "no"
+    tau = f" tau={cfg.tau:g}" if cfg.neighbours != "none" else ""
+    return f"{cfg.quantizer}{tau} N0={cfg.n0} update-0={update} seed={cfg.seed}"
+
+
+class MlflowCallback(tune.Callback):
+    """Logs every trial of a sweep as a child run of the sweep's parent run."""
+
+    def __init__(self, tracking_uri: str, exp_id: str, parent_run_id: str, study: str, scale: str, config_of):
+        self.tracking_uri, self.exp_id, self.parent = tracking_uri, exp_id, parent_run_id
+        self.study, self.scale = study, scale
+        self.config_of = config_of  # Ray trial config -> TrialConfig
+        self._reset()
+
+    def _reset(self):
+        self.client = MlflowClient(self.tracking_uri)
+        self.runs: dict[str, str] = {}  # Ray trial id -> MLflow run id
+        self.logged_up_to: dict[str, int] = {}  # run id -> last step in the store
+
+    # Tune pickles its callbacks with the sweep and unpickles them on restore:
+    # keep only the settings, and look runs up again in the store.
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("client", "runs", "logged_up_to")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._reset()
+
+    def run_id(self, trial) -> str:
+        """The trial's child run: found again after a resume, else created."""
+        if trial.trial_id in self.runs:
+            return self.runs[trial.trial_id]
+        found = self.client.search_runs(
+            [self.exp_id], filter_string=f"tags.ray_trial_id = '{trial.trial_id}' "
+                                         f"and tags.`mlflow.parentRunId` = '{self.parent}'")
+        if found:
+            run_id = found[0].info.run_id
+            history = self.client.get_metric_history(run_id, "train_loss")
+            self.logged_up_to[run_id] = max((m.step for m in history), default=0)
+            self.client.set_terminated(run_id, "RUNNING")
+        else:
+            cfg = self.config_of(trial.config)
+            run = self.client.create_run(self.exp_id, run_name=trial_run_name(cfg), tags={
+                "mlflow.parentRunId": self.parent, "ray_trial_id": trial.trial_id, "study": self.study,
+                "scale": self.scale, "seed": str(cfg.seed), "quantizer": cfg.quantizer, "status": "running"})
+            run_id = run.info.run_id
+            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in cfg.to_params().items()])
+            self.logged_up_to[run_id] = 0
+        self.runs[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.run_id(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self.run_id(trial)
+        step = int(result["step"])
+        if step <= self.logged_up_to[run_id]:
+            return  # replayed from a checkpoint after a resume: already in the store
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in result["metrics"].items()
+                   if isinstance(v, (int, float)) and math.isfinite(v)]
+        tags = [RunTag("node_id", str(result.get("node_id", "")))]
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        self.logged_up_to[run_id] = step
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self.run_id(trial)
+        self.client.set_tag(run_id, "status", "diverged" if diverged(trial) else "finished")
+        self._log_checkpoint(run_id, trial)
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self.run_id(trial)
+        self.client.set_tag(run_id, "status", "failed")
+        self.client.set_terminated(run_id, "FAILED")
+
+    def _log_checkpoint(self, run_id: str, trial):
+        checkpoint = trial.checkpoint
+        if checkpoint is None:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            self.client.log_artifacts(run_id, checkpoint.to_directory(tmp), artifact_path="checkpoint")
+
+
+def diverged(trial) -> bool:
+    """Whether a terminated Ray trial stopped on a NaN/inf loss."""
+    return (trial.last_result or {}).get("metrics", {}).get("diverged", 0.0) > 0

@@ -1,0 +1,59 @@
+"""The Ray Tune trainable: one trial = one run of the shared trainer.
+
+Ray's trial config is {"base": {...}, "arm": {...}, "seed": int}; the trial's
+TrialConfig is base <- arm <- seed. Each validation is reported to Tune as
+{"step", "node_id", "metrics"} together with a checkpoint (model, optimiser,
+quantiser buffers, data-sampler state), from which a restarted trial continues.
+"""
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+import ray
+import torch
+from ray import tune
+
+from models.config import TrialConfig
+from models.data import load_data
+from models.train import train
+
+STATE_FILE = "state.pt"
+
+
+def trial_config(config: dict) -> TrialConfig:
+    """The TrialConfig of a Ray trial config."""
+    return TrialConfig.from_dict({**config["base"], **config["arm"], "seed": config["seed"]})
+
+
+@functools.lru_cache(maxsize=2)
+def _data(name: str, data_dir: str, size: int):
+    return load_data(name, data_dir, size)  # kept across trials when Ray reuses the actor
+
+
+def run_trial(config: dict) -> None:
+    cfg = trial_config(config)
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    torch.set_num_threads(max(1, int(cpus)))
+    node_id = ray.get_runtime_context().get_node_id()
+
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+
+    pending: dict = {}
+
+    def report(step: int, metrics: dict):
+        pending.update(step=step, node_id=node_id, metrics=metrics)
+        if metrics.get("diverged"):  # no checkpoint follows a divergence
+            tune.report(dict(pending))
+
+    def save(step: int, state: dict):
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state, Path(d) / STATE_FILE)
+            tune.report(dict(pending), checkpoint=tune.Checkpoint.from_directory(d))
+
+    train(cfg, report=report, checkpoint=save, resume=resume, data=_data(cfg.dataset, cfg.data_dir, cfg.image_size))
