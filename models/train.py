@@ -96,8 +96,8 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint: Checkpoint
         recon = F.mse_loss(out.recon, x)
         loss = recon + cfg.commitment * out.commitment_loss
         if not torch.isfinite(loss):
-            report(step + 1, {"train_loss": float(recon), "diverged": 1.0})
-            return TrainResult("diverged", step + 1, best)
+            report(step + 1, {"train_loss": recon.item(), "diverged": 1.0})
+            return TrainResult("diverged", step + 1, _finite_or_nan(best))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -110,7 +110,7 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint: Checkpoint
             metrics = {**window.means(), **evaluate(model, data, data.val), "train_time": train_time}
             if not math.isfinite(metrics["val_loss"]):
                 report(step, {**metrics, "diverged": 1.0})
-                return TrainResult("diverged", step, best)
+                return TrainResult("diverged", step, _finite_or_nan(best))
             best = min(best, metrics["val_loss"])
             report(step, {**metrics, "best_val_loss": best, "diverged": 0.0})
             window = _Window()
@@ -118,7 +118,11 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint: Checkpoint
                 checkpoint(step, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                   "generator": generator.get_state(), "step": step, "best_val_loss": best,
                                   "train_time": train_time, "config": cfg.to_params()})
-    return TrainResult("finished", step, best if math.isfinite(best) else math.nan)
+    return TrainResult("finished", step, _finite_or_nan(best))
+
+
+def _finite_or_nan(x: float) -> float:
+    return x if math.isfinite(x) else math.nan
 
 
 class _Window:

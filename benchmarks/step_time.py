@@ -1,0 +1,219 @@
+"""Step-time benchmark: what does KSOM cost over EMA-VQ on the CPU?
+
+Run from the repository root:
+
+    python benchmarks/step_time.py                # default run, about 3 minutes on 2 cores
+    python benchmarks/step_time.py --quick        # smoke run
+    python benchmarks/step_time.py --threads 1 --repeats 40 --widths 128
+
+It measures, and prints as tables:
+
+1. Full training step of the VQ-VAE (models.build.build_model), exactly as in
+   models/train.py's loop: forward, loss = MSE(recon, x) + 0.25 * commitment,
+   finiteness check, backward, gradient clipping, AdamW step; the codebook update
+   happens inside the forward. Batch 128 of one fixed random 32x32 tensor (no data
+   loading), K = 512, d = 64, for each --widths, with EMA-VQ and KSOM hard 2D
+   (tau = 0.1). Reported: ms/step, images/s and the ratio KSOM / EMA-VQ.
+2. The quantiser alone on a fixed (8192, 64) input (128 images x 8 x 8 latents)
+   for K in 512, 4096, 16384, with EMA-VQ, KSOM hard 2D and KSOM gaussian 2D
+   (paper form): the train-mode forward (nearest-code search + codebook update) and
+   `update(flat, indices, counts)` alone with precomputed indices and counts.
+   The step counter t is reset to 0 before each call, so the neighbourhood is the
+   widest one of a run (the Gaussian kernel's length shrinks as t grows).
+3. The targets: full-step ratio <= 1.05 at K = 512 (every width), update-only
+   ratio <= 2 at K = 16384 (each KSOM variant).
+
+The machine may be shared, so the quantisers are timed in rounds of
+alternating blocks (A, B, A, B, ...) after a warm-up, each block a few calls
+long. A time is the median over the blocks; a ratio KSOM / EMA-VQ is the median
+over the rounds of the ratio of the two blocks of one round, which cancels load
+that changes more slowly than a round. On a busy machine, --threads 1 gives
+steadier figures (two threads on two shared cores wait on each other).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
+
+from models.build import build_model, build_quantizer  # noqa: E402
+from models.config import TrialConfig  # noqa: E402
+
+BATCH, IMAGE_SIZE, CODE_DIM = 128, 32, 64
+LATENTS = BATCH * (IMAGE_SIZE // 4) ** 2  # vectors the quantiser sees per step: 8192
+STEP_K = 512
+UPDATE_KS = (512, 4096, 16384)
+EMA = "EMA-VQ"
+QUANTISERS = {  # display name (TrialConfig.quantizer) -> config fields
+    EMA: dict(neighbours="none"),
+    "KSOM hard 2D": dict(neighbours="hard", grid_dim=2, tau=0.1),
+    "KSOM gaussian 2D": dict(neighbours="gaussian", grid_dim=2, tau=0.1, gaussian_form="paper"),
+}
+STEP_QUANTISERS = (EMA, "KSOM hard 2D")
+STEP_TARGET, UPDATE_TARGET = 1.05, 2.0
+
+Timings = dict[str, list[float]]  # quantiser name -> seconds per call in each round
+
+
+def interleaved(runs: dict[str, Callable[[], None]], repeats: int, warmup: int, block_seconds: float) -> Timings:
+    """Seconds per call of each run in `repeats` rounds of one block per run, after `warmup` calls each.
+
+    A block is as many calls as fill about `block_seconds`, judged from the last warm-up call.
+    """
+    block_calls = {}
+    for name, run in runs.items():
+        for _ in range(warmup - 1):
+            run()
+        start = time.perf_counter()
+        run()
+        block_calls[name] = max(1, round(block_seconds / (time.perf_counter() - start)))
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            for _ in range(block_calls[name]):
+                run()
+            times[name].append((time.perf_counter() - start) / block_calls[name])
+    return times
+
+
+def ratio(times: Timings, name: str) -> float:
+    """Median over the rounds of name's time / EMA-VQ's time in that round."""
+    return statistics.median(t / t_ema for t, t_ema in zip(times[name], times[EMA]))
+
+
+def training_step(cfg: TrialConfig, images: torch.Tensor) -> Callable[[], None]:
+    """One step of models/train.py's loop on a fixed batch (without the metric bookkeeping)."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+
+    def step():
+        out = model(images)
+        recon = F.mse_loss(out.recon, images)
+        loss = recon + cfg.commitment * out.commitment_loss
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"{cfg.quantizer} diverged during the benchmark")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+
+    return step
+
+
+def bench_steps(widths: list[int], repeats: int, warmup: int) -> dict[int, Timings]:
+    """Seconds per training step for each width and quantiser."""
+    images = torch.randn(BATCH, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
+    results = {}
+    for width in widths:
+        runs = {}
+        for name in STEP_QUANTISERS:
+            cfg = TrialConfig(width=width, codebook_size=STEP_K, code_dim=CODE_DIM, batch_size=BATCH,
+                              **QUANTISERS[name])
+            runs[name] = training_step(cfg, images)
+        results[width] = interleaved(runs, repeats, warmup, block_seconds=0.3)
+    return results
+
+
+def bench_quantisers(repeats: int, warmup: int) -> dict[int, dict[str, Timings]]:
+    """Seconds per train-mode forward and per update alone, for each K and quantiser."""
+    flat = torch.randn(LATENTS, CODE_DIM, generator=torch.Generator().manual_seed(0))
+    results = {}
+    for k in UPDATE_KS:
+        forwards, updates = {}, {}
+        for name, fields in QUANTISERS.items():
+            torch.manual_seed(0)
+            quantizer = build_quantizer(TrialConfig(codebook_size=k, code_dim=CODE_DIM, **fields)).train()
+            indices = quantizer.nearest(flat)
+            counts = torch.bincount(indices, minlength=k).to(flat.dtype)
+
+            def forward(q=quantizer):
+                q.step.zero_()
+                q(flat)
+
+            def update(q=quantizer, indices=indices, counts=counts):
+                q.step.zero_()
+                q.update(flat, indices, counts)
+
+            forwards[name], updates[name] = forward, update
+        results[k] = {"forward": interleaved(forwards, repeats, warmup, block_seconds=0.2),
+                      "update": interleaved(updates, repeats, warmup, block_seconds=0.1)}
+    return results
+
+
+def print_steps(results: dict[int, Timings]) -> None:
+    print(f"1. Full training step: batch {BATCH}, {IMAGE_SIZE}x{IMAGE_SIZE} images, K={STEP_K}, d={CODE_DIM}")
+    print(f"{'width':>5}  {'quantiser':<16}  {'ms/step':>9}  {'images/s':>9}  {'KSOM/EMA-VQ':>11}")
+    for width, times in results.items():
+        for name in STEP_QUANTISERS:
+            seconds = statistics.median(times[name])
+            versus = "" if name == EMA else f"{ratio(times, name):.3f}"
+            print(f"{width:>5}  {name:<16}  {seconds * 1e3:>9.1f}  {BATCH / seconds:>9.0f}  {versus:>11}")
+    print()
+
+
+def print_quantisers(results: dict[int, dict[str, Timings]]) -> None:
+    print(f"2. Quantiser alone: N={LATENTS} vectors, d={CODE_DIM}, train mode, t=0")
+    print("   forward = nearest-code search + update; update = quantizer.update(flat, indices, counts)")
+    print(f"{'K':>6}  {'grid':>7}  {'quantiser':<16}  {'forward ms':>10}  {'ratio':>6}  {'update ms':>10}  {'ratio':>6}")
+    for k, times in results.items():
+        width, height = TrialConfig(codebook_size=k, grid_dim=2).grid
+        for name in QUANTISERS:
+            cells = []
+            for kind in ("forward", "update"):
+                cells.append(f"{statistics.median(times[kind][name]) * 1e3:>10.3f}")
+                cells.append(f"{'' if name == EMA else f'{ratio(times[kind], name):.2f}':>6}")
+            print(f"{k:>6}  {f'{width}x{height}':>7}  {name:<16}  " + "  ".join(cells))
+    print()
+
+
+def print_targets(steps: dict[int, Timings], quantisers: dict[int, dict[str, Timings]]) -> None:
+    checks = [(f"full step KSOM hard 2D / EMA-VQ, width {width}, K={STEP_K}", ratio(times, "KSOM hard 2D"),
+               STEP_TARGET) for width, times in steps.items()]
+    k = max(UPDATE_KS)
+    checks += [(f"update only {name} / EMA-VQ, K={k}", ratio(quantisers[k]["update"], name), UPDATE_TARGET)
+               for name in QUANTISERS if name != EMA]
+    print("3. Targets")
+    label_width = max(len(label) for label, _, _ in checks)
+    for label, value, target in checks:
+        verdict = "met" if value <= target else "NOT met"
+        print(f"   {label:<{label_width}}  {value:6.3f} <= {target:<4}  {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="torch.set_num_threads (default: all cores, %(default)s)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed blocks per quantiser (default: 20, or 3 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="few repeats, for a smoke run")
+    parser.add_argument("--widths", type=int, nargs="+", default=[32, 128],
+                        help="VQ-VAE widths for the full step (default: 32 128)")
+    args = parser.parse_args()
+    repeats = args.repeats or (3 if args.quick else 20)
+    warmup = 1 if args.quick else 3
+
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+          f"median of {repeats} interleaved blocks after {warmup} warm-up calls\n")
+    start = time.perf_counter()
+    steps = bench_steps(args.widths, repeats, warmup)
+    print_steps(steps)
+    quantisers = bench_quantisers(repeats, warmup)
+    print_quantisers(quantisers)
+    print_targets(steps, quantisers)
+    print(f"\ntotal time {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

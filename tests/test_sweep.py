@@ -1,0 +1,220 @@
+"""The sweep end to end with real components: Ray Tune (local, multi-node via
+ray.cluster_utils.Cluster), an MLflow sqlite store and a real `mlflow server`,
+a driver process killed and resumed, and the command-line checks."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from models.config import TrialConfig
+from models.train import train
+from sweep.execute import run_sweep
+from sweep.run import Plan, main, make_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {"steps": 40, "eval_every": 20}
+
+
+def child_runs(tracking_uri: str, study: str):
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(study)
+    runs = client.search_runs([exp.experiment_id])
+    return client, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def history(client, run, metric="val_loss"):
+    return [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)]
+
+
+@pytest.fixture
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_smoke_sweep_logs_one_run_per_trial_and_records_divergence(tmp_path, local_ray):
+    """Every trial is one child run with all config fields as params and its validation curve;
+    a trial whose loss becomes NaN is tagged diverged while the others finish."""
+    plan = make_plan("sensitivity", "smoke", seeds=1, overrides=FAST)
+    plan.arms.append({"neighbours": "none", "lr": 1e6})  # Adam at this rate overflows within two steps
+    sweep_dir = run_sweep(plan, results_dir=tmp_path)
+
+    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    client, runs = child_runs(meta["tracking_uri"], "sensitivity")
+    assert len(runs) == 5
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {meta["parent_run_id"]}
+    by_status = {}
+    for r in runs:
+        by_status.setdefault(r.data.tags["status"], []).append(r)
+        cfg = TrialConfig.from_dict(r.data.params)  # params round-trip into the trial's config
+        assert cfg.steps == 40 and cfg.width == 16 and cfg.seed == 0
+        assert r.data.tags["study"] == "sensitivity" and r.data.tags["scale"] == "smoke"
+    assert len(by_status["finished"]) == 4 and len(by_status["diverged"]) == 1
+    bad = by_status["diverged"][0]
+    assert float(bad.data.params["lr"]) == 1e6 and bad.data.metrics["diverged"] == 1.0
+    for r in by_status["finished"]:
+        curve = history(client, r)
+        assert [s for s, _ in curve] == [20, 40]
+        assert r.data.metrics["diverged"] == 0.0
+        assert {"train_loss", "val_perplexity_vq", "val_codes_used_vq", "train_perplexity_vq"} <= set(r.data.metrics)
+        assert [a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")] == ["checkpoint/state.pt"]
+    # The curve logged is the trainer's own: rerun one trial directly and compare.
+    ref = next(r for r in by_status["finished"] if r.data.params["n0"] == "1" and r.data.params["update_empty"] == "True")
+    direct = []
+    train(TrialConfig.from_dict(ref.data.params), report=lambda s, m: direct.append((s, m["val_loss"])))
+    assert history(client, ref) == pytest.approx(direct, rel=1e-6)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("mlflow server did not become healthy")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_sweep_logs_to_a_tracking_server(tmp_path, mlflow_server, local_ray):
+    """--tracking-uri http://... sends the runs to the server instead of the local store."""
+    plan = make_plan("sensitivity", "smoke", seeds=1, overrides=FAST)
+    plan.arms = plan.arms[:2]
+    run_sweep(plan, results_dir=tmp_path / "results", tracking_uri=mlflow_server)
+    client, runs = child_runs(mlflow_server, "sensitivity")
+    assert len(runs) == 2 and all(r.data.tags["status"] == "finished" for r in runs)
+    assert all([s for s, _ in history(client, r)] == [20, 40] for r in runs)
+    assert not (tmp_path / "results" / "mlflow.db").exists()
+
+
+def test_multi_node_sweep_uses_both_worker_nodes(tmp_path):
+    """A head with no CPUs and two 1-CPU worker nodes: trials run on both workers."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
+        plan = make_plan("sensitivity", "smoke", seeds=1, overrides=FAST)
+        run_sweep(plan, results_dir=tmp_path)
+        _, runs = child_runs(json.loads(next(tmp_path.glob("*/sweep.json")).read_text())["tracking_uri"],
+                             "sensitivity")
+        assert len(runs) == 4 and all(r.data.tags["status"] == "finished" for r in runs)
+        used = {r.data.tags["node_id"] for r in runs}
+        assert used == {w.node_id for w in workers}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_killed_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
+    """Kill the driver (and its local Ray) mid-sweep, resume: every trial ends with exactly one
+    run whose curve has each validation step once, equal to an uninterrupted run's."""
+    cmd = [sys.executable, "-m", "sweep.run", "sensitivity", "--scale", "smoke", "--seeds", "2",
+           "--set", "steps=200", "--set", "eval_every=20", "--results-dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "2/8 done" in line:
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+        proc.wait()
+    assert any("2/8 done" in line for line in seen), "".join(seen)
+    sweep_dir = next(tmp_path.glob("sensitivity-smoke-*"))
+    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    _, before = child_runs(meta["tracking_uri"], "sensitivity")
+    assert 2 <= sum(r.data.tags["status"] == "finished" for r in before) < 8
+
+    # A changed grid is refused; the same grid (or --resume alone) continues.
+    bad = subprocess.run(cmd[:3] + ["--scale", "smoke", "--seeds", "3", "--resume", str(sweep_dir)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "different grid" in bad.stderr
+    done = subprocess.run([sys.executable, "-m", "sweep.run", "--resume", str(sweep_dir)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    client, runs = child_runs(meta["tracking_uri"], "sensitivity")
+    assert len(runs) == 8
+    assert {r.data.tags["ray_trial_id"] for r in runs}.__len__() == 8
+    assert all(r.data.tags["status"] == "finished" and r.info.status == "FINISHED" for r in runs)
+    for r in runs:
+        assert [s for s, _ in history(client, r)] == list(range(20, 201, 20))
+    ref = runs[0]
+    direct = []
+    train(TrialConfig.from_dict(ref.data.params), report=lambda s, m: direct.append((s, m["val_loss"])))
+    assert history(client, ref) == pytest.approx(direct, rel=1e-6)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["robustnes"], "study 'robustnes' is unknown"),
+    (["robustness", "--scale", "huge"], "scale 'huge' is unknown"),
+    (["robustness", "--set", "tau=0"], "tau=0.0 must be > 0"),
+    (["robustness", "--set", "n0=1"], "would override what study 'robustness' sweeps"),
+    (["robustness", "--set", "widht=3"], "'widht' is not a config field"),
+    (["robustness", "--set", "lr"], "is not FIELD=VALUE"),
+    (["robustness", "--set", "steps=ten"], "steps='ten' is not a valid int"),
+    (["robustness", "--seeds", "0"], "--seeds 0 must be >= 1"),
+    (["robustness", "--dataset", "cifar10"], "needs --data-dir"),
+    (["robustness", "--dataset", "mnist", "--data-dir", "/tmp"], "dataset='mnist' is unknown"),
+    (["--resume", "/nonexistent/sweep"], "no sweep.json"),
+    ([], "give a STUDY"),
+])
+def test_bad_command_lines_fail_before_anything_runs(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--results-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dry_run_lists_every_trial(capsys):
+    assert main(["ablation", "--scale", "smoke", "--seeds", "2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "16 trials (8 arms x 2 seeds)" in out
+    assert out.count("neighbours=gaussian") == 8 and out.count("grid_dim=1") == 4
+
+
+def test_plans_match_the_paper_tables():
+    """Each study's grid is its paper table's (SPEC 4)."""
+    arms = {name: make_plan(name, "smoke").arms for name in ("sensitivity", "comparison", "robustness", "ablation")}
+    assert sorted((a["n0"], a["update_empty"]) for a in arms["sensitivity"]) == [(0, False), (0, True), (1, False),
+                                                                                 (1, True)]
+    assert [a["neighbours"] for a in arms["comparison"]] == ["none", "hard", "gaussian"]
+    assert len(arms["robustness"]) == 8 and {a["neighbours"] for a in arms["robustness"]} == {"none", "hard"}
+    assert sorted((a["neighbours"], a["grid_dim"], a["tau"]) for a in arms["ablation"]) == sorted(
+        (n, d, t) for n in ("hard", "gaussian") for d, t in ((1, 0.1), (2, 1.0), (2, 0.1), (2, 0.01)))
+    assert isinstance(make_plan("robustness", "cpu"), Plan)

@@ -1,0 +1,211 @@
+"""The VQ-VAE (SPEC 2) and the shared trainer models/train.py: reports, determinism, resume, divergence."""
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.build import build_model
+from models.config import TrialConfig
+from models.quantizer import KohonenQuantizer
+from models.train import train
+from models.vqvae import VQVAE
+
+TINY = TrialConfig(width=16, codebook_size=64, code_dim=16, batch_size=16, lr=1e-3, steps=60, eval_every=20, seed=0)
+
+
+def run(cfg: TrialConfig, photos, resume=None):
+    """train() on the shared photos on the CPU; returns (result, reports [(step, metrics)], checkpoints)."""
+    reports, checkpoints = [], {}
+
+    def save(step, state):  # serialise at once, as the Ray trainable does (the dict aliases live tensors)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        checkpoints[step] = buffer.getvalue()
+
+    result = train(cfg, report=lambda step, m: reports.append((step, dict(m))), checkpoint=save,
+                   resume=resume, data=photos, device="cpu")
+    return result, reports, checkpoints
+
+
+def load_state(raw: bytes) -> dict:
+    return torch.load(io.BytesIO(raw), weights_only=False)
+
+
+def comparable(metrics: dict) -> dict:
+    """Metrics that must be reproducible (wall-clock time is not)."""
+    return {k: v for k, v in metrics.items() if k != "train_time"}
+
+
+@pytest.fixture(scope="module")
+def baseline(photos):
+    return run(TINY, photos)
+
+
+# ---------------------------------------------------------------- model (SPEC 2)
+
+
+def test_vqvae_shapes_and_decode_codes():
+    """VQ-VAE width 16: (2, 3, 32, 32) -> latents (2, 8, 8, d), codes (2, 8, 8), reconstruction (2, 3, 32, 32);
+    decode_codes of the forward's codes reproduces the eval-mode reconstruction."""
+    torch.manual_seed(0)
+    model = VQVAE(KohonenQuantizer(64, 16), width=16)
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    out = model(x)
+    assert out.recon.shape == (2, 3, 32, 32)
+    level = out.levels["vq"]
+    assert level.indices.shape == (2, 8, 8) and level.quantized.shape == (2, 8, 8, 16)
+    decoded = model.decode_codes({"vq": level.indices})
+    assert decoded.shape == (2, 3, 32, 32)
+    assert torch.allclose(decoded, out.recon, atol=1e-5)
+    assert out.commitment_loss.item() == pytest.approx(level.commitment_loss.item())
+
+
+def test_vqvae_parameter_count_matches_spec_layout():
+    """The layer list of SPEC 2 (h = 16, d = 64), counted by hand, equals the model's parameter count."""
+    h, d = 16, 64
+    res = 2 * (9 * h * (h // 4) + (h // 4) * h)  # two residual blocks, no biases
+    encoder = (16 * 3 * (h // 2) + h // 2) + (16 * (h // 2) * h + h) + (9 * h * h + h) + res + (h * d + d)
+    decoder = (9 * d * h + h) + res + (16 * h * (h // 2) + h // 2) + (16 * (h // 2) * 3 + 3)
+    model = build_model(TrialConfig(width=h, code_dim=d, codebook_size=512))
+    assert sum(p.numel() for p in model.parameters()) == encoder + decoder
+    assert model.levels["vq"].codebook_size == 512 and model.levels["vq"].grid == (32, 16)
+
+
+def test_gradients_reach_the_encoder_through_straight_through():
+    """The reconstruction loss reaches encoder weights (straight-through estimator), the codebook has no grad."""
+    torch.manual_seed(0)
+    model = build_model(TINY)
+    out = model(torch.randn(4, 3, 32, 32))
+    F.mse_loss(out.recon, torch.zeros_like(out.recon)).backward()
+    first_conv = model.encoder[0].weight
+    assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
+
+
+def test_model_checkpoint_round_trip():
+    """A trained model's state_dict (incl. the quantiser's t) loads into a fresh model (other seed) and the
+    next training forward gives identical output and identical codebook updates."""
+    torch.manual_seed(1)
+    cfg = TINY.replace(neighbours="hard", grid_dim=2, tau=0.5)
+    model = build_model(cfg)
+    for _ in range(3):
+        model(torch.randn(4, 3, 32, 32))
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    torch.manual_seed(2)
+    fresh = build_model(cfg)
+    fresh.load_state_dict(torch.load(buffer))
+    assert int(fresh.levels["vq"].step) == 3
+    x = torch.randn(4, 3, 32, 32)
+    a, b = model(x), fresh(x)
+    assert torch.equal(a.recon, b.recon)
+    for k, v in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+
+
+# ---------------------------------------------------------------- trainer
+
+
+def test_reports_and_learning(baseline, photos):
+    """60 steps with eval_every 20: 3 reports with the documented metrics; validation loss falls."""
+    result, reports, checkpoints = baseline
+    assert result.status == "finished" and result.step == 60
+    assert [s for s, _ in reports] == [20, 40, 60]
+    for _, m in reports:
+        for key in ("val_loss", "train_loss", "train_commitment", "val_perplexity_vq", "val_codes_used_vq",
+                    "train_perplexity_vq", "train_codes_used_vq", "best_val_loss", "train_time"):
+            assert math.isfinite(m[key]), key
+        assert m["diverged"] == 0.0
+        assert 1.0 <= m["val_perplexity_vq"] <= m["val_codes_used_vq"] <= 64
+    val = [m["val_loss"] for _, m in reports]
+    assert val[-1] < val[0]
+    assert [m["best_val_loss"] for _, m in reports] == [min(val[:i + 1]) for i in range(3)]
+    assert result.best_val_loss == min(val)
+    assert sorted(checkpoints) == [20, 40, 60]
+
+
+def test_reported_validation_metrics_recomputed(baseline, photos):
+    """val_loss = mean squared error per element over all validation tiles (standardised), and
+    val_perplexity = exp(-sum p log p) of the code counts over the whole set, recomputed from the checkpoint."""
+    _, reports, checkpoints = baseline
+    state = load_state(checkpoints[60])
+    model = build_model(TINY)
+    model.load_state_dict(state["model"])
+    model.eval()
+    with torch.no_grad():
+        x = photos.normalise(photos.val)
+        out = model(x)
+    sq = ((out.recon.double() - x.double()) ** 2).sum().item()
+    counts = torch.bincount(out.levels["vq"].indices.flatten(), minlength=64).double()
+    p = [c / counts.sum().item() for c in counts.tolist() if c > 0]
+    metrics = dict(reports)[60]
+    assert metrics["val_loss"] == pytest.approx(sq / x.numel(), rel=1e-5)
+    assert metrics["val_perplexity_vq"] == pytest.approx(math.exp(-sum(q * math.log(q) for q in p)), rel=1e-6)
+    assert metrics["val_codes_used_vq"] == len(p)
+
+
+def test_checkpoint_contents(baseline):
+    """The checkpoint holds model, optimiser, generator, step and config; the quantiser's t equals the number
+    of training steps (validation does not advance it)."""
+    _, _, checkpoints = baseline
+    state = load_state(checkpoints[20])
+    assert state["step"] == 20 and state["config"] == TINY.to_params()
+    assert int(state["model"]["levels.vq.step"]) == 20
+    assert int(load_state(checkpoints[60])["model"]["levels.vq.step"]) == 60
+    assert {"optimizer", "generator", "best_val_loss", "train_time"} <= set(state)
+
+
+def test_same_seed_same_metrics(baseline, photos):
+    """Two runs with the same config and seed report identical metrics (CPU determinism)."""
+    _, reports, _ = baseline
+    _, again, _ = run(TINY, photos)
+    assert [(s, comparable(m)) for s, m in again] == [(s, comparable(m)) for s, m in reports]
+
+
+def test_other_seed_other_metrics(baseline, photos):
+    """The seed matters: another seed gives other metrics."""
+    _, reports, _ = baseline
+    _, other, _ = run(TINY.replace(seed=1, steps=20), photos)
+    assert other[0][1]["val_loss"] != reports[0][1]["val_loss"]
+
+
+def test_resume_continues_exactly(baseline, photos):
+    """Resuming from the step-20 checkpoint reports the same metrics at steps 40 and 60 as the uninterrupted run."""
+    _, reports, checkpoints = baseline
+    result, resumed, _ = run(TINY, photos, resume=load_state(checkpoints[20]))
+    assert result.status == "finished" and result.step == 60
+    assert [s for s, _ in resumed] == [40, 60]
+    expected = dict(reports)
+    for step, m in resumed:
+        want = comparable(expected[step])
+        got = comparable(m)
+        assert got.keys() == want.keys()
+        for k in want:
+            assert got[k] == pytest.approx(want[k], rel=1e-6, abs=1e-9), (step, k)
+
+
+def test_divergence_is_reported(photos):
+    """A huge learning rate makes the loss non-finite: status "diverged", last report has diverged = 1."""
+    cfg = TINY.replace(lr=1e12, steps=20, eval_every=10)
+    result, reports, checkpoints = run(cfg, photos)
+    assert result.status == "diverged"
+    assert 1 <= result.step <= 20
+    step, metrics = reports[-1]
+    assert step == result.step and metrics["diverged"] == 1.0
+    assert not all(math.isfinite(metrics.get(k, 0.0)) for k in ("train_loss", "val_loss"))
+    assert all(s < step for s in checkpoints)  # no checkpoint of a diverged state
+
+
+def test_ksom_hard_2d_trains(photos):
+    """KSOM (hard neighbourhood on the 8x8 grid) trains: finite reports, validation loss falls, t counts steps."""
+    cfg = TINY.replace(neighbours="hard", grid_dim=2, tau=0.1)
+    result, reports, checkpoints = run(cfg, photos)
+    assert result.status == "finished"
+    val = [m["val_loss"] for _, m in reports]
+    assert all(math.isfinite(v) for v in val) and val[-1] < val[0]
+    assert int(load_state(checkpoints[60])["model"]["levels.vq.step"]) == 60
