@@ -129,7 +129,10 @@ def resume_plan(args) -> tuple[Plan, dict]:
         raise ConfigError(f"--resume {args.resume}: no sweep.json there; give the folder a sweep printed at its start")
     meta = json.loads(meta_file.read_text())
     stored = Plan(**meta["plan"])
-    if args.study:
+    grid_options = (args.study, args.scale, args.seeds, args.set, args.dataset, args.data_dir, args.cpus_per_trial,
+                    args.gpus_per_trial)
+    if any(option for option in grid_options):
+        args.study, args.scale = args.study or stored.study, args.scale or stored.scale
         asked = plan_from_args(args)
         if asdict(asked) != asdict(stored):
             diff = {k: (v, asdict(asked)[k]) for k, v in asdict(stored).items() if asdict(asked)[k] != v}

@@ -160,16 +160,16 @@ def test_killed_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
     assert 2 <= sum(r.data.tags["status"] == "finished" for r in before) < 8
 
     # A changed grid is refused; the same grid (or --resume alone) continues.
-    bad = subprocess.run(cmd[:3] + ["--scale", "smoke", "--seeds", "3", "--resume", str(sweep_dir)], cwd=ROOT,
-                         capture_output=True, text=True)
-    assert bad.returncode == 2 and "different grid" in bad.stderr
+    for changed in (cmd[:6] + ["--seeds", "3"], cmd[:3] + ["--set", "steps=100"]):
+        bad = subprocess.run(changed + ["--resume", str(sweep_dir)], cwd=ROOT, capture_output=True, text=True)
+        assert bad.returncode == 2 and "different grid" in bad.stderr, bad.stderr
     done = subprocess.run([sys.executable, "-m", "sweep.run", "--resume", str(sweep_dir)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     client, runs = child_runs(meta["tracking_uri"], "sensitivity")
     assert len(runs) == 8
-    assert {r.data.tags["ray_trial_id"] for r in runs}.__len__() == 8
+    assert len({r.data.tags["ray_trial_id"] for r in runs}) == 8
     assert all(r.data.tags["status"] == "finished" and r.info.status == "FINISHED" for r in runs)
     for r in runs:
         assert [s for s, _ in history(client, r)] == list(range(20, 201, 20))
