@@ -112,7 +112,11 @@ def parse_value(field: dataclasses.Field, value):
         if text in ("false", "0", "no", "off"):
             return False
         raise ConfigError(f"{field.name}={value!r} is not a boolean; allowed: true/false")
-    if kind is int and isinstance(value, float) and value.is_integer():
+    if kind in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{field.name}={value!r} is not a valid {kind.__name__}")
+    if kind is int and isinstance(value, float):
+        if not value.is_integer():
+            raise ConfigError(f"{field.name}={value!r} is not a whole number")
         return int(value)
     try:
         return kind(value)
@@ -131,6 +135,8 @@ def _validate(c: TrialConfig):
         expected = {"int": int, "float": (int, float), "bool": bool, "str": str}[f.type]
         bad_type = not isinstance(value, expected) or (f.type in ("int", "float") and isinstance(value, bool))
         _check(not bad_type, f"{f.name}={value!r} must be of type {f.type}")
+        if f.type == "float":
+            _check(math.isfinite(value), f"{f.name}={value!r} must be a finite number")
     _check(c.model in MODELS, f"model={c.model!r} is unknown; allowed: {', '.join(MODELS)}")
     _check(c.dataset in DATASETS, f"dataset={c.dataset!r} is unknown; allowed: {', '.join(DATASETS)}")
     _check(c.neighbours in NEIGHBOURS,
@@ -140,7 +146,7 @@ def _validate(c: TrialConfig):
            f"gaussian_form={c.gaussian_form!r} is unknown; allowed: {', '.join(GAUSSIAN_FORMS)}")
     _check(c.n0 in (0, 1), f"n0={c.n0!r} is not allowed; allowed: 0 or 1")
     _check(c.grid_dim in (1, 2), f"grid_dim={c.grid_dim!r} is not allowed; allowed: 1 or 2")
-    _check(math.isfinite(c.tau) and c.tau > 0, f"tau={c.tau!r} must be > 0")
+    _check(c.tau > 0, f"tau={c.tau!r} must be > 0")
     _check(0 < c.decay < 1, f"decay={c.decay!r} must be in (0, 1)")
     _check(c.eps > 0, f"eps={c.eps!r} must be > 0")
     _check(c.commitment >= 0, f"commitment={c.commitment!r} must be >= 0")

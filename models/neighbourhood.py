@@ -50,8 +50,8 @@ class Neighbourhood:
             raise ValueError(f"gaussian form {form!r} is unknown; allowed: paper, released")
         if len(grid) not in (1, 2) or min(grid) < 1:
             raise ValueError(f"grid {grid!r} must be (K,) or (W, H) with positive sizes")
-        if not tau > 0:
-            raise ValueError(f"tau={tau!r} must be > 0")
+        if not (tau > 0 and math.isfinite(tau)):
+            raise ValueError(f"tau={tau!r} must be a finite number > 0")
         self.kind, self.grid, self.tau, self.form = kind, tuple(grid), float(tau), form
 
     def shrink(self, t: int) -> float:

@@ -72,6 +72,7 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint: Checkpoint
     Deterministic on CPU for a given cfg.seed; a resumed run continues exactly as
     the uninterrupted one. A NaN/inf loss stops the run with status "diverged",
     reported with metric diverged = 1. `device` defaults to the first GPU if any.
+    The state given to `checkpoint` holds the live tensors: save it before returning.
     """
     report = report or (lambda step, metrics: None)
     data = data or load_data(cfg.dataset, cfg.data_dir, cfg.image_size)

@@ -1,0 +1,72 @@
+"""Read what a sweep logged in MLflow into two tidy pandas frames.
+
+trials:  one row per trial run: run_id, run_name, status, study, scale, quantizer and
+         every config field (typed: numbers as numbers, true/false as bools).
+metrics: one row per logged point: run_id, metric, step, value.
+
+MLflow (a local store or a server) and the Parquet files written here are the
+only inputs of the analysis; it never imports the trainer or Ray.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+TRIAL_TAGS = ("status", "study", "scale", "quantizer", "ray_trial_id", "node_id")
+
+
+def _typed(value: str):
+    if value in ("True", "False"):
+        return value == "True"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def load_runs(tracking_uri: str, study: str, parent_run_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, metrics) of the child runs of one sweep (parent_run_id), or of every sweep of `study`."""
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(study)
+    if exp is None:
+        raise ValueError(f"no MLflow experiment {study!r} at {tracking_uri}")
+    runs = client.search_runs([exp.experiment_id], max_results=50_000)
+    runs = [r for r in runs if "mlflow.parentRunId" in r.data.tags
+            and (parent_run_id is None or r.data.tags["mlflow.parentRunId"] == parent_run_id)]
+    trials, points = [], []
+    for r in runs:
+        row = {"run_id": r.info.run_id, "run_name": r.info.run_name, "parent_run_id": r.data.tags["mlflow.parentRunId"]}
+        row.update({t: r.data.tags.get(t, "") for t in TRIAL_TAGS})
+        row.update({k: _typed(v) for k, v in r.data.params.items()})
+        trials.append(row)
+        for name in r.data.metrics:
+            points += [(r.info.run_id, name, m.step, m.value) for m in client.get_metric_history(r.info.run_id, name)]
+    trials = pd.DataFrame(trials)
+    if len(trials):
+        trials = trials.sort_values(["run_name"], kind="stable").reset_index(drop=True)
+    metrics = pd.DataFrame(points, columns=["run_id", "metric", "step", "value"])
+    metrics = metrics.sort_values(["run_id", "metric", "step"], kind="stable").reset_index(drop=True)
+    return trials, metrics
+
+
+def load_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, metrics) of the sweep whose folder (with its sweep.json) is sweep_dir."""
+    meta = json.loads((Path(sweep_dir) / "sweep.json").read_text())
+    return load_runs(meta["tracking_uri"], meta["study"], meta["parent_run_id"])
+
+
+def write_parquet(trials: pd.DataFrame, metrics: pd.DataFrame, folder: str | Path) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    trials.to_parquet(folder / "trials.parquet", index=False)
+    metrics.to_parquet(folder / "metrics.parquet", index=False)
+
+
+def read_parquet(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    folder = Path(folder)
+    return pd.read_parquet(folder / "trials.parquet"), pd.read_parquet(folder / "metrics.parquet")

@@ -1,0 +1,77 @@
+"""Regenerate a sweep's tables and figures from what it logged.
+
+    python -m analysis.report results/robustness-cpu-20261124-101500
+    python -m analysis.report --tracking-uri sqlite:///results/mlflow.db --study robustness --out report/
+
+Writes trials.parquet, metrics.parquet, summary.parquet, tables/<study>.{parquet,tex,md,txt}
+and figures/{loss,perplexity}.{png,pdf}, and prints the table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.figures import write_figures
+from analysis.load import load_runs, write_parquet
+from analysis.summary import summarise
+from analysis.tables import table_numbers, to_latex, to_markdown, to_text
+
+
+def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: str | Path) -> str:
+    """Write every output for one study into `out`; returns the table as text."""
+    out = Path(out)
+    write_parquet(trials, metrics, out)
+    if trials.empty:
+        return f"no trials of {study!r} logged yet"
+    summary = summarise(trials, metrics)
+    summary.to_parquet(out / "summary.parquet", index=False)
+    tidy = table_numbers(summary, study)
+    tables = out / "tables"
+    tables.mkdir(exist_ok=True)
+    tidy.to_parquet(tables / f"{study}.parquet", index=False)
+    (tables / f"{study}.tex").write_text(to_latex(tidy, summary, study))
+    (tables / f"{study}.md").write_text(to_markdown(tidy, summary, study) + "\n")
+    text = to_text(tidy, summary, study)
+    (tables / f"{study}.txt").write_text(text + "\n")
+    write_figures(trials, metrics, study, out / "figures")
+    return text
+
+
+def report_sweep(sweep_dir: str | Path) -> str:
+    """Tables and figures of the sweep in sweep_dir (read from its MLflow runs) into that folder."""
+    meta = json.loads((Path(sweep_dir) / "sweep.json").read_text())
+    trials, metrics = load_runs(meta["tracking_uri"], meta["study"], meta["parent_run_id"])
+    return write_report(trials, metrics, meta["study"], sweep_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sweep_dir", nargs="?", help="a sweep folder (holds sweep.json)")
+    p.add_argument("--tracking-uri", help="read every sweep of --study from this MLflow store instead")
+    p.add_argument("--study", help="the study (MLflow experiment) to read with --tracking-uri")
+    p.add_argument("--out", default="report", help="output folder with --tracking-uri (default report/)")
+    args = p.parse_args(argv)
+    if args.sweep_dir:
+        if not (Path(args.sweep_dir) / "sweep.json").exists():
+            p.error(f"{args.sweep_dir} holds no sweep.json")
+        print(report_sweep(args.sweep_dir))
+        print(f"written into {Path(args.sweep_dir).resolve()}")
+    elif args.tracking_uri and args.study:
+        try:
+            trials, metrics = load_runs(args.tracking_uri, args.study)
+        except ValueError as e:
+            p.error(str(e))
+        print(write_report(trials, metrics, args.study, args.out))
+        print(f"written into {Path(args.out).resolve()}")
+    else:
+        p.error("give a sweep folder, or --tracking-uri with --study")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

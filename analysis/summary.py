@@ -1,0 +1,46 @@
+"""Per-trial summaries of a sweep (SPEC section 5).
+
+final loss    = the best (minimum) validation loss of the trial (as the released code);
+steps to +p % = the first validated step whose loss <= (1 + p) * final loss, p in {10, 20};
+diverged      = the trial stopped on a NaN/inf loss (counted, never dropped).
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+THRESHOLDS = (10, 20)
+
+
+def steps_to_threshold(steps, losses, final: float, percent: float) -> float:
+    """First step whose loss is within +percent % of `final`; NaN when none is."""
+    if not math.isfinite(final):
+        return math.nan
+    for step, loss in zip(steps, losses):
+        if loss <= (1 + percent / 100) * final:
+            return float(step)
+    return math.nan
+
+
+def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial: the trial's columns plus final_loss, steps_10, steps_20, diverged,
+    and the last validation perplexity / codes used of every quantiser level."""
+    rows = []
+    by_run = {run: m for run, m in metrics.groupby("run_id")}
+    for trial in trials.to_dict("records"):
+        m = by_run.get(trial["run_id"], metrics.iloc[:0])
+        val = m[m.metric == "val_loss"].sort_values("step")
+        flag = m[m.metric == "diverged"]
+        diverged = trial.get("status") == "diverged" or bool((flag.value > 0).any())
+        finite = val[val.value.map(math.isfinite)]
+        final = math.nan if diverged or finite.empty else float(finite.value.min())
+        row = {**trial, "final_loss": final, "diverged": diverged}
+        for p in THRESHOLDS:
+            row[f"steps_{p}"] = steps_to_threshold(finite.step, finite.value, final, p)
+        for name in sorted(set(m.metric)):
+            if name.startswith(("val_perplexity_", "val_codes_used_")):
+                last = m[m.metric == name].sort_values("step").value
+                row[name.removeprefix("val_")] = float(last.iloc[-1]) if not diverged else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
