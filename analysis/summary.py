@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 THRESHOLDS = (10, 20)
@@ -33,7 +34,7 @@ def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         val = m[m.metric == "val_loss"].sort_values("step")
         flag = m[m.metric == "diverged"]
         diverged = trial.get("status") == "diverged" or bool((flag.value > 0).any())
-        finite = val[val.value.map(math.isfinite)]
+        finite = val[np.isfinite(val.value.to_numpy(dtype=float))]
         final = math.nan if diverged or finite.empty else float(finite.value.min())
         row = {**trial, "final_loss": final, "diverged": diverged}
         for p in THRESHOLDS:

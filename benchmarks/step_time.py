@@ -165,7 +165,8 @@ def print_steps(results: dict[int, Timings]) -> None:
 def print_quantisers(results: dict[int, dict[str, Timings]]) -> None:
     print(f"2. Quantiser alone: N={LATENTS} vectors, d={CODE_DIM}, train mode, t=0")
     print("   forward = nearest-code search + update; update = quantizer.update(flat, indices, counts)")
-    print(f"{'K':>6}  {'grid':>7}  {'quantiser':<16}  {'forward ms':>10}  {'ratio':>6}  {'update ms':>10}  {'ratio':>6}")
+    print(f"{'K':>6}  {'grid':>7}  {'quantiser':<16}  {'forward ms':>10}  {'ratio':>6}  "
+          f"{'update ms':>10}  {'ratio':>6}")
     for k, times in results.items():
         width, height = TrialConfig(codebook_size=k, grid_dim=2).grid
         for name in QUANTISERS:
@@ -204,7 +205,8 @@ def main() -> None:
     warmup = 1 if args.quick else 3
 
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}; "
           f"median of {repeats} interleaved blocks after {warmup} warm-up calls\n")
     start = time.perf_counter()
     steps = bench_steps(args.widths, repeats, warmup)
@@ -212,7 +214,7 @@ def main() -> None:
     quantisers = bench_quantisers(repeats, warmup)
     print_quantisers(quantisers)
     print_targets(steps, quantisers)
-    print(f"\ntotal time {time.perf_counter() - start:.0f} s")
+    print(f"\ntotal time {time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

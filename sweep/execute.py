@@ -11,6 +11,7 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from analysis.report import report_sweep
 from sweep.progress import Progress
 from sweep.run import Plan
 from sweep.tracking import MlflowCallback, experiment_id, local_store, start_parent_run, ui_command
@@ -32,6 +33,7 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
     # One checkpoint per validation is the point (resume loses nothing); Tune warns about the
     # experiment snapshots that follow. Trials print nothing of their own, so their logs stay on the nodes.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables of Ray's own; Progress prints
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     trainable = tune.with_resources(run_trial, {"cpu": plan.cpus, "gpu": plan.gpus})
@@ -55,8 +57,10 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
     results = tuner.fit()
     MlflowClient(meta["tracking_uri"]).set_terminated(meta["parent_run_id"], "FINISHED")
     errors = sum(r.error is not None for r in results)
-    print(f"sweep done in {time.time() - start:.0f} s: {len(results)} trials, {errors} failed", flush=True)
-    print(f"runs: {ui_command(meta['tracking_uri'])}  (experiment {plan.study!r})\nresults: {sweep_dir}", flush=True)
+    print(f"sweep done in {time.time() - start:.0f} s: {len(results)} trials, {errors} failed\n", flush=True)
+    print(report_sweep(sweep_dir), flush=True)
+    print(f"\nruns:    {ui_command(meta['tracking_uri'])}  (experiment {plan.study!r})\n"
+          f"results: {sweep_dir} (tables/, figures/, *.parquet)", flush=True)
     return sweep_dir
 
 

@@ -63,3 +63,21 @@ def ref_matrix():
 def ref_coords():
     """`reference_coords(grid)`: the loop reference of the grid map G."""
     return reference_coords
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory):
+    """A real robustness sweep at smoke scale (2 seeds) on a local Ray with an embedded MLflow
+    store, plus one extra trial whose huge learning rate makes it diverge; returns its folder."""
+    import ray
+
+    from sweep.execute import run_sweep
+    from sweep.run import make_plan
+
+    plan = make_plan("robustness", "smoke", seeds=2)
+    plan.arms.append({"neighbours": "none", "n0": 1, "update_empty": True, "lr": 1e6})  # Adam overflows in 2 steps
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        return run_sweep(plan, results_dir=tmp_path_factory.mktemp("results"))
+    finally:
+        ray.shutdown()

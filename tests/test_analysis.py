@@ -1,0 +1,162 @@
+"""Analysis: summaries on hand-made histories with known answers, bold placement, and the
+tables, Parquet files, LaTeX, figures and notebook produced from a real smoke sweep."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+
+from analysis.load import load_sweep, read_parquet, write_parquet
+from analysis.report import main as report_main
+from analysis.summary import steps_to_threshold, summarise
+from analysis.tables import table_numbers, to_latex, to_text
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("losses, final, p, expected", [
+    ([1.0, 0.5, 0.3, 0.25, 0.2], 0.2, 10, 500),  # 0.25 > 0.22: only the final point qualifies
+    ([1.0, 0.5, 0.3, 0.25, 0.2], 0.2, 20, 500),  # 0.25 > 0.24
+    ([1.0, 0.23, 0.21, 0.2], 0.2, 10, 300),  # 0.21 <= 0.22
+    ([1.0, 0.23, 0.21, 0.2], 0.2, 20, 200),  # 0.23 <= 0.24
+    ([0.5, 0.2, 0.3, 0.4], 0.2, 10, 200),  # the first step within reach counts, not the last
+    ([0.5, 0.4], float("nan"), 10, float("nan")),  # no final loss (diverged): no step
+])
+def test_steps_to_threshold(losses, final, p, expected):
+    steps = [100 * (i + 1) for i in range(len(losses))]
+    got = steps_to_threshold(steps, losses, final, p)
+    assert (math.isnan(got) and math.isnan(expected)) or got == expected
+
+
+def _hand_made():
+    """Three seeds of config A (one diverged) and two of config B, with known curves."""
+    trials = pd.DataFrame({
+        "run_id": ["a0", "a1", "a2", "b0", "b1"], "status": ["finished", "finished", "diverged", "finished", "finished"],
+        "neighbours": ["none", "none", "none", "hard", "hard"], "seed": [0, 1, 2, 0, 1], "steps": 300})
+    curves = {"a0": [0.9, 0.5, 0.4], "a1": [0.8, 0.23, 0.2], "a2": [0.9], "b0": [0.7, 0.3, 0.25], "b1": [0.6, 0.33, 0.35]}
+    rows = [(run, "val_loss", 100 * (i + 1), v) for run, c in curves.items() for i, v in enumerate(c)]
+    rows += [(run, "diverged", 100 * len(c), 1.0 if run == "a2" else 0.0) for run, c in curves.items()]
+    rows += [(run, "val_perplexity_vq", 100 * len(c), 10.0 + i) for i, (run, c) in enumerate(curves.items())]
+    return trials, pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
+
+
+def test_summary_and_table_numbers_by_hand():
+    trials, metrics = _hand_made()
+    s = summarise(trials, metrics).set_index("run_id")
+    assert s.loc["a0", "final_loss"] == 0.4 and s.loc["a0", "steps_10"] == 300 and s.loc["a0", "steps_20"] == 300
+    assert s.loc["a1", "final_loss"] == 0.2 and s.loc["a1", "steps_10"] == 300 and s.loc["a1", "steps_20"] == 200
+    assert s.loc["b1", "final_loss"] == 0.33 and s.loc["b1", "steps_10"] == 200  # best, not last, loss
+    assert s.loc["a2", "diverged"] and math.isnan(s.loc["a2", "final_loss"])
+    assert s.loc["b0", "perplexity_vq"] == 13.0
+
+    t = table_numbers(s.reset_index(), "comparison").set_index(["neighbours", "column"])
+    a = t.loc[("none", "final_loss")]
+    assert a["mean"] == pytest.approx(0.3) and a["std"] == pytest.approx(math.sqrt(0.02))  # sample std, n - 1
+    assert (a["n"], a["seeds"], a["diverged"]) == (2, 3, 1)  # the diverged seed is counted, not averaged
+    b = t.loc[("hard", "final_loss")]
+    assert b["mean"] == pytest.approx(0.29) and b["std"] == pytest.approx(math.sqrt(2 * 0.04 ** 2))
+    assert t.loc[("hard", "final_loss"), "best"] and not t.loc[("none", "final_loss"), "best"]
+    assert t.loc[("hard", "steps_10"), "mean"] == pytest.approx(250.0)  # (300 + 200) / 2
+    assert t.loc[("hard", "steps_10"), "best"] and not t.loc[("none", "steps_10"), "best"]
+
+
+def test_bold_is_per_group_in_the_robustness_table():
+    """Table 3 bolds the better of EMA-VQ and KSOM within each N0 x update-0 pair."""
+    rows = []
+    for n0 in (0, 1):
+        for upd in (False, True):
+            for nb, loss in (("none", 0.5 + n0), ("hard", 0.4 + n0 if upd else 0.6 + n0)):
+                for seed in (0, 1):
+                    rows.append({"run_id": f"{n0}{upd}{nb}{seed}", "n0": n0, "update_empty": upd, "neighbours": nb,
+                                 "seed": seed, "final_loss": loss + 0.01 * seed, "steps_10": 100.0, "diverged": False,
+                                 "steps": 300})
+    t = table_numbers(pd.DataFrame(rows), "robustness")
+    best = t[(t.column == "final_loss") & t.best]
+    assert sorted(zip(best.n0, best.update_empty, best.neighbours)) == [
+        (0, False, "none"), (0, True, "hard"), (1, False, "none"), (1, True, "hard")]
+    assert t[t.column == "steps_10"].best.all()  # ties are all bold
+
+
+def test_sweep_writes_tables_figures_and_parquet(smoke_sweep):
+    for name in ("trials.parquet", "metrics.parquet", "summary.parquet", "tables/robustness.parquet",
+                 "tables/robustness.tex", "tables/robustness.md", "tables/robustness.txt",
+                 "figures/loss.png", "figures/loss.pdf", "figures/perplexity.png", "figures/perplexity.pdf"):
+        assert (smoke_sweep / name).stat().st_size > 0, name
+    text = (smoke_sweep / "tables/robustness.txt").read_text()
+    assert text.count("EMA-VQ") == 4 and text.count("KSOM hard") == 4
+    assert "4 / 2" in text  # the two diverged trials are counted in their configuration's row
+    tidy = pd.read_parquet(smoke_sweep / "tables/robustness.parquet")
+    assert len(tidy) == 8 * 2 and set(tidy.column) == {"final_loss", "steps_10"}
+    assert tidy.groupby(["n0", "update_empty", "column"]).best.any().all()
+
+
+def test_parquet_round_trip(smoke_sweep, tmp_path):
+    trials, metrics = load_sweep(smoke_sweep)
+    assert len(trials) == 18 and set(trials.status) == {"finished", "diverged"}
+    assert {"run_id", "metric", "step", "value"} == set(metrics.columns)
+    assert trials.lr.dtype.kind == "f" and trials.update_empty.dtype == bool and trials.n0.dtype.kind == "i"
+    write_parquet(trials, metrics, tmp_path)
+    again = read_parquet(tmp_path)
+    pd.testing.assert_frame_equal(again[0], trials)
+    pd.testing.assert_frame_equal(again[1], metrics)
+    pd.testing.assert_frame_equal(read_parquet(smoke_sweep)[0], trials)  # what the sweep wrote
+
+
+def test_generated_latex_compiles_with_pdflatex(smoke_sweep, tmp_path):
+    if shutil.which("pdflatex") is None:
+        if os.environ.get("CI"):
+            pytest.fail("pdflatex is missing in CI: scripts/test.sh installs it")
+        pytest.skip("pdflatex is not installed (scripts/test.sh installs it when run as root)")
+    trials, metrics = load_sweep(smoke_sweep)
+    summary = summarise(trials, metrics)
+    doc = tmp_path / "doc.tex"
+    tables = [(smoke_sweep / "tables/robustness.tex").read_text(),
+              to_latex(table_numbers(summary, "comparison"), summary, "comparison")]
+    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                   + "\n".join(tables) + "\n\\end{document}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_report_cli_regenerates(smoke_sweep, tmp_path, capsys):
+    assert report_main([str(smoke_sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "Loss (x10^3)" in out and "KSOM hard" in out
+    uri = json.loads((smoke_sweep / "sweep.json").read_text())["tracking_uri"]
+    assert report_main(["--tracking-uri", uri, "--study", "robustness", "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r/tables/robustness.tex").exists()
+    with pytest.raises(SystemExit):
+        report_main(["--tracking-uri", uri, "--study", "nosuchstudy", "--out", str(tmp_path / "x")])
+    assert "no MLflow experiment 'nosuchstudy'" in capsys.readouterr().err
+
+
+def test_text_marks_best_cells():
+    trials, metrics = _hand_made()
+    s = summarise(trials, metrics)
+    text = to_text(table_numbers(s, "comparison"), s, "comparison")
+    line = next(l for l in text.splitlines() if l.startswith("KSOM hard"))
+    assert "290.0 ± 56.6 *" in line and "3 / 1" in text
+
+
+def test_notebook_runs_top_to_bottom(smoke_sweep):
+    nb = nbformat.read(ROOT / "notebooks/analysis.ipynb", as_version=4)
+    os.environ["SWEEP_DIR"] = str(smoke_sweep)
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    finally:
+        del os.environ["SWEEP_DIR"]
+    outputs = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", ""))
+                      for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
+    assert "robustness at smoke scale: 18 trials, 2 diverged" in outputs
+    assert "trials match 'n0 == 1'" in outputs and "KSOM hard" in outputs
