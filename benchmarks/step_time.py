@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    python benchmarks/step_time.py                # default run, about 3 minutes on 2 cores
+    python benchmarks/step_time.py                # default run, about 2 minutes on 2 idle cores
     python benchmarks/step_time.py --quick        # smoke run
     python benchmarks/step_time.py --threads 1 --repeats 40 --widths 128
 
@@ -196,12 +196,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="torch.set_num_threads (default: all cores, %(default)s)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed blocks per quantiser (default: 20, or 3 with --quick)")
+                        help="timed blocks per quantiser (default: 15, or 3 with --quick)")
     parser.add_argument("--quick", action="store_true", help="few repeats, for a smoke run")
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 128],
                         help="VQ-VAE widths for the full step (default: 32 128)")
     args = parser.parse_args()
-    repeats = args.repeats or (3 if args.quick else 20)
+    repeats = args.repeats or (3 if args.quick else 15)
     warmup = 1 if args.quick else 3
 
     torch.set_num_threads(args.threads)
