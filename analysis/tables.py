@@ -37,6 +37,7 @@ LAYOUTS = {
 }
 HEADERS = {"n0": ("$N_k^{(0)}$", "N0"), "update_empty": ("Update-0", "Update-0"),
            "neighbours": ("Neighbours", "Neighbours"), "grid_dim": ("Grid", "Grid"), "tau": ("$\\tau$", "tau")}
+ROW_ORDER = {"none": 0, "hard": 1, "gaussian": 2}
 LABELS = {"neighbours": {"none": "EMA-VQ", "hard": "KSOM hard", "gaussian": "KSOM Gaussian"},
           "update_empty": {True: "Yes", False: "No"}, "grid_dim": {1: "1D", 2: "2D"}}
 
@@ -68,7 +69,10 @@ def table_numbers(summary: pd.DataFrame, study: str) -> pd.DataFrame:
     layout = layout_for(study, summary)
     columns = [LOSS] + [STEPS.format(p) for p in layout.thresholds]
     records = []
-    for key, g in summary.groupby(list(layout.rows), sort=True, dropna=False):
+    # The paper's row order: EMA-VQ before KSOM, then as sorted.
+    ordered = summary.sort_values(list(layout.rows), kind="stable",
+                                  key=lambda col: col.map(ROW_ORDER).fillna(col) if col.name == "neighbours" else col)
+    for key, g in ordered.groupby(list(layout.rows), sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         ok = g[~g.diverged]
         for col in columns:

@@ -63,7 +63,7 @@ SCALES = {s.name: s for s in [
                steps=40, eval_every=20), seeds=1, cpus=1, gpus=0),
     Scale("cpu", "minutes on a laptop CPU (the default without a GPU)",
           dict(dataset="photos", width=32, codebook_size=512, code_dim=64, batch_size=32, lr=1e-3,
-               steps=500, eval_every=50), seeds=3, cpus=1, gpus=0),
+               steps=800, eval_every=50), seeds=3, cpus=1, gpus=0),
     Scale("paper", "the paper's settings (SPEC 2), one GPU per trial",
           dict(dataset="cifar10", width=128, codebook_size=512, code_dim=64, batch_size=256, lr=1e-3,
                steps=30_000, eval_every=1_000), seeds=10, cpus=4, gpus=1),

@@ -1,0 +1,89 @@
+"""Sweep-overhead benchmark: what do Ray Tune, MLflow and the analysis cost on top of training?
+
+Run from the repository root:
+
+    python benchmarks/sweep_overhead.py                    # robustness at cpu scale, 3 seeds (~10 min)
+    python benchmarks/sweep_overhead.py --scale smoke      # seconds-long trials: overhead dominates
+
+It runs one study end to end with the platform's own code path (`sweep.execute.run_sweep`,
+local Ray, embedded MLflow store, analysis at the end) and prints:
+
+  wall time             the whole run: Ray start, MLflow store, every trial, the report;
+  ideal time            sum of the trials' own training time (the trainer's `train_time`:
+                        steps only, no validation) / trials run at once;
+  overhead ratio        wall / ideal (target <= 1.05 at cpu scale);
+  MLflow logging time   per trial: the same batched calls the sweep makes (one log_batch per
+                        validation, params once, tags), replayed into a fresh run of the store.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mlflow.entities import Metric, Param  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from analysis.load import load_sweep  # noqa: E402
+from sweep.execute import run_sweep  # noqa: E402
+from sweep.run import make_plan  # noqa: E402
+
+
+def logging_seconds_per_trial(meta: dict, trials, metrics) -> float:
+    """Replay one trial's logging (params, one log_batch per validation) and time it."""
+    client = MlflowClient(meta["tracking_uri"])
+    run_id = trials.run_id.iloc[0]
+    params = {k: str(v) for k, v in trials.iloc[0].items() if k not in ("run_id", "run_name", "parent_run_id")}
+    points = metrics[metrics.run_id == run_id]
+    start = time.perf_counter()
+    run = client.create_run(meta["experiment_id"], run_name="logging-benchmark", tags={"benchmark": "1"})
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+    for step, batch in points.groupby("step"):
+        client.log_batch(run.info.run_id, metrics=[Metric(m, float(v), 0, int(step))
+                                                   for m, v in zip(batch.metric, batch.value)])
+    client.set_terminated(run.info.run_id)
+    seconds = time.perf_counter() - start
+    client.delete_run(run.info.run_id)
+    return seconds
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--study", default="robustness")
+    p.add_argument("--scale", default="cpu")
+    p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--concurrency", type=int, default=2, help="trials at once (1 CPU each)")
+    args = p.parse_args()
+
+    import ray
+
+    plan = make_plan(args.study, args.scale, seeds=args.seeds)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        ray.init(num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False)
+        sweep_dir = run_sweep(plan, results_dir=Path(tmp))
+        ray.shutdown()
+        wall = time.perf_counter() - start
+        meta = json.loads((sweep_dir / "sweep.json").read_text())
+        trials, metrics = load_sweep(sweep_dir)
+        train_time = metrics[metrics.metric == "train_time"].groupby("run_id").value.max()
+        logging = logging_seconds_per_trial(meta, trials, metrics)
+
+    ideal = train_time.sum() / args.concurrency
+    print(f"\n{args.study} at {args.scale} scale: {len(trials)} trials, {args.concurrency} at once")
+    print(f"  wall time            {wall:8.1f} s")
+    print(f"  training time        {train_time.sum():8.1f} s summed over trials "
+          f"(median {train_time.median():.1f} s per trial)")
+    print(f"  ideal time           {ideal:8.1f} s  (training / concurrency)")
+    print(f"  overhead ratio       {wall / ideal:8.3f}   (target <= 1.05 at cpu scale)")
+    print(f"  MLflow logging       {logging * 1000:8.1f} ms per trial "
+          f"({metrics[metrics.run_id == trials.run_id.iloc[0]].step.nunique()} batched validations)")
+
+
+if __name__ == "__main__":
+    main()
