@@ -1,5 +1,6 @@
-"""Seaborn figures of a sweep: validation loss vs step (paper Figure 3) and codebook
-perplexity vs step per quantiser level (Figure 6), mean line and std band per configuration."""
+"""Seaborn figures of a sweep: validation loss vs step (paper Figure 3), codebook
+perplexity vs step per quantiser level (Figure 6) and validation loss vs the offset
+added to every code's grid position (SPEC 6); mean line and std band per configuration."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,12 +26,15 @@ def config_label(trials: pd.DataFrame, study: str) -> pd.Series:
     return out.str.strip()
 
 
-def curves(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, metric: str) -> pd.DataFrame:
+def curves(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, metric: str | None,
+           prefix: str | None = None) -> pd.DataFrame:
+    """The points of `metric` (or of every metric starting with `prefix`), with each trial's config label."""
     labels = trials.assign(config=config_label(trials, study))[["run_id", "config"]]
-    return metrics[metrics.metric == metric].merge(labels, on="run_id")
+    chosen = metrics.metric.str.startswith(prefix) if prefix else metrics.metric == metric
+    return metrics[chosen].merge(labels, on="run_id")
 
 
-def _save(fig, folder: Path, name: str) -> list[Path]:
+def save(fig, folder: Path, name: str) -> list[Path]:
     paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
     for p in paths:
         fig.savefig(p, bbox_inches="tight", dpi=150)
@@ -39,7 +43,8 @@ def _save(fig, folder: Path, name: str) -> list[Path]:
 
 
 def write_figures(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, folder: str | Path) -> list[Path]:
-    """Write loss.{png,pdf} and perplexity.{png,pdf} into folder; returns the paths."""
+    """Write loss, topography (loss vs code shift, where measured) and perplexity as .png and .pdf
+    into folder; returns the paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sns.set_theme(style="whitegrid", context="paper")
@@ -50,7 +55,16 @@ def write_figures(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, folde
         sns.lineplot(data=data, x="step", y="value", hue="config", errorbar="sd", ax=ax)
         ax.set(yscale="log", xlabel="training step", ylabel="validation reconstruction loss", title=study)
         ax.legend(fontsize=7, title=None)
-        written += _save(fig, folder, "loss")
+        written += save(fig, folder, "loss")
+    shifted = curves(trials, metrics, study, None, prefix="val_loss_offset_")
+    if not shifted.empty:
+        shifted = shifted.assign(offset=shifted.metric.str.removeprefix("val_loss_offset_").astype(int))
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        sns.lineplot(data=shifted, x="offset", y="value", hue="config", errorbar="sd", marker="o", ax=ax)
+        ax.set(yscale="log", xticks=sorted(shifted.offset.unique()), ylabel="validation reconstruction loss",
+               xlabel="offset added to every code's grid coordinates", title=f"{study}: topography")
+        ax.legend(fontsize=7, title=None)
+        written += save(fig, folder, "topography")
     levels = sorted(m.removeprefix("train_perplexity_") for m in metrics.metric.unique()
                     if m.startswith("train_perplexity_"))
     if levels:
@@ -60,5 +74,5 @@ def write_figures(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, folde
                          hue="config", errorbar="sd", ax=ax)
             ax.set(xlabel="training step", ylabel="perplexity (codebook use)", title=f"{study}: level {level}")
             ax.legend(fontsize=7, title=None)
-        written += _save(fig, folder, "perplexity")
+        written += save(fig, folder, "perplexity")
     return written

@@ -4,7 +4,9 @@
     python -m analysis.report --tracking-uri sqlite:///results/mlflow.db --study robustness --out report/
 
 Writes trials.parquet, metrics.parquet, summary.parquet, tables/<study>.{parquet,tex,md,txt}
-and figures/{loss,perplexity}.{png,pdf}, and prints the table.
+figures/{loss,topography,perplexity}.{png,pdf} and the topography pictures of the
+first seed of every configuration side by side, figures/{perturbation,codebook_<level>}.{png,pdf},
+and prints the table.
 """
 from __future__ import annotations
 
@@ -17,12 +19,15 @@ import pandas as pd
 
 from analysis.figures import write_figures
 from analysis.load import load_runs, write_parquet
+from analysis.pictures import write_pictures
 from analysis.summary import summarise
 from analysis.tables import table_numbers, to_latex, to_markdown, to_text
 
 
-def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: str | Path) -> str:
-    """Write every output for one study into `out`; returns the table as text."""
+def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: str | Path,
+                 tracking_uri: str | None = None) -> str:
+    """Write every output for one study into `out`; returns the table as text.
+    With the MLflow `tracking_uri` the trials' topography pictures are composed too."""
     out = Path(out)
     write_parquet(trials, metrics, out)
     if trials.empty:
@@ -38,6 +43,8 @@ def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: s
     text = to_text(tidy, summary, study)
     (tables / f"{study}.txt").write_text(text + "\n")
     write_figures(trials, metrics, study, out / "figures")
+    if tracking_uri:
+        write_pictures(trials, study, tracking_uri, out / "figures")
     return text
 
 
@@ -45,7 +52,7 @@ def report_sweep(sweep_dir: str | Path) -> str:
     """Tables and figures of the sweep in sweep_dir (read from its MLflow runs) into that folder."""
     meta = json.loads((Path(sweep_dir) / "sweep.json").read_text())
     trials, metrics = load_runs(meta["tracking_uri"], meta["study"], meta["parent_run_id"])
-    return write_report(trials, metrics, meta["study"], sweep_dir)
+    return write_report(trials, metrics, meta["study"], sweep_dir, meta["tracking_uri"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             trials, metrics = load_runs(args.tracking_uri, args.study)
         except ValueError as e:
             p.error(str(e))
-        print(write_report(trials, metrics, args.study, args.out))
+        print(write_report(trials, metrics, args.study, args.out, args.tracking_uri))
         print(f"written into {Path(args.out).resolve()}")
     else:
         p.error("give a sweep folder, or --tracking-uri with --study")

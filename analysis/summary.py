@@ -2,7 +2,10 @@
 
 final loss    = the best (minimum) validation loss of the trial (as the released code);
 steps to +p % = the first validated step whose loss <= (1 + p) * final loss, p in {10, 20};
-diverged      = the trial stopped on a NaN/inf loss (counted, never dropped).
+diverged      = the trial stopped on a NaN/inf loss (counted, never dropped);
+and the last value of per-level perplexity / codes used and of the topography metrics
+(loss_offset_{o}: validation loss with every code shifted by (o, o) on the grid;
+smoothness_{level}: neighbour / random-pair distance of decoded codes; SPEC 6).
 """
 from __future__ import annotations
 
@@ -12,6 +15,9 @@ import numpy as np
 import pandas as pd
 
 THRESHOLDS = (10, 20)
+# Metrics whose last value describes the trained model: per-level perplexity and codes used,
+# and the topography measured at the end (loss after shifting codes by o, smoothness ratio).
+LAST_VALUE = ("val_perplexity_", "val_codes_used_", "val_loss_offset_", "smoothness_")
 
 
 def steps_to_threshold(steps, losses, final: float, percent: float) -> float:
@@ -26,7 +32,7 @@ def steps_to_threshold(steps, losses, final: float, percent: float) -> float:
 
 def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: the trial's columns plus final_loss, steps_10, steps_20, diverged,
-    and the last validation perplexity / codes used of every quantiser level."""
+    perplexity_/codes_used_{level}, loss_offset_{o} and smoothness_{level} (NaN where absent)."""
     rows = []
     by_run = {run: m for run, m in metrics.groupby("run_id")}
     for trial in trials.to_dict("records"):
@@ -40,7 +46,7 @@ def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         for p in THRESHOLDS:
             row[f"steps_{p}"] = steps_to_threshold(finite.step, finite.value, final, p)
         for name in sorted(set(m.metric)):
-            if name.startswith(("val_perplexity_", "val_codes_used_")):
+            if name.startswith(LAST_VALUE):
                 last = m[m.metric == name].sort_values("step").value
                 row[name.removeprefix("val_")] = float(last.iloc[-1]) if not diverged else math.nan
         rows.append(row)

@@ -4,8 +4,11 @@ A table has one row per configuration (the fields its study sweeps) and, per
 column, the mean +- sample std (n - 1) over seeds of the final validation loss
 and of the steps to reach +10 % / +20 % of it. The best mean per column is in
 bold, within groups where the paper groups (Table 3: per N0 x update-0 pair;
-Table 4: per neighbourhood kind). A last column counts seeds / diverged;
-diverged trials are counted there and left out of the means.
+Table 4: per neighbourhood kind). Where the trials measured their topography
+(SPEC 6), extra columns give the validation loss with every code shifted by
++1..+3 on the grid and the smoothness ratio (lower = more ordered; lowest in
+bold too). A last column counts seeds / diverged; diverged trials are counted
+there and left out of the means.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 LOSS, STEPS = "final_loss", "steps_{}"
+TOPOGRAPHY_OFFSETS = (1, 2, 3)  # offset 0 is the final model's own loss (in summary.parquet)
 
 
 @dataclass(frozen=True)
@@ -64,15 +68,18 @@ def steps_scale(summary: pd.DataFrame) -> int:
     return 3 if summary.get("steps", pd.Series([0])).max() >= 10_000 else 0
 
 
+def paper_order(frame: pd.DataFrame, study: str) -> pd.DataFrame:
+    """Rows sorted as the paper's table: by the layout's fields, EMA-VQ before KSOM (stable otherwise)."""
+    return frame.sort_values(list(layout_for(study, frame).rows), kind="stable",
+                             key=lambda col: col.map(ROW_ORDER).fillna(col) if col.name == "neighbours" else col)
+
+
 def table_numbers(summary: pd.DataFrame, study: str) -> pd.DataFrame:
     """Tidy table: one row per (configuration, column) with mean, std, n, seeds, diverged, best."""
     layout = layout_for(study, summary)
-    columns = [LOSS] + [STEPS.format(p) for p in layout.thresholds]
+    columns = [LOSS] + [STEPS.format(p) for p in layout.thresholds] + topography_columns(summary)
     records = []
-    # The paper's row order: EMA-VQ before KSOM, then as sorted.
-    ordered = summary.sort_values(list(layout.rows), kind="stable",
-                                  key=lambda col: col.map(ROW_ORDER).fillna(col) if col.name == "neighbours" else col)
-    for key, g in ordered.groupby(list(layout.rows), sort=False, dropna=False):
+    for key, g in paper_order(summary, study).groupby(list(layout.rows), sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         ok = g[~g.diverged]
         for col in columns:
@@ -85,6 +92,12 @@ def table_numbers(summary: pd.DataFrame, study: str) -> pd.DataFrame:
     best = tidy.groupby(groups, dropna=False)["mean"].transform("min")
     tidy["best"] = tidy["mean"].notna() & (tidy["mean"] == best)
     return tidy
+
+
+def topography_columns(summary: pd.DataFrame) -> list[str]:
+    """The topography columns a summary has (SPEC 6): loss with codes shifted by 1..3, smoothness per level."""
+    shifts = [f"loss_offset_{o}" for o in TOPOGRAPHY_OFFSETS if f"loss_offset_{o}" in summary]
+    return shifts + sorted(c for c in summary.columns if c.startswith("smoothness_"))
 
 
 def _cell(mean: float, std: float, scale: int, pm: str, digits: int) -> str:
@@ -101,14 +114,23 @@ def _display(tidy: pd.DataFrame, summary: pd.DataFrame, study: str, latex: bool)
     ls, ss = loss_scale(summary), steps_scale(summary)
     unit = (lambda e: f" ($\\times 10^{e}$)") if latex else (lambda e: f" (x10^{e})")
     pct = "\\%" if latex else "%"
-    names = {LOSS: f"Loss{unit(ls)}"}
-    names.update({STEPS.format(p): f"Steps +{p}{pct}" + (unit(ss) if ss else "") for p in layout.thresholds})
+    # column -> (title, power of ten shown, digits); raw step counts are whole numbers
+    formats = {LOSS: (f"Loss{unit(ls)}", ls, 1)}
+    formats.update({STEPS.format(p): (f"Steps +{p}{pct}" + (unit(ss) if ss else ""), ss, 1 if ss else 0)
+                    for p in layout.thresholds})
+    levels = [c.removeprefix("smoothness_") for c in topography_columns(summary) if c.startswith("smoothness_")]
+    for col in topography_columns(summary):
+        if col.startswith("loss_offset_"):
+            formats[col] = (f"Shift +{col.removeprefix('loss_offset_')}{unit(ls)}", ls, 1)
+        else:
+            level = col.removeprefix("smoothness_")
+            formats[col] = ("Smoothness" + (f" {level}" if len(levels) > 1 else ""), 0, 2)
+    names = {col: title for col, (title, _, _) in formats.items()}
     cells, bold = {}, {}
     for _, r in tidy.iterrows():
         key = tuple(LABELS.get(f, {}).get(r[f], f"{r[f]:g}" if isinstance(r[f], float) else r[f])
                     for f in layout.rows)
-        scale = ls if r["column"] == LOSS else ss
-        digits = 1 if r["column"] == LOSS or ss else 0  # raw step counts are whole numbers
+        _, scale, digits = formats[r["column"]]
         cells.setdefault(key, {})[names[r["column"]]] = _cell(r["mean"], r["std"], scale, pm, digits)
         bold.setdefault(key, {})[names[r["column"]]] = bool(r["best"])
         cells[key]["Seeds / diverged"] = f"{r['seeds']} / {r['diverged']}"

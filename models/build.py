@@ -6,6 +6,7 @@ from torch import nn
 from models.config import TrialConfig
 from models.quantizer import KohonenQuantizer
 from models.vqvae import VQVAE
+from models.vqvae2 import VQVAE2
 
 
 def build_quantizer(cfg: TrialConfig) -> KohonenQuantizer:
@@ -19,4 +20,7 @@ def build_model(cfg: TrialConfig) -> nn.Module:
     """The config's model; every model exposes `levels` and returns a ModelOutput."""
     if cfg.model == "vqvae":
         return VQVAE(build_quantizer(cfg), width=cfg.width)
+    if cfg.model == "vqvae2":
+        top = build_quantizer(cfg)  # top first, then bottom: the codebooks' random init follows this order
+        return VQVAE2(top, build_quantizer(cfg), width=cfg.width)
     raise ValueError(f"model={cfg.model!r} is unknown")

@@ -14,8 +14,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, fields
 
-MODELS = ("vqvae",)
-DATASETS = ("photos", "cifar10", "cifar100")
+MODELS = ("vqvae", "vqvae2")
+DATASETS = ("photos", "cifar10", "cifar100", "imagefolder", "imagenet", "celeba_afhq")
 NEIGHBOURS = ("none", "hard", "gaussian")
 GAUSSIAN_FORMS = ("paper", "released")
 
@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class TrialConfig:
     # model
-    model: str = "vqvae"
+    model: str = "vqvae"  # "vqvae" (one level of codes) or "vqvae2" (two levels: top and bottom)
     width: int = 128  # hidden channels h (SPEC 2; paper: 128)
     codebook_size: int = 512  # K
     code_dim: int = 64  # d_emb
@@ -43,9 +43,9 @@ class TrialConfig:
     eps: float = 1e-5  # Laplace smoothing of counts
     commitment: float = 0.25  # alpha (Eq. 15)
     # data
-    dataset: str = "photos"
+    dataset: str = "photos"  # photos, cifar10/100, or a folder of images: imagefolder, imagenet, celeba_afhq
     data_dir: str = ""
-    image_size: int = 32
+    image_size: int = 32  # side of the square images (paper: 32 for CIFAR, 256 for VQ-VAE-2 data sets)
     # optimisation (SPEC 2)
     batch_size: int = 256
     lr: float = 1e-3

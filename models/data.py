@@ -1,25 +1,31 @@
-"""Image data sets: the offline `photos` default and CIFAR-10/100 (SPEC section 3).
+"""Image data sets: the offline `photos` default, CIFAR-10/100 and folders of images (SPEC section 3).
 
 Every data set becomes an `ImageData`: uint8 training images (a list of photos
-of any size, or one (N, 3, H, W) tensor), fixed validation tiles, and the
-per-channel mean/std of the training split. Training batches are random
-`size` x `size` crops (for CIFAR the crop is the whole image), standardised.
+of any size, one (N, 3, H, W) tensor, or `ImageFiles`, a lazy list of files
+decoded per batch), fixed validation images, and the per-channel mean/std of
+the training split. Training batches are random `size` x `size` crops (for
+CIFAR and image folders the crop is the whole image), standardised.
 """
 from __future__ import annotations
 
 import hashlib
+import numbers
+import os
 import pickle
 import tarfile
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-# Validation is 20 % of the CIFAR training split, chosen with this seed as in the released code.
-CIFAR_VAL_SEED = 0xC1CAFA52
+# Validation is 20 % of the CIFAR training split, chosen with this seed as in the released code;
+# image folders without train/ and val/ subfolders draw their validation files with it too.
+VAL_SEED = 0xC1CAFA52
 CIFAR = {
     "cifar10": dict(url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                     md5="c58f30108f718f92721af3b95e74349a", folder="cifar-10-batches-py",
@@ -33,6 +39,13 @@ CIFAR = {
 PHOTOS_TRAIN = ("astronaut", "rocket", "retina", "immunohistochemistry", "stereo_motorcycle", "china", "grace_hopper")
 PHOTOS_VAL = ("coffee", "chelsea", "flower")
 PHOTO_SHORT_SIDE = 256
+# Folders of images (ImageNet; the CelebA-HQ + AFHQ mixture): three names, one loader.
+IMAGE_FOLDERS = ("imagefolder", "imagenet", "celeba_afhq")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # matched in any case
+VAL_PERCENT = 5  # of the files (at least 1), when a folder has no train/ and val/ subfolders
+VAL_CAP = 2000  # validation images held in memory (uint8 at 256 px: 393 MB)
+STATS_CAP = 1000  # training images the mean/std are computed from
+DECODE_THREADS = 4  # image decoding runs in C with the GIL released, so threads overlap
 
 
 @dataclass
@@ -40,7 +53,7 @@ class ImageData:
     """Training images, validation tiles and the normalisation of one data set."""
 
     name: str
-    train: list[torch.Tensor] | torch.Tensor  # uint8, each (3, H, W) with H, W >= size
+    train: list[torch.Tensor] | torch.Tensor | ImageFiles  # uint8, each (3, H, W) with H, W >= size
     val: torch.Tensor  # uint8 (M, 3, size, size)
     test: torch.Tensor | None  # uint8, like val, where the data set has a test split
     size: int
@@ -58,7 +71,7 @@ class ImageData:
 
     def train_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """A standardised batch of random crops, drawn with `generator` (deterministic)."""
-        if isinstance(self.train, torch.Tensor):
+        if isinstance(self.train, (torch.Tensor, ImageFiles)):  # whole images, in memory or decoded now
             idx = torch.randint(len(self.train), (batch_size,), generator=generator)
             return self.normalise(self.train[idx])
         # Pick a photo in proportion to its number of crop positions, then a position.
@@ -76,12 +89,15 @@ class ImageData:
 
 
 def load_data(name: str, data_dir: str | Path = "", size: int = 32, download: bool = True) -> ImageData:
-    """Load data set `name` ("photos", "cifar10" or "cifar100")."""
+    """Load data set `name` ("photos", "cifar10", "cifar100", or a folder of images: "imagefolder",
+    "imagenet", "celeba_afhq") with images of side `size` (CIFAR is always 32)."""
     if name == "photos":
         return load_photos(size)
     if name in CIFAR:
         return load_cifar(name, data_dir, download=download)
-    raise ValueError(f"dataset={name!r} is unknown; allowed: photos, {', '.join(CIFAR)}")
+    if name in IMAGE_FOLDERS:
+        return load_image_folder(data_dir, size, name)
+    raise ValueError(f"dataset={name!r} is unknown; allowed: photos, {', '.join([*CIFAR, *IMAGE_FOLDERS])}")
 
 
 def _channel_stats(images) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,8 +214,121 @@ def load_cifar(name: str, data_dir: str | Path, download: bool = True) -> ImageD
             raise FileNotFoundError(f"{folder} lacks {missing} and download is off")
         download_cifar(name, data_dir)
     images = _read_batches(folder, spec["train"])
-    perm = torch.from_numpy(np.random.RandomState(CIFAR_VAL_SEED).permutation(len(images)))
+    perm = torch.from_numpy(np.random.RandomState(VAL_SEED).permutation(len(images)))
     n_val = len(images) // 5
     train, val = images[perm[n_val:]], images[perm[:n_val]]
     mean, std = _channel_stats(train.split(4096))
     return ImageData(name, train, val, _read_batches(folder, [spec["test"]]), 32, mean, std)
+
+
+# ---------------------------------------------------------------- folders of images
+
+
+def read_image(path: str | Path, size: int) -> torch.Tensor:
+    """One image file -> uint8 (3, size, size): converted to RGB (grey replicated, alpha dropped), resized so
+    that its shorter side is `size` (bilinear, antialiased: Pillow widens the filter when it shrinks), and
+    centre-cropped to size x size. An unreadable file is a ValueError naming it."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")  # decodes the whole file, so broken files fail here
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from e
+    w, h = image.size
+    scale = size / min(w, h)
+    w, h = max(size, round(w * scale)), max(size, round(h * scale))
+    image = image.resize((w, h), Image.Resampling.BILINEAR)
+    left, top = (w - size) // 2, (h - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """A lazy list of image files, each read as uint8 (3, size, size) by `read_image` when indexed.
+
+    Indexed like a uint8 tensor of images: an int gives one image, a sequence (or tensor) of ints a
+    stacked (n, 3, size, size) batch, decoded in a small thread pool in index order (so deterministic).
+    This is how a training split of 1.3 M images (ImageNet) is used without holding it in memory.
+    """
+
+    paths: tuple[str, ...]  # strings: a Path costs three times the memory, and ImageNet has 1.3 M files
+    size: int
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, torch.Tensor):
+            index = index.tolist()
+        if isinstance(index, numbers.Integral):
+            return read_image(self.paths[index], self.size)
+        index = list(index)
+        out = torch.empty(len(index), 3, self.size, self.size, dtype=torch.uint8)
+        with ThreadPoolExecutor(DECODE_THREADS) as pool:  # rows are copied as they come: one batch in memory
+            for row, image in zip(out, pool.map(lambda i: read_image(self.paths[i], self.size), index)):
+                row.copy_(image)
+        return out
+
+
+def find_images(folder: str | Path) -> list[str]:
+    """The image files under `folder` (any depth, symlinked folders followed, hidden files and folders
+    skipped), as sorted path strings; none is a FileNotFoundError naming the folder and the extensions."""
+    found = []
+    # followlinks: a mixture such as CelebA-HQ + AFHQ is naturally a folder of links to the two data sets.
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        # Hidden files are skipped: macOS leaves "._name.jpg" companions that are not images.
+        found += [os.path.join(root, f) for f in files
+                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+    if not found:
+        raise FileNotFoundError(f"{folder} holds no images; allowed extensions (any case, searched recursively): "
+                                f"{' '.join(IMAGE_EXTENSIONS)}")
+    return sorted(found)
+
+
+def split_image_folder(data_dir: str | Path) -> tuple[list[str], list[str]]:
+    """(training files, validation files) of a folder of images.
+
+    - data_dir has both train/ and val/ subfolders (the ImageNet layout): the images under each.
+    - otherwise: all images under data_dir; validation = the first 5 % (at least 1) of
+      RandomState(0xC1CAFA52).permutation(n) over the sorted paths, training = the rest.
+    Training files come back sorted by path; validation files in the seeded shuffled order
+    (the train/val layout shuffles its validation files with the same RandomState), so that
+    any prefix of the validation list (see VAL_CAP) is a random sample, not a few class folders.
+    """
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data_dir {folder} does not exist or is not a folder")
+    if (folder / "train").is_dir() and (folder / "val").is_dir():
+        train, val = find_images(folder / "train"), find_images(folder / "val")
+        return train, [val[i] for i in np.random.RandomState(VAL_SEED).permutation(len(val))]
+    files = find_images(folder)
+    if len(files) < 2:
+        raise ValueError(f"{folder} holds only 1 image; at least 2 are needed (training and validation)")
+    perm = np.random.RandomState(VAL_SEED).permutation(len(files))
+    n_val = max(1, len(files) * VAL_PERCENT // 100)
+    return sorted(files[i] for i in perm[n_val:]), [files[i] for i in perm[:n_val]]
+
+
+def load_image_folder(data_dir: str | Path, size: int = 256, name: str = "imagefolder") -> ImageData:
+    """A folder of images (ImageNet, CelebA-HQ + AFHQ, ...) as RGB `size` x `size` images (SPEC 3).
+
+    Files: .jpg .jpeg .png .bmp .webp in any case, at any depth (`find_images`); each is read by
+    `read_image` (RGB, shorter side resized to `size`, centre crop). Split: `split_image_folder`.
+    - training: `ImageFiles`, decoded per batch (an unreadable training file fails when drawn);
+    - validation: the first VAL_CAP = 2000 files of the validation list (in its seeded order),
+      decoded once into a uint8 (M, 3, size, size) tensor;
+    - mean/std: over the training files i * n // m, i < m = min(n, STATS_CAP = 1000): evenly spaced
+      in sorted path order, so that every class folder of ImageNet contributes.
+    `name` ("imagefolder", "imagenet" or "celeba_afhq") only names the data set.
+    """
+    if not str(data_dir):
+        raise ValueError(f"dataset={name} needs data_dir: a folder of images "
+                         f"({' '.join(IMAGE_EXTENSIONS)}), optionally with train/ and val/ subfolders")
+    train_paths, val_paths = split_image_folder(data_dir)
+    train, val = ImageFiles(tuple(train_paths), size), ImageFiles(tuple(val_paths[:VAL_CAP]), size)
+    val = val[range(len(val))]  # decoded once
+    n, m = len(train), min(len(train), STATS_CAP)
+    chosen = torch.tensor([i * n // m for i in range(m)])
+    mean, std = _channel_stats(train[chunk] for chunk in chosen.split(64))
+    return ImageData(name, train, val, None, size, mean, std)

@@ -2,7 +2,10 @@
 
 It knows nothing of Ray or MLflow: it calls `report(step, metrics)` after each
 validation and `checkpoint(step, state)` right after, and continues from a
-`resume` state it is given. Loss (Eq. 15 with per-element means, as the public
+`resume` state it is given. After the last validation it also measures the
+trained model's topography (models/topography.py): the offset losses and
+smoothness ratios join that report, the pictures (uint8 tensors) go into that
+checkpoint's state under "pictures". Loss (Eq. 15 with per-element means, as the public
 implementations): MSE(x_hat, x) on standardised images + alpha * commitment.
 
 Run one trial by hand:  python -m models.train steps=300 neighbours=hard
@@ -18,13 +21,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from models import topography
 from models.build import build_model
 from models.config import ConfigError, TrialConfig
 from models.data import ImageData, load_data
 
 Report = Callable[[int, dict], None]
 Checkpoint = Callable[[int, dict], None]
-EVAL_BATCH = 500
 
 
 @dataclass
@@ -39,16 +42,16 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def evaluate(model: torch.nn.Module, data: ImageData, images: torch.Tensor) -> dict[str, float]:
-    """Validation metrics over all `images` (uint8) in eval mode (no codebook update):
-    mean reconstruction MSE, and per level the perplexity and codes used over the whole set."""
+def evaluate(model: torch.nn.Module, data: ImageData, images: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """Validation metrics over all `images` (uint8) in eval mode (no codebook update), `batch_size`
+    images at a time: mean reconstruction MSE, and per level the perplexity and codes used over the whole set."""
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
     device = next(model.parameters()).device
     counts = {name: torch.zeros(q.codebook_size, device=device) for name, q in model.levels.items()}
     with torch.no_grad():
-        for chunk in images.split(EVAL_BATCH):
+        for chunk in images.split(batch_size):
             x = data.normalise(chunk).to(device)
             out = model(x)
             total += F.mse_loss(out.recon, x, reduction="sum").item()
@@ -108,17 +111,22 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint: Checkpoint
         window.add(recon.item(), out.commitment_loss.item(), out.levels)
 
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            metrics = {**window.means(), **evaluate(model, data, data.val), "train_time": train_time}
+            metrics = {**window.means(), **evaluate(model, data, data.val, cfg.batch_size), "train_time": train_time}
             if not math.isfinite(metrics["val_loss"]):
                 report(step, {**metrics, "diverged": 1.0})
                 return TrainResult("diverged", step, _finite_or_nan(best))
             best = min(best, metrics["val_loss"])
+            pictures = {}
+            if step == cfg.steps:  # the trained model's topography (Sec. 4.3), once per trial
+                topo = topography.measure(model, data, batch_size=cfg.batch_size)
+                metrics.update(topo.metrics)
+                pictures = topo.pictures
             report(step, {**metrics, "best_val_loss": best, "diverged": 0.0})
             window = _Window()
             if checkpoint is not None:
                 checkpoint(step, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                   "generator": generator.get_state(), "step": step, "best_val_loss": best,
-                                  "train_time": train_time, "config": cfg.to_params()})
+                                  "train_time": train_time, "config": cfg.to_params(), "pictures": pictures})
     return TrainResult("finished", step, _finite_or_nan(best))
 
 

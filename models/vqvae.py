@@ -9,7 +9,10 @@ Shape contract (width h, code dim d, codebook K):
     (torch.Size([2, 3, 32, 32]), torch.Size([2, 8, 8]))
 
 A model exposes `levels` (name -> quantiser); the trainer needs nothing else,
-so VQ-VAE-2 plugs in with two levels.
+so VQ-VAE-2 (models/vqvae2.py) plugs in with two levels. For topography, every
+model also maps images to integer codes and back:
+
+    encode_codes(images) -> {level: (B, h, w) long}    decode_codes(codes) -> images
 """
 from __future__ import annotations
 
@@ -44,6 +47,11 @@ def residual_stack(channels: int, hidden: int, n: int = 2) -> nn.Sequential:
     return nn.Sequential(*[ResidualBlock(channels, hidden) for _ in range(n)], nn.ReLU())
 
 
+def nearest_codes(quantizer: KohonenQuantizer, latents: torch.Tensor) -> torch.Tensor:
+    """k* (Eq. 12) of channels-last latents (B, h, w, d) -> (B, h, w), without touching the codebook."""
+    return quantizer.nearest(latents.reshape(-1, quantizer.dim)).view(latents.shape[:-1])
+
+
 class VQVAE(nn.Module):
     """Encoder (downsample x4) -> KohonenQuantizer -> decoder (upsample x4)."""
 
@@ -70,6 +78,11 @@ class VQVAE(nn.Module):
         q = self.levels["vq"](z)
         recon = self.decoder(q.quantized.permute(0, 3, 1, 2))
         return ModelOutput(recon, q.commitment_loss, {"vq": q})
+
+    @torch.no_grad()
+    def encode_codes(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Images (B, 3, H, W) -> {"vq": codes (B, H/4, W/4)}; never updates the codebook, in any mode."""
+        return {"vq": nearest_codes(self.levels["vq"], self.encoder(x).permute(0, 2, 3, 1))}
 
     def decode_codes(self, codes: dict[str, torch.Tensor]) -> torch.Tensor:
         """Decode integer codes {level: (B, h, w)} to images (for codebook pictures)."""

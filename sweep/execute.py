@@ -40,7 +40,7 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
     if resume is None:
         n_trials = len(plan.arms) * len(plan.seeds)
         callbacks = [MlflowCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
-                                    plan.study, plan.scale, trial_config),
+                                    plan.study, plan.scale, trial_config, sweep_dir / "pictures"),
                      Progress(n_trials, trial_config)]
         tuner = tune.Tuner(
             trainable,

@@ -3,6 +3,8 @@
     python -m sweep.run robustness                      # cpu scale on a laptop, embedded MLflow store
     python -m sweep.run robustness --scale smoke --seeds 2 --set lr=3e-4
     python -m sweep.run robustness --scale paper --dataset cifar10 --data-dir /data
+    python -m sweep.run robustness --scale paper --dataset imagenet --data-dir /data/imagenet   # VQ-VAE-2
+    python -m sweep.run robustness --scale smoke --set model=vqvae2
     python -m sweep.run --resume results/robustness-cpu-20261124-101500   # continue a killed sweep
     python -m sweep.run ablation --dry-run              # list the trials and exit
 
@@ -19,7 +21,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from models.config import ConfigError, TrialConfig, field_names
+from models.config import DATASETS, ConfigError, TrialConfig, field_names
 from sweep.studies import SCALES, STUDIES, default_scale
 
 
@@ -52,9 +54,10 @@ def make_plan(study: str, scale: str | None = None, seeds: int | None = None, ov
     overrides = dict(overrides or {})
     if "seed" in overrides:
         raise ConfigError("seed cannot be set with --set; use --seeds N (seeds 0..N-1)")
-    base = TrialConfig.from_dict({**sc.config, **overrides}).to_params()  # validates the overrides' types
+    config, default_seeds = sc.settings(overrides.get("dataset"))
+    base = TrialConfig.from_dict({**config, **overrides}).to_params()  # validates the overrides' types
     base.pop("seed")
-    n_seeds = sc.seeds if seeds is None else seeds
+    n_seeds = default_seeds if seeds is None else seeds
     if n_seeds < 1:
         raise ConfigError(f"--seeds {n_seeds} must be >= 1")
     cpus, gpus = sc.cpus if cpus is None else cpus, sc.gpus if gpus is None else gpus
@@ -95,7 +98,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any config field, e.g. --set lr=3e-4 (repeatable); "
                         f"fields: {', '.join(field_names())}")
-    p.add_argument("--dataset", help="photos (offline default), cifar10, cifar100")
+    p.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (photos: the offline default; at paper "
+                                     "scale imagenet / celeba_afhq / imagefolder run the paper's VQ-VAE-2 settings)")
     p.add_argument("--data-dir", help="folder holding the data set (CIFAR is downloaded there if absent)")
     p.add_argument("--results-dir", default="results", help="where sweeps and the MLflow store go (default results/)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://127.0.0.1:5000 "

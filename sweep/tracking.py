@@ -10,6 +10,8 @@ logged, so the store holds exactly one run per trial and no duplicate points.
 from __future__ import annotations
 
 import math
+import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -52,6 +54,11 @@ def start_parent_run(client: MlflowClient, exp_id: str, sweep: dict) -> str:
     return run.info.run_id
 
 
+def file_name(run_name: str) -> str:
+    """A run name as a folder name: 'KSOM hard 2D tau=0.1 N0=1 ...' -> 'KSOM-hard-2D-tau0.1-N01-...'."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", run_name.replace("=", "")).strip("-")
+
+
 def trial_run_name(cfg: TrialConfig) -> str:
     update = "yes" if cfg.update_empty else "no"
     tau = f" tau={cfg.tau:g}" if cfg.neighbours != "none" else ""
@@ -61,9 +68,10 @@ def trial_run_name(cfg: TrialConfig) -> str:
 class MlflowCallback(tune.Callback):
     """Logs every trial of a sweep as a child run of the sweep's parent run."""
 
-    def __init__(self, tracking_uri: str, exp_id: str, parent_run_id: str, study: str, scale: str, config_of):
+    def __init__(self, tracking_uri: str, exp_id: str, parent_run_id: str, study: str, scale: str, config_of,
+                 pictures_dir: str | Path):
         self.tracking_uri, self.exp_id, self.parent = tracking_uri, exp_id, parent_run_id
-        self.study, self.scale = study, scale
+        self.study, self.scale, self.pictures_dir = study, scale, Path(pictures_dir)
         self.config_of = config_of  # Ray trial config -> TrialConfig
         self._reset()
 
@@ -131,11 +139,23 @@ class MlflowCallback(tune.Callback):
         self.client.set_terminated(run_id, "FAILED")
 
     def _log_checkpoint(self, run_id: str, trial):
+        """The final state as artifact checkpoint/, its topography pictures as pictures/ (also copied
+        to <pictures_dir>/<run name>/)."""
         checkpoint = trial.checkpoint
         if checkpoint is None:
             return
         with tempfile.TemporaryDirectory() as tmp:
-            self.client.log_artifacts(run_id, checkpoint.to_directory(tmp), artifact_path="checkpoint")
+            folder = Path(checkpoint.to_directory(tmp))
+            pictures = sorted(folder.glob("*.png"))
+            if pictures:
+                own = self.pictures_dir / file_name(trial_run_name(self.config_of(trial.config)))
+                own.mkdir(parents=True, exist_ok=True)
+                for picture in pictures:
+                    shutil.copy(picture, own)
+                self.client.log_artifacts(run_id, str(own), artifact_path="pictures")
+                for picture in pictures:
+                    picture.unlink()
+            self.client.log_artifacts(run_id, str(folder), artifact_path="checkpoint")
 
 
 def diverged(trial) -> bool:

@@ -3,7 +3,8 @@
 Ray's trial config is {"base": {...}, "arm": {...}, "seed": int}; the trial's
 TrialConfig is base <- arm <- seed. Each validation is reported to Tune as
 {"step", "node_id", "metrics"} together with a checkpoint (model, optimiser,
-quantiser buffers, data-sampler state), from which a restarted trial continues.
+quantiser buffers, data-sampler state), from which a restarted trial continues;
+the last checkpoint also holds the trial's topography pictures as PNG files.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import ray
 import torch
+from PIL import Image
 from ray import tune
 
 from models.config import TrialConfig
@@ -53,6 +55,8 @@ def run_trial(config: dict) -> None:
 
     def save(step: int, state: dict):
         with tempfile.TemporaryDirectory() as d:
+            for name, picture in state.pop("pictures", {}).items():  # the topography pictures, at the end
+                Image.fromarray(picture.permute(1, 2, 0).numpy()).save(Path(d) / f"{name}.png")
             torch.save(state, Path(d) / STATE_FILE)
             tune.report(dict(pending), checkpoint=tune.Checkpoint.from_directory(d))
 

@@ -88,13 +88,16 @@ def test_bold_is_per_group_in_the_robustness_table():
 def test_sweep_writes_tables_figures_and_parquet(smoke_sweep):
     for name in ("trials.parquet", "metrics.parquet", "summary.parquet", "tables/robustness.parquet",
                  "tables/robustness.tex", "tables/robustness.md", "tables/robustness.txt",
-                 "figures/loss.png", "figures/loss.pdf", "figures/perplexity.png", "figures/perplexity.pdf"):
+                 "figures/loss.png", "figures/loss.pdf", "figures/perplexity.png", "figures/perplexity.pdf",
+                 "figures/topography.png", "figures/perturbation.png", "figures/codebook_vq.pdf"):
         assert (smoke_sweep / name).stat().st_size > 0, name
     text = (smoke_sweep / "tables/robustness.txt").read_text()
     assert text.count("EMA-VQ") == 4 and text.count("KSOM hard") == 4
     assert "4 / 2" in text  # the two diverged trials are counted in their configuration's row
     tidy = pd.read_parquet(smoke_sweep / "tables/robustness.parquet")
-    assert len(tidy) == 8 * 2 and set(tidy.column) == {"final_loss", "steps_10"}
+    topography = {"loss_offset_1", "loss_offset_2", "loss_offset_3", "smoothness_vq"}
+    assert len(tidy) == 8 * 6 and set(tidy.column) == {"final_loss", "steps_10"} | topography
+    assert "Shift +3 (x10^3)" in text and "Smoothness" in text
     assert tidy.groupby(["n0", "update_empty", "column"]).best.any().all()
 
 

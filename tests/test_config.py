@@ -46,6 +46,28 @@ def test_invalid_value_names_field_and_value(field, value):
     assert repr(value) in message or str(value) in message
 
 
+@pytest.mark.parametrize("size", [36, 100, 30])
+def test_vqvae2_image_size_multiple_of_8(size):
+    """VQ-VAE-2 downsamples x8 (top codes): an image_size that is not a multiple of 8 is rejected, naming the
+    value and the model; a multiple of 4 is enough for the VQ-VAE."""
+    with pytest.raises(ConfigError) as err:
+        TrialConfig(model="vqvae2", image_size=size)
+    assert f"image_size={size}" in str(err.value) and "8" in str(err.value) and "vqvae2" in str(err.value)
+    if size % 4 == 0:
+        assert TrialConfig(model="vqvae", image_size=size).image_size == size
+
+
+@pytest.mark.parametrize("values", [
+    {"model": "vqvae2", "image_size": 256, "dataset": "imagenet", "data_dir": "/data/imagenet"},
+    {"model": "vqvae2", "image_size": 32, "dataset": "celeba_afhq"},
+    {"model": "vqvae2", "image_size": 8, "dataset": "imagefolder"},
+])
+def test_vqvae2_and_image_folders_accepted(values):
+    """model=vqvae2 and the image-folder data sets are valid and round-trip through string params."""
+    cfg = TrialConfig(**values)
+    assert TrialConfig.from_dict({k: str(v) for k, v in cfg.to_params().items()}) == cfg
+
+
 @pytest.mark.parametrize("width", [5, 7, 100, 1024])
 def test_grid_width_must_tile_codebook(width):
     """A 2D grid whose width does not divide K is a config error naming grid_width and K (SPEC 1)."""

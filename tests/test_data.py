@@ -1,4 +1,5 @@
-"""Data sets (SPEC 3): the embedded photos, CIFAR-10/100 from the real pickle format, download checks."""
+"""Data sets (SPEC 3): the embedded photos, CIFAR-10/100 from the real pickle format, download checks,
+and folders of images (ImageNet, CelebA-HQ/AFHQ) written with Pillow."""
 from __future__ import annotations
 
 import hashlib
@@ -9,9 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from models import data as data_module
-from models.data import (CIFAR, PHOTOS_TRAIN, PHOTOS_VAL, download_cifar, load_cifar, load_data, tiles)
+from models.config import TrialConfig
+from models.data import (CIFAR, PHOTOS_TRAIN, PHOTOS_VAL, ImageFiles, download_cifar, find_images, load_cifar,
+                         load_data, load_image_folder, read_image, split_image_folder, tiles)
+from models.train import train
 
 # ---------------------------------------------------------------- photos
 
@@ -105,7 +110,7 @@ def test_tiles_on_hand_made_image():
 
 def test_load_data_dispatch_errors():
     """Unknown data set names and CIFAR without a data_dir are ValueErrors that say what is allowed."""
-    with pytest.raises(ValueError, match="mnist"):
+    with pytest.raises(ValueError, match="mnist.*cifar100, imagefolder, imagenet, celeba_afhq"):
         load_data("mnist")
     with pytest.raises(ValueError, match="data_dir"):
         load_cifar("cifar10", "")
@@ -238,3 +243,191 @@ def test_download_with_matching_checksum_unpacks(tmp_path, monkeypatch):
     assert folder == target / "cifar-10-batches-py"
     assert sorted(p.name for p in folder.iterdir()) == [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     assert load_cifar("cifar10", target, download=False).val.shape == (10, 3, 32, 32)
+
+
+# ---------------------------------------------------------------- folders of images (written with Pillow)
+
+
+def write_image(path: Path, width: int, height: int, seed: int = 0, mode: str = "RGB") -> Path:
+    """A random image of the given size and mode, saved in the format the suffix names."""
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    pixels = np.random.RandomState(seed).randint(0, 256, size=(height, width, channels), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.squeeze(-1) if mode == "L" else pixels, mode).save(path)
+    return path
+
+
+def write_folder(root: Path, n: int, size: int = 12) -> list[str]:
+    """n random PNG/JPEG/BMP/WebP images of mixed sizes, modes and nesting under root; their sorted paths."""
+    paths = []
+    for i in range(n):
+        suffix = (".png", ".JPG", ".jpeg", ".bmp", ".webp")[i % 5]
+        mode = ("RGB", "L", "RGBA")[i % 3] if suffix in (".png", ".webp") else ("RGB", "L")[i % 2]
+        w, h = size + i % 7, size + 2 * (i % 3)  # non-square, both orientations, never below `size`
+        paths.append(write_image(root / f"group{i % 3}" / ("deep" if i % 2 else "") / f"img{i:03d}{suffix}",
+                                 w, h, seed=i, mode=mode))
+    return sorted(str(p) for p in paths)
+
+
+RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
+
+
+@pytest.mark.parametrize("width,height", [(120, 40), (40, 120)])
+def test_read_image_resizes_short_side_and_crops_the_centre(width, height, tmp_path):
+    """A 3:1 image whose thirds are blue | red | green (along its long side) becomes 8x8: the short side is
+    resized to 8 (the image to 24x8) and the centre 8x8 kept, so the crop shows the red third only
+    (the first and last row/column may blend with the neighbours' colours through the antialiasing filter)."""
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    third = max(width, height) // 3
+    for i, colour in enumerate((BLUE, RED, GREEN)):
+        if width > height:
+            pixels[:, i * third:(i + 1) * third] = colour
+        else:
+            pixels[i * third:(i + 1) * third] = colour
+    Image.fromarray(pixels).save(tmp_path / "thirds.png")
+    image = read_image(tmp_path / "thirds.png", 8)
+    assert image.shape == (3, 8, 8) and image.dtype == torch.uint8
+    inner = image[:, 1:-1, 1:-1].reshape(3, -1)
+    assert torch.all((inner - torch.tensor(RED)[:, None]).abs() <= 1), inner
+    assert image[2].max() <= 40 and image[1].max() <= 40  # neither blue nor green reaches the crop's inside
+
+
+def test_read_image_modes_and_upscaling(tmp_path):
+    """Grey images become three equal channels, RGBA drops alpha (RGB values kept), a small image is enlarged."""
+    grey = read_image(write_image(tmp_path / "grey.png", 16, 20, mode="L"), 16)
+    assert grey.shape == (3, 16, 16) and torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])
+    rgba = np.zeros((16, 16, 4), dtype=np.uint8)
+    rgba[..., :3], rgba[..., 3] = (10, 200, 30), 0  # fully transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    assert torch.equal(read_image(tmp_path / "rgba.png", 16), _constant((10, 200, 30), 16))
+    Image.new("RGB", (4, 6), (50, 60, 70)).save(tmp_path / "small.png")
+    assert torch.equal(read_image(tmp_path / "small.png", 24), _constant((50, 60, 70), 24))
+
+
+def _constant(colour: tuple[int, int, int], size: int) -> torch.Tensor:
+    return torch.tensor(colour, dtype=torch.uint8).view(3, 1, 1).expand(3, size, size)
+
+
+def test_find_images_recursive_case_insensitive_sorted(tmp_path):
+    """Images at any depth with .jpg .jpeg .png .bmp .webp in any case are found, sorted by path; other files
+    and hidden files (macOS "._x.jpg" companions) are not."""
+    paths = write_folder(tmp_path, 10)
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "group0" / "._img000.jpg").write_bytes(b"resource fork")
+    write_image(tmp_path / ".cache" / "thumb.png", 12, 12)
+    assert find_images(tmp_path) == paths
+    assert {Path(p).suffix for p in paths} == {".png", ".JPG", ".jpeg", ".bmp", ".webp"}
+
+
+def test_five_percent_split_is_deterministic_and_disjoint(tmp_path):
+    """Without train/ and val/ subfolders: validation = the first 5 % (at least 1) of
+    RandomState(0xC1CAFA52).permutation(n) of the sorted paths, in that order; training = the rest, sorted."""
+    paths = write_folder(tmp_path, 45)
+    train_paths, val_paths = split_image_folder(tmp_path)
+    perm = np.random.RandomState(0xC1CAFA52).permutation(45)
+    assert val_paths == [paths[i] for i in perm[:2]]  # 45 * 5 // 100 = 2
+    assert train_paths == sorted(paths[i] for i in perm[2:])
+    assert not set(train_paths) & set(val_paths) and set(train_paths) | set(val_paths) == set(paths)
+    assert split_image_folder(tmp_path) == (train_paths, val_paths)
+    small = tmp_path / "small"
+    write_folder(small, 3)
+    assert [len(part) for part in split_image_folder(small)] == [2, 1]  # at least one validation image
+
+
+def test_train_and_val_subfolders_are_the_split(tmp_path):
+    """With train/ and val/ subfolders (the ImageNet layout) they are the split; validation files come in the
+    order of RandomState(0xC1CAFA52).permutation; images elsewhere (test/) are not used."""
+    train_paths = write_folder(tmp_path / "train", 6)
+    val_paths = write_folder(tmp_path / "val", 4)
+    write_folder(tmp_path / "test", 2)
+    got_train, got_val = split_image_folder(tmp_path)
+    assert got_train == train_paths
+    assert got_val == [val_paths[i] for i in np.random.RandomState(0xC1CAFA52).permutation(4)]
+    data = load_image_folder(tmp_path, 12)
+    assert len(data.train) == 6 and data.val.shape == (4, 3, 12, 12)
+
+
+def test_load_image_folder_images_and_statistics(tmp_path, monkeypatch):
+    """Validation = the first VAL_CAP validation files decoded into uint8 (M, 3, size, size); training = a lazy
+    ImageFiles over the training files; mean/std over the training files i * n // m, m = min(n, STATS_CAP)."""
+    write_folder(tmp_path, 45)
+    monkeypatch.setattr(data_module, "VAL_CAP", 1)
+    monkeypatch.setattr(data_module, "STATS_CAP", 4)
+    data = load_image_folder(tmp_path, 12)
+    train_paths, val_paths = split_image_folder(tmp_path)
+    assert data.name == "imagefolder" and data.size == 12 and data.test is None
+    assert isinstance(data.train, ImageFiles) and list(data.train.paths) == train_paths
+    assert data.val.dtype == torch.uint8 and data.val.shape == (1, 3, 12, 12)
+    assert torch.equal(data.val[0], read_image(val_paths[0], 12))
+    chosen = [train_paths[i * 43 // 4] for i in range(4)]  # 0, 10, 21, 32
+    pixels = torch.stack([read_image(p, 12) for p in chosen]).double().permute(1, 0, 2, 3).reshape(3, -1)
+    assert torch.allclose(data.mean.double(), pixels.mean(1), rtol=1e-6)
+    assert torch.allclose(data.std.double(), pixels.std(1, unbiased=False), rtol=1e-5)
+
+
+def test_image_folder_train_batches(tmp_path):
+    """Training batches are whole training images (decoded per batch), standardised, deterministic for a
+    generator; never a validation image."""
+    write_folder(tmp_path, 45)
+    data = load_image_folder(tmp_path, 12)
+    a = data.train_batch(64, torch.Generator().manual_seed(1))
+    assert a.shape == (64, 3, 12, 12) and a.dtype == torch.float32
+    assert torch.equal(a, data.train_batch(64, torch.Generator().manual_seed(1)))
+    assert not torch.equal(a, data.train_batch(64, torch.Generator().manual_seed(2)))
+    mean, std = a.mean((0, 2, 3)), a.std((0, 2, 3))
+    assert torch.all(mean.abs() < 0.3) and torch.all((std > 0.7) & (std < 1.3)), (mean, std)
+    train_images = data.normalise(data.train[range(len(data.train))])
+    val_images = data.normalise(data.val)
+    for x in a[:8]:
+        assert any(torch.equal(x, y) for y in train_images)
+        assert not any(torch.equal(x, y) for y in val_images)
+
+
+@pytest.mark.parametrize("name", ["imagefolder", "imagenet", "celeba_afhq"])
+def test_aliases_load_the_same_folder(name, tmp_path):
+    """imagenet and celeba_afhq are names of the same loader: load_data and the config accept all three."""
+    write_folder(tmp_path, 25)
+    data = load_data(name, tmp_path, 16)
+    assert data.name == name and data.val.shape == (1, 3, 16, 16)
+    assert torch.equal(data.val, load_image_folder(tmp_path, 16).val)
+    assert TrialConfig(dataset=name, data_dir=str(tmp_path), image_size=256).dataset == name
+
+
+def test_image_folder_feeds_the_trainer(tmp_path):
+    """A VQ-VAE-2 trains on a folder of images through load_data (two steps, finite validation loss)."""
+    write_folder(tmp_path, 25, size=32)
+    cfg = TrialConfig(model="vqvae2", dataset="imagenet", data_dir=str(tmp_path), image_size=32, width=8,
+                      codebook_size=16, code_dim=8, batch_size=4, steps=2, eval_every=2)
+    result = train(cfg, device="cpu")
+    assert result.status == "finished" and np.isfinite(result.best_val_loss)
+
+
+def test_image_folder_errors(tmp_path):
+    """No data_dir, a missing folder, a folder without images (it names the folder and the extensions), a
+    single image, and an unreadable image (it names the file, also when decoded lazily for a batch)."""
+    with pytest.raises(ValueError, match="data_dir"):
+        load_data("imagenet", "")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_image_folder(tmp_path / "nowhere", 8)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"empty.*\.jpg \.jpeg \.png \.bmp \.webp"):
+        load_image_folder(empty, 8)
+    (empty / "readme.txt").write_text("no images here")
+    with pytest.raises(FileNotFoundError, match="empty"):
+        load_image_folder(empty, 8)
+    single = tmp_path / "single"
+    write_image(single / "one.png", 8, 8)
+    with pytest.raises(ValueError, match="at least 2"):
+        load_image_folder(single, 8)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(ValueError, match="broken.jpg"):
+        read_image(broken, 8)
+    with pytest.raises(ValueError, match="broken.jpg"):
+        ImageFiles((str(single / "one.png"), str(broken)), 8)[[0, 1]]  # from the decoding threads
+    truncated = tmp_path / "folder" / "truncated.png"
+    write_folder(tmp_path / "folder", 3)
+    truncated.write_bytes(write_image(tmp_path / "whole.png", 16, 16).read_bytes()[:60])
+    with pytest.raises(ValueError, match="truncated.png"):
+        load_image_folder(tmp_path / "folder", 8)

@@ -21,6 +21,7 @@ from models.config import TrialConfig
 from models.train import train
 from sweep.execute import run_sweep
 from sweep.run import Plan, main, make_plan
+from sweep.tracking import file_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,6 +66,10 @@ def test_smoke_sweep_logs_one_run_per_trial_and_records_divergence(smoke_sweep):
         assert r.data.metrics["diverged"] == 0.0
         assert {"train_loss", "val_perplexity_vq", "val_codes_used_vq", "train_perplexity_vq"} <= set(r.data.metrics)
         assert [a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")] == ["checkpoint/state.pt"]
+        assert [a.path for a in client.list_artifacts(r.info.run_id, "pictures")] == [
+            "pictures/codebook_vq.png", "pictures/perturbation.png"]
+        assert {"val_loss_offset_3", "smoothness_vq"} <= set(r.data.metrics)  # topography, measured at the end
+        assert (smoke_sweep / "pictures" / file_name(r.info.run_name) / "perturbation.png").exists()
     # The curve logged is the trainer's own: rerun one trial directly and compare.
     ref = next(r for r in by_status["finished"] if r.data.params["neighbours"] == "hard")
     direct = []
@@ -213,3 +218,17 @@ def test_plans_match_the_paper_tables():
     assert sorted((a["neighbours"], a["grid_dim"], a["tau"]) for a in arms["ablation"]) == sorted(
         (n, d, t) for n in ("hard", "gaussian") for d, t in ((1, 0.1), (2, 1.0), (2, 0.1), (2, 0.01)))
     assert isinstance(make_plan("robustness", "cpu"), Plan)
+
+
+@pytest.mark.parametrize("dataset, model, size, batch, lr, seeds", [
+    ("cifar10", "vqvae", 32, 256, 1e-3, 10),
+    ("imagenet", "vqvae2", 256, 128, 3e-4, 5),
+    ("celeba_afhq", "vqvae2", 256, 128, 3e-4, 5),
+])
+def test_paper_scale_follows_the_data_set(dataset, model, size, batch, lr, seeds):
+    """--scale paper is the paper's experiment for each of its data sets (Appendix A, SPEC 2)."""
+    plan = make_plan("robustness", "paper", overrides={"dataset": dataset, "data_dir": "/data"})
+    base = plan.base
+    assert (base["model"], base["image_size"], base["batch_size"], base["lr"]) == (model, size, batch, lr)
+    assert (base["codebook_size"], base["code_dim"], base["width"], base["steps"]) == (512, 64, 128, 30_000)
+    assert len(plan.seeds) == seeds and plan.gpus == 1

@@ -1,0 +1,66 @@
+"""The topography pictures of a sweep, configurations side by side (paper Figures 4, 5, 7).
+
+Every finished trial logged its own pictures as MLflow artifacts (`pictures/`):
+`codebook_{level}.png` (code k's decoded image at its grid position G(k)) and
+`perturbation.png` (rows: validation images; columns: the original, then the
+reconstruction with every code shifted by 0, 1, 2, 3 on the grid). Here the first
+seed of every configuration is put side by side, in the paper's row order, so
+that KSOM and EMA-VQ can be compared at a glance.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.image  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from analysis.figures import config_label, save  # noqa: E402
+from analysis.tables import paper_order  # noqa: E402
+
+TITLES = {"perturbation": "original, then codes shifted by +0, +1, +2, +3 on the grid",
+          "codebook": "code k decoded at its grid position G(k)"}
+
+
+def first_seeds(trials: pd.DataFrame, study: str) -> pd.DataFrame:
+    """One finished trial per configuration (the lowest seed), in the paper's order, with its label."""
+    done = trials[trials.status == "finished"]
+    labelled = paper_order(done.sort_values("seed", kind="stable"), study)
+    labelled = labelled.assign(config=config_label(labelled, study))
+    return labelled.drop_duplicates("config")
+
+
+def write_pictures(trials: pd.DataFrame, study: str, tracking_uri: str, folder: str | Path) -> list[Path]:
+    """figures/{perturbation,codebook_<level>}.{png,pdf}: one panel per configuration."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri)
+    panels: dict[str, list[tuple[str, object]]] = {}  # picture name -> [(config, image array)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for row in first_seeds(trials, study).itertuples():
+            if not client.list_artifacts(row.run_id, "pictures"):
+                continue
+            local = Path(client.download_artifacts(row.run_id, "pictures", f"{tmp}/{row.run_id}"))
+            for png in sorted(local.glob("*.png")):
+                panels.setdefault(png.stem, []).append((row.config, matplotlib.image.imread(png)))
+    written = []
+    for name, images in panels.items():
+        columns = min(len(images), 4 if name == "perturbation" else 2)
+        rows = -(-len(images) // columns)
+        height, width = images[0][1].shape[:2]
+        panel_width = 3.2 if name == "perturbation" else 5.0
+        fig, axes = plt.subplots(rows, columns, squeeze=False,
+                                 figsize=(panel_width * columns, panel_width * height / width * rows + 0.6 * rows))
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, (config, image) in zip(axes.flat, images):
+            ax.imshow(image, interpolation="nearest")
+            ax.set_title(config, fontsize=8)
+        fig.suptitle(f"{study}: {TITLES.get(name.split('_')[0], name)}", fontsize=9)
+        written += save(fig, folder, name)
+    return written
