@@ -54,8 +54,8 @@ def write_pictures(trials: pd.DataFrame, study: str, tracking_uri: str, folder: 
         rows = -(-len(images) // columns)
         height, width = images[0][1].shape[:2]
         panel_width = 3.2 if name == "perturbation" else 5.0
-        fig, axes = plt.subplots(rows, columns, squeeze=False,
-                                 figsize=(panel_width * columns, panel_width * height / width * rows + 0.6 * rows))
+        fig, axes = plt.subplots(rows, columns, squeeze=False, layout="constrained",
+                                 figsize=(panel_width * columns, panel_width * height / width * rows + 0.4 * rows))
         for ax in axes.flat:
             ax.axis("off")
         for ax, (config, image) in zip(axes.flat, images):

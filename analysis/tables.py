@@ -87,11 +87,13 @@ def table_numbers(summary: pd.DataFrame, study: str) -> pd.DataFrame:
             records.append({**dict(zip(layout.rows, key)), "column": col, "mean": values.mean(),
                             "std": values.std(ddof=1), "n": len(values), "seeds": len(g),
                             "diverged": int(g.diverged.sum())})
-    tidy = pd.DataFrame(records)
-    groups = list(layout.group) + ["column"]
-    best = tidy.groupby(groups, dropna=False)["mean"].transform("min")
-    tidy["best"] = tidy["mean"].notna() & (tidy["mean"] == best)
-    return tidy
+    return mark_best(pd.DataFrame(records), layout)
+
+
+def mark_best(tidy: pd.DataFrame, layout: Layout) -> pd.DataFrame:
+    """Add the column `best`: the lowest mean of its column, within the layout's groups (ties all best)."""
+    best = tidy.groupby(list(layout.group) + ["column"], dropna=False)["mean"].transform("min")
+    return tidy.assign(best=tidy["mean"].notna() & (tidy["mean"] == best))
 
 
 def topography_columns(summary: pd.DataFrame) -> list[str]:

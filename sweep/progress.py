@@ -28,8 +28,9 @@ class Progress(tune.Callback):
         self.__dict__.update(state)
         self._reset()
 
-    def _print(self, text: str, trials):
-        status = [t.status for t in trials]
+    def _print(self, text: str, trials, ending=None, end_status: str = ""):
+        # Tune calls on_trial_complete / on_trial_error before it updates the trial's status.
+        status = [end_status if t is ending else t.status for t in trials]
         n_diverged = sum(s == "TERMINATED" and diverged(t) for s, t in zip(status, trials))
         done = status.count("TERMINATED") + status.count("ERROR")
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.time() - self.start))
@@ -51,7 +52,7 @@ class Progress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         best = (trial.last_result or {}).get("metrics", {}).get("best_val_loss", math.nan)
         self._print(f"{'DIVERGED' if diverged(trial) else 'finished'} {self._name(trial)} (best val {best:.4f})",
-                    trials)
+                    trials, trial, "TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._print(f"FAILED {self._name(trial)}: see {trial.path}", trials)
+        self._print(f"FAILED {self._name(trial)}: see {trial.path}", trials, trial, "ERROR")

@@ -1,0 +1,205 @@
+"""The paper's CIFAR-10 numbers (Tables 1-4) and its claims, checked against a sweep's tables.
+
+The paper's numbers are data here (the only numbers typed in: they are the paper's);
+every number of ours comes from a sweep's tables/<study>.parquet. Each claim is a
+function of a tidy table (as analysis.tables.table_numbers makes), so it is
+evaluated the same way on the paper's numbers and on ours:
+
+    python -m analysis.paper docs/results      # writes docs/results/README.md
+
+The folder holds one sub-folder per study with the sweep's tables/, figures/ and
+run.txt (the command and its wall time), as docs/results/make.sh lays it out.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from analysis.tables import LAYOUTS, mark_best, to_markdown
+
+STUDIES = ("sensitivity", "comparison", "robustness", "ablation")
+# CIFAR-10 columns of the paper's tables: (row fields..., loss x10^3 mean, std, steps +10 % x10^3 mean, std
+# [, steps +20 % mean, std]). Table 3's row N0 = 1, update-0 yes is Table 2's (the paper's well-configured case).
+PAPER = {
+    "sensitivity": (("n0", "update_empty"), [
+        (0, False, 148.8, 11.0, 13.5, 0.7), (1, False, 68.3, 0.8, 16.3, 1.4),
+        (0, True, 52.1, 0.6, 6.8, 0.6), (1, True, 51.9, 0.2, 5.4, 0.5)]),
+    "comparison": (("neighbours",), [
+        ("none", 51.9, 0.2, 5.4, 0.5, 3.7, 0.5), ("hard", 52.1, 0.2, 5.2, 0.6, 2.5, 0.5),
+        ("gaussian", 51.8, 0.2, 5.2, 0.6, 3.0, 0.0)]),
+    "robustness": (("n0", "update_empty", "neighbours"), [
+        (0, False, "none", 148.8, 11.0, 13.5, 0.7), (0, False, "hard", 51.8, 0.2, 5.2, 0.6),
+        (1, False, "none", 68.3, 0.8, 16.3, 1.4), (1, False, "hard", 52.1, 0.3, 4.8, 0.9),
+        (0, True, "none", 52.1, 0.6, 6.8, 0.6), (0, True, "hard", 51.9, 0.2, 4.8, 0.6),
+        (1, True, "none", 51.9, 0.2, 5.4, 0.5), (1, True, "hard", 52.1, 0.2, 5.2, 0.6)]),
+    "ablation": (("neighbours", "grid_dim", "tau"), [
+        ("hard", 1, 0.1, 52.0, 0.2, 5.3, 0.5, 3.1, 0.3), ("hard", 2, 1.0, 52.1, 0.4, 4.7, 0.7, 2.6, 0.5),
+        ("hard", 2, 0.1, 52.0, 0.3, 4.9, 0.3, 2.4, 0.5), ("hard", 2, 0.01, 52.1, 0.3, 5.5, 0.7, 3.0, 0.0),
+        ("gaussian", 1, 0.1, 51.9, 0.4, 5.2, 0.4, 3.1, 0.3), ("gaussian", 2, 1.0, 51.9, 0.2, 5.3, 0.5, 3.3, 0.5),
+        ("gaussian", 2, 0.1, 51.8, 0.3, 5.1, 0.3, 3.1, 0.3), ("gaussian", 2, 0.01, 51.7, 0.2, 5.4, 0.5, 3.6, 0.5)]),
+}
+PAPER_SEEDS = 10
+PAPER_STEPS = 30_000
+
+
+def paper_table(study: str) -> pd.DataFrame:
+    """The paper's CIFAR-10 numbers of `study` as a tidy table (losses and steps in natural units)."""
+    fields, rows = PAPER[study]
+    columns = ["final_loss"] + [f"steps_{p}" for p in LAYOUTS[study].thresholds]
+    records = []
+    for row in rows:
+        key, numbers = row[:len(fields)], row[len(fields):]
+        for i, col in enumerate(columns):
+            unit = 1e-3 if col == "final_loss" else 1e3
+            records.append({**dict(zip(fields, key)), "column": col, "mean": numbers[2 * i] * unit,
+                            "std": numbers[2 * i + 1] * unit, "n": PAPER_SEEDS, "seeds": PAPER_SEEDS, "diverged": 0})
+    return mark_best(pd.DataFrame(records), LAYOUTS[study])
+
+
+def paper_markdown(study: str) -> str:
+    return to_markdown(paper_table(study), pd.DataFrame({"steps": [PAPER_STEPS]}), study)
+
+
+def _mean(tidy: pd.DataFrame, column: str = "final_loss", stat: str = "mean", **row) -> float:
+    """The `stat` ("mean" or "std") of `column` in the table row whose fields equal `row`; NaN if absent."""
+    sel = tidy[tidy.column == column]
+    for field, value in row.items():
+        sel = sel[sel[field] == value]
+    return float(sel[stat].iloc[0]) if len(sel) else math.nan
+
+
+@dataclass(frozen=True)
+class Claim:
+    study: str
+    text: str
+    check: Callable[[pd.DataFrame], tuple[bool, str]]  # tidy table -> (holds, the numbers behind it)
+    on_paper: bool = True  # False: the paper shows it only in pictures
+
+
+def _update0_off_worse(t):
+    pairs = [(_mean(t, n0=n, update_empty=False), _mean(t, n0=n, update_empty=True)) for n in (0, 1)]
+    text = "; ".join(f"N0={n}: {off * 1e3:.1f} off vs {on * 1e3:.1f} on" for n, (off, on) in zip((0, 1), pairs))
+    return all(off > on for off, on in pairs), text
+
+
+def _n0_zero_worse_and_unstable(t):
+    m0, m1 = _mean(t, n0=0, update_empty=True), _mean(t, n0=1, update_empty=True)
+    s0, s1 = (_mean(t, stat="std", n0=n, update_empty=True) for n in (0, 1))
+    return m0 > m1 and s0 > s1, f"N0=0: {m0 * 1e3:.1f} ± {s0 * 1e3:.1f} vs N0=1: {m1 * 1e3:.1f} ± {s1 * 1e3:.1f}"
+
+
+def _ksom_matches_best_ema(t, slack: float = 1.05):
+    best = _mean(t, n0=1, update_empty=True, neighbours="none")
+    ksom = t[(t.column == "final_loss") & (t.neighbours == "hard")]["mean"]
+    worst = float(ksom.max())
+    return worst <= slack * best, (f"worst KSOM config {worst * 1e3:.1f} vs best EMA-VQ {best * 1e3:.1f} "
+                                   f"(within {100 * (slack - 1):.0f} % or better)")
+
+
+def _ksom_beats_ema_in_every_config(t):
+    wins = [_mean(t, n0=n, update_empty=u, neighbours="hard") < _mean(t, n0=n, update_empty=u, neighbours="none")
+            for n in (0, 1) for u in (False, True)]
+    return all(wins), f"KSOM lower in {sum(wins)} of 4 configurations"
+
+
+def _ksom_faster_to_20(t):
+    ema = _mean(t, "steps_20", neighbours="none")
+    ksom = {n: _mean(t, "steps_20", neighbours=n) for n in ("hard", "gaussian")}
+    return all(v < ema for v in ksom.values()), (f"EMA-VQ {ema:.0f}, hard {ksom['hard']:.0f}, "
+                                                 f"Gaussian {ksom['gaussian']:.0f} steps")
+
+
+def _ablation_similar(t, spread: float = 1.10):
+    losses = t[t.column == "final_loss"]["mean"]
+    ratio = float(losses.max() / losses.min())
+    return ratio <= spread, f"max / min loss over the 8 variants = {ratio:.3f} (similar: <= {spread})"
+
+
+def _ksom_topography(t):
+    def growth(n):  # validation loss with every code shifted by +o on the grid / the final loss
+        return [_mean(t, f"loss_offset_{o}", neighbours=n) / _mean(t, neighbours=n) for o in (1, 2, 3)]
+
+    rows = {n: (growth(n), _mean(t, "smoothness_vq", neighbours=n)) for n in ("none", "hard", "gaussian")}
+    if any(math.isnan(v) for g, s in rows.values() for v in [*g, s]):
+        return False, "not measured"
+    holds = all(all(a < b for a, b in zip(rows[n][0], rows["none"][0])) and rows[n][1] < rows["none"][1]
+                for n in ("hard", "gaussian"))
+    text = "; ".join(f"{label}: loss x{g[0]:.2f} / x{g[1]:.2f} / x{g[2]:.2f} at shift +1/+2/+3, smoothness {s:.2f}"
+                     for label, (g, s) in zip(("EMA-VQ", "hard", "Gaussian"), rows.values()))
+    return holds, text
+
+
+CLAIMS = [
+    Claim("sensitivity", "EMA-VQ with update-0 off is worse (Table 1)", _update0_off_worse),
+    Claim("sensitivity", "EMA-VQ with N0 = 0 is worse and unstable (Sec. 4.1)", _n0_zero_worse_and_unstable),
+    Claim("robustness", "KSOM is as good as the best EMA-VQ in every configuration (Table 3)",
+          _ksom_matches_best_ema),
+    Claim("robustness", "KSOM beats EMA-VQ in every configuration of Table 3", _ksom_beats_ema_in_every_config),
+    Claim("comparison", "KSOM reaches +20 % of its final loss in fewer steps (Table 2)", _ksom_faster_to_20),
+    Claim("ablation", "1D/2D grids and tau 1 / 0.1 / 0.01 perform similarly (Table 4)", _ablation_similar),
+    Claim("comparison", "KSOM codes are topologically ordered: shifting codes on the grid costs less than for "
+          "EMA-VQ and grid neighbours decode to closer images (Sec. 4.3; pictures only in the paper)",
+          _ksom_topography, on_paper=False),
+]
+
+
+def check_claims(ours: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per claim: the paper's reading, ours, and whether they agree."""
+    rows = []
+    for c in CLAIMS:
+        paper = c.check(paper_table(c.study)) if c.on_paper else (True, "shown in Figures 4-5")
+        mine = c.check(ours[c.study]) if c.study in ours else (False, "study not run")
+        rows.append({"study": c.study, "claim": c.text, "paper": paper[0], "paper_numbers": paper[1],
+                     "ours": mine[0], "our_numbers": mine[1], "agrees": paper[0] == mine[0]})
+    return pd.DataFrame(rows)
+
+
+def write_readme(folder: str | Path, header: str = "") -> Path:
+    """docs/results/README.md from the studies' outputs in `folder`; returns its path."""
+    folder = Path(folder)
+    ours = {s: pd.read_parquet(folder / s / "tables" / f"{s}.parquet") for s in STUDIES
+            if (folder / s / "tables" / f"{s}.parquet").exists()}
+    claims = check_claims(ours)
+    yes = lambda b: "yes" if b else "no"  # noqa: E731
+    lines = [header.strip(), "", "## Where the orderings agree with the paper, and where they do not", "",
+             "| claim | paper (CIFAR-10) | ours (cpu scale) | agrees |", "|---|---|---|---|"]
+    lines += [f"| {r.claim} | {yes(r.paper)}: {r.paper_numbers} | {yes(r.ours)}: {r.our_numbers} | "
+              f"**{yes(r.agrees)}** |" for r in claims.itertuples()]
+    for study in STUDIES:
+        if study not in ours:
+            continue
+        sub = folder / study
+        run = (sub / "run.txt").read_text().strip() if (sub / "run.txt").exists() else ""
+        lines += ["", f"## {study} ({LAYOUTS[study].caption.split('(')[-1].rstrip(').')})", "", "```", run, "```", "",
+                  "Ours (cpu scale; losses x10^3, steps as counted; bold = best mean in its column and group):", "",
+                  (sub / "tables" / f"{study}.md").read_text().strip(), "",
+                  "The paper (CIFAR-10, 10 seeds, steps x10^3):", "", paper_markdown(study), ""]
+        figures = sorted((sub / "figures").glob("*.png"))
+        lines += [" ".join(f"[{p.stem}]({study}/figures/{p.name})" for p in figures)]
+        for name in ("topography", "perturbation"):
+            if (sub / "figures" / f"{name}.png").exists():
+                lines += ["", f"![{study} {name}]({study}/figures/{name}.png)"]
+    out = folder / "README.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis.paper", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", help="e.g. docs/results: one sub-folder per study")
+    p.add_argument("--header", type=Path, help="a Markdown file to put on top of the README")
+    args = p.parse_args(argv)
+    header = args.header.read_text() if args.header else "# Results"
+    print(f"wrote {write_readme(args.folder, header)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
