@@ -163,3 +163,9 @@ def test_notebook_runs_top_to_bottom(smoke_sweep):
                       for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
     assert "robustness at smoke scale: 18 trials, 2 diverged" in outputs
     assert "trials match 'n0 == 1'" in outputs and "KSOM hard" in outputs
+    pictures = sum("image/png" in o.get("data", {}) for cell in nb.cells if cell.cell_type == "code"
+                   for o in cell.outputs)
+    assert pictures == 5  # loss, topography, perplexity; perturbation and codebook side by side
+    frames = "".join(str(o.get("data", {}).get("text/plain", "")) for cell in nb.cells if cell.cell_type == "code"
+                     for o in cell.outputs)
+    assert "loss_offset_3" in frames and "smoothness_vq" in frames
