@@ -65,7 +65,7 @@ def main() -> None:
     plan = make_plan(args.study, args.scale, seeds=args.seeds)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        ray.init(num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False)
         sweep_dir = run_sweep(plan, results_dir=Path(tmp))
         ray.shutdown()
         wall = time.perf_counter() - start

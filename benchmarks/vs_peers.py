@@ -1,0 +1,392 @@
+"""Peer benchmark: our EMA-VQ and KSOM against lucidrains' vector-quantize-pytorch, in the same VQ-VAE.
+
+Run from the repository root (needs the bench extra: pip install -e ".[bench]"):
+
+    python benchmarks/vs_peers.py                 # default run, ~5 minutes on 2 idle cores
+    python benchmarks/vs_peers.py --quick         # smoke run on 1 thread, about a minute
+    python benchmarks/vs_peers.py --threads 1 --steps 2000 --seeds 5
+
+Four quantisers sit in models/vqvae.py's VQVAE; encoder, decoder, loss, optimiser
+and data are the same for all four:
+
+  EMA-VQ                   our KohonenQuantizer, neighbours="none" (Eqs. 16-18)
+  KSOM hard 2D             our KohonenQuantizer, neighbours="hard", 2D grid 32x16, tau = 0.1
+  lucidrains defaults      VectorQuantize(dim=64, codebook_size=512) with every other option at
+                           its default (EMA decay 0.8, rotation trick, commitment weight 1)
+  lucidrains closest       VectorQuantize with the options closest to ours (decay 0.99,
+                           eps 1e-5, commitment weight 0.25, plain straight-through estimator,
+                           no k-means init, no dead-code replacement, no cosine similarity)
+
+`LucidrainsQuantizer` wraps VectorQuantize into our QuantizerOutput contract:
+perplexity and codes used are computed from its indices exactly as
+models/quantizer.py does, and its commitment_loss is the library's own auxiliary
+loss divided by alpha = 0.25, so that the shared loss MSE + 0.25 * commitment_loss
+is MSE + the library's loss: with commitment weight 0.25 that is our loss exactly;
+with the defaults it is MSE + 1.0 * commitment. The printed output lists every
+option of both settings as the constructed modules resolve them.
+
+It measures, and prints as tables:
+
+1. Full training step, as in models/train.py's loop (forward, loss, finiteness
+   check, backward, clip 1.0, AdamW; the codebook update happens in the forward)
+   on one fixed batch of 128 random 32x32 images, K = 512, d = 64, for each
+   --widths. Reported: ms/step, images/s and the ratio to lucidrains (closest).
+   Timed in rounds of alternating blocks (benchmarks/step_time.py's `interleaved`):
+   a time is the median over blocks, a ratio the median over rounds of the
+   ratio within a round, which cancels load that changes more slowly than a round.
+2. Validation loss on the `photos` data set after --steps steps, for --seeds
+   seeds, at the cpu scale of sweep/studies.py (width 32, K 512, d 64, batch 32,
+   lr 1e-3, validation every 50 steps): batches drawn as models/train.py draws
+   them, validation by models.train.evaluate in batches of the training batch
+   size, as train() does. The loop below mirrors models.train.train line by line
+   (it cannot take a prebuilt model) but leaves out its end-of-trial topography;
+   for our quantisers it gives train()'s validation losses exactly. Reported: mean +- std over seeds of the
+   best validation loss (train()'s best_val_loss), of the final one, of the
+   validation perplexity and codes used, and a one-line reading.
+3. Targets: step time of ours / lucidrains (closest) <= 1.0 at every width.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling step_time.py
+
+from models.build import build_quantizer  # noqa: E402
+from models.config import TrialConfig  # noqa: E402
+from models.data import ImageData, load_data  # noqa: E402
+from models.quantizer import QuantizerOutput  # noqa: E402
+from models.train import evaluate  # noqa: E402
+from models.vqvae import VQVAE  # noqa: E402
+from step_time import interleaved  # noqa: E402
+
+try:
+    from vector_quantize_pytorch import VectorQuantize
+except ImportError:  # pragma: no cover
+    sys.exit('vector-quantize-pytorch is missing: pip install -e ".[bench]" (or pip install vector-quantize-pytorch)')
+
+K, D = 512, 64
+ALPHA = TrialConfig().commitment  # 0.25, the weight of the commitment loss in models/train.py
+STEP_BATCH, IMAGE_SIZE = 128, 32
+CPU_SCALE = dict(width=32, batch_size=32, lr=1e-3, steps=800, eval_every=50, seeds=3)  # sweep/studies.py "cpu"
+STEP_TARGET = 1.0
+
+LUCID_DEFAULTS: dict = {}  # the library's defaults, apart from dim and codebook_size
+LUCID_CLOSEST = dict(
+    decay=0.99,  # gamma (ours 0.99; library default 0.8)
+    eps=1e-5,  # Laplace smoothing of the counts, the same formula as ours
+    commitment_weight=ALPHA,  # library loss = 0.25 * mean ||sg(q) - e||^2: ours
+    kmeans_init=False,  # a random codebook, no k-means on the first batch
+    threshold_ema_dead_code=0,  # no dead-code replacement
+    use_cosine_sim=False,  # Euclidean nearest code (Eq. 12)
+    rotation_trick=False,  # plain straight-through estimator (the default is the rotation trick)
+    straight_through=False,  # no Gumbel straight-through
+    stochastic_sample_codes=False,  # argmin, no sampling
+    learnable_codebook=False,  # the codebook gets no gradient
+    ema_update=True,  # EMA codebook updates
+    heads=1,
+    codebook_dim=None,  # = dim: no projection in or out
+    orthogonal_reg_weight=0.0,
+    codebook_diversity_loss_weight=0.0,
+)
+OURS = {  # display name -> TrialConfig fields
+    "EMA-VQ": dict(neighbours="none"),
+    "KSOM hard 2D": dict(neighbours="hard", grid_dim=2, tau=0.1),
+}
+LUCID = {"lucidrains defaults": LUCID_DEFAULTS, "lucidrains closest": LUCID_CLOSEST}
+REFERENCE = "lucidrains closest"
+NAMES = (*OURS, *LUCID)
+
+
+class LucidrainsQuantizer(nn.Module):
+    """lucidrains' VectorQuantize behind our QuantizerOutput contract (models/quantizer.py).
+
+    Input (..., d) channels last, as VQVAE passes it; the library sees (B, n, d).
+    commitment_loss = the library's auxiliary loss / alpha (alpha = 0.25, applied by the
+    shared training loop), so the total loss is MSE + the library's own loss. In eval mode
+    the library returns no loss; then commitment_loss is mean ||sg(q) - e||^2 as ours.
+    """
+
+    def __init__(self, codebook_size: int, dim: int, **options):
+        super().__init__()
+        self.codebook_size, self.dim = codebook_size, dim
+        self.vq = VectorQuantize(dim=dim, codebook_size=codebook_size, **options)
+
+    def forward(self, inputs: torch.Tensor) -> QuantizerOutput:
+        if inputs.shape[-1] != self.dim:
+            raise ValueError(f"inputs have last dim {inputs.shape[-1]}, expected dim={self.dim}")
+        quantized, indices, aux = self.vq(inputs.reshape(inputs.shape[0], -1, self.dim))
+        quantized = quantized.view_as(inputs)
+        with torch.no_grad():  # exactly as KohonenQuantizer.forward
+            counts = torch.bincount(indices.flatten(), minlength=self.codebook_size).to(inputs.dtype)
+            p = counts / counts.sum()
+            perplexity = torch.exp(-torch.special.xlogy(p, p).sum())
+            codes_used = (counts > 0).sum()
+        commitment = aux / ALPHA if self.training else F.mse_loss(inputs, quantized.detach())
+        return QuantizerOutput(quantized, indices.view(inputs.shape[:-1]), commitment, perplexity, codes_used)
+
+    def nearest(self, flat: torch.Tensor) -> torch.Tensor:
+        """argmin_k ||e - w_k||^2 for each row of flat (n, d), without touching the codebook (for encode_codes)."""
+        w = self.vq.codebook
+        return torch.addmm((w * w).sum(1), flat, w.T, alpha=-2.0).argmin(1)
+
+    def embed(self, indices: torch.Tensor) -> torch.Tensor:
+        """w_k for each index: (...) -> (..., d) (for decode_codes)."""
+        return self.vq.codebook[indices]
+
+
+def resolved_options(q: LucidrainsQuantizer) -> dict:
+    """The options that decide the algorithm, read back from the constructed module ("n/a": not in this version)."""
+    vq, cb = q.vq, q.vq._codebook
+    read = {
+        "dim": (vq, "dim"), "codebook_size": (vq, "codebook_size"), "heads": (vq, "heads"),
+        "projection": (vq, "has_projections"), "decay": (cb, "decay"), "eps": (cb, "eps"),
+        "commitment_weight": (vq, "commitment_weight"), "threshold_ema_dead_code": (cb, "threshold_ema_dead_code"),
+        "use_cosine_sim": (vq, "use_cosine_sim"), "rotation_trick": (vq, "rotation_trick"),
+        "directional_reparam": (vq, "directional_reparam"), "ema_update": (vq, "ema_update"),
+        "learnable_codebook": (vq, "learnable_codebook"), "affine_param": (cb, "affine_param"),
+        "orthogonal_reg_weight": (vq, "orthogonal_reg_weight"),
+        "codebook_diversity_loss_weight": (vq, "codebook_diversity_loss_weight"),
+    }
+    out = {k: getattr(obj, attr, "n/a") for k, (obj, attr) in read.items()}
+    out["kmeans_init"] = not bool(cb.initted)  # the k-means init sets initted on the first training batch
+    out["init"] = (f"kaiming-uniform codebook, max |w| {cb.embed.abs().max().item():.4f}; "
+                   f"cluster_size {cb.cluster_size.mean().item():g} (our n0); embed_avg = codebook")
+    return out
+
+
+def make_quantizer(name: str) -> nn.Module:
+    """A fresh quantiser from the global torch RNG (seed it first)."""
+    if name in OURS:
+        return build_quantizer(TrialConfig(codebook_size=K, code_dim=D, **OURS[name]))
+    return LucidrainsQuantizer(K, D, **LUCID[name])
+
+
+def make_model(name: str, width: int, seed: int) -> VQVAE:
+    """As models.build.build_model: the seed, then the quantiser, then encoder and decoder."""
+    torch.manual_seed(seed)
+    return VQVAE(make_quantizer(name), width=width)
+
+
+# ---------------------------------------------------------------- 1. step time
+
+
+def training_step(model: nn.Module, images: torch.Tensor, lr: float = 1e-3) -> Callable[[], None]:
+    """One step of models/train.py's loop on a fixed batch (without the metric bookkeeping)."""
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+
+    def step():
+        out = model(images)
+        recon = F.mse_loss(out.recon, images)
+        loss = recon + ALPHA * out.commitment_loss
+        if not torch.isfinite(loss):
+            raise RuntimeError("a quantiser diverged during the benchmark")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    return step
+
+
+def bench_steps(widths: list[int], repeats: int, warmup: int) -> dict[int, dict[str, list[float]]]:
+    images = torch.randn(STEP_BATCH, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
+    return {width: interleaved({name: training_step(make_model(name, width, 0), images) for name in NAMES},
+                               repeats, warmup, block_seconds=0.3)
+            for width in widths}
+
+
+def ratio(times: dict[str, list[float]], name: str) -> float:
+    """Median over the rounds of name's time / the reference's time in that round."""
+    return statistics.median(t / t_ref for t, t_ref in zip(times[name], times[REFERENCE]))
+
+
+def print_steps(results: dict[int, dict[str, list[float]]]) -> None:
+    print(f"1. Full training step: batch {STEP_BATCH}, {IMAGE_SIZE}x{IMAGE_SIZE} images, K={K}, d={D}")
+    print(f"{'width':>5}  {'quantiser':<19}  {'ms/step':>9}  {'images/s':>9}  {'/ ' + REFERENCE:>20}")
+    for width, times in results.items():
+        for name in NAMES:
+            seconds = statistics.median(times[name])
+            versus = "" if name == REFERENCE else f"{ratio(times, name):.3f}"
+            print(f"{width:>5}  {name:<19}  {seconds * 1e3:>9.1f}  {STEP_BATCH / seconds:>9.0f}  {versus:>20}")
+    print()
+
+
+# ---------------------------------------------------------------- 2. validation loss
+
+
+def train_run(name: str, seed: int, data: ImageData, steps: int, eval_every: int, width: int, batch_size: int,
+              lr: float) -> dict:
+    """models.train.train's loop for a prebuilt model: best and final validation metrics."""
+    model = make_model(name, width, seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    best, metrics, train_time = math.inf, {}, 0.0
+    model.train()
+    for step in range(1, steps + 1):
+        start = time.perf_counter()
+        x = data.train_batch(batch_size, generator)
+        out = model(x)
+        loss = F.mse_loss(out.recon, x) + ALPHA * out.commitment_loss
+        if not torch.isfinite(loss):
+            return {"status": f"diverged at step {step}", "best": math.nan, "final": math.nan}
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        train_time += time.perf_counter() - start
+        if step % eval_every == 0 or step == steps:
+            metrics = evaluate(model, data, data.val, batch_size)
+            best = min(best, metrics["val_loss"])
+    return {"status": "finished", "best": best, "final": metrics["val_loss"],
+            "perplexity": metrics["val_perplexity_vq"], "codes": metrics["val_codes_used_vq"],
+            "train_time": train_time}
+
+
+def bench_quality(seeds: int, steps: int, eval_every: int, width: int, batch_size: int,
+                  lr: float) -> dict[str, list[dict]]:
+    data = load_data("photos")
+    runs = {name: [] for name in NAMES}
+    for seed in range(seeds):  # seeds outermost: load drifts hit every quantiser alike
+        for name in NAMES:
+            runs[name].append(train_run(name, seed, data, steps, eval_every, width, batch_size, lr))
+    return runs
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def fmt(values: list[float], digits: int = 4) -> str:
+    m, s = mean_std(values)
+    return f"{m:.{digits}f} +- {s:.{digits}f}" if math.isfinite(s) else f"{m:.{digits}f}"
+
+
+def reading(runs: dict[str, list[dict]]) -> str:
+    """One honest line: is each of ours better or worse than lucidrains (closest), beyond the seed spread?"""
+    n = len(runs[REFERENCE])
+    ref_m, ref_s = mean_std([r["best"] for r in runs[REFERENCE]])
+    parts = []
+    for name in OURS:
+        m, s = mean_std([r["best"] for r in runs[name]])
+        diff = m - ref_m
+        if n < 2:
+            verdict = "one seed: no spread, so no verdict"
+        else:
+            se = math.sqrt((s * s + ref_s * ref_s) / n)  # standard error of the difference of means
+            verdict = ("within seed noise" if abs(diff) <= 2 * se else
+                       f"{'lower' if diff < 0 else 'higher'}, beyond 2 standard errors") + f" (SE {se:.4f})"
+        parts.append(f"{name} {diff:+.4f} vs {REFERENCE}: {verdict}")
+    d_m, _ = mean_std([r["best"] for r in runs["lucidrains defaults"]])
+    parts.append(f"lucidrains defaults {d_m - ref_m:+.4f}")
+    return "; ".join(parts)
+
+
+def print_quality(runs: dict[str, list[dict]], steps: int, eval_every: int, width: int, batch_size: int,
+                  lr: float) -> None:
+    n = len(runs[REFERENCE])
+    print(f"2. Validation loss on photos after {steps} steps ({n} seed{'s' * (n > 1)}, mean +- std): width {width}, "
+          f"K={K}, d={D}, batch {batch_size}, lr {lr:g}, validation every {eval_every}")
+    print(f"{'quantiser':<19}  {'best val loss':>17}  {'final val loss':>17}  {'val perplexity':>15}  "
+          f"{'codes used':>12}  {'train s':>7}  status")
+    for name in NAMES:
+        rs = runs[name]
+        ok = [r for r in rs if r["status"] == "finished"]
+        status = ", ".join(sorted({r["status"] for r in rs}))
+        print(f"{name:<19}  {fmt([r['best'] for r in rs]):>17}  {fmt([r['final'] for r in rs]):>17}  "
+              f"{fmt([r['perplexity'] for r in ok], 1):>15}  {fmt([r['codes'] for r in ok], 0):>12}  "
+              f"{statistics.fmean(r['train_time'] for r in ok) if ok else math.nan:>7.1f}  {status}")
+    print(f"   reading (best val loss, lower is better): {reading(runs)}")
+    print()
+
+
+# ---------------------------------------------------------------- report
+
+
+def print_options() -> None:
+    print(f"vector-quantize-pytorch {_dist_version()}: VectorQuantize(dim={D}, codebook_size={K}, ...)")
+    for name, options in LUCID.items():
+        torch.manual_seed(0)
+        q = LucidrainsQuantizer(K, D, **options)
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "(none)"
+        print(f"   {name}: keyword arguments {given}")
+        print(f"   {'':<{len(name)}}  resolved: " + ", ".join(f"{k}={v}" for k, v in resolved_options(q).items()))
+    print(f"   both: commitment_loss = library loss / {ALPHA}; loss = MSE + {ALPHA} * commitment_loss "
+          f"= MSE + library loss")
+    torch.manual_seed(0)
+    ours = make_quantizer("EMA-VQ")
+    print(f"   ours: decay {ours.decay}, eps {ours.eps}, n0 {int(ours.ema_count[0])}, update_empty "
+          f"{ours.update_empty}, straight-through, commitment weight {ALPHA}, codebook ~ N(0, 1) "
+          f"(max |w| {ours.weight.abs().max().item():.2f})\n")
+
+
+def _dist_version() -> str:
+    from importlib.metadata import version
+    return version("vector-quantize-pytorch")
+
+
+def print_targets(steps: dict[int, dict[str, list[float]]]) -> None:
+    checks = [(f"full step {name} / {REFERENCE}, width {width}", ratio(times, name), STEP_TARGET)
+              for width, times in steps.items() for name in OURS]
+    print("3. Targets")
+    label_width = max(len(label) for label, _, _ in checks)
+    for label, value, target in checks:
+        verdict = "met" if value <= target else "NOT met"
+        print(f"   {label:<{label_width}}  {value:6.3f} <= {target:<4}  {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int,
+                        help=f"torch.set_num_threads (default: all cores, {os.cpu_count()}; 1 with --quick, which "
+                             "keeps a smoke run steady on a shared machine)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 3 repeats, width 32 only, 100 training steps, 1 seed")
+    parser.add_argument("--repeats", type=int, help="timed blocks per quantiser (default: 15, or 3 with --quick)")
+    parser.add_argument("--widths", type=int, nargs="+", help="VQ-VAE widths for the step time (default: 32 128)")
+    parser.add_argument("--steps", type=int,
+                        help=f"training steps (default: {CPU_SCALE['steps']}, or 100 with --quick)")
+    parser.add_argument("--seeds", type=int, help=f"seeds 0..N-1 (default: {CPU_SCALE['seeds']}, or 1 with --quick)")
+    parser.add_argument("--width", type=int, default=CPU_SCALE["width"], help="VQ-VAE width for the validation loss")
+    parser.add_argument("--batch-size", type=int, default=CPU_SCALE["batch_size"])
+    parser.add_argument("--lr", type=float, default=CPU_SCALE["lr"])
+    parser.add_argument("--eval-every", type=int, default=CPU_SCALE["eval_every"])
+    args = parser.parse_args()
+    repeats = args.repeats or (3 if args.quick else 15)
+    warmup = 1 if args.quick else 3
+    widths = args.widths or ([32] if args.quick else [32, 128])
+    steps = args.steps or (100 if args.quick else CPU_SCALE["steps"])
+    seeds = args.seeds or (1 if args.quick else CPU_SCALE["seeds"])
+
+    args.threads = args.threads or (1 if args.quick else os.cpu_count())
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}; step time: median of {repeats} interleaved blocks "
+          f"after {warmup} warm-up calls\n")
+    print_options()
+    start = time.perf_counter()
+    step_times = bench_steps(widths, repeats, warmup)
+    print_steps(step_times)
+    runs = bench_quality(seeds, steps, args.eval_every, args.width, args.batch_size, args.lr)
+    print_quality(runs, steps, args.eval_every, args.width, args.batch_size, args.lr)
+    print_targets(step_times)
+    print(f"\ntotal time {time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.1f} at the end")
+
+
+if __name__ == "__main__":
+    main()
