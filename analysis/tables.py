@@ -118,7 +118,8 @@ def _display(tidy: pd.DataFrame, summary: pd.DataFrame, study: str, latex: bool)
     pct = "\\%" if latex else "%"
     # column -> (title, power of ten shown, digits); raw step counts are whole numbers
     formats = {LOSS: (f"Loss{unit(ls)}", ls, 1)}
-    formats.update({STEPS.format(p): (f"Steps +{p}{pct}" + (unit(ss) if ss else ""), ss, 1 if ss else 0)
+    # "Steps (x10^3)" as the paper: the cell times 10^3 is the step count, whereas "Loss (x10^3)" is the loss x 10^3.
+    formats.update({STEPS.format(p): (f"Steps +{p}{pct}" + (unit(ss) if ss else ""), -ss, 1 if ss else 0)
                     for p in layout.thresholds})
     levels = [c.removeprefix("smoothness_") for c in topography_columns(summary) if c.startswith("smoothness_")]
     for col in topography_columns(summary):

@@ -71,7 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling step_tim
 
 from models.build import build_quantizer  # noqa: E402
 from models.config import TrialConfig  # noqa: E402
-from step_time import interleaved  # noqa: E402
+from step_time import interleaved, print_checks  # noqa: E402
 
 N_VECTORS, CODE_DIM = 8192, 64
 KS = (512, 2048, 8192, 32768, 65536)
@@ -292,19 +292,15 @@ def print_targets(times: dict[int, dict[str, list[float]]] | None, memory: dict 
     checks = []
     if times:
         k = max(times)
-        checks += [(f"update only {name} / EMA-VQ, K={k}", ratio(times[k], name), UPDATE_TARGET, "<=")
+        checks += [(f"update only {name} / EMA-VQ, K={k}", ratio(times[k], name), UPDATE_TARGET)
                    for name in QUANTISERS if name != EMA]
     if isinstance(memory, dict):
         k = max(memory)
         share = max(memory[k][name]["first"] for name in QUANTISERS) / (k * k * 4)
-        checks.append((f"largest update peak / dense KxK bytes, K={k}", share, DENSE_SHARE_TARGET, "<="))
+        checks.append((f"largest update peak / dense KxK bytes, K={k}", share, DENSE_SHARE_TARGET))
     if not checks:
         return
-    print("3. Targets")
-    label_width = max(len(label) for label, *_ in checks)
-    for label, value, target, op in checks:
-        verdict = "met" if value <= target else "NOT met"
-        print(f"   {label:<{label_width}}  {value:8.4f} {op} {target:<4}  {verdict}")
+    print_checks(checks)
 
 
 def default_levels() -> list[int]:

@@ -184,11 +184,16 @@ def print_targets(steps: dict[int, Timings], quantisers: dict[int, dict[str, Tim
     k = max(UPDATE_KS)
     checks += [(f"update only {name} / EMA-VQ, K={k}", ratio(quantisers[k]["update"], name), UPDATE_TARGET)
                for name in QUANTISERS if name != EMA]
+    print_checks(checks)
+
+
+def print_checks(checks: list[tuple[str, float, float]]) -> None:
+    """The "Targets" section: one line per (label, measured value, upper bound)."""
     print("3. Targets")
     label_width = max(len(label) for label, _, _ in checks)
     for label, value, target in checks:
         verdict = "met" if value <= target else "NOT met"
-        print(f"   {label:<{label_width}}  {value:6.3f} <= {target:<4}  {verdict}")
+        print(f"   {label:<{label_width}}  {value:8.4f} <= {target:<4}  {verdict}")
 
 
 def main() -> None:

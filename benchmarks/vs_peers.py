@@ -69,7 +69,7 @@ from models.data import ImageData, load_data  # noqa: E402
 from models.quantizer import QuantizerOutput  # noqa: E402
 from models.train import evaluate  # noqa: E402
 from models.vqvae import VQVAE  # noqa: E402
-from step_time import interleaved  # noqa: E402
+from step_time import interleaved, print_checks  # noqa: E402
 
 try:
     from vector_quantize_pytorch import VectorQuantize
@@ -343,11 +343,7 @@ def _dist_version() -> str:
 def print_targets(steps: dict[int, dict[str, list[float]]]) -> None:
     checks = [(f"full step {name} / {REFERENCE}, width {width}", ratio(times, name), STEP_TARGET)
               for width, times in steps.items() for name in OURS]
-    print("3. Targets")
-    label_width = max(len(label) for label, _, _ in checks)
-    for label, value, target in checks:
-        verdict = "met" if value <= target else "NOT met"
-        print(f"   {label:<{label_width}}  {value:6.3f} <= {target:<4}  {verdict}")
+    print_checks(checks)
 
 
 def main() -> None:

@@ -107,13 +107,20 @@ def mlflow_server(tmp_path):
 
 
 def test_sweep_logs_to_a_tracking_server(tmp_path, mlflow_server, local_ray):
-    """--tracking-uri http://... sends the runs to the server instead of the local store."""
-    plan = make_plan("sensitivity", "smoke", seeds=1)
+    """--tracking-uri http://... sends the runs to the server instead of the local store; the trials
+    run VQ-VAE-2 (--set model=vqvae2), whose two levels are logged apart."""
+    plan = make_plan("sensitivity", "smoke", seeds=1, overrides={"model": "vqvae2"})
     plan.arms = plan.arms[:2]
     run_sweep(plan, results_dir=tmp_path / "results", tracking_uri=mlflow_server)
     client, runs = child_runs(mlflow_server, "sensitivity")
     assert len(runs) == 2 and all(r.data.tags["status"] == "finished" for r in runs)
     assert all([s for s, _ in history(client, r)] == [20, 40] for r in runs)
+    for r in runs:
+        assert r.data.params["model"] == "vqvae2"
+        assert {"val_perplexity_top", "val_perplexity_bottom", "smoothness_top", "smoothness_bottom"} <= set(
+            r.data.metrics)
+        assert {a.path for a in client.list_artifacts(r.info.run_id, "pictures")} == {
+            "pictures/codebook_top.png", "pictures/codebook_bottom.png", "pictures/perturbation.png"}
     assert not (tmp_path / "results" / "mlflow.db").exists()
 
 
