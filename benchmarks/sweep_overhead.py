@@ -12,6 +12,8 @@ local Ray, embedded MLflow store, analysis at the end) and prints:
   ideal time            sum of the trials' own training time (the trainer's `train_time`:
                         steps only, no validation) / trials run at once;
   overhead ratio        wall / ideal (target <= 1.05 at cpu scale);
+  platform ratio        wall / ((training + validation time) / concurrency): the cost of Ray Tune,
+                        checkpoints, MLflow and the analysis alone, beside the trials' own validation;
   MLflow logging time   per trial: the same batched calls the sweep makes (one log_batch per
                         validation, params once, tags), replayed into a fresh run of the store.
 """
@@ -71,16 +73,22 @@ def main() -> None:
         wall = time.perf_counter() - start
         meta = json.loads((sweep_dir / "sweep.json").read_text())
         trials, metrics = load_sweep(sweep_dir)
-        train_time = metrics[metrics.metric == "train_time"].groupby("run_id").value.max()
+        last = lambda name: metrics[metrics.metric == name].groupby("run_id").value.max()  # noqa: E731
+        train_time, eval_time = last("train_time"), last("eval_time")
         logging = logging_seconds_per_trial(meta, trials, metrics)
 
     ideal = train_time.sum() / args.concurrency
+    trainer = (train_time.sum() + eval_time.sum()) / args.concurrency
     print(f"\n{args.study} at {args.scale} scale: {len(trials)} trials, {args.concurrency} at once")
     print(f"  wall time            {wall:8.1f} s")
     print(f"  training time        {train_time.sum():8.1f} s summed over trials "
           f"(median {train_time.median():.1f} s per trial)")
     print(f"  ideal time           {ideal:8.1f} s  (training / concurrency)")
     print(f"  overhead ratio       {wall / ideal:8.3f}   (target <= 1.05 at cpu scale)")
+    print(f"  validation time      {eval_time.sum():8.1f} s summed over trials (every {trials.eval_every.iloc[0]} "
+          "steps, and the topography at the end: the trials' own work)")
+    print(f"  platform ratio       {wall / trainer:8.3f}   wall / ((training + validation) / concurrency): "
+          "what Ray Tune, checkpoints, MLflow and the report add")
     print(f"  MLflow logging       {logging * 1000:8.1f} ms per trial "
           f"({metrics[metrics.run_id == trials.run_id.iloc[0]].step.nunique()} batched validations)")
 

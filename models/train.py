@@ -84,12 +84,13 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint: Checkpoint
     model = build_model(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(cfg.seed)
-    step, best, train_time = 0, math.inf, 0.0
+    step, best, train_time, eval_time = 0, math.inf, 0.0, 0.0  # seconds in steps / in validation
     if resume is not None:
         model.load_state_dict(resume["model"])  # optimizer state follows the model's device
         optimizer.load_state_dict(resume["optimizer"])
         generator.set_state(resume["generator"])
         step, best, train_time = resume["step"], resume["best_val_loss"], resume["train_time"]
+        eval_time = resume["eval_time"]
 
     model.train()
     window = _Window()
@@ -111,6 +112,7 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint: Checkpoint
         window.add(recon.item(), out.commitment_loss.item(), out.levels)
 
         if step % cfg.eval_every == 0 or step == cfg.steps:
+            start = time.perf_counter()
             metrics = {**window.means(), **evaluate(model, data, data.val, cfg.batch_size), "train_time": train_time}
             if not math.isfinite(metrics["val_loss"]):
                 report(step, {**metrics, "diverged": 1.0})
@@ -121,12 +123,14 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint: Checkpoint
                 topo = topography.measure(model, data, batch_size=cfg.batch_size)
                 metrics.update(topo.metrics)
                 pictures = topo.pictures
-            report(step, {**metrics, "best_val_loss": best, "diverged": 0.0})
+            eval_time += time.perf_counter() - start
+            report(step, {**metrics, "eval_time": eval_time, "best_val_loss": best, "diverged": 0.0})
             window = _Window()
             if checkpoint is not None:
                 checkpoint(step, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                   "generator": generator.get_state(), "step": step, "best_val_loss": best,
-                                  "train_time": train_time, "config": cfg.to_params(), "pictures": pictures})
+                                  "train_time": train_time, "eval_time": eval_time, "config": cfg.to_params(),
+                                  "pictures": pictures})
     return TrainResult("finished", step, _finite_or_nan(best))
 
 

@@ -37,7 +37,7 @@ def load_state(raw: bytes) -> dict:
 
 def comparable(metrics: dict) -> dict:
     """Metrics that must be reproducible (wall-clock time is not)."""
-    return {k: v for k, v in metrics.items() if k != "train_time"}
+    return {k: v for k, v in metrics.items() if k not in ("train_time", "eval_time")}
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_reports_and_learning(baseline, photos):
     assert [s for s, _ in reports] == [20, 40, 60]
     for _, m in reports:
         for key in ("val_loss", "train_loss", "train_commitment", "val_perplexity_vq", "val_codes_used_vq",
-                    "train_perplexity_vq", "train_codes_used_vq", "best_val_loss", "train_time"):
+                    "train_perplexity_vq", "train_codes_used_vq", "best_val_loss", "train_time", "eval_time"):
             assert math.isfinite(m[key]), key
         assert m["diverged"] == 0.0
         assert 1.0 <= m["val_perplexity_vq"] <= m["val_codes_used_vq"] <= 64
