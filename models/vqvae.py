@@ -52,19 +52,21 @@ def nearest_codes(quantizer: KohonenQuantizer, latents: torch.Tensor) -> torch.T
     return quantizer.nearest(latents.reshape(-1, quantizer.dim)).view(latents.shape[:-1])
 
 
+def downsample4(in_channels: int, h: int) -> list[nn.Module]:
+    """The encoder trunk shared by VQ-VAE and VQ-VAE-2's bottom level: (B, in, S, S) -> (B, h, S/4, S/4)."""
+    return [nn.Conv2d(in_channels, h // 2, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(h // 2, h, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(h, h, 3, padding=1),
+            residual_stack(h, h // 4)]
+
+
 class VQVAE(nn.Module):
     """Encoder (downsample x4) -> KohonenQuantizer -> decoder (upsample x4)."""
 
     def __init__(self, quantizer: KohonenQuantizer, width: int = 128, in_channels: int = 3):
         super().__init__()
         h, d = width, quantizer.dim
-        self.encoder = nn.Sequential(
-            nn.Conv2d(in_channels, h // 2, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(h // 2, h, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(h, h, 3, padding=1),
-            residual_stack(h, h // 4),
-            nn.Conv2d(h, d, 1),
-        )
+        self.encoder = nn.Sequential(*downsample4(in_channels, h), nn.Conv2d(h, d, 1))
         self.levels = nn.ModuleDict({"vq": quantizer})
         self.decoder = nn.Sequential(
             nn.Conv2d(d, h, 3, padding=1),

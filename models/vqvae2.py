@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from models.quantizer import KohonenQuantizer
-from models.vqvae import ModelOutput, nearest_codes, residual_stack
+from models.vqvae import ModelOutput, downsample4, nearest_codes, residual_stack
 
 
 class VQVAE2(nn.Module):
@@ -37,12 +37,7 @@ class VQVAE2(nn.Module):
             # The decoder concatenates both levels' codes: one d for both, as in the paper (d = 64).
             raise ValueError(f"top.dim={top.dim} and bottom.dim={bottom.dim} must be equal")
         h, d = width, top.dim
-        self.encoder_bottom = nn.Sequential(
-            nn.Conv2d(in_channels, h // 2, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(h // 2, h, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(h, h, 3, padding=1),
-            residual_stack(h, h // 4),
-        )
+        self.encoder_bottom = nn.Sequential(*downsample4(in_channels, h))
         self.encoder_top = nn.Sequential(
             nn.Conv2d(h, h // 2, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(h // 2, h, 3, padding=1),
