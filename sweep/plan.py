@@ -90,32 +90,28 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
 
 def parse_overrides(pairs: list[str]) -> dict:
     """--set FIELD=VALUE pairs as a dict (values still strings; make_plan types them)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {pair!r} is not FIELD=VALUE")
-        if key not in field_names():
-            raise ConfigError(f"--set {key!r} is not a config field; allowed: {', '.join(field_names())}")
-        out[key] = value
-    return out
+    return dict(_pairs(pairs, "--set", "FIELD=VALUE", field_names()))
 
 
 def parse_grid(pairs: list[str]) -> dict:
     """--grid FIELD=V1,V2,... pairs as field -> list of values (strings; Study.with_axis types them)."""
     out = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"--grid {pair!r} is not FIELD=V1,V2,...")
-        if key not in field_names() or key == "seed":
-            raise ConfigError(f"--grid {key!r} is not a config field to sweep; allowed: "
-                              f"{', '.join(f for f in field_names() if f != 'seed')} (seeds: --seeds N)")
+    for key, text in _pairs(pairs, "--grid", "FIELD=V1,V2,...", [f for f in field_names() if f != "seed"]):
         if key in out:
             raise ConfigError(f"--grid {key} is given twice; allowed: one --grid per field")
-        values = [v.strip() for v in text.split(",") if v.strip()]
-        if not values:
-            raise ConfigError(f"--grid {pair!r}: the axis is empty; allowed: one or more comma-separated values")
-        out[key] = values
+        out[key] = [v.strip() for v in text.split(",") if v.strip()]
+        if not out[key]:
+            raise ConfigError(f"--grid {key}={text!r}: the axis is empty; allowed: one or more comma-separated values")
     return out
 
+
+def _pairs(pairs: list[str], option: str, form: str, allowed: list[str]):
+    """(field, text) of each FIELD=TEXT pair of `option`, the field checked against `allowed`."""
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"{option} {pair!r} is not {form}")
+        if key not in allowed:
+            raise ConfigError(f"{option} {key!r} is not a config field; allowed: {', '.join(allowed)}"
+                              + (" (seeds: --seeds N)" if key == "seed" else ""))
+        yield key, value
