@@ -36,6 +36,13 @@ def _data(name: str, data_dir: str, size: int):
     return load_data(name, data_dir, size)  # kept across trials when Ray reuses the actor
 
 
+def load_state(path: str | Path) -> dict:
+    """A trial's saved state (tensors, numbers, strings and containers of them: the generator state is a
+    tensor and the config plain values). Read with weights_only=True, so a checkpoint that someone with write
+    access to the storage (an S3 bucket on a cluster) replaced cannot run code on the workers."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def run_trial(config: dict) -> None:
     cfg = trial_config(config)
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
@@ -46,7 +53,7 @@ def run_trial(config: dict) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+            resume = load_state(Path(d) / STATE_FILE)
 
     pending: dict = {}
 
