@@ -2,10 +2,11 @@
 
 Ray's trial config is {"base": {...}, "arm": {...}, "seed": int}; the trial's
 TrialConfig is base <- arm <- seed. Each validation is reported to Tune as
-{"step", "node_id", "metrics"} together with a checkpoint; a divergence as
-{"step", "node_id", "metrics", "status": "diverged"} with none (model, optimiser,
+{"step", "node_id", "metrics"} together with a checkpoint (model, optimiser,
 quantiser buffers, data-sampler state), from which a restarted trial continues;
 the last checkpoint also holds the trial's topography pictures as PNG files.
+A divergence is reported as {"step", "node_id", "metrics", "status": "diverged"},
+with no checkpoint.
 """
 from __future__ import annotations
 
