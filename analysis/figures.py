@@ -1,6 +1,6 @@
 """Seaborn figures of a sweep: validation loss vs step (paper Figure 3), codebook
 perplexity vs step per quantiser level (Figure 6) and validation loss vs the offset
-added to every code's grid position (SPEC 6); mean line and std band per configuration."""
+added to every code's grid position (Sec. 4.3); mean line and std band per configuration."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from analysis.tables import LABELS, layout_for  # noqa: E402
+from models import metrics as M  # noqa: E402
 
 
 def config_label(trials: pd.DataFrame, study: str) -> pd.Series:
@@ -49,28 +50,27 @@ def write_figures(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, folde
     folder.mkdir(parents=True, exist_ok=True)
     sns.set_theme(style="whitegrid", context="paper")
     written = []
-    data = curves(trials, metrics, study, "val_loss")
+    data = curves(trials, metrics, study, M.VAL_LOSS)
     if not data.empty:
         fig, ax = plt.subplots(figsize=(6.5, 4))
         sns.lineplot(data=data, x="step", y="value", hue="config", errorbar="sd", ax=ax)
         ax.set(yscale="log", xlabel="training step", ylabel="validation reconstruction loss", title=study)
         ax.legend(fontsize=7, title=None)
         written += save(fig, folder, "loss")
-    shifted = curves(trials, metrics, study, None, prefix="val_loss_offset_")
+    shifted = curves(trials, metrics, study, None, prefix=M.offset_loss(""))
     if not shifted.empty:
-        shifted = shifted.assign(offset=shifted.metric.str.removeprefix("val_loss_offset_").astype(int))
+        shifted = shifted.assign(offset=shifted.metric.str.removeprefix(M.offset_loss("")).astype(int))
         fig, ax = plt.subplots(figsize=(6.5, 4))
         sns.lineplot(data=shifted, x="offset", y="value", hue="config", errorbar="sd", marker="o", ax=ax)
         ax.set(yscale="log", xticks=sorted(shifted.offset.unique()), ylabel="validation reconstruction loss",
                xlabel="offset added to every code's grid coordinates", title=f"{study}: topography")
         ax.legend(fontsize=7, title=None)
         written += save(fig, folder, "topography")
-    levels = sorted(m.removeprefix("train_perplexity_") for m in metrics.metric.unique()
-                    if m.startswith("train_perplexity_"))
+    levels = M.suffixes(metrics.metric.unique(), M.train_perplexity)
     if levels:
         fig, axes = plt.subplots(1, len(levels), figsize=(6.5 * len(levels), 4), squeeze=False)
         for ax, level in zip(axes[0], levels):
-            sns.lineplot(data=curves(trials, metrics, study, f"train_perplexity_{level}"), x="step", y="value",
+            sns.lineplot(data=curves(trials, metrics, study, M.train_perplexity(level)), x="step", y="value",
                          hue="config", errorbar="sd", ax=ax)
             ax.set(xlabel="training step", ylabel="perplexity (codebook use)", title=f"{study}: level {level}")
             ax.legend(fontsize=7, title=None)

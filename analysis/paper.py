@@ -22,6 +22,7 @@ from typing import Callable
 import pandas as pd
 
 from analysis.tables import LAYOUTS, mark_best, to_markdown
+from models import metrics as M
 
 STUDIES = ("sensitivity", "comparison", "robustness", "ablation")
 # CIFAR-10 columns of the paper's tables: (row fields..., loss x10^3 mean, std, steps +10 % x10^3 mean, std
@@ -123,9 +124,9 @@ def _ablation_similar(t, spread: float = 1.10):
 
 def _ksom_topography(t):
     def growth(n):  # how much the validation loss grows when every code is shifted by +o on the grid
-        return [_mean(t, f"loss_offset_{o}", neighbours=n) - _mean(t, neighbours=n) for o in (1, 2, 3)]
+        return [_mean(t, M.column(M.offset_loss(o)), neighbours=n) - _mean(t, neighbours=n) for o in (1, 2, 3)]
 
-    rows = {n: (growth(n), _mean(t, "smoothness_vq", neighbours=n)) for n in ("none", "hard", "gaussian")}
+    rows = {n: (growth(n), _mean(t, M.column(M.smoothness("vq")), neighbours=n)) for n in ("none", "hard", "gaussian")}
     if any(math.isnan(v) for g, s in rows.values() for v in [*g, s]):
         return False, "not measured"
     ema, hard = rows["none"], rows["hard"]

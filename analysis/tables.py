@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from analysis.summary import CODE_USE_COLUMNS, TOPOGRAPHY_COLUMNS
+from models import metrics as M
+
 LOSS, STEPS = "final_loss", "steps_{}"
 TOPOGRAPHY_OFFSETS = (1, 2, 3)  # offset 0 is the final model's own loss (in summary.parquet)
 
@@ -52,7 +55,7 @@ def layout_for(study: str, summary: pd.DataFrame) -> Layout:
         return LAYOUTS[study]
     skip = {"run_id", "run_name", "seed", "ray_trial_id", "node_id", "status", "final_loss", "diverged",
             "parent_run_id"}
-    varying = [c for c in summary.columns if c not in skip and not c.startswith(("steps_", "perplexity_", "codes_"))
+    varying = [c for c in summary.columns if c not in skip and not c.startswith(("steps_",) + CODE_USE_COLUMNS + TOPOGRAPHY_COLUMNS)
                and summary[c].nunique(dropna=False) > 1]
     return Layout(tuple(varying), (), (10, 20), f"Study {study}.")
 
@@ -98,8 +101,8 @@ def mark_best(tidy: pd.DataFrame, layout: Layout) -> pd.DataFrame:
 
 def topography_columns(summary: pd.DataFrame) -> list[str]:
     """The topography columns a summary has (SPEC 6): loss with codes shifted by 1..3, smoothness per level."""
-    shifts = [f"loss_offset_{o}" for o in TOPOGRAPHY_OFFSETS if f"loss_offset_{o}" in summary]
-    return shifts + sorted(c for c in summary.columns if c.startswith("smoothness_"))
+    shifts = [M.column(M.offset_loss(o)) for o in TOPOGRAPHY_OFFSETS if M.column(M.offset_loss(o)) in summary]
+    return shifts + sorted(c for c in summary.columns if c.startswith(M.column(M.smoothness(""))))
 
 
 def _cell(mean: float, std: float, scale: int, pm: str, digits: int) -> str:
@@ -121,12 +124,13 @@ def _display(tidy: pd.DataFrame, summary: pd.DataFrame, study: str, latex: bool)
     # "Steps (x10^3)" as the paper: the cell times 10^3 is the step count, whereas "Loss (x10^3)" is the loss x 10^3.
     formats.update({STEPS.format(p): (f"Steps +{p}{pct}" + (unit(ss) if ss else ""), -ss, 1 if ss else 0)
                     for p in layout.thresholds})
-    levels = [c.removeprefix("smoothness_") for c in topography_columns(summary) if c.startswith("smoothness_")]
+    shift, smooth = M.column(M.offset_loss("")), M.column(M.smoothness(""))
+    levels = [c.removeprefix(smooth) for c in topography_columns(summary) if c.startswith(smooth)]
     for col in topography_columns(summary):
-        if col.startswith("loss_offset_"):
-            formats[col] = (f"Shift +{col.removeprefix('loss_offset_')}{unit(ls)}", ls, 1)
+        if col.startswith(shift):
+            formats[col] = (f"Shift +{col.removeprefix(shift)}{unit(ls)}", ls, 1)
         else:
-            level = col.removeprefix("smoothness_")
+            level = col.removeprefix(smooth)
             formats[col] = ("Smoothness" + (f" {level}" if len(levels) > 1 else ""), 0, 2)
     names = {col: title for col, (title, _, _) in formats.items()}
     cells, bold = {}, {}
