@@ -58,12 +58,17 @@ def paper_table(study: str) -> pd.DataFrame:
         for i, col in enumerate(columns):
             unit = 1e-3 if col == "final_loss" else 1e3
             records.append({**dict(zip(fields, key)), "column": col, "mean": numbers[2 * i] * unit,
-                            "std": numbers[2 * i + 1] * unit, "n": PAPER_SEEDS, "seeds": PAPER_SEEDS, "diverged": 0})
+                            "std": numbers[2 * i + 1] * unit, "n": PAPER_SEEDS, "seeds": PAPER_SEEDS, "diverged": 0,
+                            "collapsed": 0})
     return mark_best(pd.DataFrame(records), LAYOUTS[study])
 
 
+PAPER_SUMMARY = pd.DataFrame({"steps": [PAPER_STEPS], "scale": ["paper (CIFAR-10)"]})
+
+
 def paper_markdown(study: str) -> str:
-    return to_markdown(paper_table(study), pd.DataFrame({"steps": [PAPER_STEPS]}), study)
+    """The paper's CIFAR-10 table in our layout (bold by our rule on its mean, std and 10 seeds)."""
+    return to_markdown(paper_table(study), PAPER_SUMMARY, study)
 
 
 def _mean(tidy: pd.DataFrame, column: str = "final_loss", stat: str = "mean", **row) -> float:
@@ -178,9 +183,12 @@ def write_readme(folder: str | Path, header: str = "") -> Path:
         sub = folder / study
         run = (sub / "run.txt").read_text().strip() if (sub / "run.txt").exists() else ""
         lines += ["", f"## {study} ({LAYOUTS[study].caption.split('(')[-1].rstrip(').')})", "", "```", run, "```", "",
-                  "Ours (cpu scale; losses x10^3, steps as counted; bold = best mean in its column and group):", "",
-                  (sub / "tables" / f"{study}.md").read_text().strip(), "",
-                  "The paper (CIFAR-10, 10 seeds, steps x10^3):", "", paper_markdown(study), ""]
+                  "Ours:", "", (sub / "tables" / f"{study}.md").read_text().strip(), ""]
+        for extra in (f"{study}_topography", f"{study}_vs_reference"):
+            if (sub / "tables" / f"{extra}.md").exists():
+                lines += [(sub / "tables" / f"{extra}.md").read_text().strip(), ""]
+        lines += ["The paper (CIFAR-10, 10 seeds; bold by the same Welch + Holm rule on its published means and "
+                  "stds, so it can differ from the paper's own bold):", "", paper_markdown(study), ""]
         figures = sorted((sub / "figures").glob("*.png"))
         lines += [" ".join(f"[{p.stem}]({study}/figures/{p.name})" for p in figures)]
         for name in ("topography", "perturbation"):

@@ -3,6 +3,9 @@
 final loss    = the best (minimum) validation loss of the trial (as the released code);
 steps to +p % = the first validated step whose loss <= (1 + p) * final loss, p in {10, 20};
 diverged      = the trial stopped on a NaN/inf loss (counted, never dropped);
+collapsed     = the trained model uses fewer than 5 % of the K codes on the validation set at
+                some level (its last validation point): a codebook collapse, counted, kept in the
+                loss means and left out of the steps means (its "final loss" is a bad plateau);
 and the last value of per-level perplexity / codes used and of the topography metrics
 (loss_offset_{o}: validation loss with every code shifted by (o, o) on the grid;
 smoothness_{level}: neighbour / random-pair distance of decoded codes; SPEC 6).
@@ -15,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 THRESHOLDS = (10, 20)
+COLLAPSE_FRACTION = 0.05  # fewer than 5 % of the K codes used on validation: collapsed
 # Metrics whose last value describes the trained model: per-level perplexity and codes used,
 # and the topography measured at the end (loss after shifting codes by o, smoothness ratio).
 LAST_VALUE = ("val_perplexity_", "val_codes_used_", "val_loss_offset_", "smoothness_")
@@ -30,9 +34,15 @@ def steps_to_threshold(steps, losses, final: float, percent: float) -> float:
     return math.nan
 
 
+def collapsed(codes_used: dict[str, float], codebook_size: int) -> bool:
+    """True when any level's validation codes-used (of the trained model) is below
+    COLLAPSE_FRACTION x K; False when nothing was measured (a diverged trial has no codes)."""
+    return any(math.isfinite(v) and v < COLLAPSE_FRACTION * codebook_size for v in codes_used.values())
+
+
 def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: the trial's columns plus final_loss, steps_10, steps_20, diverged,
-    perplexity_/codes_used_{level}, loss_offset_{o} and smoothness_{level} (NaN where absent)."""
+    collapsed, perplexity_/codes_used_{level}, loss_offset_{o} and smoothness_{level} (NaN where absent)."""
     rows = []
     by_run = {run: m for run, m in metrics.groupby("run_id")}
     for trial in trials.to_dict("records"):
@@ -49,5 +59,7 @@ def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
             if name.startswith(LAST_VALUE):
                 last = m[m.metric == name].sort_values("step").value
                 row[name.removeprefix("val_")] = float(last.iloc[-1]) if not diverged else math.nan
+        codes = {k.removeprefix("codes_used_"): v for k, v in row.items() if k.startswith("codes_used_")}
+        row["collapsed"] = collapsed(codes, int(trial.get("codebook_size", 0)))
         rows.append(row)
     return pd.DataFrame(rows)
