@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.summary import COLLAPSE_FRACTION  # noqa: E402
 from analysis.tables import LABELS, layout_for, paper_order  # noqa: E402
+from models import metrics as M  # noqa: E402
 
 COLOURS = {"none": "#1f77b4", "hard": "#ff7f0e", "gaussian": "#2ca02c"}
 STYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2))]
@@ -105,10 +106,6 @@ def save(fig, folder: Path, name: str, dpi: int = 150) -> list[Path]:
     return paths
 
 
-def _levels(metrics: pd.DataFrame, prefix: str) -> list[str]:
-    return sorted(m.removeprefix(prefix) for m in metrics.metric.unique() if m.startswith(prefix))
-
-
 def write_figures(trials: pd.DataFrame, metrics: pd.DataFrame, study, folder: str | Path) -> list[Path]:
     """Write loss, perplexity, codes_used and topography (where measured) as .png and .pdf into
     folder; returns the paths."""
@@ -117,7 +114,7 @@ def write_figures(trials: pd.DataFrame, metrics: pd.DataFrame, study, folder: st
     plt.rcParams.update({"axes.grid": True, "grid.alpha": 0.3, "font.size": 8})
     look = styles(trials, study)
     written = []
-    loss = curves(trials, metrics, study, "val_loss")
+    loss = curves(trials, metrics, study, M.VAL_LOSS)
     if not loss.empty:
         fig, ax = plt.subplots(figsize=(5, 3.2), layout="constrained")
         _draw(ax, loss, look)
@@ -126,15 +123,15 @@ def write_figures(trials: pd.DataFrame, metrics: pd.DataFrame, study, folder: st
         _legend(fig, [ax])
         written += save(fig, folder, "loss")
     for name, prefix, ylabel, what in (
-            ("perplexity", "train_perplexity_", "perplexity of the batch's codes", "codebook perplexity"),
-            ("codes_used", "val_codes_used_", "codes used on the validation set", "codes used")):
-        levels = _levels(metrics, prefix)
+            ("perplexity", M.train_perplexity, "perplexity of the batch's codes", "codebook perplexity"),
+            ("codes_used", M.val_codes_used, "codes used on the validation set", "codes used")):
+        levels = M.suffixes(metrics.metric.unique(), prefix)
         if not levels:
             continue
         fig, axes = plt.subplots(1, len(levels), figsize=(4.2 * len(levels) + 0.8, 3.2), squeeze=False,
                                  layout="constrained")
         for ax, level in zip(axes[0], levels):
-            _draw(ax, curves(trials, metrics, study, prefix + level), look)
+            _draw(ax, curves(trials, metrics, study, prefix(level)), look)
             ax.set(yscale="log", xlabel="training step", ylabel=ylabel,
                    title=f"level {level}" if len(levels) > 1 else None)
             if name == "codes_used" and "codebook_size" in trials:
@@ -152,15 +149,15 @@ def write_figures(trials: pd.DataFrame, metrics: pd.DataFrame, study, folder: st
 def _topography(trials, metrics, study, look, folder: Path) -> list[Path]:
     """Loss with every code shifted by o on the grid over the same model's unshifted loss, per trial
     (offset 0 = 1), geometric mean x/ std over seeds."""
-    shifted = metrics[metrics.metric.str.startswith("val_loss_offset_")]
+    shifted = metrics[metrics.metric.str.startswith(M.offset_loss(""))]
     if shifted.empty:
         return []
     wide = shifted.pivot_table(index="run_id", columns="metric", values="value", aggfunc="last")
-    base = wide.get("val_loss_offset_0")
+    base = wide.get(M.offset_loss(0))
     if base is None:
-        base = metrics[metrics.metric == "val_loss"].groupby("run_id").value.min()
+        base = metrics[metrics.metric == M.VAL_LOSS].groupby("run_id").value.min()
     ratios = wide.div(base, axis=0).reset_index().melt(id_vars="run_id", var_name="metric", value_name="value")
-    ratios = ratios.assign(step=ratios.metric.str.removeprefix("val_loss_offset_").astype(int), metric="ratio")
+    ratios = ratios.assign(step=ratios.metric.str.removeprefix(M.offset_loss("")).astype(int), metric="ratio")
     data = curves(trials, ratios, study, "ratio").rename(columns={"step": "offset"})
     if 0 not in set(data.offset):  # offset 0 is the model itself: ratio 1
         data = pd.concat([data, pd.DataFrame({"config": data.config.unique(), "offset": 0, "mean": 1.0,

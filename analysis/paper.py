@@ -21,7 +21,8 @@ from typing import Callable
 
 import pandas as pd
 
-from analysis.tables import LAYOUTS, mark_best, to_markdown
+from analysis.tables import LAYOUTS, RATIO, mark_best, to_markdown
+from models import metrics as M
 
 STUDIES = ("sensitivity", "comparison", "robustness", "ablation")
 # CIFAR-10 columns of the paper's tables: (row fields..., loss x10^3 mean, std, steps +10 % x10^3 mean, std
@@ -127,16 +128,15 @@ def _ablation_similar(t, spread: float = 1.10):
 
 
 def _ksom_topography(t):
-    def growth(n):  # how much the validation loss grows when every code is shifted by +o on the grid
-        return [_mean(t, f"loss_offset_{o}", neighbours=n) - _mean(t, neighbours=n) for o in (1, 2, 3)]
+    def growth(n):  # the loss with every code shifted by +o on the grid over the unshifted loss (geometric mean)
+        return [_mean(t, f"{RATIO}{o}", neighbours=n) for o in (1, 2, 3)]
 
-    rows = {n: (growth(n), _mean(t, "smoothness_vq", neighbours=n)) for n in ("none", "hard", "gaussian")}
+    rows = {n: (growth(n), _mean(t, M.column(M.smoothness("vq")), neighbours=n)) for n in ("none", "hard", "gaussian")}
     if any(math.isnan(v) for g, s in rows.values() for v in [*g, s]):
         return False, "not measured"
     ema, hard = rows["none"], rows["hard"]
     holds = all(a < b for a, b in zip(hard[0], ema[0])) and hard[1] < ema[1]
-    text = "; ".join(f"{label}: loss +{g[0] * 1e3:.0f} / +{g[1] * 1e3:.0f} / +{g[2] * 1e3:.0f} (x10^3) at shift "
-                     f"+1/+2/+3, smoothness {s:.2f}"
+    text = "; ".join(f"{label}: loss x{g[0]:.3g} / x{g[1]:.3g} / x{g[2]:.3g} at shift +1/+2/+3, smoothness {s:.2f}"
                      for label, (g, s) in zip(("EMA-VQ", "hard", "Gaussian"), rows.values()))
     return holds, text
 

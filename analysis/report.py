@@ -26,7 +26,7 @@ from analysis.load import load_runs, write_parquet
 from analysis.pictures import write_pictures
 from analysis.summary import summarise
 from analysis.tables import (comparison_latex, comparison_markdown, comparison_numbers, comparison_text,
-                             table_numbers, to_latex, to_markdown, to_text, TEXT_WIDTH)
+                             RATIO, SMOOTH, TEXT_WIDTH, table_numbers, to_latex, to_markdown, to_text)
 
 
 def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: str | Path,
@@ -45,7 +45,7 @@ def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: s
     tidy.to_parquet(tables / f"{study}.parquet", index=False)
     texts = []
     for part, name in (("main", study), ("topography", f"{study}_topography")):
-        if part == "topography" and not tidy.column.str.startswith(("loss_ratio_", "smoothness_")).any():
+        if part == "topography" and not tidy.column.str.startswith((RATIO, SMOOTH)).any():
             continue
         (tables / f"{name}.tex").write_text(to_latex(tidy, summary, study, part=part))
         (tables / f"{name}.md").write_text(to_markdown(tidy, summary, study, part=part) + "\n")

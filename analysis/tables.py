@@ -32,11 +32,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.stats import ALPHA, describe, holm, welch, welch_from_stats
-from analysis.summary import COLLAPSE_FRACTION
+from analysis.summary import CODE_USE_COLUMNS, COLLAPSE_FRACTION, TOPOGRAPHY_COLUMNS
+from models import metrics as M
 
 LOSS, STEPS = "final_loss", "steps_{}"
 TOPOGRAPHY_OFFSETS = (1, 2, 3)  # offset 0 is the model's own loss
 TEXT_WIDTH = 120  # the terminal tables' limit
+OFFSET, SMOOTH, RATIO = M.column(M.offset_loss("")), M.column(M.smoothness("")), "loss_ratio_"  # column prefixes
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def layout_for(study: "str | Layout", summary: pd.DataFrame) -> Layout:
     if study in LAYOUTS:
         return LAYOUTS[study]
     varying = [c for c in summary.columns if c not in SKIP and not c.startswith(
-        ("steps_", "perplexity_", "codes_", "loss_offset_", "smoothness_")) and summary[c].nunique(dropna=False) > 1]
+        ("steps_",) + CODE_USE_COLUMNS + TOPOGRAPHY_COLUMNS) and summary[c].nunique(dropna=False) > 1]
     return Layout(tuple(varying), (), (10, 20), f"Study {study}.", name=study)
 
 
@@ -132,16 +134,16 @@ def paper_order(frame: pd.DataFrame, study: str) -> pd.DataFrame:
 
 def topography_columns(summary: pd.DataFrame) -> list[str]:
     """The topography columns of the tables: loss ratio at shift 1..3 and smoothness per level."""
-    ratios = [f"loss_ratio_{o}" for o in TOPOGRAPHY_OFFSETS if f"loss_offset_{o}" in summary]
-    return ratios + sorted(c for c in summary.columns if c.startswith("smoothness_"))
+    ratios = [f"{RATIO}{o}" for o in TOPOGRAPHY_OFFSETS if f"{OFFSET}{o}" in summary]
+    return ratios + sorted(c for c in summary.columns if c.startswith(SMOOTH))
 
 
 def _with_ratios(summary: pd.DataFrame) -> pd.DataFrame:
     """loss_ratio_o = validation loss with codes shifted by o / the same model's unshifted loss
     (loss_offset_0 where measured, else the trial's final loss)."""
-    base = summary["loss_offset_0"] if "loss_offset_0" in summary else summary[LOSS]
-    return summary.assign(**{f"loss_ratio_{o}": summary[f"loss_offset_{o}"] / base
-                             for o in TOPOGRAPHY_OFFSETS if f"loss_offset_{o}" in summary})
+    base = summary[f"{OFFSET}0"] if f"{OFFSET}0" in summary else summary[LOSS]
+    return summary.assign(**{f"{RATIO}{o}": summary[f"{OFFSET}{o}"] / base
+                             for o in TOPOGRAPHY_OFFSETS if f"{OFFSET}{o}" in summary})
 
 
 def _counts(g: pd.DataFrame) -> dict:
@@ -178,7 +180,7 @@ def table_numbers(summary: pd.DataFrame, study: str) -> pd.DataFrame:
     for key, g in _groups(summary, study):
         for col in columns:
             values = _values(g, col)
-            if col.startswith("loss_ratio_"):
+            if col.startswith(RATIO):
                 mean, std, n = describe(np.log(values.where(values > 0)))
                 mean, std, agg = math.exp(mean), math.exp(std), "geometric"
             else:
@@ -220,7 +222,7 @@ def comparison_numbers(summary: pd.DataFrame, study: str) -> pd.DataFrame:
     Empty when the study names no reference arm or a group lacks it."""
     layout = layout_for(study, summary)
     columns = [LOSS] + [STEPS.format(p) for p in layout.thresholds] + sorted(
-        c for c in summary.columns if c.startswith("smoothness_"))
+        c for c in summary.columns if c.startswith(SMOOTH))
     if not layout.reference:
         return pd.DataFrame()
     records = []
@@ -322,12 +324,12 @@ def _main_grid(tidy: pd.DataFrame, summary: pd.DataFrame, study: str, fmt: str, 
         specs += [(STEPS.format(p), (steps_title, f"+{p}{pct}"), -ss, 1 if ss else 0) for p in layout.thresholds]
     else:
         topo = [c for c in topography_columns(summary) if c in set(tidy.column)]
-        levels = [c.removeprefix("smoothness_") for c in topo if c.startswith("smoothness_")]
-        title = "Loss ratio at shift" if fmt != "latex" else "Loss ratio at shift"
-        specs = [(c, (title, f"+{c.removeprefix('loss_ratio_')}"), None, 0) for c in topo if c.startswith("loss_ratio_")]
+        levels = [c.removeprefix(SMOOTH) for c in topo if c.startswith(SMOOTH)]
+        title = "Loss ratio at shift"
+        specs = [(c, (title, f"+{c.removeprefix(RATIO)}"), None, 0) for c in topo if c.startswith(RATIO)]
         specs += [(c, ("Smooth." if len(levels) > 1 else "Smoothness",
-                       c.removeprefix("smoothness_") if len(levels) > 1 else ""), 0, 2)
-                  for c in topo if c.startswith("smoothness_")]
+                       c.removeprefix(SMOOTH) if len(levels) > 1 else ""), 0, 2)
+                  for c in topo if c.startswith(SMOOTH)]
     keys, labels, cells = [], [], []
     for _, rows in tidy.groupby(list(layout.rows), sort=False, dropna=False):
         key = {f: rows.iloc[0][f] for f in layout.rows}
@@ -374,8 +376,8 @@ def _comparison_grid(comp: pd.DataFrame, summary: pd.DataFrame, study: str, fmt:
             sections[len(rows)] = ", ".join(v if f == "neighbours" else f"{h} = {v}" for f, h, v in
                                             zip(layout.columns, headers, _row_labels(key, layout, kinds)))
             previous = key
-        smooth = [c for c in comp.column.unique() if c.startswith("smoothness_")]
-        level = r["column"].removeprefix("smoothness_") if len(smooth) > 1 else ""
+        smooth = [c for c in comp.column.unique() if c.startswith(SMOOTH)]
+        level = r["column"].removeprefix(SMOOTH) if len(smooth) > 1 else ""
         title, scale, digits = names.get(r["column"], (f"Smoothness {level}".strip(), 0, 2))
         f = 10.0 ** scale
         ci = (f"[{_fmt(r['ci_low'] * f, digits)}, {_fmt(r['ci_high'] * f, digits)}]" if math.isfinite(r["ci_low"])

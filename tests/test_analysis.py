@@ -18,6 +18,7 @@ from analysis.load import load_sweep, read_parquet, write_parquet
 from analysis.report import main as report_main
 from analysis.summary import steps_to_threshold, summarise
 from analysis.tables import table_numbers, to_latex, to_text
+from models.metrics import MissingMetric
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,9 +43,8 @@ def _hand_made():
         "run_id": ["a0", "a1", "a2", "b0", "b1"], "status": ["finished", "finished", "diverged", "finished", "finished"],
         "neighbours": ["none", "none", "none", "hard", "hard"], "seed": [0, 1, 2, 0, 1], "steps": 300})
     curves = {"a0": [0.9, 0.5, 0.4], "a1": [0.8, 0.23, 0.2], "a2": [0.9], "b0": [0.7, 0.3, 0.25], "b1": [0.6, 0.33, 0.35]}
-    rows = [(run, "val_loss", 100 * (i + 1), v) for run, c in curves.items() for i, v in enumerate(c)]
-    rows += [(run, "diverged", 100 * len(c), 1.0 if run == "a2" else 0.0) for run, c in curves.items()]
-    rows += [(run, "val_perplexity_vq", 100 * len(c), 10.0 + i) for i, (run, c) in enumerate(curves.items())]
+    rows = [(run, "val/loss", 100 * (i + 1), v) for run, c in curves.items() for i, v in enumerate(c)]
+    rows += [(run, "val/perplexity_vq", 100 * len(c), 10.0 + i) for i, (run, c) in enumerate(curves.items())]
     return trials, pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
 
 
@@ -67,6 +67,14 @@ def test_summary_and_table_numbers_by_hand():
     assert t.loc[("hard", "final_loss"), "best"] and t.loc[("none", "final_loss"), "best"]
     assert t.loc[("hard", "steps_10"), "mean"] == pytest.approx(250.0)  # (300 + 200) / 2
     assert t.loc[("none", "steps_10"), "p_vs_best"] > 0.05
+
+
+def test_a_missing_metric_is_named():
+    """A store logged under other metric names (here the old val_loss) fails loudly, naming what is missing."""
+    trials, metrics = _hand_made()
+    old = metrics.assign(metric=metrics.metric.str.replace("/", "_"))
+    with pytest.raises(MissingMetric, match=r"metric 'val/loss' is missing .*logged: val_loss, val_perplexity_vq"):
+        summarise(trials, old)
 
 
 def test_bold_is_per_group_in_the_robustness_table():

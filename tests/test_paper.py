@@ -56,13 +56,11 @@ def test_topography_claim_reads_the_topography_columns():
     t = paper_table("comparison")
     extra = []
     for n, growth, smooth in (("none", 3.0, 1.0), ("hard", 1.2, 0.5), ("gaussian", 1.3, 0.6)):
-        loss = t[(t.neighbours == n) & (t.column == "final_loss")]["mean"].iloc[0]
-        extra += [{"neighbours": n, "column": f"loss_offset_{o}", "mean": loss * (1 + (growth - 1) * o)}
-                  for o in (1, 2, 3)]
+        extra += [{"neighbours": n, "column": f"loss_ratio_{o}", "mean": growth ** o} for o in (1, 2, 3)]
         extra.append({"neighbours": n, "column": "smoothness_vq", "mean": smooth})
     ours = {"comparison": pd.concat([t, pd.DataFrame(extra)], ignore_index=True)}
     row = check_claims(ours).set_index("study").loc["comparison"].iloc[-1]
-    assert row.ours and row.agrees and "hard: loss +10 / +21 / +31 (x10^3)" in row.our_numbers
+    assert row.ours and row.agrees and "hard: loss x1.2 / x1.44 / x1.73 at shift +1/+2/+3" in row.our_numbers
 
 
 def test_readme_from_a_sweeps_outputs(smoke_sweep, tmp_path):
