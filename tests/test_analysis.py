@@ -193,7 +193,7 @@ def test_notebook_runs_top_to_bottom(smoke_sweep):
     assert "95% CI" in outputs  # the comparison against the reference arm
     pictures = sum("image/png" in o.get("data", {}) for cell in nb.cells if cell.cell_type == "code"
                    for o in cell.outputs)
-    assert pictures == 5  # loss, topography, perplexity; perturbation and codebook side by side
+    assert pictures == 6  # loss, perplexity, codes used, topography; perturbation and codebook side by side
     frames = "".join(str(o.get("data", {}).get("text/plain", "")) for cell in nb.cells if cell.cell_type == "code"
                      for o in cell.outputs)
     assert "loss_offset_3" in frames and "smoothness_vq" in frames
