@@ -166,6 +166,13 @@ def check_claims(ours: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _outcomes(tidy: pd.DataFrame) -> str:
+    """'N trials, d diverged, c collapsed' from a tidy table's per-row counts."""
+    rows = tidy[tidy.column == "final_loss"]
+    return (f"{int(rows.seeds.sum())} trials, {int(rows.diverged.sum())} diverged, "
+            f"{int(rows.get('collapsed', pd.Series([0])).sum())} collapsed")
+
+
 def write_readme(folder: str | Path, header: str = "") -> Path:
     """docs/results/README.md from the studies' outputs in `folder`; returns its path."""
     folder = Path(folder)
@@ -183,7 +190,7 @@ def write_readme(folder: str | Path, header: str = "") -> Path:
         sub = folder / study
         run = (sub / "run.txt").read_text().strip() if (sub / "run.txt").exists() else ""
         lines += ["", f"## {study} ({LAYOUTS[study].caption.split('(')[-1].rstrip(').')})", "", "```", run, "```", "",
-                  "Ours:", "", (sub / "tables" / f"{study}.md").read_text().strip(), ""]
+                  f"Ours ({_outcomes(ours[study])}):", "", (sub / "tables" / f"{study}.md").read_text().strip(), ""]
         for extra in (f"{study}_topography", f"{study}_vs_reference"):
             if (sub / "tables" / f"{extra}.md").exists():
                 lines += [(sub / "tables" / f"{extra}.md").read_text().strip(), ""]

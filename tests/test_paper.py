@@ -73,4 +73,5 @@ def test_readme_from_a_sweeps_outputs(smoke_sweep, tmp_path):
     assert "| KSOM is as good as the best EMA-VQ in every configuration (Table 3) | yes:" in readme
     assert "study not run" in readme  # the three studies that did not run are said to be missing
     assert (smoke_sweep / "tables/robustness.md").read_text().strip() in readme
+    assert "Ours (18 trials, 2 diverged, " in readme and " collapsed):" in readme
     assert "wall time 0 min 30 s" in readme and "![robustness perturbation](robustness/figures/perturbation.png)" in readme
