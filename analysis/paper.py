@@ -21,10 +21,13 @@ from typing import Callable
 
 import pandas as pd
 
-from analysis.tables import LAYOUTS, RATIO, mark_best, to_markdown
+from analysis.stats import ALPHA, welch
+from analysis.summary import CONVERGENCE_TOLERANCE, CONVERGENCE_WINDOW
+from analysis.tables import LABELS, LAYOUTS, RATIO, mark_best, to_markdown
 from models import metrics as M
 
 STUDIES = ("sensitivity", "comparison", "robustness", "ablation")
+LONG_STUDIES = ("robustness", "comparison")  # also run long enough to converge, into <study>-long/
 # CIFAR-10 columns of the paper's tables: (row fields..., loss x10^3 mean, std, steps +10 % x10^3 mean, std
 # [, steps +20 % mean, std]). Table 3's row N0 = 1, update-0 yes is Table 2's (the paper's well-configured case).
 PAPER = {
@@ -173,6 +176,77 @@ def _outcomes(tidy: pd.DataFrame) -> str:
             f"{int(rows.get('collapsed', pd.Series([0])).sum())} collapsed")
 
 
+def _label(row: dict, fields: tuple[str, ...]) -> str:
+    return ", ".join(f"{LABELS.get(f, {}).get(row[f], row[f])}" if f == "neighbours" else
+                     f"{f.replace('update_empty', 'update-0').replace('n0', 'N0')}="
+                     f"{LABELS.get(f, {}).get(row[f], row[f])}" for f in fields)
+
+
+def convergence_markdown(summary: pd.DataFrame, study: str) -> str:
+    """Per configuration: how many seeds converged (the best validation loss fell by at most
+    CONVERGENCE_TOLERANCE over the last CONVERGENCE_WINDOW of the steps) and that late improvement."""
+    fields = LAYOUTS[study].rows
+    lines = [f"| configuration | converged seeds | late improvement, mean (max) |", "|---|---:|---:|"]
+    done = summary[summary.get("result", True) & ~summary.diverged]
+    for key, g in done.groupby(list(fields), sort=False):
+        row = dict(zip(fields, key if isinstance(key, tuple) else (key,)))
+        late = g.late_improvement.dropna()
+        ok = int((late <= CONVERGENCE_TOLERANCE).sum())
+        lines.append(f"| {_label(row, fields)} | {ok} of {len(g)} | {100 * late.mean():.1f} % "
+                     f"({100 * late.max():.1f} %) |")
+    return "\n".join(lines)
+
+
+def _loss(values) -> str:
+    return f"{1e3 * values.mean():.1f} ± {1e3 * values.std(ddof=1):.1f}"
+
+
+def long_run_claims(summary: pd.DataFrame) -> list[tuple[str, bool, str]]:
+    """The paper's central claims on a run long enough to converge, tested with Welch's t-test at
+    ALPHA: the well-configured EMA-VQ (N0 = 1, update-0 yes) ends where KSOM hard ends (not
+    significantly worse), and KSOM reaches +10 % / +20 % of its final loss in fewer steps."""
+    done = summary[summary.get("result", True) & ~summary.diverged]
+    well = done[(done.n0 == 1) & done.update_empty]
+    ema, ksom = well[well.neighbours == "none"], well[well.neighbours == "hard"]
+    w = welch(ema.final_loss, ksom.final_loss)
+    caught_up = w.diff <= 0 or not w.p < ALPHA
+    claims = [("EMA-VQ (N0 = 1, update-0 yes) catches up with KSOM hard 2D", caught_up,
+               f"loss x10^3: EMA-VQ {_loss(ema.final_loss)} vs KSOM {_loss(ksom.final_loss)}; EMA-VQ - KSOM = "
+               f"{1e3 * w.diff:.1f} (95 % CI {1e3 * w.ci_low:.1f} to {1e3 * w.ci_high:.1f}), p = {w.p:.3f}")]
+    for p in (10, 20):
+        col = f"steps_{p}"
+        ws = welch(ksom[col], ema[col])
+        claims.append((f"KSOM reaches +{p} % of its final loss sooner", ws.diff < 0 and ws.p < ALPHA,
+                       f"steps: KSOM {ksom[col].mean():.0f} ± {ksom[col].std(ddof=1):.0f} vs EMA-VQ "
+                       f"{ema[col].mean():.0f} ± {ema[col].std(ddof=1):.0f}; difference {ws.diff:.0f} "
+                       f"(95 % CI {ws.ci_low:.0f} to {ws.ci_high:.0f}), p = {ws.p:.3f}"))
+    return claims
+
+
+def long_run_section(sub: Path, study: str) -> list[str]:
+    """README lines for a study's long run in folder `sub` (<study>-long/)."""
+    summary = pd.read_parquet(sub / "summary.parquet")
+    steps = int(summary.steps.max())
+    yes = lambda b: "yes" if b else "no"  # noqa: E731
+    run = (sub / "run.txt").read_text().strip() if (sub / "run.txt").exists() else ""
+    lines = ["", f"## {study}, long run ({steps:,} steps)", "", "```", run, "```", "",
+             (sub / "tables" / f"{study}.md").read_text().strip(), ""]
+    if (sub / "tables" / f"{study}_vs_reference.md").exists():
+        lines += [(sub / "tables" / f"{study}_vs_reference.md").read_text().strip(), ""]
+    lines += [f"Converged? A seed has converged when its best validation loss fell by at most "
+              f"{100 * CONVERGENCE_TOLERANCE:.0f} % over the last {100 * CONVERGENCE_WINDOW:.0f} % of the steps "
+              f"(late improvement = (best loss up to step {(1 - CONVERGENCE_WINDOW) * steps:,.0f} - final) / final):",
+              "", convergence_markdown(summary, study), "",
+              f"The paper's central claims on this run (Welch's t-test, alpha = {ALPHA}; diverged seeds left out):",
+              "", "| claim | holds | numbers |", "|---|---|---|"]
+    lines += [f"| {text} | **{yes(holds)}** | {numbers} |" for text, holds, numbers in long_run_claims(summary)]
+    figures = sorted((sub / "figures").glob("*.png"))
+    lines += ["", " ".join(f"[{p.stem}]({sub.name}/figures/{p.name})" for p in figures)]
+    if (sub / "figures" / "loss.png").exists():
+        lines += ["", f"![{study} long run: loss]({sub.name}/figures/loss.png)"]
+    return lines
+
+
 def write_readme(folder: str | Path, header: str = "") -> Path:
     """docs/results/README.md from the studies' outputs in `folder`; returns its path."""
     folder = Path(folder)
@@ -201,6 +275,9 @@ def write_readme(folder: str | Path, header: str = "") -> Path:
         for name in ("topography", "perturbation"):
             if (sub / "figures" / f"{name}.png").exists():
                 lines += ["", f"![{study} {name}]({study}/figures/{name}.png)"]
+    for study in LONG_STUDIES:
+        if (folder / f"{study}-long" / "summary.parquet").exists():
+            lines += long_run_section(folder / f"{study}-long", study)
     out = folder / "README.md"
     out.write_text("\n".join(lines) + "\n")
     return out

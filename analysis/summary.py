@@ -7,6 +7,9 @@ and the last value of per-level validation perplexity / codes used and the topog
 (loss_offset_{o}: validation loss with every code shifted by (o, o) on the grid; smoothness_{level}:
 neighbour / random-pair distance of decoded codes; Sec. 4.3), each in the column models.metrics.column
 names;
+late_improvement = how much the best validation loss still fell over the last 20 % of the steps,
+                relative to the final loss: (best up to 0.8 T - final) / final, T the last validated step;
+                a trial with late_improvement <= 2 % has converged (CONVERGENCE_TOLERANCE);
 collapsed     = the trained model uses fewer than 5 % of the K codes on the validation set at
                 some level (its last validation point): a codebook collapse, counted, kept in the
                 loss means and left out of the steps means (its "final loss" is a bad plateau).
@@ -22,6 +25,8 @@ import pandas as pd
 from models import metrics as M
 
 THRESHOLDS = (10, 20)
+CONVERGENCE_WINDOW = 0.2  # the last 20 % of a trial's steps
+CONVERGENCE_TOLERANCE = 0.02  # converged: its best validation loss fell by at most 2 % over that window
 COLLAPSE_FRACTION = 0.05  # fewer than 5 % of the K codes used on validation: collapsed
 # Metrics whose last value describes the trained model: per-level perplexity and codes used,
 # and the topography measured at the end (loss after shifting codes by o, smoothness ratio).
@@ -38,6 +43,16 @@ def steps_to_threshold(steps, losses, final: float, percent: float) -> float:
         if loss <= (1 + percent / 100) * final:
             return float(step)
     return math.nan
+
+
+def late_improvement(steps, losses, final: float) -> float:
+    """(best loss up to 80 % of the last step - final) / final: what the last 20 % of the steps still
+    gained (0 = nothing); NaN when there is no final loss or no point before that window."""
+    steps, losses = np.asarray(steps, dtype=float), np.asarray(losses, dtype=float)
+    if not math.isfinite(final) or len(steps) == 0:
+        return math.nan
+    early = losses[steps <= (1 - CONVERGENCE_WINDOW) * steps.max()]
+    return float((early.min() - final) / final) if len(early) else math.nan
 
 
 def collapsed(codes_used: dict[str, float], codebook_size: int) -> bool:
@@ -63,6 +78,7 @@ def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         row = {**trial, "final_loss": final, "diverged": diverged}
         for p in THRESHOLDS:
             row[f"steps_{p}"] = steps_to_threshold(finite.step, finite.value, final, p)
+        row["late_improvement"] = late_improvement(finite.step, finite.value, final)
         for name in sorted(set(m.metric)):
             if name.startswith(LAST_VALUE):
                 last = m[m.metric == name].sort_values("step").value

@@ -100,7 +100,7 @@ ROW_ORDER = {"none": 0, "hard": 1, "gaussian": 2}
 LABELS = {"neighbours": {"none": "EMA-VQ", "hard": "KSOM hard", "gaussian": "KSOM Gauss."},
           "update_empty": {True: "Yes", False: "No"}, "grid_dim": {1: "1D", 2: "2D"}}
 SKIP = {"run_id", "run_name", "seed", "ray_trial_id", "node_id", "status", "final_loss", "diverged", "collapsed",
-        "parent_run_id", "result"}
+        "parent_run_id", "result", "late_improvement"}
 
 
 def layout_for(study: "str | Layout", summary: pd.DataFrame) -> Layout:
