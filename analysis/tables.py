@@ -531,7 +531,8 @@ def caption(tidy: pd.DataFrame, summary: pd.DataFrame, study: str, part: str, fm
                   + (f", shown {unit(3)[1:-1]}" if steps_scale(summary) else "") + ".",
                   f"Mean {pm} sample std over the seeds that did not diverge; "
                   f"{dagger}: collapsed seeds (fewer than {COLLAPSE_FRACTION:.0%} of the K codes used on validation "
-                  f"at some level) are left out of that steps mean.".replace("%", pct),
+                  f"at some level) are left out of that steps mean, which averages the s - d - c seeds of its "
+                  f"row.".replace("%", pct),
                   "Seeds s/d/c: trials with a result / of them diverged / of them collapsed"
                   + (" (+n: trials without a result)." if tidy.get("unfinished", pd.Series([0])).sum() else "."),
                   bold]
