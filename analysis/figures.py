@@ -18,7 +18,7 @@ from analysis.tables import LABELS, layout_for  # noqa: E402
 def config_label(trials: pd.DataFrame, study: str) -> pd.Series:
     """A short label per trial from the fields its study sweeps, e.g. 'N0=0 Update-0=No KSOM hard'."""
     fields = layout_for(study, trials).rows
-    parts = [trials[f].map(lambda v, f=f: str(LABELS.get(f, {}).get(v, v))) for f in fields]
+    parts = [trials[f].map(lambda v, f=f: str(LABELS.get(f, {}).get(v, v))).astype(str) for f in fields]  # str if empty
     names = {"n0": "N0=", "update_empty": "Update-0=", "tau": "tau=", "grid_dim": ""}
     out = pd.Series("", index=trials.index)
     for f, p in zip(fields, parts):

@@ -18,20 +18,22 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.figures import write_figures
-from analysis.load import load_runs, write_parquet
+from analysis.load import load_runs, pooled_runs, write_parquet
 from analysis.pictures import write_pictures
-from analysis.summary import summarise
+from analysis.summary import RESULT_STATUSES, summarise
 from analysis.tables import table_numbers, to_latex, to_markdown, to_text
 
 
 def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: str | Path,
                  tracking_uri: str | None = None) -> str:
-    """Write every output for one study into `out`; returns the table as text.
-    With the MLflow `tracking_uri` the trials' topography pictures are composed too."""
+    """Write every output for one study into `out`; returns the table as text, followed by a line on what
+    is missing when not every trial is a result (figures and pictures show only results: finished or
+    diverged trials). With the MLflow `tracking_uri` the trials' topography pictures are composed too."""
     out = Path(out)
     write_parquet(trials, metrics, out)
     if trials.empty:
         return f"no trials of {study!r} logged yet"
+    results = trials[trials.status.isin(RESULT_STATUSES)]
     summary = summarise(trials, metrics)
     summary.to_parquet(out / "summary.parquet", index=False)
     tidy = table_numbers(summary, study)
@@ -42,10 +44,24 @@ def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: s
     (tables / f"{study}.md").write_text(to_markdown(tidy, summary, study) + "\n")
     text = to_text(tidy, summary, study)
     (tables / f"{study}.txt").write_text(text + "\n")
-    write_figures(trials, metrics, study, out / "figures")
+    figures = write_figures(results, metrics[metrics.run_id.isin(results.run_id)], study, out / "figures")
     if tracking_uri:
-        write_pictures(trials, study, tracking_uri, out / "figures")
-    return text
+        figures += write_pictures(results, study, tracking_uri, out / "figures")
+    return text + missing_note(trials, bool(figures))
+
+
+def missing_note(trials: pd.DataFrame, any_figure: bool) -> str:
+    """A line on the trials that are not results (by status) and on figures that could not be drawn."""
+    statuses = trials.status.value_counts()
+    not_results = {s: int(n) for s, n in statuses.items() if s not in RESULT_STATUSES}
+    lines = []
+    if not_results:
+        counts = ", ".join(f"{n} {s or 'no status'}" for s, n in sorted(not_results.items()))
+        lines.append(f"missing: {sum(not_results.values())} of {len(trials)} trials are not results ({counts}); "
+                     "they are counted but in no mean, figure or picture")
+    if not any_figure:
+        lines.append("missing: no figures (no trial has a validation curve)")
+    return "".join("\n" + line for line in lines)
 
 
 def report_sweep(sweep_dir: str | Path) -> str:
@@ -59,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep_dir", nargs="?", help="a sweep folder (holds sweep.json)")
-    p.add_argument("--tracking-uri", help="read every sweep of --study from this MLflow store instead")
+    p.add_argument("--tracking-uri", help="read the newest sweep of --study from this MLflow store instead")
     p.add_argument("--study", help="the study (MLflow experiment) to read with --tracking-uri")
     p.add_argument("--out", default="report", help="output folder with --tracking-uri (default report/)")
+    p.add_argument("--all-sweeps", action="store_true", help="with --tracking-uri: pool every sweep of --study "
+                                                             "(refused unless they share one base config)")
     args = p.parse_args(argv)
     if args.sweep_dir:
         if not (Path(args.sweep_dir) / "sweep.json").exists():
@@ -70,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"written into {Path(args.sweep_dir).resolve()}")
     elif args.tracking_uri and args.study:
         try:
-            trials, metrics = load_runs(args.tracking_uri, args.study)
+            trials, metrics, what = pooled_runs(args.tracking_uri, args.study, args.all_sweeps)
         except ValueError as e:
-            p.error(str(e))
+            print(f"python -m analysis.report: error: {e}", file=sys.stderr)
+            return 2
+        print(f"reading {what}")
         print(write_report(trials, metrics, args.study, args.out, args.tracking_uri))
         print(f"written into {Path(args.out).resolve()}")
     else:
