@@ -5,6 +5,8 @@ TrialConfig is base <- arm <- seed. Each validation is reported to Tune as
 {"step", "node_id", "metrics"} together with a checkpoint (model, optimiser,
 quantiser buffers, data-sampler state), from which a restarted trial continues;
 the last checkpoint also holds the trial's topography pictures as PNG files.
+A divergence is reported as {"step", "node_id", "metrics", "status": "diverged"},
+with no checkpoint.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 from PIL import Image
 from ray import tune
 
+from models import metrics as M
 from models.config import TrialConfig
 from models.data import load_data
 from models.train import train
@@ -57,8 +60,6 @@ def run_trial(config: dict) -> None:
 
     def report(step: int, metrics: dict):
         pending.update(step=step, node_id=node_id, metrics=metrics)
-        if metrics.get("diverged"):  # no checkpoint follows a divergence
-            tune.report(dict(pending))
 
     def save(step: int, state: dict):
         with tempfile.TemporaryDirectory() as d:
@@ -67,4 +68,7 @@ def run_trial(config: dict) -> None:
             torch.save(state, Path(d) / STATE_FILE)
             tune.report(dict(pending), checkpoint=tune.Checkpoint.from_directory(d))
 
-    train(cfg, report=report, checkpoint=save, resume=resume, data=_data(cfg.dataset, cfg.data_dir, cfg.image_size))
+    result = train(cfg, report=report, checkpoint=save, resume=resume,
+                   data=_data(cfg.dataset, cfg.data_dir, cfg.image_size))
+    if result.status == M.DIVERGED:  # no checkpoint follows a divergence
+        tune.report({**pending, "status": M.DIVERGED})
