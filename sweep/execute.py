@@ -22,8 +22,8 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from analysis.report import report_sweep
+from sweep.plan import Plan
 from sweep.progress import Progress
-from sweep.run import Plan
 from sweep.tracking import (MlflowCallback, experiment_id, local_store, mark_unfinished, start_parent_run,
                             trial_run_name, ui_command)
 from sweep.trainable import run_trial, trial_config

@@ -32,7 +32,7 @@ from models import metrics as M
 from models.data import CIFAR
 from sweep import preflight
 from sweep.execute import _new_sweep
-from sweep.run import make_plan
+from sweep.plan import make_plan
 from sweep.run import main
 from sweep.trainable import load_state
 from test_data import _RunsCommand, write_fake_cifar
