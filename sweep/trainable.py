@@ -34,30 +34,35 @@ def _data(name: str, data_dir: str, size: int):
     return load_data(name, data_dir, size)  # kept across trials when Ray reuses the actor
 
 
-def run_trial(config: dict) -> None:
-    cfg = trial_config(config)
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    torch.set_num_threads(max(1, int(cpus)))
-    node_id = ray.get_runtime_context().get_node_id()
+def load_state(checkpoint) -> dict | None:
+    """The trainer's state saved in a Ray checkpoint (None for no checkpoint)."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
 
-    resume = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
 
-    pending: dict = {}
-
-    def report(step: int, metrics: dict):
-        pending.update(step=step, node_id=node_id, metrics=metrics)
-        if metrics.get("diverged"):  # no checkpoint follows a divergence
-            tune.report(dict(pending))
-
-    def save(step: int, state: dict):
+def reporter(send, node_id: str):
+    """The trainer's report(step, metrics, state): one Ray report per validation, carrying the state as a
+    checkpoint when there is one (the topography pictures as PNG files beside it). `send` is
+    tune.report or ray.train.report."""
+    def report(step: int, metrics: dict, state: dict | None):
+        result = {"step": step, "node_id": node_id, "metrics": metrics}
+        if state is None:
+            send(result)
+            return
         with tempfile.TemporaryDirectory() as d:
             for name, picture in state.pop("pictures", {}).items():  # the topography pictures, at the end
                 Image.fromarray(picture.permute(1, 2, 0).numpy()).save(Path(d) / f"{name}.png")
             torch.save(state, Path(d) / STATE_FILE)
-            tune.report(dict(pending), checkpoint=tune.Checkpoint.from_directory(d))
+            send(result, checkpoint=tune.Checkpoint.from_directory(d))
+    return report
 
-    train(cfg, report=report, checkpoint=save, resume=resume, data=_data(cfg.dataset, cfg.data_dir, cfg.image_size))
+
+def run_trial(config: dict) -> None:
+    """One trial in one process: a Tune function trainable."""
+    cfg = trial_config(config)
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    torch.set_num_threads(max(1, int(cpus)))
+    train(cfg, report=reporter(tune.report, ray.get_runtime_context().get_node_id()),
+          resume=load_state(tune.get_checkpoint()), data=_data(cfg.dataset, cfg.data_dir, cfg.image_size))
