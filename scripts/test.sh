@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Install everything and run the tests. CPU torch goes first so that no CUDA build is pulled;
-# pdflatex (for the LaTeX-compiles test) comes from Debian's TeX Live when we may install it.
+# Install exactly the locked versions and run the tests (the command CI runs, .ci/run).
+# CPU torch goes first so that no CUDA build is pulled; the lock (requirements.lock, made by
+# scripts/lock.sh) pins everything else. As root, Debian's TeX Live (pdflatex: the tables must
+# compile) and Chromium (the MLflow UI test) are installed when absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v pdflatex >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends texlive-latex-base texlive-latex-recommended >/dev/null
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=()
+  command -v pdflatex >/dev/null || missing+=(texlive-latex-base texlive-latex-recommended)
+  command -v chromium >/dev/null || missing+=(chromium)
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
 fi
-python -m pip install --quiet torch==2.13.0
-python -m pip install --quiet -e ".[test]"
+python -m pip install --quiet -r scripts/torch.txt
+python -m pip install --quiet -r requirements.lock
+python -m pip install --quiet --no-deps -e .
 python -m pytest -q "$@"

@@ -26,7 +26,8 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
         meta = _new_sweep(plan, Path(results_dir).resolve(), tracking_uri, storage)
     else:
         meta = resume
-        print(f"resuming {meta['dir']}", flush=True)
+        print(f"resuming {meta['dir']}: trusting its sweep.json and checkpoints (resume only folders your own "
+              "sweeps wrote)", flush=True)
     sweep_dir = Path(meta["dir"])
     print(f"sweep folder: {sweep_dir}\n  resume with: python -m sweep.run --resume {sweep_dir}", flush=True)
 

@@ -34,12 +34,19 @@ def _data(name: str, data_dir: str, size: int):
     return load_data(name, data_dir, size)  # kept across trials when Ray reuses the actor
 
 
-def load_state(checkpoint) -> dict | None:
-    """The trainer's state saved in a Ray checkpoint (None for no checkpoint)."""
+def load_state(path: str | Path) -> dict:
+    """A trial's saved state (tensors, numbers, strings and containers of them: the generator state is a
+    tensor and the config plain values). Read with weights_only=True, so a checkpoint that someone with write
+    access to the storage (an S3 bucket on a cluster) replaced cannot run code on the workers."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def resume_state(checkpoint) -> dict | None:
+    """The trainer's state in a Ray checkpoint, to resume from (None for no checkpoint)."""
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as d:
-        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+        return load_state(Path(d) / STATE_FILE)
 
 
 def reporter(send, node_id: str):
@@ -65,4 +72,4 @@ def run_trial(config: dict) -> None:
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     torch.set_num_threads(max(1, int(cpus)))
     train(cfg, report=reporter(tune.report, ray.get_runtime_context().get_node_id()),
-          resume=load_state(tune.get_checkpoint()), data=_data(cfg.dataset, cfg.data_dir, cfg.image_size))
+          resume=resume_state(tune.get_checkpoint()), data=_data(cfg.dataset, cfg.data_dir, cfg.image_size))

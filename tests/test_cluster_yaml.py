@@ -146,8 +146,54 @@ def test_head_starts_ray_and_mlflow_on_port_5000(config):
     assert "--autoscaling-config=~/ray_bootstrap_config.yaml" in cmds
     assert "mlflow server" in cmds
     assert re.search(r"--port[ =]5000\b", cmds.split("mlflow server", 1)[1])
-    assert "--host 0.0.0.0" in cmds.split("mlflow server", 1)[1]
     assert any("ray stop" in c for c in config["head_start_ray_commands"])
+
+
+def test_services_listen_on_loopback_only(config, text):
+    """MLflow and the Ray dashboard bind 127.0.0.1 of the head (reached through `ray attach -p 5000` and
+    `ray dashboard`, which forward over SSH), never every interface."""
+    cmds = _head_commands(config)
+    assert re.search(r"--host[ =]127\.0\.0\.1\b", cmds.split("mlflow server", 1)[1])
+    assert "--dashboard-host=127.0.0.1" in cmds
+    assert "0.0.0.0" not in text
+    assert "ray attach cluster.yaml -p 5000" in text and "ray dashboard cluster.yaml" in text
+
+
+def _policies(text: str) -> list[dict]:
+    """The IAM policy documents of the ONE-TIME AWS SETUP comments, with the shell variables filled in."""
+    import json
+
+    setup = "\n".join(line.lstrip("# ") for line in text.splitlines() if line.startswith("#"))
+    values = dict(re.findall(r"\b(B|CLUSTER)=([\w-]+)", setup))
+    docs = []
+    for raw in re.findall(r"'(\{\"Version\".*?\})'(?:\s|$)", setup, flags=re.S):
+        raw = re.sub(r"'\$(\w+)'", lambda m: values[m.group(1)], raw)
+        docs.append(json.loads(raw))
+    return docs
+
+
+def test_iam_is_scoped_to_the_sweep_bucket_and_the_autoscaler(text):
+    """No AWS-managed FullAccess policy; S3 rights only on the sweep bucket (set once as B=...); the head's EC2
+    rights are the calls Ray's AWS node provider makes, stop/terminate limited to this cluster's instances."""
+    assert "attach-role-policy" not in text and "arn:aws:iam::aws:policy/" not in text  # no AWS-managed policy
+    policies = _policies(text)
+    statements = [st for p in policies for st in p["Statement"] if st.get("Effect") == "Allow"
+                  and "sts:AssumeRole" not in st.get("Action", [])]
+    s3 = [st for st in statements if any(a.startswith("s3:") for a in np_list(st["Action"]))]
+    assert s3 and {r for st in s3 for r in np_list(st["Resource"])} == {"arn:aws:s3:::YOUR-BUCKET",
+                                                                        "arn:aws:s3:::YOUR-BUCKET/*"}
+    ec2 = {a for st in statements for a in np_list(st["Action"]) if a.startswith("ec2:")}
+    assert ec2 and not any("*" in a for a in ec2)
+    assert ec2 <= {"ec2:DescribeInstances", "ec2:DescribeInstanceTypes", "ec2:DescribeImages", "ec2:RunInstances",
+                   "ec2:CreateTags", "ec2:StartInstances", "ec2:StopInstances", "ec2:TerminateInstances"}
+    lifecycle = [st for st in statements if "ec2:TerminateInstances" in np_list(st["Action"])]
+    assert lifecycle[0]["Condition"]["StringEquals"]["ec2:ResourceTag/ray-cluster-name"] == "kohonen-vq"
+    pass_role = [st for st in statements if "iam:PassRole" in np_list(st["Action"])]
+    assert pass_role and all(st["Resource"].endswith("role/kohonen-ray-worker") for st in pass_role)
+
+
+def np_list(value) -> list:
+    return value if isinstance(value, list) else [value]
 
 
 def test_mlflow_store_paths_match_the_container_home(config):

@@ -14,8 +14,9 @@ from PIL import Image
 
 from models import data as data_module
 from models.config import TrialConfig
-from models.data import (CIFAR, PHOTOS_TRAIN, PHOTOS_VAL, ImageFiles, download_cifar, find_images, load_cifar,
-                         load_data, load_image_folder, read_image, split_image_folder, tiles)
+from models.data import (CIFAR, PHOTOS_TRAIN, PHOTOS_VAL, ImageFiles, cifar_data, download_cifar, find_images,
+                         load_cifar, load_data, load_image_folder, read_cifar, read_cifar_batch, read_image,
+                         split_image_folder, tiles, verify_cifar)
 from models.train import train
 
 # ---------------------------------------------------------------- photos
@@ -150,12 +151,18 @@ def write_fake_cifar(root: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     return train, test
 
 
+def fake_cifar(root: Path, name: str):
+    """The ImageData of a fake CIFAR read by the same reader and split as the real one (no md5 check:
+    only the official files pass that)."""
+    return cifar_data(name, *read_cifar(name, root / CIFAR[name]["folder"]))
+
+
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_load_cifar_format_and_split(name, tmp_path):
     """CIFAR rows (n, 3072) become (n, 3, 32, 32) (R plane, then G, then B, row-major); validation = the first
     20 % of RandomState(0xC1CAFA52).permutation(n) of the concatenated training images; test split kept."""
     rows, test_rows = write_fake_cifar(tmp_path, name)
-    data = load_cifar(name, tmp_path, download=False)
+    data = fake_cifar(tmp_path, name)
     assert data.name == name and data.size == 32
     assert data.train.shape == (40, 3, 32, 32) and data.train.dtype == torch.uint8
     assert data.val.shape == (10, 3, 32, 32) and data.test.shape == (10, 3, 32, 32)
@@ -171,14 +178,68 @@ def test_load_cifar_format_and_split(name, tmp_path):
     pixels = torch.from_numpy(images[perm[10:]]).double().permute(1, 0, 2, 3).reshape(3, -1)
     assert torch.allclose(data.mean.double(), pixels.mean(1), rtol=1e-6)
     assert torch.allclose(data.std.double(), pixels.std(1, unbiased=False), rtol=1e-5)
-    # load_data dispatches to the same reader
-    assert torch.equal(load_data(name, tmp_path, download=False).val, data.val)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_public_loader_refuses_a_fake_cifar_naming_the_file(name, tmp_path):
+    """A folder in the right layout whose files are not the official ones (here 60 random images) is refused
+    by load_cifar / load_data before anything is unpickled: the first file's md5 differs from torchvision's."""
+    write_fake_cifar(tmp_path, name)
+    first = CIFAR[name]["train"][0]
+    for load in (load_cifar, load_data):
+        with pytest.raises(ValueError, match=f"{first} has md5 .* not the official {CIFAR[name]['files'][first]}"):
+            load(name, tmp_path, download=False)
+
+
+class _RunsCommand:
+    """A pickle payload that would create `marker` when unpickled (os.system through __reduce__)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_malicious_batch_is_refused_without_running(tmp_path):
+    """A data_batch_1 whose pickle calls os.system is refused naming the file and the global, by the reader
+    (restricted unpickler) and by the public loader (md5); the command never runs."""
+    write_fake_cifar(tmp_path, "cifar10")
+    marker = tmp_path / "pwned"
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    batch.write_bytes(pickle.dumps({b"data": _RunsCommand(marker), b"labels": []}))
+    with pytest.raises(ValueError, match=r"data_batch_1 is not a CIFAR batch: .*global (posix|os)\.system"):
+        read_cifar_batch(batch)
+    with pytest.raises(ValueError, match="data_batch_1 has md5"):
+        load_cifar("cifar10", tmp_path, download=False)
+    assert not marker.exists()
+    # any other class is refused as well, even a harmless one
+    batch.write_bytes(pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [0], b"x": Path("p")}))
+    with pytest.raises(ValueError, match="pathlib"):
+        read_cifar_batch(batch)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: b[:-100], "data_batch_2 is not a CIFAR batch: .*truncated"),
+    (lambda b: b"not a pickle at all", "data_batch_2 is not a CIFAR batch"),
+    (lambda b: pickle.dumps({b"data": np.zeros((3, 100), np.uint8), b"labels": [0, 0, 0]}),
+     "data_batch_2 is not a CIFAR batch: expected .*n x 3072"),
+    (lambda b: pickle.dumps([1, 2]), "data_batch_2 is not a CIFAR batch: expected"),
+])
+def test_damaged_batch_names_the_file(damage, message, tmp_path):
+    """Truncated, foreign or misshapen batches are ValueErrors naming the file, never a bare pickle error."""
+    write_fake_cifar(tmp_path, "cifar10")
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    batch.write_bytes(damage(batch.read_bytes()))
+    with pytest.raises(ValueError, match=message):
+        read_cifar("cifar10", batch.parent)
 
 
 def test_cifar_train_batch_is_whole_normalised_images(tmp_path):
     """For CIFAR a training sample is a whole training image, standardised, drawn with the generator."""
     write_fake_cifar(tmp_path, "cifar10")
-    data = load_cifar("cifar10", tmp_path, download=False)
+    data = fake_cifar(tmp_path, "cifar10")
     batch = data.train_batch(5, torch.Generator().manual_seed(0))
     assert batch.shape == (5, 3, 32, 32)
     assert torch.equal(batch, data.train_batch(5, torch.Generator().manual_seed(0)))
@@ -196,6 +257,8 @@ def test_missing_files_without_download(name, missing, tmp_path):
     (tmp_path / CIFAR[name]["folder"] / missing).unlink()
     with pytest.raises(FileNotFoundError, match=missing):
         load_cifar(name, tmp_path, download=False)
+    with pytest.raises(FileNotFoundError, match=missing):
+        verify_cifar(name, tmp_path)
 
 
 def _fake_archive(tmp_path: Path, name: str) -> tuple[Path, str]:
@@ -218,7 +281,21 @@ def test_download_checksum_mismatch_deletes_archive(name, tmp_path):
     with pytest.raises(ValueError) as err:
         download_cifar(name, target, url=archive.as_uri())
     assert md5 in str(err.value) and CIFAR[name]["md5"] in str(err.value)
-    assert list(target.iterdir()) == []  # archive deleted, no partial file, no folder
+    assert list(target.iterdir()) == []  # this process's partial file deleted, nothing renamed or extracted
+
+
+def test_wrong_download_deletes_only_its_own_file(tmp_path):
+    """Downloads go to a per-process temporary file: another process's partial download in the same folder
+    (here a file with the old fixed name and one with the temporary pattern) is left alone."""
+    archive, _ = _fake_archive(tmp_path, "cifar10")
+    target = tmp_path / "data"
+    target.mkdir()
+    others = [target / "cifar-10-python.tar.part", target / ".cifar-10-python.tar.gz.other.part"]
+    for other in others:
+        other.write_bytes(b"someone else's download")
+    with pytest.raises(ValueError):
+        download_cifar("cifar10", target, url=archive.as_uri())
+    assert sorted(target.iterdir()) == sorted(others)
 
 
 def test_load_cifar_download_path_checks_existing_archive(tmp_path):
@@ -233,16 +310,24 @@ def test_load_cifar_download_path_checks_existing_archive(tmp_path):
     assert not (target / archive.name).exists()
 
 
-def test_download_with_matching_checksum_unpacks(tmp_path, monkeypatch):
-    """With an archive whose md5 matches the expected one, download_cifar fetches the url, unpacks the folder
-    and load_cifar reads it (the expected md5 constant is set to the fake archive's, nothing else changes)."""
+def test_download_with_matching_checksum_unpacks_then_checks_files_and_counts(tmp_path, monkeypatch):
+    """With an archive whose md5 matches the expected one, download_cifar fetches the url and unpacks the
+    folder (no temporary file or folder left); load_cifar still refuses its files by their own md5, and with
+    those set to the fake's too, by the image counts (50 + 10, not 50,000 + 10,000)."""
     archive, md5 = _fake_archive(tmp_path, "cifar10")
     monkeypatch.setitem(data_module.CIFAR["cifar10"], "md5", md5)
     target = tmp_path / "data"
     folder = download_cifar("cifar10", target, url=archive.as_uri())
     assert folder == target / "cifar-10-batches-py"
+    assert sorted(p.name for p in target.iterdir()) == ["cifar-10-batches-py", "cifar-10-python.tar.gz"]
     assert sorted(p.name for p in folder.iterdir()) == [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    assert load_cifar("cifar10", target, download=False).val.shape == (10, 3, 32, 32)
+    with pytest.raises(ValueError, match="data_batch_1 has md5"):
+        load_cifar("cifar10", target, download=False)
+    files = {f: hashlib.md5((folder / f).read_bytes()).hexdigest() for f in CIFAR["cifar10"]["files"]}
+    monkeypatch.setitem(data_module.CIFAR["cifar10"], "files", files)
+    with pytest.raises(ValueError, match="holds 50 training and 10 test images; cifar10 has 50000 and 10000"):
+        load_cifar("cifar10", target, download=False)
+    assert fake_cifar(target, "cifar10").val.shape == (10, 3, 32, 32)
 
 
 # ---------------------------------------------------------------- folders of images (written with Pillow)
