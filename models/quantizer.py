@@ -34,7 +34,10 @@ from torch import nn
 from models.neighbourhood import Neighbourhood
 
 
-SEARCH_BUDGET = 16 * 2**20  # bytes of distances the nearest-code search holds at once
+# Bytes of distances the nearest-code search holds at once: 4096 x 4096 float32 scores. Smaller tiles fit
+# the cache better on an idle CPU, but each is a few more kernel calls, which costs more than it saves on a
+# loaded machine (benchmarks/scaling.py).
+SEARCH_BUDGET = 64 * 2**20
 
 
 def data_parallel() -> bool:
@@ -123,26 +126,29 @@ class KohonenQuantizer(nn.Module):
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         """k* = argmin_k ||e - w_k||^2 (Eq. 12) for each row of flat (n, d).
 
-        ||e||^2 is the same for every k, so k* = argmax_k e.w_k - ||w_k||^2 / 2 (ties: the lowest k).
+        ||e||^2 is the same for every k, so k* = argmin_k ||w_k||^2 - 2 e.w_k (ties: the lowest k).
         The scores are computed in tiles of rows x codes of about `search_budget` bytes, the bias
-        ||w_k||^2 / 2 subtracted in place (no copy of it per row), keeping each row's best code so
-        far: memory does not grow with n or K, and the tiles stay in cache.
+        ||w_k||^2 added in place (no copy of it per row), keeping each row's best code so far:
+        memory does not grow with n or K, and the tiles stay in cache.
         """
         w = self.weight
-        half_norms = (w * w).sum(1).mul_(0.5)
+        minus_2w, norms = -2.0 * w, (w * w).sum(1)
         per_score = flat.element_size()
         cols = min(self.codebook_size, max(1, math.isqrt(self.search_budget // per_score)))
         rows = max(1, self.search_budget // (per_score * cols))
         indices = torch.empty(len(flat), dtype=torch.long, device=flat.device)
         for r in range(0, len(flat), rows):
             chunk = flat[r:r + rows]
+            if cols == self.codebook_size:  # all codes in one tile (K up to 4096 by default)
+                indices[r:r + rows] = (chunk @ minus_2w.T).add_(norms).argmin(1)
+                continue
             best, best_k = None, None
             for c in range(0, self.codebook_size, cols):
-                score, k = (chunk @ w[c:c + cols].T).sub_(half_norms[c:c + cols]).max(1)
+                score, k = (chunk @ minus_2w[c:c + cols].T).add_(norms[c:c + cols]).min(1)
                 if best is None:
                     best, best_k = score, k
                 else:  # strictly better only: an earlier (lower) k wins a tie
-                    better = score > best
+                    better = score < best
                     best, best_k = torch.where(better, score, best), torch.where(better, k + c, best_k)
             indices[r:r + rows] = best_k
         return indices

@@ -15,7 +15,7 @@ from analysis.report import report_sweep
 from sweep.progress import Progress
 from sweep.run import Plan
 from sweep.tracking import MlflowCallback, experiment_id, local_store, start_parent_run, ui_command
-from sweep.trainable import run_trial, trial_config
+from sweep.trainable import run_trial, run_workers_trial, trial_config
 
 
 def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, storage: str | None = None,
@@ -37,7 +37,7 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables of Ray's own; Progress prints
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-    trainable = tune.with_resources(run_trial, {"cpu": plan.cpus, "gpu": plan.gpus})
+    trainable = _trainable(plan, meta)
     if resume is None:
         n_trials = len(plan.arms) * len(plan.seeds)
         callbacks = [MlflowCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
@@ -63,6 +63,18 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
     print(f"\nruns:    {ui_command(meta['tracking_uri'])}  (experiment {plan.study!r})\n"
           f"results: {sweep_dir} (tables/, figures/, *.parquet)", flush=True)
     return sweep_dir
+
+
+def _trainable(plan: Plan, meta: dict):
+    """One process per trial in Tune's own trial actor, or a Ray Train run of plan.workers processes whose
+    workers hold the trial's CPUs and GPUs (the Tune trial that drives them holds only a token 1 MiB of
+    Ray's memory resource: Tune refuses an empty request, and any CPU share would break whole-CPU packing)."""
+    if plan.workers == 1:
+        return tune.with_resources(run_trial, {"cpu": plan.cpus, "gpu": plan.gpus})
+    storage = f"{meta['ray_storage'].rstrip('/')}/{meta['ray_name']}"
+    driver = tune.with_parameters(run_workers_trial, storage=storage, workers=plan.workers, cpus=plan.cpus,
+                                  gpus=plan.gpus)
+    return tune.with_resources(driver, {"memory": 2**20})
 
 
 def _new_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None, storage: str | None) -> dict:

@@ -34,8 +34,9 @@ class Plan:
     base: dict  # TrialConfig fields shared by all trials
     arms: list[dict]  # per-arm TrialConfig fields
     seeds: list[int]
-    cpus: float  # per trial
-    gpus: float  # per trial
+    cpus: float  # per trial (shared evenly by its workers)
+    gpus: float  # per trial (shared evenly by its workers)
+    workers: int = 1  # processes per trial (data parallel, Ray Train); 1 = the trial in the Tune trial's process
 
     def trials(self) -> list[TrialConfig]:
         """Every trial's config, validated (raises ConfigError naming the bad value)."""
@@ -43,7 +44,7 @@ class Plan:
 
 
 def make_plan(study: str, scale: str | None = None, seeds: int | None = None, overrides: dict | None = None,
-              cpus: float | None = None, gpus: float | None = None) -> Plan:
+              cpus: float | None = None, gpus: float | None = None, workers: int | None = None) -> Plan:
     """A validated plan; any problem raises ConfigError before anything starts."""
     if study not in STUDIES:
         raise ConfigError(f"study {study!r} is unknown; allowed: {', '.join(STUDIES)}")
@@ -63,16 +64,22 @@ def make_plan(study: str, scale: str | None = None, seeds: int | None = None, ov
     cpus, gpus = sc.cpus if cpus is None else cpus, sc.gpus if gpus is None else gpus
     if cpus <= 0 or gpus < 0:
         raise ConfigError(f"--cpus-per-trial {cpus} must be > 0 and --gpus-per-trial {gpus} >= 0")
+    workers = sc.workers if workers is None else workers
+    if workers < 1:
+        raise ConfigError(f"--workers-per-trial {workers} must be >= 1")
     # An override wins over the study's arms only for fields the study does not sweep.
     swept = {k for arm in STUDIES[study].arms for k in arm}
     clash = sorted(swept & set(overrides))
     if clash:
         raise ConfigError(f"--set {clash} would override what study {study!r} sweeps; allowed: fields other than "
                           f"{sorted(swept)}")
-    plan = Plan(study, scale, base, [dict(a) for a in STUDIES[study].arms], list(range(n_seeds)), cpus, gpus)
+    plan = Plan(study, scale, base, [dict(a) for a in STUDIES[study].arms], list(range(n_seeds)), cpus, gpus, workers)
     for cfg in plan.trials():
         if cfg.dataset != "photos" and not cfg.data_dir:
             raise ConfigError(f"dataset={cfg.dataset} needs --data-dir (a folder that holds or will receive it)")
+        if cfg.batch_size % workers:
+            raise ConfigError(f"batch_size={cfg.batch_size} does not split over --workers-per-trial {workers}; "
+                              f"allowed: a batch size divisible by {workers}")
     return plan
 
 
@@ -108,7 +115,12 @@ def parser() -> argparse.ArgumentParser:
                                      "multi-node clusters; default: the sweep folder")
     p.add_argument("--address", help="Ray cluster address (default: a running cluster on this node, else local)")
     p.add_argument("--cpus-per-trial", type=float, help="default from the scale")
-    p.add_argument("--gpus-per-trial", type=float, help="default from the scale")
+    p.add_argument("--gpus-per-trial", type=float,
+                   help="default from the scale; a fraction (e.g. 0.25) packs several trials on one GPU")
+    p.add_argument("--workers-per-trial", type=int,
+                   help="processes per trial, each training on its share of every batch (Ray Train, "
+                        "DistributedDataParallel, codebook statistics summed); the trial's CPUs and GPUs are "
+                        "shared evenly among them; default from the scale (1)")
     p.add_argument("--max-concurrent", type=int, default=0, help="cap on trials at once (default: as resources allow)")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a trial after an infrastructure fault")
     p.add_argument("--resume", metavar="SWEEP_DIR", help="continue a killed sweep from its folder")
@@ -122,7 +134,8 @@ def plan_from_args(args) -> Plan:
         overrides["dataset"] = args.dataset
     if args.data_dir:
         overrides["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
-    return make_plan(args.study, args.scale, args.seeds, overrides, args.cpus_per_trial, args.gpus_per_trial)
+    return make_plan(args.study, args.scale, args.seeds, overrides, args.cpus_per_trial, args.gpus_per_trial,
+                     args.workers_per_trial)
 
 
 def resume_plan(args) -> tuple[Plan, dict]:
@@ -134,7 +147,7 @@ def resume_plan(args) -> tuple[Plan, dict]:
     meta = json.loads(meta_file.read_text())
     stored = Plan(**meta["plan"])
     grid_options = (args.study, args.scale, args.seeds, args.set, args.dataset, args.data_dir, args.cpus_per_trial,
-                    args.gpus_per_trial)
+                    args.gpus_per_trial, args.workers_per_trial)
     if any(option for option in grid_options):
         args.study, args.scale = args.study or stored.study, args.scale or stored.scale
         asked = plan_from_args(args)
@@ -162,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e))
     if args.dry_run:
         print(f"{plan.study} at {plan.scale} scale: {len(trials)} trials "
-              f"({len(plan.arms)} arms x {len(plan.seeds)} seeds), {plan.cpus:g} CPU / {plan.gpus:g} GPU each")
+              f"({len(plan.arms)} arms x {len(plan.seeds)} seeds), {plan.cpus:g} CPU / {plan.gpus:g} GPU each"
+              + (f" shared by {plan.workers} workers" if plan.workers > 1 else ""))
         for cfg in trials:
             print("  " + " ".join(f"{k}={cfg.to_params()[k]}" for k in sorted(set().union(*plan.arms) | {"seed"})))
         return 0

@@ -57,6 +57,7 @@ class Scale:
     seeds: int
     cpus: float  # per trial
     gpus: float  # per trial
+    workers: int = 1  # processes per trial (data parallel)
     datasets: dict = field(default_factory=dict)  # data set -> (fields that differ from config, seeds)
 
     def settings(self, dataset: str | None) -> tuple[dict, int]:

@@ -1,10 +1,22 @@
-"""The Ray Tune trainable: one trial = one run of the shared trainer.
+"""The Ray Tune trainables: one trial = one run of the shared trainer, on one process or several.
 
 Ray's trial config is {"base": {...}, "arm": {...}, "seed": int}; the trial's
 TrialConfig is base <- arm <- seed. Each validation is reported to Tune as
 {"step", "node_id", "metrics"} together with a checkpoint (model, optimiser,
-quantiser buffers, data-sampler state), from which a restarted trial continues;
-the last checkpoint also holds the trial's topography pictures as PNG files.
+quantiser buffers, data-sampler position) in one report: the trainer's single
+report(step, metrics, state) event. A restarted trial continues from its last
+checkpoint; the last checkpoint also holds the trial's topography pictures as PNG files.
+
+- `run_trial`: the trial in the Tune trial's own process.
+- `run_workers_trial`: the trial as a Ray Train TorchTrainer of N worker processes
+  (data parallel, models/train.py), started from the Tune trial. Rank 0's reports
+  reach Tune through Ray Train's TuneReportCallback; the checkpoints live in Ray
+  Train's run folder <storage>/train-<trial id>, from which a restarted trial's
+  TorchTrainer restores every worker. A resumed run first re-reports the
+  checkpoint's own metrics (flagged "resumed"), so a validation whose checkpoint was
+  saved but whose report never reached Tune is not lost; when the run finishes,
+  the Tune trial reports the last checkpoint once more, so that Tune holds it as
+  for a one-process trial.
 """
 from __future__ import annotations
 
@@ -49,15 +61,16 @@ def resume_state(checkpoint) -> dict | None:
         return load_state(Path(d) / STATE_FILE)
 
 
-def reporter(send, node_id: str):
-    """The trainer's report(step, metrics, state): one Ray report per validation, carrying the state as a
-    checkpoint when there is one (the topography pictures as PNG files beside it). `send` is
-    tune.report or ray.train.report."""
+def reporter(send, node_id: str, rank: int = 0):
+    """The trainer's report(step, metrics, state): one Ray report per validation, carrying rank 0's state as
+    a checkpoint when there is one (the topography pictures as PNG files beside it). `send` is
+    tune.report or ray.train.report (which every worker calls, rank 0 with the checkpoint)."""
     def report(step: int, metrics: dict, state: dict | None):
         result = {"step": step, "node_id": node_id, "metrics": metrics}
-        if state is None:
+        if state is None or rank != 0:
             send(result)
             return
+        state["metrics"] = metrics  # re-reported by a resumed multi-worker run
         with tempfile.TemporaryDirectory() as d:
             for name, picture in state.pop("pictures", {}).items():  # the topography pictures, at the end
                 Image.fromarray(picture.permute(1, 2, 0).numpy()).save(Path(d) / f"{name}.png")
@@ -73,3 +86,42 @@ def run_trial(config: dict) -> None:
     torch.set_num_threads(max(1, int(cpus)))
     train(cfg, report=reporter(tune.report, ray.get_runtime_context().get_node_id()),
           resume=resume_state(tune.get_checkpoint()), data=_data(cfg.dataset, cfg.data_dir, cfg.image_size))
+
+
+def run_workers_trial(config: dict, storage: str, workers: int, cpus: float, gpus: float) -> None:
+    """One trial on `workers` processes: a Tune function trainable that runs a Ray Train TorchTrainer whose
+    workers share `cpus` and `gpus` evenly; its run folder is <storage>/train-<trial id>."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    per_worker = {"CPU": cpus / workers, **({"GPU": gpus / workers} if gpus else {})}
+    trainer = TorchTrainer(
+        _worker_loop, train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
+                                               resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(
+            name=f"train-{tune.get_context().get_trial_id()}", storage_path=storage,
+            callbacks=[TuneReportCallback()], checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            failure_config=ray.train.FailureConfig(max_failures=0)))  # Tune retries the trial
+    result = trainer.fit()
+    if result.checkpoint is not None and result.metrics["step"] == trial_config(config).steps:
+        tune.report(result.metrics, checkpoint=result.checkpoint)
+
+
+def _worker_loop(config: dict) -> None:
+    """One worker of a multi-worker trial (inside Ray Train: torch.distributed is initialised)."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = trial_config(config)
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    torch.set_num_threads(max(1, int(cpus)))
+    rank = ray.train.get_context().get_world_rank()
+    node_id = ray.get_runtime_context().get_node_id()
+    resume = resume_state(ray.train.get_checkpoint())
+    if resume is not None:
+        ray.train.report({"step": resume["step"], "node_id": node_id, "metrics": resume["metrics"],
+                          "resumed": True})
+    train(cfg, report=reporter(ray.train.report, node_id, rank), resume=resume,
+          data=_data(cfg.dataset, cfg.data_dir, cfg.image_size), device=ray.train.torch.get_device())
