@@ -2,10 +2,11 @@
 
 trials:  one row per trial run: run_id, run_name, status, study, scale, quantizer and
          every config field (typed: numbers as numbers, true/false as bools).
-metrics: one row per logged point: run_id, metric, step, value.
+metrics: one row per logged point: run_id, metric, step, value (names: models/metrics.py;
+         a summary is one point at step 0).
 
 MLflow (a local store or a server) and the Parquet files written here are the
-only inputs of the analysis; it never imports the trainer or Ray.
+only inputs of the analysis; it never imports the trainer or Ray (only the metric names).
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-TRIAL_TAGS = ("status", "study", "scale", "quantizer", "ray_trial_id", "node_id")
+from models import metrics as M
+
+TRIAL_TAGS = (M.STATUS_TAG, "study", "scale", "quantizer", "ray_trial_id", "node_id")
 
 
 def _typed(value: str):

@@ -1,11 +1,16 @@
-"""Per-trial summaries of a sweep (SPEC section 5).
+"""Per-trial summaries of a sweep (the paper's Tables 1-4 columns, Sec. 4).
 
 final loss    = the best (minimum) validation loss of the trial (as the released code);
 steps to +p % = the first validated step whose loss <= (1 + p) * final loss, p in {10, 20};
-diverged      = the trial stopped on a NaN/inf loss (counted, never dropped);
-and the last value of per-level perplexity / codes used and of the topography metrics
-(loss_offset_{o}: validation loss with every code shifted by (o, o) on the grid;
-smoothness_{level}: neighbour / random-pair distance of decoded codes; SPEC 6).
+diverged      = the trial's status is diverged: it stopped on a NaN/inf loss (counted, never dropped);
+and the last value of per-level validation perplexity / codes used and the topography summaries
+(loss_offset_{o}: validation loss with every code shifted by (o, o) on the grid; smoothness_{level}:
+neighbour / random-pair distance of decoded codes; Sec. 4.3), each in the column models.metrics.column
+names;
+collapsed     = the trained model uses fewer than 5 % of the K codes on the validation set at
+                some level (its last validation point): a codebook collapse, counted, kept in the
+                loss means and left out of the steps means (its "final loss" is a bad plateau).
+A sweep with finished trials but no validation loss logged is an error naming the metric.
 """
 from __future__ import annotations
 
@@ -14,10 +19,15 @@ import math
 import numpy as np
 import pandas as pd
 
+from models import metrics as M
+
 THRESHOLDS = (10, 20)
+COLLAPSE_FRACTION = 0.05  # fewer than 5 % of the K codes used on validation: collapsed
 # Metrics whose last value describes the trained model: per-level perplexity and codes used,
 # and the topography measured at the end (loss after shifting codes by o, smoothness ratio).
-LAST_VALUE = ("val_perplexity_", "val_codes_used_", "val_loss_offset_", "smoothness_")
+LAST_VALUE = tuple(family("") for family in (M.val_perplexity, M.val_codes_used, M.offset_loss, M.smoothness))
+CODE_USE_COLUMNS = tuple(M.column(prefix) for prefix in LAST_VALUE[:2])  # prefixes of their summary columns
+TOPOGRAPHY_COLUMNS = tuple(M.column(prefix) for prefix in LAST_VALUE[2:])
 
 
 def steps_to_threshold(steps, losses, final: float, percent: float) -> float:
@@ -30,16 +40,24 @@ def steps_to_threshold(steps, losses, final: float, percent: float) -> float:
     return math.nan
 
 
+def collapsed(codes_used: dict[str, float], codebook_size: int) -> bool:
+    """True when any level's validation codes-used (of the trained model) is below
+    COLLAPSE_FRACTION x K; False when nothing was measured (a diverged trial has no codes)."""
+    return any(math.isfinite(v) and v < COLLAPSE_FRACTION * codebook_size for v in codes_used.values())
+
+
 def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: the trial's columns plus final_loss, steps_10, steps_20, diverged,
-    perplexity_/codes_used_{level}, loss_offset_{o} and smoothness_{level} (NaN where absent)."""
+    collapsed, perplexity_/codes_used_{level}, loss_offset_{o} and smoothness_{level} (NaN where absent).
+    Raises models.metrics.MissingMetric when trials finished but no validation loss was logged."""
+    if (trials.get(M.STATUS_TAG, pd.Series(dtype=str)) == M.FINISHED).any():
+        M.require(metrics.metric.unique(), [M.VAL_LOSS], "the sweep's logged metrics")
     rows = []
     by_run = {run: m for run, m in metrics.groupby("run_id")}
     for trial in trials.to_dict("records"):
         m = by_run.get(trial["run_id"], metrics.iloc[:0])
-        val = m[m.metric == "val_loss"].sort_values("step")
-        flag = m[m.metric == "diverged"]
-        diverged = trial.get("status") == "diverged" or bool((flag.value > 0).any())
+        val = m[m.metric == M.VAL_LOSS].sort_values("step")
+        diverged = trial.get(M.STATUS_TAG) == M.DIVERGED
         finite = val[np.isfinite(val.value.to_numpy(dtype=float))]
         final = math.nan if diverged or finite.empty else float(finite.value.min())
         row = {**trial, "final_loss": final, "diverged": diverged}
@@ -48,6 +66,8 @@ def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         for name in sorted(set(m.metric)):
             if name.startswith(LAST_VALUE):
                 last = m[m.metric == name].sort_values("step").value
-                row[name.removeprefix("val_")] = float(last.iloc[-1]) if not diverged else math.nan
+                row[M.column(name)] = float(last.iloc[-1]) if not diverged else math.nan
+        codes = {k.removeprefix(CODE_USE_COLUMNS[1]): v for k, v in row.items() if k.startswith(CODE_USE_COLUMNS[1])}
+        row["collapsed"] = collapsed(codes, int(trial.get("codebook_size", 0)))
         rows.append(row)
     return pd.DataFrame(rows)

@@ -52,7 +52,7 @@ It measures, and prints as tables:
    per hour over the trial span (first trial start to last trial end, from the
    MLflow runs) and end to end (ray.init + run_sweep, i.e. also the MLflow store,
    Tune start-up and the analysis report), each with its speed-up over c = 1; and
-   the slot utilisation = summed training time (the trainer's train_time) /
+   the slot utilisation = summed training time (the trainer's time/train_total_s) /
    (span x c). Ideal: speed-up = c.
 4. Targets, at the largest K: update-only ratio to EMA-VQ <= 2 for each KSOM
    variant (as benchmarks/step_time.py at K = 16384), the largest update peak
@@ -82,6 +82,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run without installing the package
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling step_time.py
 
+from models import metrics as M  # noqa: E402
 from models.build import build_quantizer  # noqa: E402
 from models.config import TrialConfig  # noqa: E402
 from step_time import interleaved, print_checks  # noqa: E402
@@ -325,7 +326,7 @@ def sweep_rate(concurrency: int, trials_per_slot: int, steps: int, eval_every: i
                                   filter_string=f"tags.mlflow.parentRunId = '{meta['parent_run_id']}'")
     finished = [r for r in runs if r.info.status == "FINISHED"]
     span = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1e3
-    train_time = sum(r.data.metrics.get("train_time", 0.0) for r in finished)
+    train_time = sum(r.data.metrics.get(M.TIME_TRAIN_TOTAL, 0.0) for r in finished)
     return {"trials": len(runs), "finished": len(finished), "span": span, "wall": wall, "train_time": train_time}
 
 

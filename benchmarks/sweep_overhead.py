@@ -9,7 +9,7 @@ It runs one study end to end with the platform's own code path (`sweep.execute.r
 local Ray, embedded MLflow store, analysis at the end) and prints:
 
   wall time             the whole run: Ray start, MLflow store, every trial, the report;
-  ideal time            sum of the trials' own training time (the trainer's `train_time`:
+  ideal time            sum of the trials' own training time (the trainer's `time/train_s`:
                         steps only, no validation) / trials run at once;
   overhead ratio        wall / ideal (target <= 1.05 at cpu scale);
   platform ratio        wall / ((training + validation time) / concurrency): the cost of Ray Tune,
@@ -32,6 +32,7 @@ from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from analysis.load import load_sweep  # noqa: E402
+from models import metrics as M  # noqa: E402
 from sweep.execute import run_sweep  # noqa: E402
 from sweep.run import make_plan  # noqa: E402
 
@@ -73,8 +74,8 @@ def main() -> None:
         wall = time.perf_counter() - start
         meta = json.loads((sweep_dir / "sweep.json").read_text())
         trials, metrics = load_sweep(sweep_dir)
-        last = lambda name: metrics[metrics.metric == name].groupby("run_id").value.max()  # noqa: E731
-        train_time, eval_time = last("train_time"), last("eval_time")
+        total = lambda name: metrics[metrics.metric == name].groupby("run_id").value.sum()  # noqa: E731
+        train_time, eval_time = total(M.TIME_TRAIN), total(M.TIME_VAL)  # per-validation seconds, summed
         logging = logging_seconds_per_trial(meta, trials, metrics)
 
     ideal = train_time.sum() / args.concurrency

@@ -41,7 +41,7 @@ It measures, and prints as tables:
    size, as train() does. The loop below mirrors models.train.train line by line
    (it cannot take a prebuilt model) but leaves out its end-of-trial topography;
    for our quantisers it gives train()'s validation losses exactly. Reported: mean +- std over seeds of the
-   best validation loss (train()'s best_val_loss), of the final one, of the
+   best validation loss (as train()'s val/best_loss), of the final one, of the
    validation perplexity and codes used, and a one-line reading.
 3. Targets: step time of ours / lucidrains (closest) <= 1.0 at every width.
 """
@@ -63,6 +63,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling step_time.py
 
+from models import metrics as M  # noqa: E402
 from models.build import build_quantizer  # noqa: E402
 from models.config import TrialConfig  # noqa: E402
 from models.data import ImageData, load_data  # noqa: E402
@@ -249,9 +250,9 @@ def train_run(name: str, seed: int, data: ImageData, steps: int, eval_every: int
         train_time += time.perf_counter() - start
         if step % eval_every == 0 or step == steps:
             metrics = evaluate(model, data, data.val, batch_size)
-            best = min(best, metrics["val_loss"])
-    return {"status": "finished", "best": best, "final": metrics["val_loss"],
-            "perplexity": metrics["val_perplexity_vq"], "codes": metrics["val_codes_used_vq"],
+            best = min(best, metrics[M.VAL_LOSS])
+    return {"status": "finished", "best": best, "final": metrics[M.VAL_LOSS],
+            "perplexity": metrics[M.val_perplexity("vq")], "codes": metrics[M.val_codes_used("vq")],
             "train_time": train_time}
 
 

@@ -1,4 +1,4 @@
-"""Topography of a trained codebook: pictures and numbers (paper Sec. 4.3, Figures 4, 5, 7; SPEC 6).
+"""Topography of a trained codebook: pictures and numbers (paper Sec. 4.3, Figures 4, 5, 7).
 
 KSOM orders its codes on the grid G (Sec. 2.1): codes close on the grid decode to
 similar images. The paper shows this only in pictures; here it is also measured:
@@ -23,6 +23,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from models import metrics as M
 from models.data import ImageData
 from models.neighbourhood import grid_coords
 
@@ -33,7 +34,7 @@ ROW_1D = 32  # codes per row when a 1D grid is drawn
 
 
 class Topography(NamedTuple):
-    metrics: dict[str, float]  # val_loss_offset_{o}, smoothness_{level}
+    metrics: dict[str, float]  # M.offset_loss(o), M.smoothness(level)
     pictures: dict[str, torch.Tensor]  # name -> uint8 (3, H, W)
 
 
@@ -127,7 +128,7 @@ def measure(model, data: ImageData, images: torch.Tensor | None = None, batch_si
     model.eval()
     device = next(model.parameters()).device
     losses = offset_losses(model, data, images, batch_size=batch_size)
-    metrics = {f"val_loss_offset_{o}": v for o, v in losses.items()}
+    metrics = {M.offset_loss(o): v for o, v in losses.items()}
     pictures = {}
     with torch.no_grad():
         codes = model.encode_codes(data.normalise(images[:batch_size]).to(device))
@@ -136,7 +137,7 @@ def measure(model, data: ImageData, images: torch.Tensor | None = None, batch_si
                 for name, c in codes.items()}
         for name, quantizer in model.levels.items():
             decoded = codebook_images(model, name, base, batch_size)
-            metrics[f"smoothness_{name}"] = smoothness_ratio(decoded, quantizer.grid)
+            metrics[M.smoothness(name)] = smoothness_ratio(decoded, quantizer.grid)
             thumbs = data.to_uint8(_thumbnails(decoded).cpu())
             pictures[f"codebook_{name}"] = tile(thumbs, quantizer.grid[0] if len(quantizer.grid) == 2 else ROW_1D)
         sample = images[:PICTURE_IMAGES]

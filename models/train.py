@@ -1,13 +1,15 @@
 """The one shared trainer: every trial of every study runs `train(config, ...)`.
 
 It knows nothing of Ray or MLflow: after each validation it calls
-`report(step, metrics, state)` once, with the state to checkpoint (None when the
-run diverged), and it continues from a `resume` state it is given. After the
-last validation it also measures the trained model's topography
-(models/topography.py): the offset losses and smoothness ratios join that
-report's metrics, the pictures (uint8 tensors) its state under "pictures". Loss
-(Eq. 15 with per-element means, as the public implementations):
-MSE(x_hat, x) on standardised images + alpha * commitment.
+`report(step, metrics, state)` once, with the metrics (names from models/metrics.py)
+and the state to checkpoint, and it continues from a `resume` state it is given.
+After the last validation it also measures the trained model's topography
+(models/topography.py): the offset losses and smoothness ratios join that report as
+summaries, with the best validation loss and the total times; the pictures (uint8
+tensors) go into that state under "pictures". A NaN/inf loss ends the trial with
+status "diverged": a report of what was measured at that step with state None. Loss
+(Eq. 15 with per-element means, as the public implementations): MSE(x_hat, x) on
+standardised images + alpha * commitment.
 
 Data parallel: called in each process of an initialised torch.distributed group
 of W processes, every process draws the same batch indices and trains on its
@@ -15,9 +17,9 @@ own W-th of each batch (rank r takes rows r*B/W ... (r+1)*B/W - 1), the networks
 are wrapped in DistributedDataParallel (gradients averaged) and the quantisers
 sum their codebook statistics over the processes (models/quantizer.py): every
 process then holds the same model as one process trained on the whole batch.
-The reported training metrics are means over the processes; each process
-validates the (identical) model, so all of them report the same metrics, and the
-caller checkpoints rank 0's state.
+The training losses are averaged over the processes at every step, so all of
+them take the same decisions; each process validates the (identical) model and
+reports the same metrics and state; the caller checkpoints rank 0's.
 
 Run one trial by hand:  python -m models.train steps=300 neighbours=hard
 """
@@ -34,18 +36,19 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from models import metrics as M
 from models import topography
 from models.build import build_model
 from models.config import ConfigError, TrialConfig
 from models.data import ImageData, ImageFiles, load_data
 from models.loader import image_batches
 
-Report = Callable[[int, dict, "dict | None"], None]  # (step, metrics, state to checkpoint or None)
+Report = Callable[[int, dict, "dict | None"], None]  # (step, metrics, state to checkpoint; None: diverged)
 
 
 @dataclass
 class TrainResult:
-    status: str  # "finished" or "diverged"
+    status: str  # M.FINISHED or M.DIVERGED
     step: int  # training steps done
     best_val_loss: float  # nan if no validation happened
 
@@ -72,11 +75,11 @@ def evaluate(model: torch.nn.Module, data: ImageData, images: torch.Tensor, batc
             for name, level in out.levels.items():
                 counts[name] += torch.bincount(level.indices.flatten(), minlength=len(counts[name])).float()
     model.train(was_training)
-    metrics = {"val_loss": total / n}
+    metrics = {M.VAL_LOSS: total / n}
     for name, c in counts.items():
         p = c / c.sum()
-        metrics[f"val_perplexity_{name}"] = math.exp(-torch.special.xlogy(p, p).sum().item())
-        metrics[f"val_codes_used_{name}"] = float((c > 0).sum())
+        metrics[M.val_perplexity(name)] = math.exp(-torch.special.xlogy(p, p).sum().item())
+        metrics[M.val_codes_used(name)] = float((c > 0).sum())
     return metrics
 
 
@@ -85,10 +88,10 @@ def train(cfg: TrialConfig, report: Report | None = None, resume: dict | None = 
     """Train cfg's model on cfg's data for cfg.steps steps, validating every cfg.eval_every.
 
     Deterministic on CPU for a given cfg.seed; a resumed run continues exactly as
-    the uninterrupted one. A NaN/inf loss stops the run with status "diverged",
-    reported with metric diverged = 1 and no state. `device` defaults to the first GPU if any.
-    The state given to `report` holds the live tensors: save it before returning.
-    Image folders are decoded by `loader_workers` DataLoader processes (models/loader.py).
+    the uninterrupted one. A NaN/inf loss stops the run with status "diverged"
+    (its last report holds what was measured at that step, and no state). `device` defaults to the first
+    GPU if any. The state given to `report` holds the live tensors: save it before returning. Image
+    folders are decoded by `loader_workers` DataLoader processes (models/loader.py).
     """
     report = report or (lambda step, metrics, state: None)
     data = data or load_data(cfg.dataset, cfg.data_dir, cfg.image_size)
@@ -102,7 +105,7 @@ def train(cfg: TrialConfig, report: Report | None = None, resume: dict | None = 
     net = DistributedDataParallel(model, forward_sync_buffers=False) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(cfg.seed)
-    step, best, train_time, eval_time = 0, math.inf, 0.0, 0.0  # seconds in steps / in validation
+    step, best, train_time, eval_time = 0, math.inf, 0.0, 0.0  # total seconds in steps / in validation
     if resume is not None:
         model.load_state_dict(resume["model"])  # optimizer state follows the model's device
         optimizer.load_state_dict(resume["optimizer"])
@@ -122,7 +125,7 @@ def train(cfg: TrialConfig, report: Report | None = None, resume: dict | None = 
             return data.train_batch(cfg.batch_size, generator, share).to(device, non_blocking=True)
 
     model.train()
-    window = _Window()
+    window, interval_train = _Window(), 0.0  # since the last validation
     while step < cfg.steps:
         start = time.perf_counter()
         x = next_batch()
@@ -134,36 +137,41 @@ def train(cfg: TrialConfig, report: Report | None = None, resume: dict | None = 
             dist.all_reduce(losses)
             losses /= world
         if not torch.isfinite(losses).all():
-            report(step + 1, {"train_loss": losses[0].item(), "diverged": 1.0}, None)
-            return TrainResult("diverged", step + 1, _finite_or_nan(best))
+            report(step + 1, {M.TRAIN_LOSS: losses[0].item()}, None)
+            return TrainResult(M.DIVERGED, step + 1, _finite_or_nan(best))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         step += 1
-        train_time += time.perf_counter() - start
+        interval_train += time.perf_counter() - start
         window.add(losses[0].item(), losses[1].item(), out.levels)
 
         if step % cfg.eval_every == 0 or step == cfg.steps:
             start = time.perf_counter()
-            metrics = {**window.means(), **evaluate(model, data, data.val, cfg.batch_size), "train_time": train_time}
-            if not math.isfinite(metrics["val_loss"]):
-                report(step, {**metrics, "diverged": 1.0}, None)
-                return TrainResult("diverged", step, _finite_or_nan(best))
-            best = min(best, metrics["val_loss"])
+            metrics = {**window.means(), **evaluate(model, data, data.val, cfg.batch_size),
+                       M.TIME_TRAIN: interval_train}
+            train_time += interval_train
+            if not math.isfinite(metrics[M.VAL_LOSS]):
+                report(step, metrics, None)
+                return TrainResult(M.DIVERGED, step, _finite_or_nan(best))
+            best = min(best, metrics[M.VAL_LOSS])
             pictures = {}
             if step == cfg.steps:  # the trained model's topography (Sec. 4.3), once per trial
                 topo = topography.measure(model, data, batch_size=cfg.batch_size)
                 metrics.update(topo.metrics)
                 pictures = topo.pictures
-            eval_time += time.perf_counter() - start
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "generator": generator.get_state(), "step": step, "best_val_loss": best,
-                     "train_time": train_time, "eval_time": eval_time, "config": cfg.to_params(),
-                     "pictures": pictures}
-            report(step, {**metrics, "eval_time": eval_time, "best_val_loss": best, "diverged": 0.0}, state)
-            window = _Window()
-    return TrainResult("finished", step, _finite_or_nan(best))
+            metrics[M.TIME_VAL] = time.perf_counter() - start
+            eval_time += metrics[M.TIME_VAL]
+            if step == cfg.steps:  # the trial's summaries (models/metrics.py)
+                metrics.update({M.VAL_BEST_LOSS: best, M.TIME_TRAIN_TOTAL: train_time, M.TIME_VAL_TOTAL: eval_time})
+            # The step is also the image-folder loader's position (models/loader.py).
+            report(step, metrics, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "generator": generator.get_state(), "step": step, "best_val_loss": best,
+                                   "train_time": train_time, "eval_time": eval_time, "config": cfg.to_params(),
+                                   "pictures": pictures})
+            window, interval_train = _Window(), 0.0
+    return TrainResult(M.FINISHED, step, _finite_or_nan(best))
 
 
 def _finite_or_nan(x: float) -> float:
@@ -178,10 +186,10 @@ class _Window:
         self.n = 0
 
     def add(self, recon: float, commitment: float, levels: dict):
-        values = {"train_loss": recon, "train_commitment": commitment}
+        values = {M.TRAIN_LOSS: recon, M.TRAIN_COMMITMENT: commitment}
         for name, q in levels.items():
-            values[f"train_perplexity_{name}"] = q.perplexity.item()
-            values[f"train_codes_used_{name}"] = q.codes_used.item()
+            values[M.train_perplexity(name)] = q.perplexity.item()
+            values[M.train_codes_used(name)] = q.codes_used.item()
         for k, v in values.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
         self.n += 1
@@ -203,13 +211,13 @@ def main(argv: list[str]) -> int:
     print(f"training {cfg.quantizer} on {cfg.dataset}: {cfg.to_params()}", flush=True)
 
     def show(step, m, state):
-        perplexity = "  ".join(f"{k[4:]} {v:.1f}" for k, v in m.items() if k.startswith("val_perplexity"))
-        print(f"step {step:6d}  train {m.get('train_loss', math.nan):.4f}  val {m.get('val_loss', math.nan):.4f}  "
+        perplexity = "  ".join(f"{M.column(k)} {v:.1f}" for k, v in m.items() if k.startswith(M.val_perplexity("")))
+        print(f"step {step:6d}  train {m.get(M.TRAIN_LOSS, math.nan):.4f}  val {m.get(M.VAL_LOSS, math.nan):.4f}  "
               f"{perplexity}", flush=True)
 
     result = train(cfg, report=show)
     print(f"{result.status} after {result.step} steps; best validation loss {result.best_val_loss:.4f}")
-    return 0 if result.status == "finished" else 1
+    return 0 if result.status == M.FINISHED else 1
 
 
 if __name__ == "__main__":

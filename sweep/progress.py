@@ -6,6 +6,7 @@ import time
 
 from ray import tune
 
+from models import metrics as M
 from sweep.tracking import diverged, trial_run_name
 
 
@@ -43,14 +44,14 @@ class Progress(tune.Callback):
         return trial_run_name(self.config_of(trial.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        val = result["metrics"].get("val_loss", math.nan)
+        val = result["metrics"].get(M.VAL_LOSS, math.nan)
         if math.isfinite(val) and val < self.best[0]:
             self.best = (val, self._name(trial))
         if time.time() - self.last_line >= self.every:
             self._print(f"{self._name(trial)}: step {result['step']} val {val:.4f}", trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        best = (trial.last_result or {}).get("metrics", {}).get("best_val_loss", math.nan)
+        best = (trial.last_result or {}).get("metrics", {}).get(M.VAL_BEST_LOSS, math.nan)
         self._print(f"{'DIVERGED' if diverged(trial) else 'finished'} {self._name(trial)} (best val {best:.4f})",
                     trials, trial, "TERMINATED")
 

@@ -1,6 +1,7 @@
 """MLflow layout of a sweep: one experiment per study, one parent run per sweep,
 one child run per trial (all config fields as params; study, scale, seed and
-status as tags; curves as metrics logged once per validation in one batch).
+status as tags; curves as metrics logged once per validation in one batch, the
+trial's summaries once at step 0: models/metrics.py).
 
 All logging happens on the driver, in a Ray Tune callback, so there is a
 single writer per store and trials need no access to it. A resumed sweep
@@ -20,6 +21,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from models import metrics as M
 from models.config import TrialConfig
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # training-runs view in the UI
@@ -98,14 +100,14 @@ class MlflowCallback(tune.Callback):
                                          f"and tags.`mlflow.parentRunId` = '{self.parent}'")
         if found:
             run_id = found[0].info.run_id
-            history = self.client.get_metric_history(run_id, "train_loss")
+            history = self.client.get_metric_history(run_id, M.TRAIN_LOSS)
             self.logged_up_to[run_id] = max((m.step for m in history), default=0)
             self.client.set_terminated(run_id, "RUNNING")
         else:
             cfg = self.config_of(trial.config)
             run = self.client.create_run(self.exp_id, run_name=trial_run_name(cfg), tags={
                 "mlflow.parentRunId": self.parent, "ray_trial_id": trial.trial_id, "study": self.study,
-                "scale": self.scale, "seed": str(cfg.seed), "quantizer": cfg.quantizer, "status": "running"})
+                "scale": self.scale, "seed": str(cfg.seed), "quantizer": cfg.quantizer, M.STATUS_TAG: M.RUNNING})
             run_id = run.info.run_id
             self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in cfg.to_params().items()])
             self.logged_up_to[run_id] = 0
@@ -121,21 +123,21 @@ class MlflowCallback(tune.Callback):
         if step <= self.logged_up_to[run_id]:
             return  # replayed from a checkpoint after a resume: already in the store
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in result["metrics"].items()
-                   if isinstance(v, (int, float)) and math.isfinite(v)]
+        metrics = [Metric(k, float(v), now, M.SUMMARY_STEP if M.is_summary(k) else step)
+                   for k, v in result["metrics"].items() if isinstance(v, (int, float)) and math.isfinite(v)]
         tags = [RunTag("node_id", str(result.get("node_id", "")))]
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         self.logged_up_to[run_id] = step
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
-        self.client.set_tag(run_id, "status", "diverged" if diverged(trial) else "finished")
+        self.client.set_tag(run_id, M.STATUS_TAG, M.DIVERGED if diverged(trial) else M.FINISHED)
         self._log_checkpoint(run_id, trial)
         self.client.set_terminated(run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
-        self.client.set_tag(run_id, "status", "failed")
+        self.client.set_tag(run_id, M.STATUS_TAG, M.FAILED)
         self.client.set_terminated(run_id, "FAILED")
 
     def _log_checkpoint(self, run_id: str, trial):
@@ -160,4 +162,4 @@ class MlflowCallback(tune.Callback):
 
 def diverged(trial) -> bool:
     """Whether a terminated Ray trial stopped on a NaN/inf loss."""
-    return (trial.last_result or {}).get("metrics", {}).get("diverged", 0.0) > 0
+    return (trial.last_result or {}).get("status") == M.DIVERGED

@@ -6,6 +6,8 @@ TrialConfig is base <- arm <- seed. Each validation is reported to Tune as
 quantiser buffers, data-sampler position) in one report: the trainer's single
 report(step, metrics, state) event. A restarted trial continues from its last
 checkpoint; the last checkpoint also holds the trial's topography pictures as PNG files.
+A divergence (the trainer's report with no state) is reported as {"step", "node_id",
+"metrics", "status": "diverged"}, with no checkpoint.
 
 - `run_trial`: the trial in the Tune trial's own process.
 - `run_workers_trial`: the trial as a Ray Train TorchTrainer of N worker processes
@@ -29,6 +31,7 @@ import torch
 from PIL import Image
 from ray import tune
 
+from models import metrics as M
 from models.config import TrialConfig
 from models.data import load_data
 from models.train import train
@@ -67,7 +70,10 @@ def reporter(send, node_id: str, rank: int = 0):
     tune.report or ray.train.report (which every worker calls, rank 0 with the checkpoint)."""
     def report(step: int, metrics: dict, state: dict | None):
         result = {"step": step, "node_id": node_id, "metrics": metrics}
-        if state is None or rank != 0:
+        if state is None:  # the run diverged: no checkpoint
+            send({**result, "status": M.DIVERGED})
+            return
+        if rank != 0:
             send(result)
             return
         state["metrics"] = metrics  # re-reported by a resumed multi-worker run

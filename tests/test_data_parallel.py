@@ -61,7 +61,7 @@ def run_trainer(fields: dict, photos) -> tuple[list, dict]:
     reports, last = [], {}
 
     def report(step, metrics, state):
-        reports.append((step, {k: v for k, v in metrics.items() if k not in ("train_time", "eval_time")}))
+        reports.append((step, {k: v for k, v in metrics.items() if not k.startswith("time/")}))  # wall clock
         if state is not None:
             last.update(model={k: v.clone() for k, v in state["model"].items()},
                         optimizer=state["optimizer"]["state"])

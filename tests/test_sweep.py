@@ -33,7 +33,7 @@ def child_runs(tracking_uri: str, study: str):
     return client, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
 
-def history(client, run, metric="val_loss"):
+def history(client, run, metric="val/loss"):
     return [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)]
 
 
@@ -59,21 +59,23 @@ def test_smoke_sweep_logs_one_run_per_trial_and_records_divergence(smoke_sweep):
         assert r.data.tags["study"] == "robustness" and r.data.tags["scale"] == "smoke"
     assert len(by_status["finished"]) == 16 and len(by_status["diverged"]) == 2
     for bad in by_status["diverged"]:
-        assert float(bad.data.params["lr"]) == 1e6 and bad.data.metrics["diverged"] == 1.0
+        assert float(bad.data.params["lr"]) == 1e6 and "diverged" not in bad.data.metrics  # a status, not a curve
     for r in by_status["finished"]:
         curve = history(client, r)
         assert [s for s, _ in curve] == [20, 40]
-        assert r.data.metrics["diverged"] == 0.0
-        assert {"train_loss", "val_perplexity_vq", "val_codes_used_vq", "train_perplexity_vq"} <= set(r.data.metrics)
+        assert {"train/loss", "val/perplexity_vq", "val/codes_used_vq", "train/perplexity_vq"} <= set(r.data.metrics)
+        # summaries: one point each, at step 0 (a bar per run in MLflow's UI)
+        for summary in ("val/best_loss", "topography/loss_offset_3", "topography/smoothness_vq", "time/train_total_s"):
+            assert [m.step for m in client.get_metric_history(r.info.run_id, summary)] == [0], summary
+        assert r.data.metrics["val/best_loss"] == min(v for _, v in curve)
         assert [a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")] == ["checkpoint/state.pt"]
         assert [a.path for a in client.list_artifacts(r.info.run_id, "pictures")] == [
             "pictures/codebook_vq.png", "pictures/perturbation.png"]
-        assert {"val_loss_offset_3", "smoothness_vq"} <= set(r.data.metrics)  # topography, measured at the end
         assert (smoke_sweep / "pictures" / file_name(r.info.run_name) / "perturbation.png").exists()
     # The curve logged is the trainer's own: rerun one trial directly and compare.
     ref = next(r for r in by_status["finished"] if r.data.params["neighbours"] == "hard")
     direct = []
-    train(TrialConfig.from_dict(ref.data.params), report=lambda s, m, _: direct.append((s, m["val_loss"])))
+    train(TrialConfig.from_dict(ref.data.params), report=lambda s, m, _: direct.append((s, m["val/loss"])))
     logged = history(client, ref)
     assert [s for s, _ in logged] == [s for s, _ in direct]
     assert [v for _, v in logged] == pytest.approx([v for _, v in direct], rel=1e-6)
@@ -119,8 +121,8 @@ def test_sweep_logs_to_a_tracking_server(tmp_path, mlflow_server, local_ray):
     assert all([s for s, _ in history(client, r)] == [20, 40] for r in runs)
     for r in runs:
         assert r.data.params["model"] == "vqvae2"
-        assert {"val_perplexity_top", "val_perplexity_bottom", "smoothness_top", "smoothness_bottom"} <= set(
-            r.data.metrics)
+        assert {"val/perplexity_top", "val/perplexity_bottom", "topography/smoothness_top",
+                "topography/smoothness_bottom"} <= set(r.data.metrics)
         assert {a.path for a in client.list_artifacts(r.info.run_id, "pictures")} == {
             "pictures/codebook_top.png", "pictures/codebook_bottom.png", "pictures/perturbation.png"}
     assert not (tmp_path / "results" / "mlflow.db").exists()
@@ -184,7 +186,7 @@ def test_killed_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
         assert [s for s, _ in history(client, r)] == list(range(20, 201, 20))
     ref = runs[0]
     direct = []
-    train(TrialConfig.from_dict(ref.data.params), report=lambda s, m, _: direct.append((s, m["val_loss"])))
+    train(TrialConfig.from_dict(ref.data.params), report=lambda s, m, _: direct.append((s, m["val/loss"])))
     logged = history(client, ref)
     assert [s for s, _ in logged] == [s for s, _ in direct]
     assert [v for _, v in logged] == pytest.approx([v for _, v in direct], rel=1e-6)

@@ -1,4 +1,4 @@
-"""Topography (SPEC 6; paper Sec. 4.3): the grid shift, the smoothness ratio on a hand-made
+"""Topography (paper Sec. 4.3): the grid shift, the smoothness ratio on a hand-made
 decoder with a known answer, the pictures, and the trainer measuring it at the end of a trial."""
 from __future__ import annotations
 
@@ -88,8 +88,8 @@ def test_measure_gives_metrics_and_pictures(photos):
     before = model.levels["vq"].step.item()
     topo = topography.measure(model, photos)
     assert model.training and model.levels["vq"].step.item() == before  # mode restored, codebook untouched
-    assert set(topo.metrics) == {"val_loss_offset_0", "val_loss_offset_1", "val_loss_offset_2",
-                                 "val_loss_offset_3", "smoothness_vq"}
+    assert set(topo.metrics) == {"topography/loss_offset_0", "topography/loss_offset_1", "topography/loss_offset_2",
+                                 "topography/loss_offset_3", "topography/smoothness_vq"}
     assert all(math.isfinite(v) and v > 0 for v in topo.metrics.values())
     book = topo.pictures["codebook_vq"]  # 16 x 4 tiles of 32 px with 1 px gaps
     assert book.dtype == torch.uint8 and book.shape == (3, 4 * 33 + 1, 16 * 33 + 1)
@@ -104,7 +104,7 @@ def test_vqvae2_codebook_pictures_per_level(photos):
     topo = topography.measure(model, photos, photos.val[:4])
     assert set(topo.pictures) == {"codebook_top", "codebook_bottom", "perturbation"}
     assert topo.pictures["codebook_top"].shape == (3, 4 * 33 + 1, 4 * 33 + 1)  # a 4 x 4 grid
-    assert {"smoothness_top", "smoothness_bottom"} <= set(topo.metrics)
+    assert {"topography/smoothness_top", "topography/smoothness_bottom"} <= set(topo.metrics)
 
 
 def test_trainer_measures_topography_after_the_last_validation(photos):
@@ -113,6 +113,6 @@ def test_trainer_measures_topography_after_the_last_validation(photos):
     reports, states = [], {}
     train(cfg, report=lambda s, m, st: (reports.append((s, m)), states.update({s: st})), data=photos, device="cpu")
     (_, first), (_, last) = reports
-    assert "val_loss_offset_1" not in first and "smoothness_vq" in last
-    assert last["val_loss_offset_0"] == pytest.approx(last["val_loss"], rel=1e-5)
+    assert "topography/loss_offset_1" not in first and "topography/smoothness_vq" in last
+    assert last["topography/loss_offset_0"] == pytest.approx(last["val/loss"], rel=1e-5)
     assert states[20]["pictures"] == {} and set(states[40]["pictures"]) == {"codebook_vq", "perturbation"}

@@ -38,7 +38,7 @@ def load_state(raw: bytes) -> dict:
 
 def comparable(metrics: dict) -> dict:
     """Metrics that must be reproducible (wall-clock time is not)."""
-    return {k: v for k, v in metrics.items() if k not in ("train_time", "eval_time")}
+    return {k: v for k, v in metrics.items() if not k.startswith("time/")}
 
 
 @pytest.fixture(scope="module")
@@ -113,26 +113,31 @@ def test_model_checkpoint_round_trip():
 
 
 def test_reports_and_learning(baseline, photos):
-    """60 steps with eval_every 20: 3 reports with the documented metrics; validation loss falls."""
+    """60 steps with eval_every 20: 3 reports with the documented metrics; validation loss falls; the last
+    report adds the summaries (best loss, total times = sums of the per-validation times, topography)."""
     result, reports, checkpoints = baseline
     assert result.status == "finished" and result.step == 60
     assert [s for s, _ in reports] == [20, 40, 60]
+    series = {"val/loss", "train/loss", "train/commitment", "val/perplexity_vq", "val/codes_used_vq",
+              "train/perplexity_vq", "train/codes_used_vq", "time/train_s", "time/val_s"}
+    summaries = {"val/best_loss", "time/train_total_s", "time/val_total_s", "topography/smoothness_vq"} | {
+        f"topography/loss_offset_{o}" for o in range(4)}
     for _, m in reports:
-        for key in ("val_loss", "train_loss", "train_commitment", "val_perplexity_vq", "val_codes_used_vq",
-                    "train_perplexity_vq", "train_codes_used_vq", "best_val_loss", "train_time", "eval_time"):
-            assert math.isfinite(m[key]), key
-        assert m["diverged"] == 0.0
-        assert 1.0 <= m["val_perplexity_vq"] <= m["val_codes_used_vq"] <= 64
-    val = [m["val_loss"] for _, m in reports]
+        assert all(math.isfinite(m[key]) for key in series)
+        assert 1.0 <= m["val/perplexity_vq"] <= m["val/codes_used_vq"] <= 64
+    assert [set(m) for _, m in reports] == [series, series, series | summaries]
+    last = reports[-1][1]
+    val = [m["val/loss"] for _, m in reports]
     assert val[-1] < val[0]
-    assert [m["best_val_loss"] for _, m in reports] == [min(val[:i + 1]) for i in range(3)]
-    assert result.best_val_loss == min(val)
+    assert last["val/best_loss"] == min(val) == result.best_val_loss
+    assert last["time/train_total_s"] == pytest.approx(sum(m["time/train_s"] for _, m in reports))
+    assert last["time/val_total_s"] == pytest.approx(sum(m["time/val_s"] for _, m in reports))
     assert sorted(checkpoints) == [20, 40, 60]
 
 
 def test_reported_validation_metrics_recomputed(baseline, photos):
-    """val_loss = mean squared error per element over all validation tiles (standardised), and
-    val_perplexity = exp(-sum p log p) of the code counts over the whole set, recomputed from the checkpoint."""
+    """val/loss = mean squared error per element over all validation tiles (standardised), and
+    val/perplexity = exp(-sum p log p) of the code counts over the whole set, recomputed from the checkpoint."""
     _, reports, checkpoints = baseline
     state = load_state(checkpoints[60])
     model = build_model(TINY)
@@ -145,9 +150,9 @@ def test_reported_validation_metrics_recomputed(baseline, photos):
     counts = torch.bincount(out.levels["vq"].indices.flatten(), minlength=64).double()
     p = [c / counts.sum().item() for c in counts.tolist() if c > 0]
     metrics = dict(reports)[60]
-    assert metrics["val_loss"] == pytest.approx(sq / x.numel(), rel=1e-5)
-    assert metrics["val_perplexity_vq"] == pytest.approx(math.exp(-sum(q * math.log(q) for q in p)), rel=1e-6)
-    assert metrics["val_codes_used_vq"] == len(p)
+    assert metrics["val/loss"] == pytest.approx(sq / x.numel(), rel=1e-5)
+    assert metrics["val/perplexity_vq"] == pytest.approx(math.exp(-sum(q * math.log(q) for q in p)), rel=1e-6)
+    assert metrics["val/codes_used_vq"] == len(p)
 
 
 def test_checkpoint_contents(baseline):
@@ -172,7 +177,7 @@ def test_other_seed_other_metrics(baseline, photos):
     """The seed matters: another seed gives other metrics."""
     _, reports, _ = baseline
     _, other, _ = run(TINY.replace(seed=1, steps=20), photos)
-    assert other[0][1]["val_loss"] != reports[0][1]["val_loss"]
+    assert other[0][1]["val/loss"] != reports[0][1]["val/loss"]
 
 
 def test_resume_continues_exactly(baseline, photos):
@@ -191,15 +196,16 @@ def test_resume_continues_exactly(baseline, photos):
 
 
 def test_divergence_is_reported(photos):
-    """A huge learning rate makes the loss non-finite: status "diverged", last report has diverged = 1."""
+    """A huge learning rate makes the loss non-finite: status "diverged"; the one report holds the non-finite
+    training loss (no summaries)."""
     cfg = TINY.replace(lr=1e12, steps=20, eval_every=10)
     result, reports, checkpoints = run(cfg, photos)
     assert result.status == "diverged"
     assert 1 <= result.step < cfg.eval_every  # stopped at the first non-finite training loss, not at validation
     assert len(reports) == 1 and not checkpoints  # no checkpoint of a diverged state
     step, metrics = reports[0]
-    assert step == result.step and metrics["diverged"] == 1.0
-    assert not math.isfinite(metrics["train_loss"])
+    assert step == result.step and set(metrics) == {"train/loss"}
+    assert not math.isfinite(metrics["train/loss"])
 
 
 def test_ksom_hard_2d_trains(photos):
@@ -207,6 +213,6 @@ def test_ksom_hard_2d_trains(photos):
     cfg = TINY.replace(neighbours="hard", grid_dim=2, tau=0.1)
     result, reports, checkpoints = run(cfg, photos)
     assert result.status == "finished"
-    val = [m["val_loss"] for _, m in reports]
+    val = [m["val/loss"] for _, m in reports]
     assert all(math.isfinite(v) for v in val) and val[-1] < val[0]
     assert int(load_state(checkpoints[60])["model"]["levels.vq.step"]) == 60

@@ -176,20 +176,19 @@ def test_trains_and_reports_both_levels(baseline):
     assert [s for s, _ in reports] == [20, 40, 60]
     for _, m in reports:
         for level in ("top", "bottom"):
-            for key in (f"val_perplexity_{level}", f"val_codes_used_{level}", f"train_perplexity_{level}",
-                        f"train_codes_used_{level}"):
+            for key in (f"val/perplexity_{level}", f"val/codes_used_{level}", f"train/perplexity_{level}",
+                        f"train/codes_used_{level}"):
                 assert math.isfinite(m[key]), key
-            assert 1.0 <= m[f"val_perplexity_{level}"] <= m[f"val_codes_used_{level}"] <= 64
-        assert m["diverged"] == 0.0
-    val = [m["val_loss"] for _, m in reports]
+            assert 1.0 <= m[f"val/perplexity_{level}"] <= m[f"val/codes_used_{level}"] <= 64
+    val = [m["val/loss"] for _, m in reports]
     assert val[-1] < val[0]
     state = torch.load(io.BytesIO(checkpoints[60]), weights_only=False)["model"]
     assert int(state["levels.top.step"]) == 60 and int(state["levels.bottom.step"]) == 60
 
 
 def test_reported_per_level_perplexity_recomputed(baseline, photos):
-    """val_perplexity_top/bottom = exp(-sum p log p) of each level's code counts over the validation set,
-    recomputed from the step-60 checkpoint with encode_codes; val_loss recomputed with decode_codes."""
+    """val/perplexity_top/bottom = exp(-sum p log p) of each level's code counts over the validation set,
+    recomputed from the step-60 checkpoint with encode_codes; val/loss recomputed with decode_codes."""
     _, reports, checkpoints = baseline
     model = build_model(TINY2)
     model.load_state_dict(torch.load(io.BytesIO(checkpoints[60]), weights_only=False)["model"])
@@ -200,22 +199,22 @@ def test_reported_per_level_perplexity_recomputed(baseline, photos):
     for level, c in codes.items():
         counts = torch.bincount(c.flatten(), minlength=64).double()
         p = [n / counts.sum().item() for n in counts.tolist() if n > 0]
-        assert metrics[f"val_perplexity_{level}"] == pytest.approx(math.exp(-sum(q * math.log(q) for q in p)),
+        assert metrics[f"val/perplexity_{level}"] == pytest.approx(math.exp(-sum(q * math.log(q) for q in p)),
                                                                   rel=1e-6)
-        assert metrics[f"val_codes_used_{level}"] == len(p)
+        assert metrics[f"val/codes_used_{level}"] == len(p)
     with torch.no_grad():
         recon = model.decode_codes(codes)
-    assert metrics["val_loss"] == pytest.approx(F.mse_loss(recon.double(), x.double()).item(), rel=1e-4)
+    assert metrics["val/loss"] == pytest.approx(F.mse_loss(recon.double(), x.double()).item(), rel=1e-4)
 
 
 def test_same_seed_same_metrics(baseline, photos):
     """Deterministic on the CPU: the same config and seed reports identical metrics; another seed does not."""
     _, reports, _ = baseline
     _, again, _ = run(TINY2, photos)
-    comparable = lambda m: {k: v for k, v in m.items() if k not in ("train_time", "eval_time")}  # noqa: E731 (wall clock varies)
+    comparable = lambda m: {k: v for k, v in m.items() if not k.startswith("time/")}  # noqa: E731 (wall clock varies)
     assert [(s, comparable(m)) for s, m in again] == [(s, comparable(m)) for s, m in reports]
     _, other, _ = run(TINY2.replace(steps=20, seed=1), photos)
-    assert other[0][1]["val_loss"] != reports[0][1]["val_loss"]
+    assert other[0][1]["val/loss"] != reports[0][1]["val/loss"]
 
 
 def test_vqvae_still_builds_one_level():

@@ -14,6 +14,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from models import metrics as M
 from models.config import TrialConfig
 from models.train import train
 from sweep.run import main, make_plan
@@ -73,8 +74,8 @@ def test_two_worker_trial_killed_midway_resumes_to_the_uninterrupted_end_state(t
 
     client = MlflowClient(meta["tracking_uri"])
     (run,) = [r for r in client.search_runs([meta["experiment_id"]]) if "mlflow.parentRunId" in r.data.tags]
-    assert run.data.tags["status"] == "finished" and run.info.status == "FINISHED"
-    history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss"))
+    assert run.data.tags[M.STATUS_TAG] == M.FINISHED and run.info.status == "FINISHED"
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, M.VAL_LOSS))
     assert [s for s, _ in history] == [10, 20, 30, 40]
     state = torch.load(client.download_artifacts(run.info.run_id, "checkpoint/state.pt", str(tmp_path)),
                        weights_only=True)
@@ -82,7 +83,7 @@ def test_two_worker_trial_killed_midway_resumes_to_the_uninterrupted_end_state(t
     direct, end = [], {}
 
     def report(step, metrics, st):
-        direct.append((step, metrics["val_loss"]))
+        direct.append((step, metrics[M.VAL_LOSS]))
         if st is not None:
             end.update({k: v.clone() for k, v in st["model"].items()})
 

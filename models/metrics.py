@@ -1,0 +1,112 @@
+"""The name of every metric a trial records: the trainer reports these names, the sweep logs
+them to MLflow, and the analysis reads them. No other module spells a metric name.
+
+Names are grouped by a prefix that MLflow's UI folds into one section per group:
+
+| name | when | what |
+|---|---|---|
+| `train/loss` | every validation | reconstruction MSE, mean over the steps since the last validation |
+| `train/commitment` | every validation | commitment loss (Eq. 15, summed over levels), same mean |
+| `train/perplexity_<level>` | every validation | batch perplexity of the codes (App. B.1), same mean |
+| `train/codes_used_<level>` | every validation | codes used in a batch, same mean |
+| `val/loss` | every validation | reconstruction MSE over the whole validation set (eval mode) |
+| `val/perplexity_<level>` | every validation | perplexity of the codes over the whole validation set |
+| `val/codes_used_<level>` | every validation | codes used over the whole validation set |
+| `time/train_s` | every validation | seconds of training steps since the last validation |
+| `time/val_s` | every validation | seconds of this validation (and of the topography at the end) |
+| `val/best_loss` | summary | lowest `val/loss` of the trial (its final loss, as the released code) |
+| `topography/loss_offset_<o>` | summary | MSE with every code shifted by (o, o) on the grid (Sec. 4.3) |
+| `topography/smoothness_<level>` | summary | neighbour / all-pairs distance of decoded codes (Sec. 4.3) |
+| `time/train_total_s`, `time/val_total_s` | summary | the trial's summed training / validation seconds |
+
+A summary is reported once, at the end of a finished trial, and logged to MLflow once at step
+`SUMMARY_STEP` = 0: MLflow's UI draws a metric as a line only when it has a point at a step >= 1,
+so summaries become one bar per run (compared across runs) instead of a lone point on the step axis.
+How a trial ended is not a metric but its status (`STATUS_TAG`): finished, diverged (a NaN/inf loss)
+or failed (an error).
+
+In the analysis a metric's column (summary.parquet) is its name without the group, e.g.
+`val/perplexity_vq` -> `perplexity_vq`, `topography/loss_offset_1` -> `loss_offset_1`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+TRAIN_LOSS = "train/loss"
+TRAIN_COMMITMENT = "train/commitment"
+VAL_LOSS = "val/loss"
+TIME_TRAIN = "time/train_s"
+TIME_VAL = "time/val_s"
+# Summaries: once per finished trial.
+VAL_BEST_LOSS = "val/best_loss"
+TIME_TRAIN_TOTAL = "time/train_total_s"
+TIME_VAL_TOTAL = "time/val_total_s"
+TOPOGRAPHY = "topography/"
+SUMMARY_STEP = 0
+
+STATUS_TAG = "status"
+RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed"
+
+
+def train_perplexity(level: str) -> str:
+    """Mean batch perplexity of `level`'s codes over the steps since the last validation."""
+    return f"train/perplexity_{level}"
+
+
+def train_codes_used(level: str) -> str:
+    """Mean number of `level`'s codes used per batch over the steps since the last validation."""
+    return f"train/codes_used_{level}"
+
+
+def val_perplexity(level: str) -> str:
+    """Perplexity of `level`'s codes over the whole validation set."""
+    return f"val/perplexity_{level}"
+
+
+def val_codes_used(level: str) -> str:
+    """Number of `level`'s codes used over the whole validation set."""
+    return f"val/codes_used_{level}"
+
+
+def offset_loss(offset: int | str) -> str:
+    """Validation MSE with every code shifted by (offset, offset) on its grid (summary)."""
+    return f"{TOPOGRAPHY}loss_offset_{offset}"
+
+
+def smoothness(level: str) -> str:
+    """Smoothness ratio of `level`'s decoded codebook on its grid (summary)."""
+    return f"{TOPOGRAPHY}smoothness_{level}"
+
+
+def is_summary(name: str) -> bool:
+    """Whether `name` is an end-of-trial summary (logged once) rather than a per-validation series."""
+    return name.startswith(TOPOGRAPHY) or name in (VAL_BEST_LOSS, TIME_TRAIN_TOTAL, TIME_VAL_TOTAL)
+
+
+def column(name: str) -> str:
+    """The analysis column of metric `name`: the name without its group ('val/perplexity_vq' -> 'perplexity_vq')."""
+    return name.split("/", 1)[-1]
+
+
+def suffixes(names: Iterable[str], family: Callable[[str], str]) -> list[str]:
+    """The levels (or offsets) of a per-level family present in `names`, sorted:
+    suffixes(['val/perplexity_top', 'val/loss'], val_perplexity) == ['top']."""
+    prefix = family("")
+    return sorted({n.removeprefix(prefix) for n in names if n.startswith(prefix)})
+
+
+class MissingMetric(KeyError):
+    """A metric the analysis needs was not logged."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def require(names: Iterable[str], needed: Iterable[str], where: str) -> None:
+    """Raise MissingMetric naming the first of `needed` that is not among the logged `names`."""
+    names = set(names)
+    for name in needed:
+        if name not in names:
+            logged = ", ".join(sorted(names)) or "none"
+            raise MissingMetric(f"metric {name!r} is missing from {where} (logged: {logged}); "
+                                "was it logged by an older version with other metric names?")
