@@ -84,14 +84,14 @@ def evaluate(model: torch.nn.Module, data: ImageData, images: torch.Tensor, batc
 
 
 def train(cfg: TrialConfig, report: Report | None = None, resume: dict | None = None, data: ImageData | None = None,
-          device: torch.device | str | None = None, loader_workers: int = 2) -> TrainResult:
+          device: torch.device | str | None = None) -> TrainResult:
     """Train cfg's model on cfg's data for cfg.steps steps, validating every cfg.eval_every.
 
     Deterministic on CPU for a given cfg.seed; a resumed run continues exactly as
     the uninterrupted one. A NaN/inf loss stops the run with status "diverged"
     (its last report holds what was measured at that step, and no state). `device` defaults to the first
     GPU if any. The state given to `report` holds the live tensors: save it before returning. Image
-    folders are decoded by `loader_workers` DataLoader processes (models/loader.py).
+    folders are decoded by cfg.loader_workers DataLoader processes (models/loader.py).
     """
     report = report or (lambda step, metrics, state: None)
     data = data or load_data(cfg.dataset, cfg.data_dir, cfg.image_size)
@@ -115,7 +115,7 @@ def train(cfg: TrialConfig, report: Report | None = None, resume: dict | None = 
 
     share = (rank, world)
     if isinstance(data.train, ImageFiles):  # decoded in loader processes; batch i depends on (seed, i) only
-        batches = image_batches(data.train, cfg.batch_size, cfg.seed, step, share, loader_workers,
+        batches = image_batches(data.train, cfg.batch_size, cfg.seed, step, share, cfg.loader_workers,
                                 pin_memory=device.type == "cuda")
 
         def next_batch():

@@ -61,7 +61,8 @@ def make_plan(study: str, scale: str | None = None, seeds: int | None = None, ov
     n_seeds = default_seeds if seeds is None else seeds
     if n_seeds < 1:
         raise ConfigError(f"--seeds {n_seeds} must be >= 1")
-    cpus, gpus = sc.cpus if cpus is None else cpus, sc.gpus if gpus is None else gpus
+    default_cpus, default_gpus = sc.resources(overrides.get("dataset"))
+    cpus, gpus = default_cpus if cpus is None else cpus, default_gpus if gpus is None else gpus
     if cpus <= 0 or gpus < 0:
         raise ConfigError(f"--cpus-per-trial {cpus} must be > 0 and --gpus-per-trial {gpus} >= 0")
     workers = sc.workers if workers is None else workers

@@ -2,7 +2,7 @@
 
 Ray's trial config is {"base": {...}, "arm": {...}, "seed": int}; the trial's
 TrialConfig is base <- arm <- seed. Each validation is reported to Tune as
-{"step", "node_id", "metrics"} together with a checkpoint (model, optimiser,
+{"step", "node_id", "gpu_ids", "metrics"} together with a checkpoint (model, optimiser,
 quantiser buffers, data-sampler position) in one report: the trainer's single
 report(step, metrics, state) event. A restarted trial continues from its last
 checkpoint; the last checkpoint also holds the trial's topography pictures as PNG files.
@@ -64,12 +64,20 @@ def resume_state(checkpoint) -> dict | None:
         return load_state(Path(d) / STATE_FILE)
 
 
-def reporter(send, node_id: str, rank: int = 0):
+def placement() -> dict:
+    """Where this process runs: its Ray node id and the ids of the GPUs Ray assigned to it."""
+    context = ray.get_runtime_context()
+    return {"node_id": context.get_node_id(), "gpu_ids": [str(i) for i in ray.get_gpu_ids()]}
+
+
+def reporter(send, rank: int = 0):
     """The trainer's report(step, metrics, state): one Ray report per validation, carrying rank 0's state as
     a checkpoint when there is one (the topography pictures as PNG files beside it). `send` is
     tune.report or ray.train.report (which every worker calls, rank 0 with the checkpoint)."""
+    where = placement()
+
     def report(step: int, metrics: dict, state: dict | None):
-        result = {"step": step, "node_id": node_id, "metrics": metrics}
+        result = {"step": step, **where, "metrics": metrics}
         if state is None:  # the run diverged: no checkpoint
             send({**result, "status": M.DIVERGED})
             return
@@ -90,8 +98,8 @@ def run_trial(config: dict) -> None:
     cfg = trial_config(config)
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     torch.set_num_threads(max(1, int(cpus)))
-    train(cfg, report=reporter(tune.report, ray.get_runtime_context().get_node_id()),
-          resume=resume_state(tune.get_checkpoint()), data=_data(cfg.dataset, cfg.data_dir, cfg.image_size))
+    train(cfg, report=reporter(tune.report), resume=resume_state(tune.get_checkpoint()),
+          data=_data(cfg.dataset, cfg.data_dir, cfg.image_size))
 
 
 def run_workers_trial(config: dict, storage: str, workers: int, cpus: float, gpus: float) -> None:
@@ -124,10 +132,8 @@ def _worker_loop(config: dict) -> None:
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     torch.set_num_threads(max(1, int(cpus)))
     rank = ray.train.get_context().get_world_rank()
-    node_id = ray.get_runtime_context().get_node_id()
     resume = resume_state(ray.train.get_checkpoint())
     if resume is not None:
-        ray.train.report({"step": resume["step"], "node_id": node_id, "metrics": resume["metrics"],
-                          "resumed": True})
-    train(cfg, report=reporter(ray.train.report, node_id, rank), resume=resume,
+        ray.train.report({"step": resume["step"], **placement(), "metrics": resume["metrics"], "resumed": True})
+    train(cfg, report=reporter(ray.train.report, rank), resume=resume,
           data=_data(cfg.dataset, cfg.data_dir, cfg.image_size), device=ray.train.torch.get_device())

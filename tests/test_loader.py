@@ -57,7 +57,7 @@ def test_resumed_trial_sees_the_same_batches(folder):
     """The trainer on an image folder (2 loader processes): resumed from its step-2 checkpoint it reports the
     same metrics at steps 4 and 6 as the uninterrupted run (the sampler's position is the step)."""
     cfg = TrialConfig(dataset="imagefolder", data_dir="unused", image_size=16, width=8, codebook_size=16,
-                      code_dim=8, batch_size=4, steps=6, eval_every=2)
+                      code_dim=8, batch_size=4, steps=6, eval_every=2, loader_workers=2)
 
     def run(resume=None):
         reports, states = [], {}
@@ -68,7 +68,7 @@ def test_resumed_trial_sees_the_same_batches(folder):
             torch.save(state, buffer)
             states[step] = buffer.getvalue()
 
-        train(cfg, report=report, resume=resume, data=folder, device="cpu", loader_workers=2)
+        train(cfg, report=report, resume=resume, data=folder, device="cpu")
         return reports, states
 
     reports, states = run()

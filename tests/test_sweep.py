@@ -233,15 +233,15 @@ def test_plans_match_the_paper_tables():
     assert isinstance(make_plan("robustness", "cpu"), Plan)
 
 
-@pytest.mark.parametrize("dataset, model, size, batch, lr, seeds", [
-    ("cifar10", "vqvae", 32, 256, 1e-3, 10),
-    ("imagenet", "vqvae2", 256, 128, 3e-4, 5),
-    ("celeba_afhq", "vqvae2", 256, 128, 3e-4, 5),
+@pytest.mark.parametrize("dataset, model, size, batch, lr, seeds, cpus, gpus", [
+    ("cifar10", "vqvae", 32, 256, 1e-3, 10, 1, 0.25),
+    ("imagenet", "vqvae2", 256, 128, 3e-4, 5, 4, 1),
+    ("celeba_afhq", "vqvae2", 256, 128, 3e-4, 5, 4, 1),
 ])
-def test_paper_scale_follows_the_data_set(dataset, model, size, batch, lr, seeds):
+def test_paper_scale_follows_the_data_set(dataset, model, size, batch, lr, seeds, cpus, gpus):
     """--scale paper is the paper's experiment for each of its data sets (Appendix A, SPEC 2)."""
     plan = make_plan("robustness", "paper", overrides={"dataset": dataset, "data_dir": "/data"})
     base = plan.base
     assert (base["model"], base["image_size"], base["batch_size"], base["lr"]) == (model, size, batch, lr)
     assert (base["codebook_size"], base["code_dim"], base["width"], base["steps"]) == (512, 64, 128, 30_000)
-    assert len(plan.seeds) == seeds and plan.gpus == 1
+    assert len(plan.seeds) == seeds and (plan.cpus, plan.gpus) == (cpus, gpus)  # CIFAR trials: four per GPU

@@ -107,3 +107,25 @@ def test_workers_per_trial_option(capsys, tmp_path):
             main(["sensitivity", "--scale", "smoke", *argv, "--results-dir", str(tmp_path)])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_four_quarter_gpu_trials_share_one_gpu(tmp_path):
+    """--gpus-per-trial 0.25 on a Ray that declares one (logical) GPU: the four trials of a sweep run at
+    once, each reporting GPU 0 as its assignment."""
+    import ray
+
+    from sweep.execute import run_sweep
+
+    plan = make_plan("sensitivity", "smoke", seeds=1, gpus=0.25, overrides={"steps": 10, "eval_every": 10})
+    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        sweep_dir = run_sweep(plan, results_dir=tmp_path)
+    finally:
+        ray.shutdown()
+    results = [json.loads(f.read_text().splitlines()[0]) for f in (sweep_dir / "ray").glob("*/result.json")]
+    assert len(results) == 4 and all(r["gpu_ids"] == ["0"] for r in results), results
+    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    runs = [r for r in MlflowClient(meta["tracking_uri"]).search_runs([meta["experiment_id"]])
+            if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == 4 and all(r.data.tags[M.STATUS_TAG] == M.FINISHED for r in runs)
+    assert max(r.info.start_time for r in runs) < min(r.info.end_time for r in runs)  # all four at once
