@@ -1,9 +1,9 @@
 """Image data sets: the offline `photos` default, CIFAR-10/100 and folders of images (SPEC section 3).
 
 Every data set becomes an `ImageData`: uint8 training images (a list of photos
-of any size, one (N, 3, H, W) tensor, or `ImageFiles`, a lazy list of files
-decoded per batch), fixed validation images, and the per-channel mean/std of
-the training split. Training batches are random `size` x `size` crops (for
+of any size, one (N, 3, H, W) tensor, or `ImageFiles`, a lazy list of files that
+the trainer decodes in DataLoader processes: models/loader.py), fixed validation
+images, and the per-channel mean/std of the training split. Training batches are random `size` x `size` crops (for
 CIFAR and image folders the crop is the whole image), standardised.
 """
 from __future__ import annotations
