@@ -24,7 +24,7 @@ jsonschema = pytest.importorskip("jsonschema")
 ray = pytest.importorskip("ray")
 from ray.autoscaler._private.util import prepare_config, validate_config  # noqa: E402
 
-from sweep.studies import SCALES  # noqa: E402
+from sweep.scales import SCALES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
@@ -139,7 +139,7 @@ def test_every_worker_type_has_a_gpu_and_fits_a_paper_trial(config):
 def test_a_multi_gpu_worker_type_hosts_a_four_worker_trial(config, text):
     """A node type with 4 GPUs takes a whole 4-worker VQ-VAE-2 trial (its workers talk over NVLink/PCIe,
     not the network), and the documented command for it plans such trials."""
-    from sweep.run import make_plan
+    from sweep.plan import make_plan
 
     multi = {name: node for name, node in _workers(config).items() if node["resources"].get("GPU", 0) >= 4}
     assert multi, "no multi-GPU worker type"

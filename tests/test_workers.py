@@ -17,14 +17,15 @@ from mlflow.tracking import MlflowClient
 from models import metrics as M
 from models.config import TrialConfig
 from models.train import train
-from sweep.run import main, make_plan
+from sweep.plan import make_plan
+from sweep.run import main
 
 ROOT = Path(__file__).resolve().parents[1]
 START = """
 import sys
 from pathlib import Path
 from sweep.execute import run_sweep
-from sweep.run import make_plan
+from sweep.plan import make_plan
 plan = make_plan("sensitivity", "smoke", seeds=1, workers=2,
                  overrides={"steps": 40, "eval_every": 10, "batch_size": 8})
 plan.arms = plan.arms[:1]  # one trial: EMA-VQ N0=0 update-0=no

@@ -1,52 +1,14 @@
-"""The studies (one per paper table) and the scales they run at (SPEC section 4).
+"""The scales a study runs at: the same grid at seconds (smoke), minutes (cpu) or the paper's
+settings (paper, Appendix A).
 
-A study is a list of arms, each a dict of TrialConfig fields; a sweep runs every
-arm with every seed. A scale is a dict of TrialConfig fields plus the resources
-one trial gets and the default number of seeds, with per-data-set changes where
-the paper's experiments differ (paper scale: VQ-VAE on CIFAR-10, 10 seeds;
-VQ-VAE-2 at 256 x 256, batch 128, lr 3e-4 on ImageNet and CelebA-HQ/AFHQ, 5 seeds).
+A scale is a dict of TrialConfig fields plus the resources one trial gets and the
+default number of seeds, with per-data-set changes where the paper's experiments
+differ (paper scale: VQ-VAE on CIFAR-10, 10 seeds; VQ-VAE-2 at 256 x 256, batch 128,
+lr 3e-4 on ImageNet and CelebA-HQ/AFHQ, 5 seeds).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import product
-
-EMA = {"neighbours": "none"}
-KSOM_HARD_2D = {"neighbours": "hard", "grid_dim": 2, "tau": 0.1}
-
-
-@dataclass(frozen=True)
-class Study:
-    name: str
-    table: str  # the paper table it reproduces
-    description: str
-    arms: list[dict]
-
-
-def _product(**axes) -> list[dict]:
-    keys = list(axes)
-    return [dict(zip(keys, values)) for values in product(*axes.values())]
-
-
-def _merge(*parts: dict) -> dict:
-    out = {}
-    for p in parts:
-        out.update(p)
-    return out
-
-
-STUDIES = {s.name: s for s in [
-    Study("sensitivity", "Table 1", "EMA-VQ x N0 {0,1} x update-0 {no,yes}",
-          [_merge(EMA, a) for a in _product(n0=[0, 1], update_empty=[False, True])]),
-    Study("comparison", "Table 2", "EMA-VQ vs KSOM hard 2D vs KSOM Gaussian 2D (tau 0.1, N0 1, update-0 yes)",
-          [_merge(q, {"n0": 1, "update_empty": True}) for q in
-           (EMA, KSOM_HARD_2D, {"neighbours": "gaussian", "grid_dim": 2, "tau": 0.1})]),
-    Study("robustness", "Table 3", "{EMA-VQ, KSOM hard 2D tau 0.1} x N0 {0,1} x update-0 {no,yes}",
-          [_merge(q, a) for a, q in product(_product(n0=[0, 1], update_empty=[False, True]), (EMA, KSOM_HARD_2D))]),
-    Study("ablation", "Table 4", "{hard, gaussian} x {1D tau 0.1, 2D tau {1, 0.1, 0.01}}",
-          [{"neighbours": n, "grid_dim": d, "tau": t, "n0": 1, "update_empty": True}
-           for n in ("hard", "gaussian") for d, t in ((1, 0.1), (2, 1.0), (2, 0.1), (2, 0.01))]),
-]}
 
 
 @dataclass(frozen=True)
@@ -72,8 +34,8 @@ class Scale:
         return self.dataset_resources.get(dataset or self.config["dataset"], (self.cpus, self.gpus))
 
 
-# The paper's VQ-VAE-2 experiments (Appendix A; SPEC 2): 256 x 256 images, 5 seeds; a whole GPU and
-# 4 CPUs each (2 of them decode the image folder: models/loader.py).
+# The paper's VQ-VAE-2 experiments (Appendix A): 256 x 256 images, 5 seeds; a whole GPU and 4 CPUs
+# each (2 of them decode the image folder: models/loader.py).
 PAPER_VQVAE2 = (dict(model="vqvae2", image_size=256, batch_size=128, lr=3e-4), 5)
 PAPER_VQVAE2_RESOURCES = (4, 1)
 # The CIFAR VQ-VAE (width 128, batch 256) uses a small part of a GPU: 0.26 GFLOP per image forward and
@@ -91,7 +53,7 @@ SCALES = {s.name: s for s in [
     Scale("cpu", "minutes on a laptop CPU (the default without a GPU)",
           dict(dataset="photos", width=32, codebook_size=512, code_dim=64, batch_size=32, lr=1e-3,
                steps=800, eval_every=50), seeds=3, cpus=1, gpus=0),
-    Scale("paper", "the paper's settings (SPEC 2): CIFAR VQ-VAE, four trials per GPU, or VQ-VAE-2 on image "
+    Scale("paper", "the paper's settings (Appendix A): CIFAR VQ-VAE, four trials per GPU, or VQ-VAE-2 on image "
                    "folders, one GPU per trial",
           dict(dataset="cifar10", model="vqvae", image_size=32, width=128, codebook_size=512, code_dim=64,
                batch_size=256, lr=1e-3, steps=30_000, eval_every=1_000), seeds=10,
