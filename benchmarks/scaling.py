@@ -78,7 +78,7 @@ N_VECTORS, CODE_DIM = 8192, 64
 KS = (512, 2048, 8192, 32768, 65536)
 QUICK_KS = (512, 8192)
 EMA = "EMA-VQ"
-QUANTISERS = {  # display name (TrialConfig.quantizer) -> config fields
+QUANTISERS = {  # display name (TrialConfig.rule) -> config fields
     EMA: dict(neighbours="none"),
     "KSOM hard 2D": dict(neighbours="hard", grid_dim=2, tau=0.1),
     "KSOM gaussian 2D": dict(neighbours="gaussian", grid_dim=2, tau=0.1, gaussian_form="paper"),

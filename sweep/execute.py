@@ -1,6 +1,7 @@
 """Run (or resume) a planned sweep on Ray Tune with MLflow tracking."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -14,7 +15,8 @@ from ray import tune
 from analysis.report import report_sweep
 from sweep.plan import Plan
 from sweep.progress import Progress
-from sweep.tracking import MlflowCallback, experiment_id, local_store, start_parent_run, ui_command
+from sweep.tracking import (MlflowCallback, experiment_id, local_store, start_parent_run, trial_run_name,
+                            ui_command)
 from sweep.trainable import run_trial, trial_config
 
 
@@ -41,8 +43,8 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
     if resume is None:
         n_trials = len(plan.arms) * len(plan.seeds)
         callbacks = [MlflowCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
-                                    plan.study, plan.scale, trial_config, sweep_dir / "pictures"),
-                     Progress(n_trials, trial_config)]
+                                    plan, trial_config, sweep_dir / "pictures"),
+                     Progress(n_trials, functools.partial(trial_run_name, plan))]
         tuner = tune.Tuner(
             trainable,
             param_space={"base": plan.base, "arm": tune.grid_search(plan.arms), "seed": tune.grid_search(plan.seeds)},

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from models.config import DATASETS, ConfigError, field_names
 from sweep.plan import Plan, make_plan, parse_grid, parse_overrides
+from sweep.scales import SCALES
 from sweep.study import shipped_names
 
 
@@ -96,6 +98,21 @@ def _grid(plan: Plan) -> tuple:
     return [cfg.to_params() for cfg in plan.trials()], plan.cpus, plan.gpus
 
 
+def dry_run(plan: Plan, max_concurrent: int = 0) -> str:
+    """The run names, the number of trials and the expected wall time on this machine."""
+    names = [plan.run_name(arm, seed) for arm in plan.arms for seed in plan.seeds]
+    concurrent = max_concurrent or max(1, int((os.cpu_count() or 1) // plan.cpus))
+    seconds = plan.expected_seconds(concurrent)
+    per_step = SCALES[plan.scale].step_seconds if plan.scale in SCALES else 0.0
+    span = f"{seconds / 3600:.1f} h" if seconds > 5400 else f"{seconds / 60:.1f} min"
+    wall = (f"expected wall time {span} ({concurrent} trial(s) at a time; {per_step:g} s per training step at "
+            f"{plan.scale} scale, measured on a 2-core CPU machine; a GPU is faster)" if seconds else
+            f"no wall-time estimate: scale {plan.scale!r} has no measured step time")
+    lines = [f"{plan.study} at {plan.scale} scale: {len(names)} trials ({len(plan.arms)} arms x "
+             f"{len(plan.seeds)} seeds), {plan.cpus:g} CPU / {plan.gpus:g} GPU each", wall]
+    return "\n".join(lines + [f"  {name}" for name in names])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
@@ -112,10 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         p.error(str(e))
     if args.dry_run:
-        print(f"{plan.study} at {plan.scale} scale: {len(trials)} trials "
-              f"({len(plan.arms)} arms x {len(plan.seeds)} seeds), {plan.cpus:g} CPU / {plan.gpus:g} GPU each")
-        for cfg in trials:
-            print("  " + " ".join(f"{k}={cfg.to_params()[k]}" for k in sorted(set().union(*plan.arms) | {"seed"})))
+        print(dry_run(plan, args.max_concurrent))
         return 0
     from sweep.execute import run_sweep  # imports Ray and MLflow: only once the plan is known to be good
     sweep_dir = run_sweep(plan, results_dir=Path(args.results_dir), tracking_uri=args.tracking_uri,

@@ -20,6 +20,7 @@ class Scale:
     cpus: float  # per trial
     gpus: float  # per trial
     datasets: dict = field(default_factory=dict)  # data set -> (fields that differ from config, seeds)
+    step_seconds: float = 0.0  # wall seconds per training step of one trial, validation included (--dry-run)
 
     def settings(self, dataset: str | None) -> tuple[dict, int]:
         """(TrialConfig fields, default seeds) of this scale for `dataset` (None: the scale's own)."""
@@ -32,17 +33,27 @@ class Scale:
 PAPER_VQVAE2 = (dict(model="vqvae2", image_size=256, batch_size=128, lr=3e-4), 5)
 
 
+# step_seconds: wall seconds per training step of one trial (1 CPU thread), its validations and end-of-trial
+# topography included, measured on the 2-core development machine (2026-11-25): cpu from the
+# 24-trial robustness sweep (3 min 09 s, 2 trials at a time, 800 steps each: 189 s / (12 x 800));
+# smoke and paper from the same trainer at each scale (models.train.train, 1 thread, under the same
+# load): 0.62x and 43x the cpu scale's cost per step. The paper scale's figure is for this CPU;
+# on its GPU a step is far cheaper.
+STARTUP_SECONDS = 15.0  # Ray start, MLflow store, and the report at the end
+
+
 SCALES = {s.name: s for s in [
     Scale("smoke", "seconds per trial; for tests and CI",
           dict(dataset="photos", width=16, codebook_size=64, code_dim=16, batch_size=16, lr=1e-3,
-               steps=40, eval_every=20), seeds=1, cpus=1, gpus=0),
+               steps=40, eval_every=20), seeds=1, cpus=1, gpus=0, step_seconds=0.0122),
     Scale("cpu", "minutes on a laptop CPU (the default without a GPU)",
           dict(dataset="photos", width=32, codebook_size=512, code_dim=64, batch_size=32, lr=1e-3,
-               steps=800, eval_every=50), seeds=3, cpus=1, gpus=0),
+               steps=800, eval_every=50), seeds=3, cpus=1, gpus=0, step_seconds=0.0197),
     Scale("paper", "the paper's settings (Appendix A), one GPU per trial: CIFAR VQ-VAE, or VQ-VAE-2 on image folders",
           dict(dataset="cifar10", model="vqvae", image_size=32, width=128, codebook_size=512, code_dim=64,
                batch_size=256, lr=1e-3, steps=30_000, eval_every=1_000), seeds=10, cpus=4, gpus=1,
-          datasets={"imagenet": PAPER_VQVAE2, "celeba_afhq": PAPER_VQVAE2, "imagefolder": PAPER_VQVAE2}),
+          datasets={"imagenet": PAPER_VQVAE2, "celeba_afhq": PAPER_VQVAE2, "imagefolder": PAPER_VQVAE2},
+          step_seconds=0.85),
 ]}
 
 
