@@ -53,9 +53,12 @@ class Plan:
         return self.labels[self.arms.index(arm)] if self.labels else ""
 
     def run_name(self, arm: dict, seed: int) -> str:
-        """A trial's MLflow run name from what the study sweeps, e.g. 'N0=0 update-0=no KSOM hard seed=1'."""
+        """A trial's MLflow run name: the VQ rule (or the arm's label), then what the study sweeps, e.g.
+        'KSOM hard N0=0 update-0=no seed=1'."""
         cfg = TrialConfig.from_dict({**self.base, **arm, "seed": seed})
         fields = self.swept or sorted(set().union(*self.arms))  # sweeps planned before studies were files
+        if "arm" not in fields:  # the VQ rule first, swept or not
+            fields = ["neighbours"] + [f for f in fields if f not in ("neighbours", "quantizer")]
         parts = [self.label(arm) if name == "arm" else _short(name, cfg, fields) for name in fields]
         return " ".join([p for p in parts if p] + [f"seed={seed}"])
 

@@ -168,9 +168,9 @@ def test_dry_run_prints_run_names_count_and_expected_wall_time(capsys):
     rounds = -(-24 // concurrent)
     minutes = (rounds * 800 * SCALES["cpu"].step_seconds + STARTUP_SECONDS) / 60
     assert out[1].startswith(f"expected wall time {minutes:.1f} min ({concurrent} trial(s) at a time; 0.0197 s")
-    assert out[2:5] == ["  N0=0 update-0=no EMA-VQ seed=0", "  N0=0 update-0=no EMA-VQ seed=1",
-                        "  N0=0 update-0=no EMA-VQ seed=2"]
-    assert out[-1] == "  N0=1 update-0=yes KSOM hard seed=2" and len(out) == 2 + 24
+    assert out[2:5] == ["  EMA-VQ N0=0 update-0=no seed=0", "  EMA-VQ N0=0 update-0=no seed=1",
+                        "  EMA-VQ N0=0 update-0=no seed=2"]
+    assert out[-1] == "  KSOM hard N0=1 update-0=yes seed=2" and len(out) == 2 + 24
 
 
 def test_new_studies_plan_their_grids():
@@ -224,7 +224,7 @@ def test_a_user_written_two_axis_study_runs_end_to_end(tmp_path):
     exp = client.get_experiment_by_name("lr-by-k")
     runs = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
     assert sorted(r.info.run_name for r in runs) == sorted(
-        f"lr={lr} codebook_size={k} seed=0" for lr in ("0.0003", "0.001", "0.003") for k in (16, 64))
+        f"KSOM hard lr={lr} codebook_size={k} seed=0" for lr in ("0.0003", "0.001", "0.003") for k in (16, 64))
     for r in runs:
         assert r.data.tags["status"] == "finished" and r.data.tags["rule"] == "KSOM hard 2D"
         assert r.data.tags["topography"] == "measured"
