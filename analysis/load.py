@@ -1,6 +1,7 @@
 """Read what a sweep logged in MLflow into two tidy pandas frames.
 
-trials:  one row per trial run: run_id, run_name, status, study, scale, quantizer and
+trials:  one row per trial run: run_id, run_name, status, study, scale, rule (the VQ rule's display name),
+         arm (its study arm's label, if any), topography (measured, or why not) and
          every config field (typed: numbers as numbers, true/false as bools).
 metrics: one row per logged point: run_id, metric, step, value (names: models/metrics.py;
          a summary is one point at step 0).
@@ -18,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from models import metrics as M
 
-TRIAL_TAGS = (M.STATUS_TAG, "study", "scale", "quantizer", "ray_trial_id", "node_id")
+TRIAL_TAGS = (M.STATUS_TAG, "study", "scale", "rule", "arm", "topography", "ray_trial_id", "node_id")
 
 
 def _typed(value: str):

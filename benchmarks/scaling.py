@@ -94,7 +94,7 @@ SEARCH_KS, SEARCH_NS = (512, 4096, 16384, 65536), (1024, 8192, 16384)
 QUICK_SEARCH_NS = (1024, 8192)
 SEARCH_TIME_TARGET = 1.1  # chunked / one-matrix search time at the largest (K, n)
 EMA = "EMA-VQ"
-QUANTISERS = {  # display name (TrialConfig.quantizer) -> config fields
+QUANTISERS = {  # display name (TrialConfig.rule) -> config fields
     EMA: dict(neighbours="none"),
     "KSOM hard 2D": dict(neighbours="hard", grid_dim=2, tau=0.1),
     "KSOM gaussian 2D": dict(neighbours="gaussian", grid_dim=2, tau=0.1, gaussian_form="paper"),

@@ -8,6 +8,7 @@ driver failed. Every case leaves a state that `python -m sweep.run --resume DIR`
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
@@ -91,8 +92,8 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
     if resume is None:
         n_trials = len(plan.arms) * len(plan.seeds)
         callbacks = [MlflowCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
-                                    plan.study, plan.scale, trial_config, sweep_dir / "pictures"),
-                     Progress(n_trials, trial_config)]
+                                    plan, trial_config, sweep_dir / "pictures"),
+                     Progress(n_trials, functools.partial(trial_run_name, plan))]
         tuner = tune.Tuner(
             trainable,
             param_space={"base": plan.base, "arm": tune.grid_search(plan.arms), "seed": tune.grid_search(plan.seeds)},
@@ -128,7 +129,7 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
           f"results: {sweep_dir} (tables/, figures/, *.parquet)", flush=True)
     if failed:
         client.set_terminated(meta["parent_run_id"], "FAILED")
-        names = "; ".join(f"{trial_run_name(trial_config(r.config))} ({r.path}/error.txt)" for r in failed)
+        names = "; ".join(f"{trial_run_name(plan, r.config)} ({r.path}/error.txt)" for r in failed)
         raise SweepEnded(f"failed: {len(failed)} of {n_trials} trials: {names}; {resume_hint} (retries them)",
                          EXIT_FAILED)
     client.set_terminated(meta["parent_run_id"], "FINISHED")

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from models.config import DATASETS, ConfigError, field_names
 from sweep.plan import Plan, make_plan, parse_grid, parse_overrides
+from sweep.scales import SCALES
 from sweep.study import shipped_names
 
 
@@ -118,6 +120,22 @@ def _grid(plan: Plan) -> tuple:
     return [cfg.to_params() for cfg in plan.trials()], plan.cpus, plan.gpus, plan.workers
 
 
+def dry_run(plan: Plan, max_concurrent: int = 0) -> str:
+    """The run names, the number of trials and the expected wall time on this machine."""
+    names = [plan.run_name(arm, seed) for arm in plan.arms for seed in plan.seeds]
+    concurrent = max_concurrent or max(1, int((os.cpu_count() or 1) // plan.cpus))
+    seconds = plan.expected_seconds(concurrent)
+    per_step = SCALES[plan.scale].step_seconds if plan.scale in SCALES else 0.0
+    span = f"{seconds / 3600:.1f} h" if seconds > 5400 else f"{seconds / 60:.1f} min"
+    wall = (f"expected wall time {span} ({concurrent} trial(s) at a time; {per_step:g} s per training step at "
+            f"{plan.scale} scale, measured on a 2-core CPU machine; a GPU is faster)" if seconds else
+            f"no wall-time estimate: scale {plan.scale!r} has no measured step time")
+    lines = [f"{plan.study} at {plan.scale} scale: {len(names)} trials ({len(plan.arms)} arms x "
+             f"{len(plan.seeds)} seeds), {plan.cpus:g} CPU / {plan.gpus:g} GPU each"
+             + (f" shared by {plan.workers} workers" if plan.workers > 1 else ""), wall]
+    return "\n".join(lines + [f"  {name}" for name in names])
+
+
 def refuse(message: str):
     """Bad input: one line on stderr, exit status 2 (nothing was created)."""
     print(f"python -m sweep.run: error: {message}", file=sys.stderr, flush=True)
@@ -146,11 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         refuse(str(e))
     if args.dry_run:
-        print(f"{plan.study} at {plan.scale} scale: {len(trials)} trials "
-              f"({len(plan.arms)} arms x {len(plan.seeds)} seeds), {plan.cpus:g} CPU / {plan.gpus:g} GPU each"
-              + (f" shared by {plan.workers} workers" if plan.workers > 1 else ""))
-        for cfg in trials:
-            print("  " + " ".join(f"{k}={cfg.to_params()[k]}" for k in sorted(set().union(*plan.arms) | {"seed"})))
+        print(dry_run(plan, args.max_concurrent))
         return 0
     from sweep.execute import SweepEnded, run_sweep  # imports Ray and MLflow: only once the plan is known to be good
     try:

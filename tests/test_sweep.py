@@ -219,7 +219,7 @@ def test_dry_run_lists_every_trial(capsys):
     assert main(["ablation", "--scale", "smoke", "--seeds", "2", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "16 trials (8 arms x 2 seeds)" in out
-    assert out.count("neighbours=gaussian") == 8 and out.count("grid_dim=1") == 4
+    assert out.count("KSOM gaussian") == 8 and out.count(" 1D ") == 4  # run names follow the swept axes
 
 
 @pytest.mark.parametrize("dataset, model, size, batch, lr, seeds, cpus, gpus", [
