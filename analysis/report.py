@@ -11,7 +11,6 @@ and prints the table.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pandas as pd
 from analysis.figures import write_figures
 from analysis.load import load_runs, write_parquet
 from analysis.pictures import write_pictures
+from analysis.store import StoreMissing, read_sweep
 from analysis.summary import summarise
 from analysis.tables import table_numbers, to_latex, to_markdown, to_text
 
@@ -49,10 +49,11 @@ def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: s
 
 
 def report_sweep(sweep_dir: str | Path) -> str:
-    """Tables and figures of the sweep in sweep_dir (read from its MLflow runs) into that folder."""
-    meta = json.loads((Path(sweep_dir) / "sweep.json").read_text())
+    """Tables and figures of the sweep in sweep_dir (read from its MLflow runs) into that folder.
+    Raises StoreMissing (naming the path) when the folder or its store is not there."""
+    meta = read_sweep(sweep_dir)
     trials, metrics = load_runs(meta["tracking_uri"], meta["study"], meta["parent_run_id"])
-    return write_report(trials, metrics, meta["study"], sweep_dir, meta["tracking_uri"])
+    return write_report(trials, metrics, meta["study"], meta["dir"], meta["tracking_uri"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,14 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="report", help="output folder with --tracking-uri (default report/)")
     args = p.parse_args(argv)
     if args.sweep_dir:
-        if not (Path(args.sweep_dir) / "sweep.json").exists():
-            p.error(f"{args.sweep_dir} holds no sweep.json")
-        print(report_sweep(args.sweep_dir))
+        try:
+            print(report_sweep(args.sweep_dir))
+        except StoreMissing as e:
+            p.error(str(e))
         print(f"written into {Path(args.sweep_dir).resolve()}")
     elif args.tracking_uri and args.study:
         try:
             trials, metrics = load_runs(args.tracking_uri, args.study)
-        except ValueError as e:
+        except (ValueError, StoreMissing) as e:
             p.error(str(e))
         print(write_report(trials, metrics, args.study, args.out, args.tracking_uri))
         print(f"written into {Path(args.out).resolve()}")

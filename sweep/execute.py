@@ -1,7 +1,6 @@
 """Run (or resume) a planned sweep on Ray Tune with MLflow tracking."""
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict
@@ -12,9 +11,10 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from analysis.report import report_sweep
+from analysis.store import embedded_uri, write_sweep
 from sweep.progress import Progress
 from sweep.run import Plan
-from sweep.tracking import MlflowCallback, experiment_id, local_store, start_parent_run, ui_command
+from sweep.tracking import MlflowCallback, experiment_id, start_parent_run, ui_command
 from sweep.trainable import run_trial, trial_config
 
 
@@ -70,14 +70,12 @@ def _new_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None, storage:
     name = f"{plan.study}-{plan.scale}-{time.strftime('%Y%m%d-%H%M%S')}"
     sweep_dir = results_dir / name
     sweep_dir.mkdir(parents=True, exist_ok=False)
-    artifacts = None
-    if not tracking_uri:
-        tracking_uri, artifacts = local_store(results_dir)
+    tracking_uri = tracking_uri or embedded_uri(results_dir)
     client = MlflowClient(tracking_uri)
-    exp_id = experiment_id(client, plan.study, artifacts)
+    exp_id = experiment_id(client, plan.study, tracking_uri)
     meta = {"name": name, "study": plan.study, "scale": plan.scale, "dir": str(sweep_dir), "base": plan.base,
             "plan": asdict(plan), "tracking_uri": tracking_uri, "experiment_id": exp_id,
             "ray_storage": storage or str(sweep_dir), "ray_name": name if storage else "ray"}
     meta["parent_run_id"] = start_parent_run(client, exp_id, meta)
-    (sweep_dir / "sweep.json").write_text(json.dumps(meta, indent=2))
+    write_sweep(meta)  # paths relative to the results folder, so that it can move
     return meta

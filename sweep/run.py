@@ -16,7 +16,6 @@ and the analysis outputs; all sweeps in a results dir share one MLflow store
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -127,11 +126,12 @@ def plan_from_args(args) -> Plan:
 
 def resume_plan(args) -> tuple[Plan, dict]:
     """The stored plan of the sweep in args.resume; a different grid on the command line is refused."""
-    sweep_dir = Path(args.resume).expanduser().resolve()
-    meta_file = sweep_dir / "sweep.json"
-    if not meta_file.exists():
-        raise ConfigError(f"--resume {args.resume}: no sweep.json there; give the folder a sweep printed at its start")
-    meta = json.loads(meta_file.read_text())
+    from analysis.store import StoreMissing, read_sweep  # imports MLflow: only when resuming
+
+    try:
+        meta = read_sweep(args.resume)
+    except StoreMissing as e:
+        raise ConfigError(f"--resume {args.resume}: {e}") from None
     stored = Plan(**meta["plan"])
     grid_options = (args.study, args.scale, args.seeds, args.set, args.dataset, args.data_dir, args.cpus_per_trial,
                     args.gpus_per_trial)

@@ -3,7 +3,6 @@ ray.cluster_utils.Cluster), an MLflow sqlite store and a real `mlflow server`,
 a driver process killed and resumed, and the command-line checks."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -17,6 +16,7 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
+from analysis.store import read_sweep
 from models.config import TrialConfig
 from models.train import train
 from sweep.execute import run_sweep
@@ -47,7 +47,7 @@ def local_ray():
 def test_smoke_sweep_logs_one_run_per_trial_and_records_divergence(smoke_sweep):
     """Every trial is one child run with all config fields as params and its validation curve;
     a trial whose loss becomes NaN is tagged diverged while the others finish."""
-    meta = json.loads((smoke_sweep / "sweep.json").read_text())
+    meta = read_sweep(smoke_sweep)
     client, runs = child_runs(meta["tracking_uri"], "robustness")
     assert len(runs) == 18  # 8 arms x 2 seeds + the diverging arm x 2 seeds
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {meta["parent_run_id"]}
@@ -138,7 +138,7 @@ def test_multi_node_sweep_uses_both_worker_nodes(tmp_path):
         ray.init(address=cluster.address, log_to_driver=False)
         plan = make_plan("sensitivity", "smoke", seeds=1)
         run_sweep(plan, results_dir=tmp_path)
-        _, runs = child_runs(json.loads(next(tmp_path.glob("*/sweep.json")).read_text())["tracking_uri"],
+        _, runs = child_runs(read_sweep(next(tmp_path.glob("*/sweep.json")).parent)["tracking_uri"],
                              "sensitivity")
         assert len(runs) == 4 and all(r.data.tags["status"] == "finished" for r in runs)
         used = {r.data.tags["node_id"] for r in runs}
@@ -166,7 +166,7 @@ def test_killed_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
         proc.wait()
     assert any("2/8 done" in line for line in seen), "".join(seen)
     sweep_dir = next(tmp_path.glob("sensitivity-smoke-*"))
-    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    meta = read_sweep(sweep_dir)
     _, before = child_runs(meta["tracking_uri"], "sensitivity")
     assert 2 <= sum(r.data.tags["status"] == "finished" for r in before) < 8
 
