@@ -23,21 +23,6 @@ def _run(*args, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
 
 
-@pytest.fixture
-def moved(smoke_sweep, tmp_path):
-    """The smoke sweep's whole results folder copied to a new place, the original out of reach
-    (renamed away for the test, put back afterwards); yields the copy's sweep folder."""
-    original = smoke_sweep.parent
-    copy = tmp_path / "elsewhere" / "results-copy"
-    shutil.copytree(original, copy)
-    away = original.with_name(original.name + "-away")
-    original.rename(away)
-    try:
-        yield copy / smoke_sweep.name
-    finally:
-        away.rename(original)
-
-
 def test_sweep_json_has_no_absolute_paths(smoke_sweep):
     raw = (smoke_sweep / "sweep.json").read_text()
     meta = json.loads(raw)

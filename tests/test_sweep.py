@@ -8,8 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from models.train import train
 from sweep.execute import run_sweep
 from sweep.run import Plan, main, make_plan
 from sweep.tracking import file_name
+from sweep.ui import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,14 +95,7 @@ def mlflow_server(tmp_path):
          "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(f"{url}/health", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("mlflow server did not become healthy")
+        wait_healthy(url, proc, timeout=600)  # minutes on a loaded 2-core machine
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
