@@ -21,7 +21,7 @@ from typing import Callable
 
 import pandas as pd
 
-from analysis.tables import LAYOUTS, mark_best, to_markdown
+from analysis.tables import LAYOUTS, RATIO, mark_best, to_markdown
 from models import metrics as M
 
 STUDIES = ("sensitivity", "comparison", "robustness", "ablation")
@@ -59,12 +59,17 @@ def paper_table(study: str) -> pd.DataFrame:
         for i, col in enumerate(columns):
             unit = 1e-3 if col == "final_loss" else 1e3
             records.append({**dict(zip(fields, key)), "column": col, "mean": numbers[2 * i] * unit,
-                            "std": numbers[2 * i + 1] * unit, "n": PAPER_SEEDS, "seeds": PAPER_SEEDS, "diverged": 0})
+                            "std": numbers[2 * i + 1] * unit, "n": PAPER_SEEDS, "seeds": PAPER_SEEDS, "diverged": 0,
+                            "collapsed": 0})
     return mark_best(pd.DataFrame(records), LAYOUTS[study])
 
 
+PAPER_SUMMARY = pd.DataFrame({"steps": [PAPER_STEPS], "scale": ["paper (CIFAR-10)"]})
+
+
 def paper_markdown(study: str) -> str:
-    return to_markdown(paper_table(study), pd.DataFrame({"steps": [PAPER_STEPS]}), study)
+    """The paper's CIFAR-10 table in our layout (bold by our rule on its mean, std and 10 seeds)."""
+    return to_markdown(paper_table(study), PAPER_SUMMARY, study)
 
 
 def _mean(tidy: pd.DataFrame, column: str = "final_loss", stat: str = "mean", **row) -> float:
@@ -123,16 +128,15 @@ def _ablation_similar(t, spread: float = 1.10):
 
 
 def _ksom_topography(t):
-    def growth(n):  # how much the validation loss grows when every code is shifted by +o on the grid
-        return [_mean(t, M.column(M.offset_loss(o)), neighbours=n) - _mean(t, neighbours=n) for o in (1, 2, 3)]
+    def growth(n):  # the loss with every code shifted by +o on the grid over the unshifted loss (geometric mean)
+        return [_mean(t, f"{RATIO}{o}", neighbours=n) for o in (1, 2, 3)]
 
     rows = {n: (growth(n), _mean(t, M.column(M.smoothness("vq")), neighbours=n)) for n in ("none", "hard", "gaussian")}
     if any(math.isnan(v) for g, s in rows.values() for v in [*g, s]):
         return False, "not measured"
     ema, hard = rows["none"], rows["hard"]
     holds = all(a < b for a, b in zip(hard[0], ema[0])) and hard[1] < ema[1]
-    text = "; ".join(f"{label}: loss +{g[0] * 1e3:.0f} / +{g[1] * 1e3:.0f} / +{g[2] * 1e3:.0f} (x10^3) at shift "
-                     f"+1/+2/+3, smoothness {s:.2f}"
+    text = "; ".join(f"{label}: loss x{g[0]:.3g} / x{g[1]:.3g} / x{g[2]:.3g} at shift +1/+2/+3, smoothness {s:.2f}"
                      for label, (g, s) in zip(("EMA-VQ", "hard", "Gaussian"), rows.values()))
     return holds, text
 
@@ -162,6 +166,13 @@ def check_claims(ours: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _outcomes(tidy: pd.DataFrame) -> str:
+    """'N trials, d diverged, c collapsed' from a tidy table's per-row counts."""
+    rows = tidy[tidy.column == "final_loss"]
+    return (f"{int(rows.seeds.sum())} trials, {int(rows.diverged.sum())} diverged, "
+            f"{int(rows.get('collapsed', pd.Series([0])).sum())} collapsed")
+
+
 def write_readme(folder: str | Path, header: str = "") -> Path:
     """docs/results/README.md from the studies' outputs in `folder`; returns its path."""
     folder = Path(folder)
@@ -179,9 +190,12 @@ def write_readme(folder: str | Path, header: str = "") -> Path:
         sub = folder / study
         run = (sub / "run.txt").read_text().strip() if (sub / "run.txt").exists() else ""
         lines += ["", f"## {study} ({LAYOUTS[study].caption.split('(')[-1].rstrip(').')})", "", "```", run, "```", "",
-                  "Ours (cpu scale; losses x10^3, steps as counted; bold = best mean in its column and group):", "",
-                  (sub / "tables" / f"{study}.md").read_text().strip(), "",
-                  "The paper (CIFAR-10, 10 seeds, steps x10^3):", "", paper_markdown(study), ""]
+                  f"Ours ({_outcomes(ours[study])}):", "", (sub / "tables" / f"{study}.md").read_text().strip(), ""]
+        for extra in (f"{study}_topography", f"{study}_vs_reference"):
+            if (sub / "tables" / f"{extra}.md").exists():
+                lines += [(sub / "tables" / f"{extra}.md").read_text().strip(), ""]
+        lines += ["The paper (CIFAR-10, 10 seeds; bold by the same Welch + Holm rule on its published means and "
+                  "stds, so it can differ from the paper's own bold):", "", paper_markdown(study), ""]
         figures = sorted((sub / "figures").glob("*.png"))
         lines += [" ".join(f"[{p.stem}]({study}/figures/{p.name})" for p in figures)]
         for name in ("topography", "perturbation"):

@@ -5,7 +5,8 @@ Every finished trial logged its own pictures as MLflow artifacts (`pictures/`):
 `perturbation.png` (rows: validation images; columns: the original, then the
 reconstruction with every code shifted by 0, 1, 2, 3 on the grid). Here the first
 seed of every configuration is put side by side, in the paper's row order, so
-that KSOM and EMA-VQ can be compared at a glance.
+that KSOM and EMA-VQ can be compared at a glance; each panel names its configuration and seed,
+and the figure stays under 1 MB (PNG at 100 dpi).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from analysis.figures import config_label, save  # noqa: E402
+from analysis.figures import config_label, title  # noqa: E402
 from analysis.tables import paper_order  # noqa: E402
 
 TITLES = {"perturbation": "original, then codes shifted by +0, +1, +2, +3 on the grid",
@@ -35,8 +36,24 @@ def first_seeds(trials: pd.DataFrame, study: str) -> pd.DataFrame:
     return labelled.drop_duplicates("config")
 
 
+MAX_BYTES = 1_000_000
+
+
+def _save_small(fig, folder: Path, name: str) -> list[Path]:
+    """Save as .png and .pdf at the highest of 100, 80, 60, 45 dpi that keeps both under 1 MB."""
+    for dpi in (100, 80, 60, 45):
+        paths = [folder / f"{name}.{ext}" for ext in ("png", "pdf")]
+        for p in paths:
+            fig.savefig(p, bbox_inches="tight", dpi=dpi)
+        if all(p.stat().st_size < MAX_BYTES for p in paths):
+            break
+    plt.close(fig)
+    return paths
+
+
 def write_pictures(trials: pd.DataFrame, study: str, tracking_uri: str, folder: str | Path) -> list[Path]:
-    """figures/{perturbation,codebook_<level>}.{png,pdf}: one panel per configuration."""
+    """figures/{perturbation,codebook_<level>}.{png,pdf}: one panel per configuration (its first
+    finished seed, named in the panel's title), each file under 1 MB."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri)
@@ -47,7 +64,7 @@ def write_pictures(trials: pd.DataFrame, study: str, tracking_uri: str, folder: 
                 continue
             local = Path(client.download_artifacts(row.run_id, "pictures", f"{tmp}/{row.run_id}"))
             for png in sorted(local.glob("*.png")):
-                panels.setdefault(png.stem, []).append((row.config, matplotlib.image.imread(png)))
+                panels.setdefault(png.stem, []).append((f"{row.config}, seed {row.seed}", matplotlib.image.imread(png)))
     written = []
     for name, images in panels.items():
         columns = min(len(images), 4 if name == "perturbation" else 2)
@@ -61,6 +78,6 @@ def write_pictures(trials: pd.DataFrame, study: str, tracking_uri: str, folder: 
         for ax, (config, image) in zip(axes.flat, images):
             ax.imshow(image, interpolation="nearest")
             ax.set_title(config, fontsize=8)
-        fig.suptitle(f"{study}: {TITLES.get(name.split('_')[0], name)}", fontsize=9)
-        written += save(fig, folder, name)
+        fig.suptitle(title(trials, study, TITLES.get(name.split("_")[0], name)), fontsize=9)
+        written += _save_small(fig, folder, name)
     return written

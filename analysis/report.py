@@ -3,15 +3,19 @@
     python -m analysis.report results/robustness-cpu-20261124-101500
     python -m analysis.report --tracking-uri sqlite:///results/mlflow.db --study robustness --out report/
 
-Writes trials.parquet, metrics.parquet, summary.parquet, tables/<study>.{parquet,tex,md,txt}
-figures/{loss,topography,perplexity}.{png,pdf} and the topography pictures of the
-first seed of every configuration side by side, figures/{perturbation,codebook_<level>}.{png,pdf},
-and prints the table.
+Writes trials.parquet, metrics.parquet, summary.parquet; tables/<study>.{parquet,tex,md,txt}
+(loss and steps), tables/<study>_topography.{tex,md,txt} (loss ratio at shift +1..+3, smoothness;
+its numbers are in <study>.parquet too), tables/<study>_vs_reference.{parquet,tex,md,txt} (each
+configuration minus the study's reference arm: difference, Welch CI, p, Hedges' g);
+figures/{loss,topography,perplexity,codes_used}.{png,pdf} and the topography pictures of the
+first seed of every configuration side by side, figures/{perturbation,codebook_<level>}.{png,pdf};
+and prints the tables and the trials that diverged or collapsed.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +25,8 @@ from analysis.load import load_runs, write_parquet
 from analysis.pictures import write_pictures
 from analysis.store import StoreMissing, read_sweep
 from analysis.summary import summarise
-from analysis.tables import table_numbers, to_latex, to_markdown, to_text
+from analysis.tables import (comparison_latex, comparison_markdown, comparison_numbers, comparison_text,
+                             RATIO, SMOOTH, TEXT_WIDTH, table_numbers, to_latex, to_markdown, to_text)
 
 
 def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: str | Path,
@@ -38,14 +43,43 @@ def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: s
     tables = out / "tables"
     tables.mkdir(exist_ok=True)
     tidy.to_parquet(tables / f"{study}.parquet", index=False)
-    (tables / f"{study}.tex").write_text(to_latex(tidy, summary, study))
-    (tables / f"{study}.md").write_text(to_markdown(tidy, summary, study) + "\n")
-    text = to_text(tidy, summary, study)
-    (tables / f"{study}.txt").write_text(text + "\n")
+    texts = []
+    for part, name in (("main", study), ("topography", f"{study}_topography")):
+        if part == "topography" and not tidy.column.str.startswith((RATIO, SMOOTH)).any():
+            continue
+        (tables / f"{name}.tex").write_text(to_latex(tidy, summary, study, part=part))
+        (tables / f"{name}.md").write_text(to_markdown(tidy, summary, study, part=part) + "\n")
+        texts.append(to_text(tidy, summary, study, part=part))
+        (tables / f"{name}.txt").write_text(texts[-1] + "\n")
+    comp = comparison_numbers(summary, study)
+    if len(comp):
+        name = f"{study}_vs_reference"
+        comp.to_parquet(tables / f"{name}.parquet", index=False)
+        (tables / f"{name}.tex").write_text(comparison_latex(comp, summary, study))
+        (tables / f"{name}.md").write_text(comparison_markdown(comp, summary, study) + "\n")
+        texts.append(comparison_text(comp, summary, study))
+        (tables / f"{name}.txt").write_text(texts[-1] + "\n")
+    texts.append(outcomes(summary))
+    text = "\n\n".join(texts)
     write_figures(trials, metrics, study, out / "figures")
     if tracking_uri:
         write_pictures(trials, study, tracking_uri, out / "figures")
     return text
+
+
+def outcomes(summary: pd.DataFrame) -> str:
+    """The trials that diverged or collapsed, by configuration and seeds (or that none did)."""
+    lines = []
+    for flag in ("diverged", "collapsed"):
+        hit = summary[summary[flag].astype(bool)] if flag in summary else summary.iloc[:0]
+        configs = {}
+        for name in hit.get("run_name", pd.Series(dtype=str)).astype(str):
+            config, _, seed = name.rpartition(" seed=")
+            configs.setdefault(config or name, []).append(seed)
+        named = "; ".join(f"{c} (seeds {', '.join(s)})" for c, s in configs.items())
+        lines.append(textwrap.fill(f"{flag} ({len(hit)} of {len(summary)}): {named or 'none'}", TEXT_WIDTH,
+                                   subsequent_indent="  "))
+    return "\n".join(lines)
 
 
 def report_sweep(sweep_dir: str | Path) -> str:

@@ -6,7 +6,11 @@ diverged      = the trial's status is diverged: it stopped on a NaN/inf loss (co
 and the last value of per-level validation perplexity / codes used and the topography summaries
 (loss_offset_{o}: validation loss with every code shifted by (o, o) on the grid; smoothness_{level}:
 neighbour / random-pair distance of decoded codes; Sec. 4.3), each in the column models.metrics.column
-names. A sweep with finished trials but no validation loss logged is an error naming the metric.
+names;
+collapsed     = the trained model uses fewer than 5 % of the K codes on the validation set at
+                some level (its last validation point): a codebook collapse, counted, kept in the
+                loss means and left out of the steps means (its "final loss" is a bad plateau).
+A sweep with finished trials but no validation loss logged is an error naming the metric.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import pandas as pd
 from models import metrics as M
 
 THRESHOLDS = (10, 20)
+COLLAPSE_FRACTION = 0.05  # fewer than 5 % of the K codes used on validation: collapsed
 # Metrics whose last value describes the trained model: per-level perplexity and codes used,
 # and the topography measured at the end (loss after shifting codes by o, smoothness ratio).
 LAST_VALUE = tuple(family("") for family in (M.val_perplexity, M.val_codes_used, M.offset_loss, M.smoothness))
@@ -35,9 +40,15 @@ def steps_to_threshold(steps, losses, final: float, percent: float) -> float:
     return math.nan
 
 
+def collapsed(codes_used: dict[str, float], codebook_size: int) -> bool:
+    """True when any level's validation codes-used (of the trained model) is below
+    COLLAPSE_FRACTION x K; False when nothing was measured (a diverged trial has no codes)."""
+    return any(math.isfinite(v) and v < COLLAPSE_FRACTION * codebook_size for v in codes_used.values())
+
+
 def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: the trial's columns plus final_loss, steps_10, steps_20, diverged,
-    perplexity_/codes_used_{level}, loss_offset_{o} and smoothness_{level} (NaN where absent).
+    collapsed, perplexity_/codes_used_{level}, loss_offset_{o} and smoothness_{level} (NaN where absent).
     Raises models.metrics.MissingMetric when trials finished but no validation loss was logged."""
     if (trials.get(M.STATUS_TAG, pd.Series(dtype=str)) == M.FINISHED).any():
         M.require(metrics.metric.unique(), [M.VAL_LOSS], "the sweep's logged metrics")
@@ -56,5 +67,7 @@ def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
             if name.startswith(LAST_VALUE):
                 last = m[m.metric == name].sort_values("step").value
                 row[M.column(name)] = float(last.iloc[-1]) if not diverged else math.nan
+        codes = {k.removeprefix(CODE_USE_COLUMNS[1]): v for k, v in row.items() if k.startswith(CODE_USE_COLUMNS[1])}
+        row["collapsed"] = collapsed(codes, int(trial.get("codebook_size", 0)))
         rows.append(row)
     return pd.DataFrame(rows)

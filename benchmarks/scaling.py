@@ -219,10 +219,10 @@ def sweep_rate(concurrency: int, trials_per_slot: int, steps: int, eval_every: i
     from mlflow.tracking import MlflowClient
 
     from sweep.execute import run_sweep
-    from sweep.run import make_plan
-    from sweep.studies import STUDIES
+    from sweep.plan import make_plan
+    from sweep.study import load_study
 
-    n_arms = len(STUDIES[study].arms)
+    n_arms = len(load_study(study).grid())
     seeds = math.ceil(trials_per_slot * concurrency / n_arms)
     plan = make_plan(study, SWEEP_SCALE, seeds=seeds, overrides={"steps": steps, "eval_every": eval_every})
     with tempfile.TemporaryDirectory() as tmp:
@@ -283,7 +283,7 @@ def print_sweeps(results: dict[int, dict], steps: int, eval_every: int, study: s
 
 
 def _smoke_config() -> dict:
-    from sweep.studies import SCALES
+    from sweep.scales import SCALES
     return SCALES[SWEEP_SCALE].config
 
 

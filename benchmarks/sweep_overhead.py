@@ -34,7 +34,7 @@ from analysis.load import load_sweep  # noqa: E402
 from analysis.store import read_sweep  # noqa: E402
 from models import metrics as M  # noqa: E402
 from sweep.execute import run_sweep  # noqa: E402
-from sweep.run import make_plan  # noqa: E402
+from sweep.plan import make_plan  # noqa: E402
 
 
 def logging_seconds_per_trial(meta: dict, trials, metrics) -> float:

@@ -35,7 +35,7 @@ It measures, and prints as tables:
    a time is the median over blocks, a ratio the median over rounds of the
    ratio within a round, which cancels load that changes more slowly than a round.
 2. Validation loss on the `photos` data set after --steps steps, for --seeds
-   seeds, at the cpu scale of sweep/studies.py (width 32, K 512, d 64, batch 32,
+   seeds, at the cpu scale of sweep/scales.py (width 32, K 512, d 64, batch 32,
    lr 1e-3, validation every 50 steps): batches drawn as models/train.py draws
    them, validation by models.train.evaluate in batches of the training batch
    size, as train() does. The loop below mirrors models.train.train line by line
@@ -80,7 +80,7 @@ except ImportError:  # pragma: no cover
 K, D = 512, 64
 ALPHA = TrialConfig().commitment  # 0.25, the weight of the commitment loss in models/train.py
 STEP_BATCH, IMAGE_SIZE = 128, 32
-CPU_SCALE = dict(width=32, batch_size=32, lr=1e-3, steps=800, eval_every=50, seeds=3)  # sweep/studies.py "cpu"
+CPU_SCALE = dict(width=32, batch_size=32, lr=1e-3, steps=800, eval_every=50, seeds=3)  # sweep/scales.py "cpu"
 STEP_TARGET = 1.0
 
 LUCID_DEFAULTS: dict = {}  # the library's defaults, apart from dim and codebook_size

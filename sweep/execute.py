@@ -12,8 +12,8 @@ from ray import tune
 
 from analysis.report import report_sweep
 from analysis.store import embedded_uri, write_sweep
+from sweep.plan import Plan
 from sweep.progress import Progress
-from sweep.run import Plan
 from sweep.tracking import MlflowCallback, experiment_id, start_parent_run, ui_command
 from sweep.trainable import run_trial, trial_config
 

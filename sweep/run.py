@@ -1,6 +1,8 @@
 """`python -m sweep.run STUDY`: run a study's trials on Ray Tune, tracked in MLflow.
 
     python -m sweep.run robustness                      # cpu scale on a laptop, embedded MLflow store
+    python -m sweep.run path/to/my-study.yaml           # a study file of your own (README: study files)
+    python -m sweep.run ablation --grid tau=0.01,0.03,0.1,0.3,1   # add or replace an axis
     python -m sweep.run robustness --scale smoke --seeds 2 --set lr=3e-4
     python -m sweep.run robustness --scale paper --dataset cifar10 --data-dir /data
     python -m sweep.run robustness --scale paper --dataset imagenet --data-dir /data/imagenet   # VQ-VAE-2
@@ -17,86 +19,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from models.config import DATASETS, ConfigError, TrialConfig, field_names
-from sweep.studies import SCALES, STUDIES, default_scale
-
-
-@dataclass
-class Plan:
-    """What a sweep runs: every arm of a study with every seed, on top of a base config."""
-
-    study: str
-    scale: str
-    base: dict  # TrialConfig fields shared by all trials
-    arms: list[dict]  # per-arm TrialConfig fields
-    seeds: list[int]
-    cpus: float  # per trial
-    gpus: float  # per trial
-
-    def trials(self) -> list[TrialConfig]:
-        """Every trial's config, validated (raises ConfigError naming the bad value)."""
-        return [TrialConfig.from_dict({**self.base, **arm, "seed": seed}) for arm in self.arms for seed in self.seeds]
-
-
-def make_plan(study: str, scale: str | None = None, seeds: int | None = None, overrides: dict | None = None,
-              cpus: float | None = None, gpus: float | None = None) -> Plan:
-    """A validated plan; any problem raises ConfigError before anything starts."""
-    if study not in STUDIES:
-        raise ConfigError(f"study {study!r} is unknown; allowed: {', '.join(STUDIES)}")
-    scale = scale or default_scale()
-    if scale not in SCALES:
-        raise ConfigError(f"scale {scale!r} is unknown; allowed: {', '.join(SCALES)}")
-    sc = SCALES[scale]
-    overrides = dict(overrides or {})
-    if "seed" in overrides:
-        raise ConfigError("seed cannot be set with --set; use --seeds N (seeds 0..N-1)")
-    config, default_seeds = sc.settings(overrides.get("dataset"))
-    base = TrialConfig.from_dict({**config, **overrides}).to_params()  # validates the overrides' types
-    base.pop("seed")
-    n_seeds = default_seeds if seeds is None else seeds
-    if n_seeds < 1:
-        raise ConfigError(f"--seeds {n_seeds} must be >= 1")
-    cpus, gpus = sc.cpus if cpus is None else cpus, sc.gpus if gpus is None else gpus
-    if cpus <= 0 or gpus < 0:
-        raise ConfigError(f"--cpus-per-trial {cpus} must be > 0 and --gpus-per-trial {gpus} >= 0")
-    # An override wins over the study's arms only for fields the study does not sweep.
-    swept = {k for arm in STUDIES[study].arms for k in arm}
-    clash = sorted(swept & set(overrides))
-    if clash:
-        raise ConfigError(f"--set {clash} would override what study {study!r} sweeps; allowed: fields other than "
-                          f"{sorted(swept)}")
-    plan = Plan(study, scale, base, [dict(a) for a in STUDIES[study].arms], list(range(n_seeds)), cpus, gpus)
-    for cfg in plan.trials():
-        if cfg.dataset != "photos" and not cfg.data_dir:
-            raise ConfigError(f"dataset={cfg.dataset} needs --data-dir (a folder that holds or will receive it)")
-    return plan
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {pair!r} is not FIELD=VALUE")
-        if key not in field_names():
-            raise ConfigError(f"--set {key!r} is not a config field; allowed: {', '.join(field_names())}")
-        out[key] = value
-    return out
+from models.config import DATASETS, ConfigError, field_names
+from sweep.plan import Plan, make_plan, parse_grid, parse_overrides
+from sweep.study import shipped_names
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sweep.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("study", nargs="?", help=f"one of: {', '.join(f'{s.name} ({s.table})' for s in STUDIES.values())}")
+    p.add_argument("study", nargs="?", help="a study file (path/to/study.yaml, see README) or a shipped study: "
+                                            f"{', '.join(shipped_names())}")
     p.add_argument("--scale", help="smoke (seconds), cpu (minutes, the default without a GPU), "
                                    "paper (the paper's settings, the default with a GPU)")
     p.add_argument("--seeds", type=int, help="number of seeds (0..N-1); default from the scale")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any config field, e.g. --set lr=3e-4 (repeatable); "
                         f"fields: {', '.join(field_names())}")
+    p.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2,...",
+                   help="sweep FIELD over these values: adds an axis to the study or replaces its axis "
+                        "(repeatable), e.g. --grid tau=0.01,0.03,0.1,0.3,1")
     p.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (photos: the offline default; at paper "
                                      "scale imagenet / celeba_afhq / imagefolder run the paper's VQ-VAE-2 settings)")
     p.add_argument("--data-dir", help="folder holding the data set (CIFAR is downloaded there if absent)")
@@ -121,7 +64,8 @@ def plan_from_args(args) -> Plan:
         overrides["dataset"] = args.dataset
     if args.data_dir:
         overrides["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
-    return make_plan(args.study, args.scale, args.seeds, overrides, args.cpus_per_trial, args.gpus_per_trial)
+    return make_plan(args.study, args.scale, args.seeds, overrides, args.cpus_per_trial, args.gpus_per_trial,
+                     grid=parse_grid(args.grid))
 
 
 def resume_plan(args) -> tuple[Plan, dict]:
@@ -133,16 +77,23 @@ def resume_plan(args) -> tuple[Plan, dict]:
     except StoreMissing as e:
         raise ConfigError(f"--resume {args.resume}: {e}") from None
     stored = Plan(**meta["plan"])
-    grid_options = (args.study, args.scale, args.seeds, args.set, args.dataset, args.data_dir, args.cpus_per_trial,
-                    args.gpus_per_trial)
+    grid_options = (args.study, args.scale, args.seeds, args.set, args.grid, args.dataset, args.data_dir,
+                    args.cpus_per_trial, args.gpus_per_trial)
     if any(option for option in grid_options):
-        args.study, args.scale = args.study or stored.study, args.scale or stored.scale
+        own_file = stored.study not in shipped_names() and stored.source
+        args.study, args.scale = args.study or (stored.source if own_file else stored.study), args.scale or stored.scale
         asked = plan_from_args(args)
-        if asdict(asked) != asdict(stored):
-            diff = {k: (v, asdict(asked)[k]) for k, v in asdict(stored).items() if asdict(asked)[k] != v}
+        if _grid(asked) != _grid(stored):
+            diff = {k: (getattr(stored, k), getattr(asked, k)) for k in ("scale", "base", "arms", "seeds", "cpus", "gpus")
+                    if getattr(stored, k) != getattr(asked, k)}
             raise ConfigError(f"--resume {args.resume} ran a different grid; stored vs asked: {diff}. "
                               "Resume with the same options, or with --resume alone")
     return stored, meta
+
+
+def _grid(plan: Plan) -> tuple:
+    """What a resume must keep: every trial's config and the resources per trial."""
+    return [cfg.to_params() for cfg in plan.trials()], plan.cpus, plan.gpus
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,7 +73,7 @@ def smoke_sweep(tmp_path_factory):
     import ray
 
     from sweep.execute import run_sweep
-    from sweep.run import make_plan
+    from sweep.plan import make_plan
 
     plan = make_plan("robustness", "smoke", seeds=2)
     plan.arms.append({"neighbours": "none", "n0": 1, "update_empty": True, "lr": 1e6})  # Adam overflows in 2 steps

@@ -63,9 +63,10 @@ def test_summary_and_table_numbers_by_hand():
     assert (a["n"], a["seeds"], a["diverged"]) == (2, 3, 1)  # the diverged seed is counted, not averaged
     b = t.loc[("hard", "final_loss")]
     assert b["mean"] == pytest.approx(0.29) and b["std"] == pytest.approx(math.sqrt(2 * 0.04 ** 2))
-    assert t.loc[("hard", "final_loss"), "best"] and not t.loc[("none", "final_loss"), "best"]
+    # 0.29 +- 0.057 against 0.30 +- 0.14 on 2 seeds each: not significantly different, both bold
+    assert t.loc[("hard", "final_loss"), "best"] and t.loc[("none", "final_loss"), "best"]
     assert t.loc[("hard", "steps_10"), "mean"] == pytest.approx(250.0)  # (300 + 200) / 2
-    assert t.loc[("hard", "steps_10"), "best"] and not t.loc[("none", "steps_10"), "best"]
+    assert t.loc[("none", "steps_10"), "p_vs_best"] > 0.05
 
 
 def test_a_missing_metric_is_named():
@@ -96,17 +97,31 @@ def test_bold_is_per_group_in_the_robustness_table():
 def test_sweep_writes_tables_figures_and_parquet(smoke_sweep):
     for name in ("trials.parquet", "metrics.parquet", "summary.parquet", "tables/robustness.parquet",
                  "tables/robustness.tex", "tables/robustness.md", "tables/robustness.txt",
+                 "tables/robustness_topography.tex", "tables/robustness_topography.md",
+                 "tables/robustness_vs_reference.parquet", "tables/robustness_vs_reference.tex",
+                 "tables/robustness_vs_reference.md", "tables/robustness_vs_reference.txt",
                  "figures/loss.png", "figures/loss.pdf", "figures/perplexity.png", "figures/perplexity.pdf",
                  "figures/topography.png", "figures/perturbation.png", "figures/codebook_vq.pdf"):
         assert (smoke_sweep / name).stat().st_size > 0, name
     text = (smoke_sweep / "tables/robustness.txt").read_text()
-    assert text.count("EMA-VQ") == 4 and text.count("KSOM hard") == 4
-    assert "4 / 2" in text  # the two diverged trials are counted in their configuration's row
+    assert text.count("EMA-VQ") == 4 and text.count("KSOM ") == 4
+    summary = pd.read_parquet(smoke_sweep / "summary.parquet")
+    row = summary[(summary.neighbours == "none") & (summary.n0 == 1) & summary.update_empty]
+    counts = f"{len(row)}/{int(row.diverged.sum())}/{int(row.collapsed.sum())}"
+    assert counts.startswith("4/2/") and counts in text  # the two diverged trials are counted in their row
     tidy = pd.read_parquet(smoke_sweep / "tables/robustness.parquet")
-    topography = {"loss_offset_1", "loss_offset_2", "loss_offset_3", "smoothness_vq"}
+    topography = {"loss_ratio_1", "loss_ratio_2", "loss_ratio_3", "smoothness_vq"}
     assert len(tidy) == 8 * 6 and set(tidy.column) == {"final_loss", "steps_10"} | topography
-    assert "Shift +3 (x10^3)" in text and "Smoothness" in text
-    assert tidy.groupby(["n0", "update_empty", "column"]).best.any().all()
+    assert "Loss ratio at shift" in (smoke_sweep / "tables/robustness_topography.txt").read_text()
+    # every mean column has a bold cell per group (2 seeds each); ratio columns have none (geometric means)
+    means = tidy[tidy["agg"] == "mean"].dropna(subset=["std"])
+    assert means.groupby(["n0", "update_empty", "column"]).best.any().all() and not tidy[tidy["agg"] != "mean"].best.any()
+    comparison = pd.read_parquet(smoke_sweep / "tables/robustness_vs_reference.parquet")
+    assert len(comparison) == 4 * 3 and set(comparison.neighbours) == {"hard"}  # KSOM - EMA-VQ, 4 configurations
+    for name in ("robustness", "robustness_topography", "robustness_vs_reference"):
+        assert max(map(len, (smoke_sweep / f"tables/{name}.txt").read_text().splitlines())) <= 120, name
+    for picture in (smoke_sweep / "figures").glob("*.*"):
+        assert picture.stat().st_size < 1_000_000, picture.name  # pictures included
 
 
 def test_parquet_round_trip(smoke_sweep, tmp_path):
@@ -121,28 +136,32 @@ def test_parquet_round_trip(smoke_sweep, tmp_path):
     pd.testing.assert_frame_equal(read_parquet(smoke_sweep)[0], trials)  # what the sweep wrote
 
 
-def test_generated_latex_compiles_with_pdflatex(smoke_sweep, tmp_path):
+def test_every_generated_table_fits_a_column_of_a_two_column_paper(smoke_sweep, tmp_path):
+    """All tables of the smoke sweep, and the four paper tables in our layout, compile in
+    \\documentclass[twocolumn]{article} with booktabs alone and without any overfull box."""
     if shutil.which("pdflatex") is None:
         if os.environ.get("CI"):
             pytest.fail("pdflatex is missing in CI: scripts/test.sh installs it")
         pytest.skip("pdflatex is not installed (scripts/test.sh installs it when run as root)")
-    trials, metrics = load_sweep(smoke_sweep)
-    summary = summarise(trials, metrics)
+    from analysis.paper import PAPER_SUMMARY, STUDIES, paper_table
+    tables = [p.read_text() for p in sorted((smoke_sweep / "tables").glob("*.tex"))]
+    assert len(tables) == 3
+    tables += [to_latex(paper_table(s), PAPER_SUMMARY, s, label=f"tab:paper-{s}") for s in STUDIES]
     doc = tmp_path / "doc.tex"
-    tables = [(smoke_sweep / "tables/robustness.tex").read_text(),
-              to_latex(table_numbers(summary, "comparison"), summary, "comparison")]
-    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+    doc.write_text("\\documentclass[twocolumn]{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
                    + "\n".join(tables) + "\n\\end{document}\n")
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:]
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert "Overfull \\hbox" not in log, log[log.find("Overfull"):][:500]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
 
 
 def test_report_cli_regenerates(smoke_sweep, tmp_path, capsys):
     assert report_main([str(smoke_sweep)]) == 0
     out = capsys.readouterr().out
-    assert "Loss (x10^3)" in out and "KSOM hard" in out
+    assert "(×10³)" in out and "KSOM" in out and "collapsed (" in out and "diverged (2 of 18)" in out
     uri = read_sweep(smoke_sweep)["tracking_uri"]
     assert report_main(["--tracking-uri", uri, "--study", "robustness", "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r/tables/robustness.tex").exists()
@@ -155,8 +174,8 @@ def test_text_marks_best_cells():
     trials, metrics = _hand_made()
     s = summarise(trials, metrics)
     text = to_text(table_numbers(s, "comparison"), s, "comparison")
-    line = next(l for l in text.splitlines() if l.startswith("KSOM hard"))
-    assert "290.0 ± 56.6 *" in line and "3 / 1" in text
+    line = next(l for l in text.splitlines() if l.startswith("KSOM"))
+    assert "290.0 ± 56.6 *" in line and "3/1/0" in text
 
 
 def test_notebook_runs_top_to_bottom(smoke_sweep):
@@ -170,10 +189,11 @@ def test_notebook_runs_top_to_bottom(smoke_sweep):
     outputs = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", ""))
                       for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
     assert "robustness at smoke scale: 18 trials, 2 diverged" in outputs
-    assert "trials match 'n0 == 1'" in outputs and "KSOM hard" in outputs
+    assert "trials match 'n0 == 1'" in outputs and "| KSOM |" in outputs and "Loss ratio at shift" in outputs
+    assert "95% CI" in outputs  # the comparison against the reference arm
     pictures = sum("image/png" in o.get("data", {}) for cell in nb.cells if cell.cell_type == "code"
                    for o in cell.outputs)
-    assert pictures == 5  # loss, topography, perplexity; perturbation and codebook side by side
+    assert pictures == 6  # loss, perplexity, codes used, topography; perturbation and codebook side by side
     frames = "".join(str(o.get("data", {}).get("text/plain", "")) for cell in nb.cells if cell.cell_type == "code"
                      for o in cell.outputs)
     assert "loss_offset_3" in frames and "smoothness_vq" in frames

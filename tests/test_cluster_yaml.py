@@ -24,7 +24,7 @@ jsonschema = pytest.importorskip("jsonschema")
 ray = pytest.importorskip("ray")
 from ray.autoscaler._private.util import prepare_config, validate_config  # noqa: E402
 
-from sweep.studies import SCALES  # noqa: E402
+from sweep.scales import SCALES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"

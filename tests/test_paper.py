@@ -15,14 +15,21 @@ def test_paper_tables_carry_the_papers_numbers_and_bold():
     assert len(t) == 8 * 2 and set(t.column) == {"final_loss", "steps_10"}
     row = t[(t.n0 == 0) & ~t.update_empty & (t.neighbours == "none") & (t.column == "final_loss")].iloc[0]
     assert row["mean"] == pytest.approx(0.1488) and row["std"] == pytest.approx(0.011)
-    best = t[(t.column == "final_loss") & t.best]  # Table 3's bold: KSOM except in (N0 = 1, update-0 yes)
+    # Our bold on the paper's numbers (Welch + Holm, 10 seeds): KSOM alone where EMA-VQ is clearly worse;
+    # both where they are within noise (N0 = 0 / update-0: 52.1 +- 0.6 vs 51.9 +- 0.2, t = 1.0), and in
+    # (N0 = 1, update-0), where the paper bolds EMA-VQ alone: 51.9 +- 0.2 vs 52.1 +- 0.2 gives t = -2.24,
+    # df = 18, p = 0.038, which Holm over the table's 8 comparisons (rank 6 of 8: x 3) lifts to 0.115.
+    best = t[(t.column == "final_loss") & t.best]
     assert sorted(zip(best.n0, best.update_empty, best.neighbours)) == [
-        (0, False, "hard"), (0, True, "hard"), (1, False, "hard"), (1, True, "none")]
+        (0, False, "hard"), (0, True, "hard"), (0, True, "none"), (1, False, "hard"), (1, True, "hard"),
+        (1, True, "none")]
+    p = t[(t.n0 == 1) & t.update_empty & (t.neighbours == "hard") & (t.column == "final_loss")].p_vs_best.iloc[0]
+    assert p == pytest.approx(0.1147, abs=1e-3)
     steps = paper_table("comparison").query("column == 'steps_20'").set_index("neighbours")["mean"]
     assert steps.to_dict() == pytest.approx({"none": 3700.0, "hard": 2500.0, "gaussian": 3000.0})
     md = paper_markdown("ablation")
-    assert "| KSOM Gaussian | 2D | 0.01 | **51.7 ± 0.2** |" in md and "Steps +20% (x10^3)" in md
-    assert "| KSOM hard | 2D | 0.1 | **52.0 ± 0.3** | 4.9 ± 0.3 | **2.4 ± 0.5** | 10 / 0 |" in md  # steps / 10^3
+    assert "|  | 2D | 0.01 | **51.7 ± 0.2** |" in md and "Steps (×10³) +20%" in md
+    assert "| Hard | 1D | 0.1 | **52.0 ± 0.2** | **5.3 ± 0.5** | 3.1 ± 0.3 | 10/0/0 |" in md  # steps / 10^3
 
 
 def test_claims_on_the_papers_own_numbers():
@@ -49,13 +56,11 @@ def test_topography_claim_reads_the_topography_columns():
     t = paper_table("comparison")
     extra = []
     for n, growth, smooth in (("none", 3.0, 1.0), ("hard", 1.2, 0.5), ("gaussian", 1.3, 0.6)):
-        loss = t[(t.neighbours == n) & (t.column == "final_loss")]["mean"].iloc[0]
-        extra += [{"neighbours": n, "column": f"loss_offset_{o}", "mean": loss * (1 + (growth - 1) * o)}
-                  for o in (1, 2, 3)]
+        extra += [{"neighbours": n, "column": f"loss_ratio_{o}", "mean": growth ** o} for o in (1, 2, 3)]
         extra.append({"neighbours": n, "column": "smoothness_vq", "mean": smooth})
     ours = {"comparison": pd.concat([t, pd.DataFrame(extra)], ignore_index=True)}
     row = check_claims(ours).set_index("study").loc["comparison"].iloc[-1]
-    assert row.ours and row.agrees and "hard: loss +10 / +21 / +31 (x10^3)" in row.our_numbers
+    assert row.ours and row.agrees and "hard: loss x1.2 / x1.44 / x1.73 at shift +1/+2/+3" in row.our_numbers
 
 
 def test_readme_from_a_sweeps_outputs(smoke_sweep, tmp_path):
@@ -68,4 +73,5 @@ def test_readme_from_a_sweeps_outputs(smoke_sweep, tmp_path):
     assert "| KSOM is as good as the best EMA-VQ in every configuration (Table 3) | yes:" in readme
     assert "study not run" in readme  # the three studies that did not run are said to be missing
     assert (smoke_sweep / "tables/robustness.md").read_text().strip() in readme
+    assert "Ours (18 trials, 2 diverged, " in readme and " collapsed):" in readme
     assert "wall time 0 min 30 s" in readme and "![robustness perturbation](robustness/figures/perturbation.png)" in readme

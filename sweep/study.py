@@ -1,0 +1,280 @@
+"""A study as data: a YAML file naming the grid of configurations a sweep runs.
+
+    name: robustness                      # the MLflow experiment; letters, digits, - and _
+    description: "{EMA-VQ, KSOM hard 2D} x N0 {0,1} x update-0 {no,yes}"
+    table: Table 3                        # the paper table it mirrors (optional)
+    fixed: {}                             # TrialConfig fields shared by every trial (--set may change them)
+    axes:                                 # field -> values; the grid is their product, first axis outermost
+      n0: [0, 1]
+      update_empty: [false, true]
+    arms:                                 # explicit combinations, crossed with the axes (innermost);
+      - {neighbours: none}                #   for what is not a product (EMA-VQ has no tau or grid)
+      - {neighbours: hard, grid_dim: 2, tau: 0.1}
+    seeds: 3                              # optional: N (seeds 0..N-1) or a list; default: the scale's
+    reference: {neighbours: none}         # the arm the others are compared with, within the other axes
+    metrics: [final_loss, steps_10]       # the per-trial summaries the tables show
+
+Every trial is fixed <- one combination of the axes <- one arm. The four paper
+studies (Tables 1-4) and the others shipped with the package live in
+sweep/studies/*.yaml; `load_study` takes a shipped name or a path. Every problem
+is a StudyError naming the file, the key, its line, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+
+import yaml
+
+from models.config import ConfigError, TrialConfig, field_names, parse_value
+
+SHIPPED = Path(__file__).with_name("studies")
+KEYS = ("name", "description", "table", "fixed", "axes", "arms", "seeds", "reference", "metrics")
+REQUIRED = ("name", "description")
+# Per-trial summaries a table can show: the final (best) validation loss and the steps to reach
+# +10 % / +20 % of it (paper Sec. 4.1, Tables 1-4).
+METRICS = ("final_loss", "steps_10", "steps_20")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+class StudyError(ConfigError):
+    """A study file is malformed or names a bad value; the message says where and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study; `grid()` lists its arms (one dict of TrialConfig fields per configuration)."""
+
+    name: str
+    description: str
+    table: str = ""
+    fixed: dict = field(default_factory=dict)
+    axes: dict = field(default_factory=dict)  # field -> list of values (typed)
+    arms: list = field(default_factory=list)  # list of dicts of fields
+    seeds: list | None = None  # None: the scale's default
+    reference: dict = field(default_factory=dict)
+    metrics: list = field(default_factory=lambda: list(METRICS[:2]))
+    source: str = ""  # the file it was read from
+    lines: dict = field(default_factory=dict, repr=False, compare=False)  # key path -> line, for messages
+
+    def grid(self) -> list[dict]:
+        """Every configuration: each combination of the axes (first axis outermost) with each arm (innermost)."""
+        combos = [dict(zip(self.axes, values)) for values in product(*self.axes.values())]
+        return [{**combo, **arm} for combo in combos for arm in (self.arms or [{}])]
+
+    def swept(self) -> list[str]:
+        """The fields the axes and arms set, axes first, in the order they are written."""
+        out = list(self.axes)
+        for arm in self.arms:
+            out += [k for k in arm if k not in out]
+        return out
+
+    def with_axis(self, name: str, values: list) -> "Study":
+        """The study with axis `name` set to `values` (added last if new); the field leaves `fixed` and
+        the arms, and arms that become identical are merged (first one kept)."""
+        values = [_field_value(self, (f"--grid {name}",), name, v) for v in values]
+        if not values:
+            raise StudyError(f"--grid {name}=: the axis is empty; allowed: one or more comma-separated values")
+        arms = []
+        for arm in self.arms:
+            rest = {k: v for k, v in arm.items() if k != name}
+            if rest not in arms:
+                arms.append(rest)
+        arms = [] if arms == [{}] else arms
+        fixed = {k: v for k, v in self.fixed.items() if k != name}
+        study = dataclasses.replace(self, fixed=fixed, axes={**self.axes, name: values}, arms=arms)
+        _check_grid(study)
+        return study
+
+
+def shipped_names() -> list[str]:
+    """The studies shipped with the package (sweep/studies/<name>.yaml)."""
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
+def load_study(name_or_path: str | Path) -> Study:
+    """A shipped study by name, or a study file by path; raises StudyError on any problem."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml") and not path.exists():
+        if str(name_or_path) not in shipped_names():
+            raise StudyError(f"study {str(name_or_path)!r} is unknown; allowed: a study file (.yaml) or one of "
+                             f"{', '.join(shipped_names())}")
+        path = SHIPPED / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise StudyError(f"study file {path} does not exist; allowed: a readable .yaml file or one of "
+                         f"{', '.join(shipped_names())}")
+    study = parse_study(path.read_text(), str(path))
+    own = SHIPPED / f"{study.name}.yaml"
+    if study.name in shipped_names() and path.resolve() != own.resolve():
+        raise StudyError(f"{path}:{study.lines.get(('name',), '?')}: name={study.name!r} clashes with the shipped "
+                         f"study of that name (same MLflow experiment); allowed: a name other than "
+                         f"{', '.join(shipped_names())}")
+    return study
+
+
+def parse_study(text: str, source: str) -> Study:
+    """A Study from YAML text (read with yaml.safe_load); `source` names the file in messages."""
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise StudyError(f"{where}: malformed YAML ({problem}); allowed: a YAML mapping with keys "
+                         f"{', '.join(KEYS)}") from None
+    partial = Study(name="", description="", source=source, lines=_lines(node) if node is not None else {})
+    if not isinstance(data, dict):
+        raise _error(partial, (), data, f"a YAML mapping with keys {', '.join(KEYS)}", "the file")
+    for key in data:
+        if key not in KEYS:
+            raise _error(partial, (key,), data[key], f"the keys {', '.join(KEYS)}", f"key {key!r} is unknown")
+    for key in REQUIRED:
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise _error(partial, (key,), data.get(key), "a non-empty string", f"{key} is missing or empty")
+    if not NAME.fullmatch(data["name"]):
+        raise _error(partial, ("name",), data["name"], "letters, digits, '-' and '_' (it names folders and the "
+                                                       "MLflow experiment)")
+    table = data.get("table") or ""
+    if not isinstance(table, str):
+        raise _error(partial, ("table",), table, "a string such as 'Table 3'")
+    study = Study(name=data["name"], description=data["description"].strip(), table=table, source=source,
+                  lines=partial.lines)
+    fixed = _fields(study, "fixed", data.get("fixed") or {})
+    axes = {}
+    for name, values in _mapping(study, "axes", data.get("axes") or {}).items():
+        _field_name(study, ("axes", name), name)
+        if not isinstance(values, list) or not values:
+            raise _error(study, ("axes", name), values, "a non-empty list of values, e.g. [0.01, 0.1, 1]",
+                         "the axis is empty" if values == [] else "the axis is not a list")
+        axes[name] = [_field_value(study, ("axes", name, i), name, v) for i, v in enumerate(values)]
+    raw_arms = data.get("arms") or []
+    if not isinstance(raw_arms, list):
+        raise _error(study, ("arms",), raw_arms, "a list of mappings of config fields")
+    arms = [_fields(study, ("arms", i), arm) for i, arm in enumerate(raw_arms)]
+    study = dataclasses.replace(study, fixed=fixed, axes=axes, arms=arms, seeds=_seeds(study, data.get("seeds")),
+                                metrics=_metrics(study, data.get("metrics", list(METRICS[:2]))))
+    study = dataclasses.replace(study, reference=_fields(study, "reference", data.get("reference") or {}))
+    _check_grid(study)
+    return study
+
+
+def _check_grid(study: Study) -> None:
+    """Fields set in two places, duplicate configurations and a reference that matches no arm."""
+    for i, arm in enumerate(study.arms):
+        for name in arm:
+            if name in study.fixed:
+                raise _error(study, ("arms", i, name), arm[name], f"a field not in fixed ({name} is fixed at "
+                             f"{study.fixed[name]!r})", f"{name} is both swept and fixed")
+            if name in study.axes:
+                raise _error(study, ("arms", i, name), arm[name], f"a field that is not an axis ({name} is "
+                             f"swept by axes.{name})", f"{name} is set by both an axis and an arm")
+    for name in study.axes:
+        if name in study.fixed:
+            raise _error(study, ("axes", name), study.axes[name], f"a field not in fixed ({name} is fixed at "
+                         f"{study.fixed[name]!r})", f"{name} is both swept and fixed")
+    seen: dict[tuple, dict] = {}
+    for arm in study.grid():
+        key = tuple(sorted((k, repr(v)) for k, v in arm.items()))
+        if key in seen:
+            where = next((("arms", i) for i, a in enumerate(study.arms) if a.items() <= arm.items()), ("axes",))
+            raise _error(study, where, arm, "each configuration once (repeated axis values or arms)",
+                         "duplicate trials")
+        seen[key] = arm
+    swept = study.swept()
+    for name, value in study.reference.items():
+        if name not in swept:
+            raise _error(study, ("reference", name), value, f"a field the axes or arms sweep: {', '.join(swept)}",
+                         f"reference arm field {name} is not swept")
+    if study.reference and not any(study.reference.items() <= arm.items() for arm in study.grid()):
+        raise _error(study, ("reference",), study.reference, "values of one configuration of the grid, e.g. "
+                     f"{ {k: study.grid()[0][k] for k in study.reference} }", "the reference arm matches no arm")
+
+
+def _error(study: Study, path: tuple | str, value, allowed: str | None, problem: str | None = None) -> StudyError:
+    """One line: file:line: key=value: problem; allowed: ... (the line of the nearest key the parser placed)."""
+    path = (path,) if isinstance(path, str) else tuple(path)
+    line, at = study.lines.get(path), path
+    while line is None and at:
+        at = at[:-1]
+        line = study.lines.get(at)
+    where = f"{study.source}:{line}" if line else study.source
+    text = f"{where}: {_key(path)}={value!r}" + (f": {problem}" if problem else "")
+    return StudyError(text + (f"; allowed: {allowed}" if allowed else ""))
+
+
+def _key(path: tuple) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(path)) \
+        or "(top level)"
+
+
+def _mapping(study: Study, key: str | tuple, value) -> dict:
+    if not isinstance(value, dict):
+        raise _error(study, key, value, "a mapping of config field: value")
+    return value
+
+
+def _field_name(study: Study, path: tuple, name) -> None:
+    if name not in field_names():
+        raise _error(study, path, name, ", ".join(field_names()), f"{name!r} is not a config field")
+    if name == "seed":
+        raise _error(study, path, name, "the study key 'seeds' (or --seeds N)", "seed is not a grid field")
+
+
+def _field_value(study: Study, path: tuple, name: str, value):
+    """The value typed as the field, and in range for it alone (cross-field checks come with the plan)."""
+    if isinstance(value, (dict, list)) or value is None:
+        raise _error(study, path, value, f"one plain value for {name}", "not a single value")
+    known = {f.name: f for f in dataclasses.fields(TrialConfig)}
+    try:
+        typed = parse_value(known[name], value)
+        TrialConfig.from_dict({name: typed})
+    except ConfigError as e:
+        raise _error(study, path, value, None, str(e)) from None
+    return typed
+
+
+def _fields(study: Study, key: str | tuple, value) -> dict:
+    path = (key,) if isinstance(key, str) else tuple(key)
+    out = {}
+    for name, v in _mapping(study, path, value).items():
+        _field_name(study, path + (name,), name)
+        out[name] = _field_value(study, path + (name,), name, v)
+    return out
+
+
+def _seeds(study: Study, value) -> list[int] | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return list(range(value))
+    if (isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                  for s in value) and len(set(value)) == len(value)):
+        return list(value)
+    raise _error(study, ("seeds",), value, "a number N >= 1 (seeds 0..N-1) or a list of distinct seeds >= 0")
+
+
+def _metrics(study: Study, value) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise _error(study, ("metrics",), value, f"a non-empty list of {', '.join(METRICS)}")
+    for i, m in enumerate(value):
+        if m not in METRICS:
+            raise _error(study, ("metrics", i), m, ", ".join(METRICS), "unknown metric")
+    return list(value)
+
+
+def _lines(node, path: tuple = ()) -> dict[tuple, int]:
+    """Key path -> 1-based line of every key and list item in a composed YAML tree."""
+    out = {path: node.start_mark.line + 1} if path else {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = path + (key.value,)
+            out.update(_lines(value, sub))
+            out[sub] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out.update(_lines(item, path + (i,)))
+    return out

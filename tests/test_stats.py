@@ -1,0 +1,138 @@
+"""analysis.stats and the statistical bold / comparison tables on hand-made data whose answers
+are computed here by hand from the formulas (Welch-Satterthwaite, Hedges' J, Holm's step-down,
+and the closed-form Student t distribution for 4 degrees of freedom)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.stats import describe, holm, welch
+from analysis.tables import LAYOUTS, comparison_numbers, mark_best, table_numbers, to_latex, to_text
+
+T975_DF4 = 2.776  # Student t, 97.5 % quantile, 4 degrees of freedom (any printed t table)
+
+
+def p_two_sided_df4(t: float) -> float:
+    """Two-sided p of Student's t with 4 degrees of freedom, closed form of its CDF:
+    F(t) = 1/2 + 3/8 u (1 - t^2 / (12 (1 + t^2/4))), u = t / sqrt(1 + t^2/4)."""
+    x = abs(t)
+    cdf = 0.5 + 3 / 8 * (x / math.sqrt(1 + x * x / 4)) * (1 - x * x / (12 * (1 + x * x / 4)))
+    return 2 * (1 - cdf)
+
+
+def test_clearly_separated_groups_by_hand():
+    w = welch([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    se = math.sqrt(1 / 3 + 1 / 3)  # both sample variances are 1
+    assert w.diff == -3.0 and w.t == pytest.approx(-3 / se) and w.df == pytest.approx(4.0)
+    assert w.p == pytest.approx(p_two_sided_df4(-3 / se), rel=1e-9) and w.p == pytest.approx(0.0213, abs=1e-4)
+    assert (w.ci_low, w.ci_high) == pytest.approx((-3 - T975_DF4 * se, -3 + T975_DF4 * se), abs=1e-3)
+    assert w.g == pytest.approx(-3 * (1 - 3 / (4 * 6 - 9)))  # pooled std 1, J = 1 - 3/15 = 0.8: g = -2.4
+
+
+def test_overlapping_groups_with_unequal_spread_by_hand():
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 5.0]
+    va, vb = 1.6666666667 / 4, 4.5 / 2  # sample variances 5/3 and 4.5 over n
+    t = (2.5 - 3.5) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 1)
+    pooled = math.sqrt((3 * 1.6666666667 + 1 * 4.5) / 4)
+    w = welch(a, b)
+    assert w.t == pytest.approx(t) and w.df == pytest.approx(df) and w.df < 2  # Welch, not pooled (df 4)
+    assert w.g == pytest.approx((1 - 3 / (4 * 6 - 9)) * (-1.0) / pooled)
+    assert w.p > 0.5 and w.ci_low < 0 < w.ci_high  # nothing to tell them apart
+
+
+def test_one_seed_gives_no_test():
+    w = welch([1.0], [2.0, 3.0])
+    assert w.diff == -1.5 and all(math.isnan(v) for v in (w.t, w.df, w.p, w.ci_low, w.ci_high, w.g))
+    assert describe([0.3])[:1] == (0.3,) and math.isnan(describe([0.3])[1]) and describe([0.3])[2] == 1
+
+
+def test_a_diverged_seed_is_left_out():
+    w, clean = welch([1.0, 2.0, 3.0, math.nan], [4.0, 5.0, 6.0, math.inf]), welch([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    assert w == clean and describe([1.0, math.nan, 3.0]) == (2.0, math.sqrt(2.0), 2)
+
+
+def test_no_spread_on_either_side():
+    assert welch([1.0, 1.0], [1.0, 1.0]).p == 1.0 and welch([1.0, 1.0], [2.0, 2.0]).p == 0.0
+
+
+def test_holm_by_hand():
+    # sorted: 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04 -> running max 0.06
+    assert holm([0.04, 0.01, 0.03, math.nan]) == pytest.approx([0.06, 0.03, 0.06, math.nan], nan_ok=True)
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # 0.5 x 2 = 1; 0.9 x 1 = 0.9 < 1: never below an earlier one
+
+
+def _tidy(rows):
+    """A tidy table of the comparison study from (neighbours, mean, std, n) rows: one column."""
+    return pd.DataFrame([{"neighbours": nb, "column": "final_loss", "mean": m, "std": s, "n": n}
+                         for nb, m, s, n in rows])
+
+
+def test_bold_separated_overlapping_holm_and_one_seed():
+    layout = LAYOUTS["comparison"]
+    diff = 3.2 * math.sqrt(2 / 3)  # n = 3, std 1 on both sides: t = 3.2 with df = 4 exactly
+    p = p_two_sided_df4(3.2)
+    assert 0.025 < p < 0.05
+    # one comparison at p ~ 0.033: significant, only the best is bold
+    t = mark_best(_tidy([("none", 1.0, 1.0, 3), ("hard", 1.0 + diff, 1.0, 3)]), layout)
+    assert t.best.tolist() == [True, False] and t.p_vs_best[1] == pytest.approx(p, rel=1e-6)
+    # two such comparisons: Holm doubles the smaller p (> 0.05), so neither is significantly worse
+    t = mark_best(_tidy([("none", 1.0, 1.0, 3), ("hard", 1.0 + diff, 1.0, 3), ("gaussian", 1.0 + diff, 1.0, 3)]),
+                  layout)
+    assert t.best.all() and t.p_vs_best[1] == pytest.approx(2 * p, rel=1e-6)
+    # overlapping: bold together; a std larger than the mean does not earn a lone bold
+    t = mark_best(_tidy([("none", 8.0, 10.0, 3), ("hard", 9.0, 1.0, 3)]), layout)
+    assert t.best.all()
+    # one seed: never bold, and cannot be the best either
+    t = mark_best(_tidy([("none", 0.1, math.nan, 1), ("hard", 9.0, 1.0, 3), ("gaussian", 20.0, 1.0, 3)]), layout)
+    assert t.best.tolist() == [False, True, False]
+
+
+def _summary(losses: dict, steps: dict, codes: dict | None = None) -> pd.DataFrame:
+    """Per-trial summary rows of the comparison study; NaN loss = a diverged seed."""
+    rows = []
+    for nb, values in losses.items():
+        for seed, loss in enumerate(values):
+            rows.append({"run_id": f"{nb}{seed}", "run_name": f"{nb} seed={seed}", "neighbours": nb, "seed": seed,
+                         "final_loss": loss, "steps_10": steps[nb][seed], "steps_20": steps[nb][seed],
+                         "diverged": math.isnan(loss), "collapsed": bool(codes and codes[nb][seed]),
+                         "steps": 300, "scale": "smoke"})
+    return pd.DataFrame(rows)
+
+
+def test_comparison_table_by_hand():
+    s = _summary({"none": [0.4, 0.5, 0.6, math.nan], "hard": [0.1, 0.2, 0.3]},
+                 {"none": [300, 200, 100, 0], "hard": [100, 100, 200]})
+    c = comparison_numbers(s, "comparison").set_index("column")
+    loss = c.loc["final_loss"]
+    se = math.sqrt(0.01 / 3 + 0.01 / 3)
+    assert loss["diff"] == pytest.approx(-0.3) and (loss.n, loss.n_ref) == (3, 3)  # the diverged seed is out
+    assert loss.p == pytest.approx(p_two_sided_df4(-0.3 / se), rel=1e-6)
+    assert (loss.ci_low, loss.ci_high) == pytest.approx((-0.3 - T975_DF4 * se, -0.3 + T975_DF4 * se), abs=1e-3)
+    assert loss.g == pytest.approx(0.8 * -0.3 / 0.1)
+    assert set(c.index) == {"final_loss", "steps_10", "steps_20"} and c.p_holm.max() <= 1
+
+
+def test_collapsed_seeds_are_counted_and_left_out_of_steps():
+    s = _summary({"none": [0.4, 0.5, 0.6], "hard": [0.1, 0.2, 0.3]},
+                 {"none": [20, 200, 100], "hard": [100, 100, 200]},
+                 codes={"none": [True, False, False], "hard": [False, False, False]})
+    t = table_numbers(s, "comparison").set_index(["neighbours", "column"])
+    assert t.loc[("none", "final_loss"), "n"] == 3 and t.loc[("none", "final_loss"), "mean"] == pytest.approx(0.5)
+    assert t.loc[("none", "steps_10"), "n"] == 2 and t.loc[("none", "steps_10"), "mean"] == 150  # not the 20
+    assert t.loc[("none", "steps_10"), "collapsed"] == 1
+    text = to_text(t.reset_index(), s, "comparison")
+    row = next(line for line in text.splitlines() if line.startswith("EMA-VQ"))
+    assert "150 ± 71† *" in row and row.endswith("3/0/1")
+    assert "\\dagger" in to_latex(t.reset_index(), s, "comparison")
+
+
+def test_one_seed_table_has_no_bold_and_says_why():
+    s = _summary({"none": [0.4], "hard": [0.1]}, {"none": [300], "hard": [100]})
+    t = table_numbers(s, "comparison")
+    assert not t.best.any()
+    assert "No bold: fewer than 2 seeds" in to_latex(t, s, "comparison")
+    assert np.isnan(comparison_numbers(s, "comparison").p).all()
