@@ -74,7 +74,8 @@ def read_sweep(sweep_dir: str | Path) -> dict:
     if meta.get("store"):  # the embedded store, relative to the results folder
         meta["tracking_uri"] = f"sqlite:///{results_dir / meta['store']}"
     meta["ray_storage"] = meta.get("ray_storage") or str(sweep_dir)
-    check_store(meta["tracking_uri"], f" (named by {meta_file})")
+    if isinstance(meta.get("tracking_uri"), str):  # a sweep.json without one is refused by its reader
+        check_store(meta["tracking_uri"], f" (named by {meta_file})")
     return meta
 
 
