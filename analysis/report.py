@@ -16,7 +16,6 @@ diverged) enter means, figures and pictures; the others are counted, and a line 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import textwrap
 from pathlib import Path
@@ -27,6 +26,7 @@ from analysis.figures import write_figures
 from analysis.load import load_runs, pooled_runs, write_parquet
 from analysis.pictures import write_pictures
 from analysis.sensitivity import write_sensitivity
+from analysis.store import StoreMissing, read_sweep
 from analysis.summary import RESULT_STATUSES, summarise
 from analysis.tables import (Layout, comparison_latex, comparison_markdown, comparison_numbers, comparison_text,
                              RATIO, SMOOTH, TEXT_WIDTH, table_numbers, to_latex, to_markdown, to_text)
@@ -105,10 +105,11 @@ def outcomes(summary: pd.DataFrame) -> str:
 
 
 def report_sweep(sweep_dir: str | Path) -> str:
-    """Tables and figures of the sweep in sweep_dir (read from its MLflow runs) into that folder."""
-    meta = json.loads((Path(sweep_dir) / "sweep.json").read_text())
+    """Tables and figures of the sweep in sweep_dir (read from its MLflow runs) into that folder.
+    Raises StoreMissing (naming the path) when the folder or its store is not there."""
+    meta = read_sweep(sweep_dir)
     trials, metrics = load_runs(meta["tracking_uri"], meta["study"], meta["parent_run_id"])
-    return write_report(trials, metrics, meta["study"], sweep_dir, meta["tracking_uri"], meta.get("plan"))
+    return write_report(trials, metrics, meta["study"], meta["dir"], meta["tracking_uri"], meta.get("plan"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,14 +123,15 @@ def main(argv: list[str] | None = None) -> int:
                                                              "(refused unless they share one base config)")
     args = p.parse_args(argv)
     if args.sweep_dir:
-        if not (Path(args.sweep_dir) / "sweep.json").exists():
-            p.error(f"{args.sweep_dir} holds no sweep.json")
-        print(report_sweep(args.sweep_dir))
+        try:
+            print(report_sweep(args.sweep_dir))
+        except StoreMissing as e:
+            p.error(str(e))
         print(f"written into {Path(args.sweep_dir).resolve()}")
     elif args.tracking_uri and args.study:
         try:
             trials, metrics, what = pooled_runs(args.tracking_uri, args.study, args.all_sweeps)
-        except ValueError as e:
+        except (ValueError, StoreMissing) as e:
             print(f"python -m analysis.report: error: {e}", file=sys.stderr)  # one line, exit 2
             raise SystemExit(2) from None
         print(f"reading {what}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import json
 import logging
 import os
 import secrets
@@ -23,10 +22,11 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from analysis.report import report_sweep
+from analysis.store import embedded_uri, write_sweep
 from sweep.plan import Plan
 from sweep.progress import Progress
-from sweep.tracking import (MlflowCallback, experiment_id, local_store, mark_unfinished, start_parent_run,
-                            trial_run_name, ui_command)
+from sweep.tracking import (MlflowCallback, experiment_id, mark_unfinished, start_parent_run, trial_run_name,
+                            ui_command)
 from sweep.trainable import run_trial, run_workers_trial, trial_config
 
 EXIT_FAILED, EXIT_OUTAGE = 1, 3  # exit statuses besides 0, 2 (refused) and 128 + signal (stopped)
@@ -197,14 +197,12 @@ def _new_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None, storage:
             break
         except FileExistsError:
             continue
-    artifacts = None
-    if not tracking_uri:
-        tracking_uri, artifacts = local_store(results_dir)
+    tracking_uri = tracking_uri or embedded_uri(results_dir)
     client = MlflowClient(tracking_uri)
-    exp_id = experiment_id(client, plan.study, artifacts)
+    exp_id = experiment_id(client, plan.study, tracking_uri)
     meta = {"name": name, "study": plan.study, "scale": plan.scale, "dir": str(sweep_dir), "base": plan.base,
             "plan": asdict(plan), "tracking_uri": tracking_uri, "experiment_id": exp_id,
             "ray_storage": storage or str(sweep_dir), "ray_name": name if storage else "ray"}
     meta["parent_run_id"] = start_parent_run(client, exp_id, meta)
-    (sweep_dir / "sweep.json").write_text(json.dumps(meta, indent=2))
+    write_sweep(meta)  # paths relative to the results folder, so that it can move
     return meta

@@ -21,6 +21,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from analysis.store import ARTIFACTS, artifact_location, embedded_database
 from models import metrics as M
 from models.build import topography_note
 from sweep.plan import Plan
@@ -28,25 +29,23 @@ from sweep.plan import Plan
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # training-runs view in the UI
 
 
-def local_store(results_dir: Path) -> tuple[str, str]:
-    """(tracking URI, artifact location) of the embedded store inside results_dir."""
-    results_dir = Path(results_dir).resolve()
-    return f"sqlite:///{results_dir / 'mlflow.db'}", (results_dir / "mlartifacts").as_uri()
-
-
 def ui_command(tracking_uri: str) -> str:
     """The command that opens the MLflow UI on this store."""
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {tracking_uri}"
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+    destination = embedded_database(tracking_uri).parent / ARTIFACTS
+    return (f"mlflow ui --backend-store-uri {tracking_uri} --artifacts-destination {destination} "
+            "--host 127.0.0.1 --port 5000")
 
 
-def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    """The id of experiment `name`, created (with the training-runs UI view) if absent."""
+def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    """The id of experiment `name`, created (with the training-runs UI view) if absent; in an
+    embedded store its artifacts go to `mlflow-artifacts:/<name>` (analysis/store.py)."""
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
+    return client.create_experiment(name, artifact_location=artifact_location(tracking_uri, name),
+                                    tags=EXPERIMENT_KIND)
 
 
 def start_parent_run(client: MlflowClient, exp_id: str, sweep: dict) -> str:
