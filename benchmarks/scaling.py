@@ -1,4 +1,5 @@
-"""Scaling benchmark: how the codebook update grows with K, and how a sweep grows with concurrent trials.
+"""Scaling benchmark: how the codebook update and the nearest-code search grow with K, and how a sweep
+grows with concurrent trials.
 
 Run from the repository root:
 
@@ -6,6 +7,7 @@ Run from the repository root:
     python benchmarks/scaling.py --quick          # smoke run on 1 thread, about a minute
     python benchmarks/scaling.py --part update --ks 512 65536 131072
     python benchmarks/scaling.py --part sweep --concurrency 1 2 4 8
+    python benchmarks/scaling.py --part search --ks 512 16384 65536 --ns 1024 16384
 
 It measures, and prints as tables:
 
@@ -30,7 +32,16 @@ It measures, and prints as tables:
      and what one dense K x K float32 matrix would take (K^2 * 4 bytes: 17.2 GB at
      K = 65,536), which KSOM never builds. A calibration row measures a fresh
      (K, 64) float32 tensor, whose true size is known.
-2. Sweep throughput vs concurrent trials: the same small study (default
+2. Nearest-code search vs K and n (Eq. 12): `quantizer.nearest(flat)` for n input
+   vectors of d = 64 (--ns, default 1024, 8192, 16384) and K in --ks (default 512,
+   4096, 16384, 65536), each (K, n) in a fresh subprocess with the same peak-RSS
+   probe as part 1: peak MB of the search, peak MB of a whole training-mode forward
+   of the quantiser (search + codebook update), and ms per search (median of
+   --repeats calls, interleaved with the other search). Beside it, the same for the
+   search of one n x K distance matrix (torch.addmm with the bias ||w_k||^2 broadcast to every row, argmin), which
+   the quantiser used before it searched in chunks: the memory it needs grows with
+   n x K (4.3 GB at n = 16,384, K = 65,536), the chunked search's does not.
+3. Sweep throughput vs concurrent trials: the same small study (default
    "sensitivity": 4 EMA-VQ arms of equal cost) at smoke scale with more steps
    (default 3000 steps, validation every 500), 4 trials per concurrent slot
    (rounded up to whole seeds: 4 arms x c seeds), run by the platform's own code path: sweep.run.make_plan + sweep.execute.run_sweep
@@ -43,9 +54,11 @@ It measures, and prints as tables:
    Tune start-up and the analysis report), each with its speed-up over c = 1; and
    the slot utilisation = summed training time (the trainer's time/train_total_s) /
    (span x c). Ideal: speed-up = c.
-3. Targets, at the largest K: update-only ratio to EMA-VQ <= 2 for each KSOM
-   variant (as benchmarks/step_time.py at K = 16384), and the largest update peak
-   (1st call) at most a tenth of one dense K x K float32 matrix.
+4. Targets, at the largest K: update-only ratio to EMA-VQ <= 2 for each KSOM
+   variant (as benchmarks/step_time.py at K = 16384), the largest update peak
+   (1st call) at most a tenth of one dense K x K float32 matrix; at the largest
+   (K, n) the search's time at most that of the one-matrix search (x 1.1 for
+   noise on a shared machine) and its peak at most a tenth of that one matrix.
 """
 from __future__ import annotations
 
@@ -77,6 +90,9 @@ from step_time import interleaved, print_checks  # noqa: E402
 N_VECTORS, CODE_DIM = 8192, 64
 KS = (512, 2048, 8192, 32768, 65536)
 QUICK_KS = (512, 8192)
+SEARCH_KS, SEARCH_NS = (512, 4096, 16384, 65536), (1024, 8192, 16384)
+QUICK_SEARCH_NS = (1024, 8192)
+SEARCH_TIME_TARGET = 1.1  # chunked / one-matrix search time at the largest (K, n)
 EMA = "EMA-VQ"
 QUANTISERS = {  # display name (TrialConfig.quantizer) -> config fields
     EMA: dict(neighbours="none"),
@@ -97,8 +113,7 @@ def setup(k: int, name: str) -> tuple:
     torch.manual_seed(0)
     quantizer = build_quantizer(TrialConfig(codebook_size=k, code_dim=CODE_DIM, **QUANTISERS[name])).train()
     flat = torch.randn(N_VECTORS, CODE_DIM, generator=torch.Generator().manual_seed(0))
-    # The nearest code in chunks: one (8192, K) distance matrix is 2 GB at K = 65536.
-    indices = torch.cat([quantizer.nearest(chunk) for chunk in flat.split(max(1, (1 << 24) // k))])
+    indices = quantizer.nearest(flat)
     counts = torch.bincount(indices, minlength=k).to(flat.dtype)
     return quantizer, flat, indices, counts
 
@@ -209,7 +224,71 @@ def _bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
-# ---------------------------------------------------------------- 2. sweep throughput
+# ---------------------------------------------------------------- 2. nearest-code search
+
+
+def one_matrix_nearest(weight: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """The search of one n x K distance matrix, for comparison (what the quantiser did before chunking)."""
+    return torch.addmm((weight * weight).sum(1), flat, weight.T, alpha=-2.0).argmin(1)
+
+
+def search_probe(k: int, n: int, repeats: int) -> dict:
+    """In a fresh process: peak bytes and seconds of the chunked and the one-matrix search, peak of a forward.
+    The times are interleaved (chunked, one matrix, chunked, ...); the ratio is the median of per-round ratios."""
+    torch.manual_seed(0)
+    quantizer = build_quantizer(TrialConfig(codebook_size=k, code_dim=CODE_DIM)).train()
+    flat = torch.randn(n, CODE_DIM, generator=torch.Generator().manual_seed(0))
+    searches = {"chunked": lambda: quantizer.nearest(flat),
+                "one matrix": lambda: one_matrix_nearest(quantizer.weight, flat)}
+    out, indices = {}, {}
+    for name, search in searches.items():
+        _reset_peak()
+        before = _status_kb("VmRSS")
+        indices[name] = search()
+        out[name] = {"peak": (_status_kb("VmHWM") - before) * 1024}
+    assert torch.equal(indices["chunked"], indices["one matrix"]), "the searches disagree"
+    times = interleaved(searches, repeats, warmup=1, block_seconds=0.0)
+    for name in searches:
+        out[name]["seconds"] = statistics.median(times[name])
+    out["ratio"] = statistics.median(a / b for a, b in zip(times["chunked"], times["one matrix"]))
+    _reset_peak()
+    before = _status_kb("VmRSS")
+    quantizer(flat)
+    out["forward peak"] = (_status_kb("VmHWM") - before) * 1024
+    return out
+
+
+def measure_searches(ks: list[int], ns: list[int], threads: int, repeats: int) -> dict[tuple[int, int], dict]:
+    """search_probe() for each (K, n) in its own subprocess (glibc told to mmap, as in measure_memory)."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    results = {}
+    for k in ks:
+        for n in ns:
+            done = subprocess.run([sys.executable, __file__, "--probe-search", str(k), str(n), "--threads",
+                                   str(threads), "--repeats", str(repeats)],
+                                  env=env, capture_output=True, text=True, cwd=ROOT)
+            if done.returncode != 0:
+                raise RuntimeError(f"search probe K={k} n={n} failed:\n{done.stderr[-2000:]}")
+            results[k, n] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results
+
+
+def print_searches(results: dict[tuple[int, int], dict], repeats: int) -> None:
+    print(f"2. Nearest-code search (Eq. 12), d={CODE_DIM}: quantizer.nearest(flat) (chunked) beside one n x K "
+          f"matrix; ms = median of {repeats} interleaved calls, ratio = median of the per-round ratios;")
+    print("   peak MB = memory touched beyond what was resident (fresh process); forward = the whole "
+          "training-mode forward of the quantiser (search + update)")
+    print(f"{'K':>6}  {'n':>6}  {'chunked ms':>10}  {'one-matrix ms':>13}  {'ratio':>5}  {'chunked MB':>10}  "
+          f"{'one-matrix MB':>13}  {'forward MB':>10}")
+    for (k, n), r in results.items():
+        c, m = r["chunked"], r["one matrix"]
+        print(f"{k:>6}  {n:>6}  {c['seconds'] * 1e3:>10.1f}  {m['seconds'] * 1e3:>13.1f}  "
+              f"{r['ratio']:>5.2f}  {c['peak'] / MB:>10.1f}  {m['peak'] / MB:>13.1f}  "
+              f"{r['forward peak'] / MB:>10.1f}")
+    print()
+
+
+# ---------------------------------------------------------------- 3. sweep throughput
 
 
 def sweep_rate(concurrency: int, trials_per_slot: int, steps: int, eval_every: int, study: str) -> dict:
@@ -264,7 +343,7 @@ def bench_sweeps(levels: list[int], trials_per_slot: int, steps: int, eval_every
 
 def print_sweeps(results: dict[int, dict], steps: int, eval_every: int, study: str) -> None:
     scale = TrialConfig.from_dict(_smoke_config())
-    print(f"2. Sweep throughput: study {study!r} at {SWEEP_SCALE} scale (width {scale.width}, K={scale.codebook_size}, "
+    print(f"3. Sweep throughput: study {study!r} at {SWEEP_SCALE} scale (width {scale.width}, K={scale.codebook_size}, "
           f"d={scale.code_dim}, batch {scale.batch_size}) with {steps} steps, validation every {eval_every}; "
           "1 CPU per trial")
     print(f"{'at once':>7}  {'trials':>6}  {'span s':>7}  {'trials/h':>8}  {'speed-up':>8}  {'end-to-end s':>12}  "
@@ -289,7 +368,8 @@ def _smoke_config() -> dict:
 # ---------------------------------------------------------------- report
 
 
-def print_targets(times: dict[int, dict[str, list[float]]] | None, memory: dict | str | None) -> None:
+def print_targets(times: dict[int, dict[str, list[float]]] | None, memory: dict | str | None,
+                  searches: dict[tuple[int, int], dict] | None) -> None:
     checks = []
     if times:
         k = max(times)
@@ -299,9 +379,16 @@ def print_targets(times: dict[int, dict[str, list[float]]] | None, memory: dict 
         k = max(memory)
         share = max(memory[k][name]["first"] for name in QUANTISERS) / (k * k * 4)
         checks.append((f"largest update peak / dense KxK bytes, K={k}", share, DENSE_SHARE_TARGET))
+    if searches:
+        k, n = max(searches)
+        c = searches[k, n]["chunked"]
+        checks.append((f"search time chunked / one matrix, K={k}, n={n}", searches[k, n]["ratio"],
+                       SEARCH_TIME_TARGET))
+        checks.append((f"search peak / one n x K matrix's bytes, K={k}, n={n}", c["peak"] / (n * k * 4),
+                       DENSE_SHARE_TARGET))
     if not checks:
         return
-    print_checks(checks)
+    print_checks(checks, "4. Targets")
 
 
 def default_levels() -> list[int]:
@@ -317,8 +404,11 @@ def main() -> None:
                              "keeps a smoke run steady on a shared machine)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: K in {QUICK_KS}, 3 repeats; sweeps of 150-step trials, >= 2 per slot")
-    parser.add_argument("--part", choices=("update", "sweep", "both"), default="both")
-    parser.add_argument("--ks", type=int, nargs="+", help=f"codebook sizes (default: {' '.join(map(str, KS))})")
+    parser.add_argument("--part", choices=("update", "search", "sweep", "all"), default="all")
+    parser.add_argument("--ks", type=int, nargs="+", help=f"codebook sizes (default: {' '.join(map(str, KS))}; "
+                                                          f"for the search {' '.join(map(str, SEARCH_KS))})")
+    parser.add_argument("--ns", type=int, nargs="+",
+                        help=f"vectors per search (default: {' '.join(map(str, SEARCH_NS))})")
     parser.add_argument("--repeats", type=int, help="timed blocks per quantiser (default: 15, or 3 with --quick)")
     parser.add_argument("--concurrency", type=int, nargs="+",
                         help=f"concurrent trials to try (default: {' '.join(map(str, default_levels()))})")
@@ -329,6 +419,7 @@ def main() -> None:
                         help="trials per concurrent slot, rounded up to whole seeds of the study's arms "
                              "(default: 4, or 2 with --quick)")
     parser.add_argument("--probe", nargs=2, metavar=("K", "QUANTISER"), help=argparse.SUPPRESS)  # internal
+    parser.add_argument("--probe-search", nargs=2, type=int, metavar=("K", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.threads = args.threads or (1 if args.quick else os.cpu_count())
     torch.set_num_threads(args.threads)
@@ -336,6 +427,9 @@ def main() -> None:
         print(json.dumps(probe(int(args.probe[0]), args.probe[1])))
         return
     repeats = args.repeats or (3 if args.quick else 15)
+    if args.probe_search:
+        print(json.dumps(search_probe(*args.probe_search, repeats)))
+        return
     warmup = 1 if args.quick else 3
     ks = args.ks or list(QUICK_KS if args.quick else KS)
     levels = args.concurrency or default_levels()
@@ -347,12 +441,18 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}; update time: median of {repeats} interleaved blocks "
           f"after {warmup} warm-up calls\n")
     start = time.perf_counter()
-    times = memory = None
-    if args.part in ("update", "both"):
+    times = memory = searches = None
+    if args.part in ("update", "all"):
         times = bench_updates(ks, repeats, warmup)
         memory = measure_memory(ks, args.threads)
         print_updates(times, memory)
-    if args.part in ("sweep", "both"):
+    if args.part in ("search", "all"):
+        search_repeats = min(repeats, 5)
+        searches = measure_searches(args.ks or list(QUICK_KS if args.quick else SEARCH_KS),
+                                    args.ns or list(QUICK_SEARCH_NS if args.quick else SEARCH_NS), args.threads,
+                                    search_repeats)
+        print_searches(searches, search_repeats)
+    if args.part in ("sweep", "all"):
         print(f"running sweeps at concurrency {', '.join(map(str, levels))} ...", flush=True)
         try:
             sweeps = bench_sweeps(levels, per_slot, steps, eval_every, args.study)
@@ -361,7 +461,7 @@ def main() -> None:
             sys.exit(1)
         print()
         print_sweeps(sweeps, steps, eval_every, args.study)
-    print_targets(times, memory)
+    print_targets(times, memory, searches)
     print(f"\ntotal time {time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.1f} at the end")
 
 

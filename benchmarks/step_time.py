@@ -187,9 +187,9 @@ def print_targets(steps: dict[int, Timings], quantisers: dict[int, dict[str, Tim
     print_checks(checks)
 
 
-def print_checks(checks: list[tuple[str, float, float]]) -> None:
+def print_checks(checks: list[tuple[str, float, float]], heading: str = "3. Targets") -> None:
     """The "Targets" section: one line per (label, measured value, upper bound)."""
-    print("3. Targets")
+    print(heading)
     label_width = max(len(label) for label, _, _ in checks)
     for label, value, target in checks:
         verdict = "met" if value <= target else "NOT met"

@@ -46,6 +46,7 @@ class TrialConfig:
     dataset: str = "photos"  # photos, cifar10/100, or a folder of images: imagefolder, imagenet, celeba_afhq
     data_dir: str = ""
     image_size: int = 32  # side of the square images (paper: 32 for CIFAR, 256 for VQ-VAE-2 data sets)
+    loader_workers: int = 2  # processes decoding an image folder's batches (0: on the training thread)
     # optimisation (SPEC 2)
     batch_size: int = 256
     lr: float = 1e-3
@@ -156,6 +157,7 @@ def _validate(c: TrialConfig):
     _check(c.lr > 0, f"lr={c.lr!r} must be > 0")
     _check(c.grad_clip > 0, f"grad_clip={c.grad_clip!r} must be > 0")
     _check(c.seed >= 0, f"seed={c.seed!r} must be >= 0")
+    _check(c.loader_workers >= 0, f"loader_workers={c.loader_workers!r} must be >= 0 (0 = no loader processes)")
     _check(c.grid_width >= 0, f"grid_width={c.grid_width!r} must be >= 0 (0 = automatic)")
     if c.grid_dim == 2 and c.grid_width:
         _check(c.codebook_size % c.grid_width == 0,

@@ -1,9 +1,9 @@
 """Image data sets: the offline `photos` default, CIFAR-10/100 and folders of images (SPEC section 3).
 
 Every data set becomes an `ImageData`: uint8 training images (a list of photos
-of any size, one (N, 3, H, W) tensor, or `ImageFiles`, a lazy list of files
-decoded per batch), fixed validation images, and the per-channel mean/std of
-the training split. Training batches are random `size` x `size` crops (for
+of any size, one (N, 3, H, W) tensor, or `ImageFiles`, a lazy list of files that
+the trainer decodes in DataLoader processes: models/loader.py), fixed validation
+images, and the per-channel mean/std of the training split. Training batches are random `size` x `size` crops (for
 CIFAR and image folders the crop is the whole image), standardised.
 """
 from __future__ import annotations
@@ -85,23 +85,37 @@ class ImageData:
         x = images * self.std.view(1, 3, 1, 1) + self.mean.view(1, 3, 1, 1)
         return x.round().clamp(0, 255).to(torch.uint8)
 
-    def train_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        """A standardised batch of random crops, drawn with `generator` (deterministic)."""
+    def train_batch(self, batch_size: int, generator: torch.Generator, share: tuple[int, int] = (0, 1)) -> torch.Tensor:
+        """A standardised batch of random crops, drawn with `generator` (deterministic).
+
+        share = (r, W): the same random draws as the whole batch, but only its rows `share_rows`
+        (process r of W in data-parallel training); the W shares stacked are the whole batch.
+        """
+        rows = share_rows(batch_size, share)
         if isinstance(self.train, (torch.Tensor, ImageFiles)):  # whole images, in memory or decoded now
             idx = torch.randint(len(self.train), (batch_size,), generator=generator)
-            return self.normalise(self.train[idx])
+            return self.normalise(self.train[idx[rows]])
         # Pick a photo in proportion to its number of crop positions, then a position.
         positions = torch.tensor([(p.shape[1] - self.size + 1) * (p.shape[2] - self.size + 1) for p in self.train],
                                  dtype=torch.float64)
         which = torch.multinomial(positions, batch_size, replacement=True, generator=generator)
         u = torch.rand(batch_size, 2, generator=generator, dtype=torch.float64)
         crops = []
-        for i, (uy, ux) in zip(which.tolist(), u.tolist()):
+        for i, (uy, ux) in zip(which[rows].tolist(), u[rows].tolist()):
             photo = self.train[i]
             y = int(uy * (photo.shape[1] - self.size + 1))
             x = int(ux * (photo.shape[2] - self.size + 1))
             crops.append(photo[:, y:y + self.size, x:x + self.size])
         return self.normalise(torch.stack(crops))
+
+
+def share_rows(batch_size: int, share: tuple[int, int]) -> slice:
+    """Rows r*B/W ... (r+1)*B/W - 1 of a batch of B: process r's share of W (B must divide by W)."""
+    rank, world = share
+    if batch_size % world or not 0 <= rank < world:
+        raise ValueError(f"share {share} of batch_size={batch_size}: allowed ranks 0..W-1 and W dividing the batch")
+    size = batch_size // world
+    return slice(rank * size, (rank + 1) * size)
 
 
 def load_data(name: str, data_dir: str | Path = "", size: int = 32, download: bool = True) -> ImageData:

@@ -14,6 +14,12 @@ Shape contract: inputs (..., d) -> quantised (..., d), indices (...).
 
 In training mode every forward also updates the codebook (no gradients reach
 it); in eval mode the codebook is frozen.
+
+Data parallel training: when a torch.distributed process group of more than one
+process is initialised, the training update sums the per-code counts c_k and sums
+S_k over all processes (all_reduce) before Eqs. 19-21, so every process holds the
+same codebook, the one a single process would compute from the whole batch.
+Alone (no process group, or one process) nothing is exchanged.
 """
 from __future__ import annotations
 
@@ -21,18 +27,30 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from models.neighbourhood import Neighbourhood
 
 
+# Bytes of distances the nearest-code search holds at once: 4096 x 4096 float32 scores. Smaller tiles fit
+# the cache better on an idle CPU, but each is a few more kernel calls, which costs more than it saves on a
+# loaded machine (benchmarks/scaling.py).
+SEARCH_BUDGET = 64 * 2**20
+
+
+def data_parallel() -> bool:
+    """Whether this process trains with others: a torch.distributed group of more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 class QuantizerOutput(NamedTuple):
     quantized: torch.Tensor  # straight-through output, same shape as the input
     indices: torch.Tensor  # k*_i (Eq. 12), the input's shape without the last dim
     commitment_loss: torch.Tensor  # mean ||sg(w_k*) - e||^2 per element (Eq. 15 without alpha)
-    perplexity: torch.Tensor  # exp(-sum_k p_k log p_k) of this batch (Appendix B.1)
-    codes_used: torch.Tensor  # number of distinct codes in this batch
+    perplexity: torch.Tensor  # exp(-sum_k p_k log p_k) of this batch (Appendix B.1; training: of all processes' batches)
+    codes_used: torch.Tensor  # number of distinct codes in this batch (training: in all processes' batches)
 
 
 class KohonenQuantizer(nn.Module):
@@ -49,11 +67,14 @@ class KohonenQuantizer(nn.Module):
         decay: gamma = 1 - beta of the EMAs.
         eps: additive (Laplace) smoothing of the counts.
         gaussian_form: "paper" (Eq. 5) or "released" (the authors' code).
+        search_budget: bytes of the distance block the nearest-code search (Eq. 12) holds at
+            once; the search runs in chunks of rows of that size, so its memory does not grow with
+            the number of input vectors.
     """
 
     def __init__(self, codebook_size: int, dim: int, neighbours: str = "none", grid: tuple[int, ...] | None = None,
                  tau: float = 0.1, n0: int = 1, update_empty: bool = True, decay: float = 0.99,
-                 eps: float = 1e-5, gaussian_form: str = "paper"):
+                 eps: float = 1e-5, gaussian_form: str = "paper", search_budget: int = SEARCH_BUDGET):
         super().__init__()
         grid = tuple(grid) if grid is not None else (codebook_size,)
         if codebook_size < 1 or dim < 1:
@@ -67,9 +88,12 @@ class KohonenQuantizer(nn.Module):
             raise ValueError(f"decay={decay!r} must be in (0, 1)")
         if not eps > 0:
             raise ValueError(f"eps={eps!r} must be > 0")
+        if search_budget < 1:
+            raise ValueError(f"search_budget={search_budget!r} must be >= 1 byte")
         self.codebook_size, self.dim = codebook_size, dim
         self.neighbourhood = Neighbourhood(neighbours, grid, tau, gaussian_form)
         self.update_empty, self.decay, self.eps = update_empty, decay, eps
+        self.search_budget = search_budget
 
         w = torch.randn(codebook_size, dim)
         self.register_buffer("weight", w)  # w_k: the codebook
@@ -90,7 +114,7 @@ class KohonenQuantizer(nn.Module):
             quantized = self.weight[indices]  # the codebook before this step's update
             counts = torch.bincount(indices, minlength=self.codebook_size).to(flat.dtype)
             if self.training:
-                self.update(flat.detach(), indices, counts)
+                counts = self.update(flat.detach(), indices, counts)
             p = counts / counts.sum()
             perplexity = torch.exp(-torch.special.xlogy(p, p).sum())
             codes_used = (counts > 0).sum()
@@ -100,17 +124,48 @@ class KohonenQuantizer(nn.Module):
         return QuantizerOutput(straight_through, indices.view(inputs.shape[:-1]), commitment, perplexity, codes_used)
 
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
-        """k* = argmin_k ||e - w_k||^2 (Eq. 12) for each row of flat (n, d)."""
+        """k* = argmin_k ||e - w_k||^2 (Eq. 12) for each row of flat (n, d).
+
+        ||e||^2 is the same for every k, so k* = argmin_k ||w_k||^2 - 2 e.w_k (ties: the lowest k).
+        The scores are computed in tiles of rows x codes of about `search_budget` bytes, the bias
+        ||w_k||^2 added in place (no copy of it per row), keeping each row's best code so far:
+        memory does not grow with n or K, and the tiles stay in cache.
+        """
         w = self.weight
-        dist = torch.addmm((w * w).sum(1), flat, w.T, alpha=-2.0)  # ||e||^2 is the same for all k
-        return dist.argmin(1)
+        minus_2w, norms = -2.0 * w, (w * w).sum(1)
+        per_score = flat.element_size()
+        cols = min(self.codebook_size, max(1, math.isqrt(self.search_budget // per_score)))
+        rows = max(1, self.search_budget // (per_score * cols))
+        indices = torch.empty(len(flat), dtype=torch.long, device=flat.device)
+        for r in range(0, len(flat), rows):
+            chunk = flat[r:r + rows]
+            if cols == self.codebook_size:  # all codes in one tile (K up to 4096 by default)
+                indices[r:r + rows] = (chunk @ minus_2w.T).add_(norms).argmin(1)
+                continue
+            best, best_k = None, None
+            for c in range(0, self.codebook_size, cols):
+                score, k = (chunk @ minus_2w[c:c + cols].T).add_(norms[c:c + cols]).min(1)
+                if best is None:
+                    best, best_k = score, k
+                else:  # strictly better only: an earlier (lower) k wins a tie
+                    better = score < best
+                    best, best_k = torch.where(better, score, best), torch.where(better, k + c, best_k)
+            indices[r:r + rows] = best_k
+        return indices
 
     @torch.no_grad()
-    def update(self, flat: torch.Tensor, indices: torch.Tensor, counts: torch.Tensor) -> None:
-        """One online mini-batch KSOM step (Eqs. 19-21); with A = I it is EMA-VQ (Eqs. 16-18)."""
+    def update(self, flat: torch.Tensor, indices: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """One online mini-batch KSOM step (Eqs. 19-21); with A = I it is EMA-VQ (Eqs. 16-18).
+
+        Returns the counts c_k the step used: this batch's, or, in data-parallel training, the sum
+        over all processes' batches.
+        """
         sums = torch.zeros_like(self.ema_sum).index_add_(0, indices, flat)  # sum_{i in C_k} e_i
+        stats = torch.cat([counts[:, None], sums], 1)
+        if data_parallel():  # c_k and S_k of the whole batch: every process then makes the same update
+            dist.all_reduce(stats)
         # Spread counts and sums together: s = A^T c (Eq. 20), M = A^T S (Eq. 19).
-        spread = self.neighbourhood.spread(torch.cat([counts[:, None], sums], 1), int(self.step))
+        spread = self.neighbourhood.spread(stats, int(self.step))
         s, m = spread[:, 0], spread[:, 1:]
         g = self.decay
         count = g * self.ema_count + (1 - g) * s
@@ -130,6 +185,7 @@ class KohonenQuantizer(nn.Module):
             self.ema_sum.copy_(torch.where(hit[:, None], ema_sum, self.ema_sum))
             self.weight.copy_(torch.where(hit[:, None], ema_sum / count[:, None], self.weight))
         self.step += 1
+        return stats[:, 0]
 
     def embed(self, indices: torch.Tensor) -> torch.Tensor:
         """w_k for each index: (...) -> (..., d)."""

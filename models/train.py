@@ -1,14 +1,25 @@
 """The one shared trainer: every trial of every study runs `train(config, ...)`.
 
-It knows nothing of Ray or MLflow: it calls `report(step, metrics)` after each
-validation (metric names from models/metrics.py) and `checkpoint(step, state)` right
-after, and continues from a `resume` state it is given. After the last validation it
-also measures the trained model's topography (models/topography.py): the offset losses
-and smoothness ratios join that report as summaries, with the best validation loss and
-the total times; the pictures (uint8 tensors) go into that checkpoint's state under
-"pictures". A NaN/inf loss ends the trial with status "diverged" (a report of what was
-measured at that step, no checkpoint). Loss (Eq. 15 with per-element means, as the public
-implementations): MSE(x_hat, x) on standardised images + alpha * commitment.
+It knows nothing of Ray or MLflow: after each validation it calls
+`report(step, metrics, state)` once, with the metrics (names from models/metrics.py)
+and the state to checkpoint, and it continues from a `resume` state it is given.
+After the last validation it also measures the trained model's topography
+(models/topography.py): the offset losses and smoothness ratios join that report as
+summaries, with the best validation loss and the total times; the pictures (uint8
+tensors) go into that state under "pictures". A NaN/inf loss ends the trial with
+status "diverged": a report of what was measured at that step with state None. Loss
+(Eq. 15 with per-element means, as the public implementations): MSE(x_hat, x) on
+standardised images + alpha * commitment.
+
+Data parallel: called in each process of an initialised torch.distributed group
+of W processes, every process draws the same batch indices and trains on its
+own W-th of each batch (rank r takes rows r*B/W ... (r+1)*B/W - 1), the networks
+are wrapped in DistributedDataParallel (gradients averaged) and the quantisers
+sum their codebook statistics over the processes (models/quantizer.py): every
+process then holds the same model as one process trained on the whole batch.
+The training losses are averaged over the processes at every step, so all of
+them take the same decisions; each process validates the (identical) model and
+reports the same metrics and state; the caller checkpoints rank 0's.
 
 Run one trial by hand:  python -m models.train steps=300 neighbours=hard
 """
@@ -21,16 +32,18 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from models import metrics as M
 from models import topography
 from models.build import build_model
 from models.config import ConfigError, TrialConfig
-from models.data import ImageData, load_data
+from models.data import ImageData, ImageFiles, load_data
+from models.loader import image_batches
 
-Report = Callable[[int, dict], None]
-Checkpoint = Callable[[int, dict], None]
+Report = Callable[[int, dict, "dict | None"], None]  # (step, metrics, state to checkpoint; None: diverged)
 
 
 @dataclass
@@ -70,21 +83,26 @@ def evaluate(model: torch.nn.Module, data: ImageData, images: torch.Tensor, batc
     return metrics
 
 
-def train(cfg: TrialConfig, report: Report | None = None, checkpoint: Checkpoint | None = None,
-          resume: dict | None = None, data: ImageData | None = None,
+def train(cfg: TrialConfig, report: Report | None = None, resume: dict | None = None, data: ImageData | None = None,
           device: torch.device | str | None = None) -> TrainResult:
     """Train cfg's model on cfg's data for cfg.steps steps, validating every cfg.eval_every.
 
     Deterministic on CPU for a given cfg.seed; a resumed run continues exactly as
     the uninterrupted one. A NaN/inf loss stops the run with status "diverged"
-    (its last report holds what was measured at that step). `device` defaults to the first GPU if any.
-    The state given to `checkpoint` holds the live tensors: save it before returning.
+    (its last report holds what was measured at that step, and no state). `device` defaults to the first
+    GPU if any. The state given to `report` holds the live tensors: save it before returning. Image
+    folders are decoded by cfg.loader_workers DataLoader processes (models/loader.py).
     """
-    report = report or (lambda step, metrics: None)
+    report = report or (lambda step, metrics, state: None)
     data = data or load_data(cfg.dataset, cfg.data_dir, cfg.image_size)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} does not split evenly over {world} processes")
     torch.manual_seed(cfg.seed)
     device = torch.device(device) if device is not None else default_device()
     model = build_model(cfg).to(device)
+    # The quantisers keep their buffers equal by all-reducing their statistics: no buffer broadcast.
+    net = DistributedDataParallel(model, forward_sync_buffers=False) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(cfg.seed)
     step, best, train_time, eval_time = 0, math.inf, 0.0, 0.0  # total seconds in steps / in validation
@@ -95,16 +113,31 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint: Checkpoint
         step, best, train_time = resume["step"], resume["best_val_loss"], resume["train_time"]
         eval_time = resume["eval_time"]
 
+    share = (rank, world)
+    if isinstance(data.train, ImageFiles):  # decoded in loader processes; batch i depends on (seed, i) only
+        batches = image_batches(data.train, cfg.batch_size, cfg.seed, step, share, cfg.loader_workers,
+                                pin_memory=device.type == "cuda")
+
+        def next_batch():
+            return data.normalise(next(batches).to(device, non_blocking=True))
+    else:
+        def next_batch():
+            return data.train_batch(cfg.batch_size, generator, share).to(device, non_blocking=True)
+
     model.train()
     window, interval_train = _Window(), 0.0  # since the last validation
     while step < cfg.steps:
         start = time.perf_counter()
-        x = data.train_batch(cfg.batch_size, generator).to(device, non_blocking=True)
-        out = model(x)
+        x = next_batch()
+        out = net(x)
         recon = F.mse_loss(out.recon, x)
         loss = recon + cfg.commitment * out.commitment_loss
-        if not torch.isfinite(loss):
-            report(step + 1, {M.TRAIN_LOSS: recon.item()})
+        losses = torch.stack([recon.detach(), out.commitment_loss.detach()])
+        if world > 1:  # the whole batch's means (equal shares), so every process takes the same decisions
+            dist.all_reduce(losses)
+            losses /= world
+        if not torch.isfinite(losses).all():
+            report(step + 1, {M.TRAIN_LOSS: losses[0].item()}, None)
             return TrainResult(M.DIVERGED, step + 1, _finite_or_nan(best))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -112,7 +145,7 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint: Checkpoint
         optimizer.step()
         step += 1
         interval_train += time.perf_counter() - start
-        window.add(recon.item(), out.commitment_loss.item(), out.levels)
+        window.add(losses[0].item(), losses[1].item(), out.levels)
 
         if step % cfg.eval_every == 0 or step == cfg.steps:
             start = time.perf_counter()
@@ -120,7 +153,7 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint: Checkpoint
                        M.TIME_TRAIN: interval_train}
             train_time += interval_train
             if not math.isfinite(metrics[M.VAL_LOSS]):
-                report(step, metrics)
+                report(step, metrics, None)
                 return TrainResult(M.DIVERGED, step, _finite_or_nan(best))
             best = min(best, metrics[M.VAL_LOSS])
             pictures = {}
@@ -132,13 +165,12 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint: Checkpoint
             eval_time += metrics[M.TIME_VAL]
             if step == cfg.steps:  # the trial's summaries (models/metrics.py)
                 metrics.update({M.VAL_BEST_LOSS: best, M.TIME_TRAIN_TOTAL: train_time, M.TIME_VAL_TOTAL: eval_time})
-            report(step, metrics)
+            # The step is also the image-folder loader's position (models/loader.py).
+            report(step, metrics, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "generator": generator.get_state(), "step": step, "best_val_loss": best,
+                                   "train_time": train_time, "eval_time": eval_time, "config": cfg.to_params(),
+                                   "pictures": pictures})
             window, interval_train = _Window(), 0.0
-            if checkpoint is not None:
-                checkpoint(step, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                  "generator": generator.get_state(), "step": step, "best_val_loss": best,
-                                  "train_time": train_time, "eval_time": eval_time, "config": cfg.to_params(),
-                                  "pictures": pictures})
     return TrainResult(M.FINISHED, step, _finite_or_nan(best))
 
 
@@ -178,7 +210,7 @@ def main(argv: list[str]) -> int:
         return 2
     print(f"training {cfg.quantizer} on {cfg.dataset}: {cfg.to_params()}", flush=True)
 
-    def show(step, m):
+    def show(step, m, state):
         perplexity = "  ".join(f"{M.column(k)} {v:.1f}" for k, v in m.items() if k.startswith(M.val_perplexity("")))
         print(f"step {step:6d}  train {m.get(M.TRAIN_LOSS, math.nan):.4f}  val {m.get(M.VAL_LOSS, math.nan):.4f}  "
               f"{perplexity}", flush=True)

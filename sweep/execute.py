@@ -26,7 +26,7 @@ from sweep.plan import Plan
 from sweep.progress import Progress
 from sweep.tracking import (MlflowCallback, experiment_id, local_store, mark_unfinished, start_parent_run,
                             trial_run_name, ui_command)
-from sweep.trainable import run_trial, trial_config
+from sweep.trainable import run_trial, run_workers_trial, trial_config
 
 EXIT_FAILED, EXIT_OUTAGE = 1, 3  # exit statuses besides 0, 2 (refused) and 128 + signal (stopped)
 
@@ -95,7 +95,7 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
     except Exception as e:  # noqa: BLE001 - the tracking store failed before any trial started
         raise SweepEnded(f"error: {_what_failed(e, meta['tracking_uri'])}; nothing ran; resume with: "
                          f"python -m sweep.run --resume {sweep_dir}", EXIT_OUTAGE) from None
-    trainable = tune.with_resources(run_trial, {"cpu": plan.cpus, "gpu": plan.gpus})
+    trainable = _trainable(plan, meta)
     if resume is None:
         n_trials = len(plan.arms) * len(plan.seeds)
         callbacks = [MlflowCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
@@ -141,6 +141,18 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
                          EXIT_FAILED)
     client.set_terminated(meta["parent_run_id"], "FINISHED")
     return sweep_dir
+
+
+def _trainable(plan: Plan, meta: dict):
+    """One process per trial in Tune's own trial actor, or a Ray Train run of plan.workers processes whose
+    workers hold the trial's CPUs and GPUs (the Tune trial that drives them holds only a token 1 MiB of
+    Ray's memory resource: Tune refuses an empty request, and any CPU share would break whole-CPU packing)."""
+    if plan.workers == 1:
+        return tune.with_resources(run_trial, {"cpu": plan.cpus, "gpu": plan.gpus})
+    storage = f"{meta['ray_storage'].rstrip('/')}/{meta['ray_name']}"
+    driver = tune.with_parameters(run_workers_trial, storage=storage, workers=plan.workers, cpus=plan.cpus,
+                                  gpus=plan.gpus)
+    return tune.with_resources(driver, {"memory": 2**20})
 
 
 def _causes(e: BaseException):

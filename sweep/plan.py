@@ -24,8 +24,9 @@ class Plan:
     base: dict  # TrialConfig fields shared by all trials
     arms: list[dict]  # per-arm TrialConfig fields
     seeds: list[int]
-    cpus: float  # per trial
-    gpus: float  # per trial
+    cpus: float  # per trial (shared evenly by its workers)
+    gpus: float  # per trial (shared evenly by its workers)
+    workers: int = 1  # processes per trial (data parallel, Ray Train); 1 = the trial in the Tune trial's process
     # What the analysis needs to know of the study (defaults: sweeps planned before studies were files).
     swept: list[str] = field(default_factory=list)  # fields that differ between arms, outermost first
     reference: dict = field(default_factory=dict)  # the arm others are compared with (within the other axes)
@@ -40,11 +41,13 @@ class Plan:
 
 
 def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = None, overrides: dict | None = None,
-              cpus: float | None = None, gpus: float | None = None, grid: dict | None = None) -> Plan:
+              cpus: float | None = None, gpus: float | None = None, grid: dict | None = None,
+              workers: int | None = None) -> Plan:
     """A validated plan of `study` (a shipped name, a YAML path or a Study) at `scale`.
 
     overrides: field -> value for every trial (not for a swept field); grid: field -> values,
-    an axis added to the study or replacing one. Any problem raises ConfigError before anything starts.
+    an axis added to the study or replacing one; cpus, gpus, workers: per trial (None: the scale's).
+    Any problem raises ConfigError before anything starts.
     """
     study = study if isinstance(study, Study) else load_study(study)
     for name, values in (grid or {}).items():
@@ -56,7 +59,8 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
     overrides = dict(overrides or {})
     if "seed" in overrides:
         raise ConfigError("seed cannot be set with --set; use --seeds N (seeds 0..N-1)")
-    config, default_seeds = sc.settings(overrides.get("dataset") or study.fixed.get("dataset"))
+    dataset = overrides.get("dataset") or study.fixed.get("dataset")
+    config, default_seeds = sc.settings(dataset)
     base = TrialConfig.from_dict({**config, **study.fixed, **overrides}).to_params()  # validates the types
     base.pop("seed")
     swept = study.swept()
@@ -70,9 +74,13 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
         seed_list = list(range(seeds))
     else:
         seed_list = study.seeds or list(range(default_seeds))
-    cpus, gpus = sc.cpus if cpus is None else cpus, sc.gpus if gpus is None else gpus
+    default_cpus, default_gpus = sc.resources(dataset)
+    cpus, gpus = default_cpus if cpus is None else cpus, default_gpus if gpus is None else gpus
     if cpus <= 0 or gpus < 0:
         raise ConfigError(f"--cpus-per-trial {cpus} must be > 0 and --gpus-per-trial {gpus} >= 0")
+    workers = sc.workers if workers is None else workers
+    if workers < 1:
+        raise ConfigError(f"--workers-per-trial {workers} must be >= 1")
     arms = study.grid()
     try:
         configs = [TrialConfig.from_dict({**base, **arm}) for arm in arms]
@@ -81,8 +89,11 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
     for cfg in configs:
         if cfg.dataset != "photos" and not cfg.data_dir:
             raise ConfigError(f"dataset={cfg.dataset} needs --data-dir (a folder that holds or will receive it)")
+        if cfg.batch_size % workers:
+            raise ConfigError(f"batch_size={cfg.batch_size} does not split over --workers-per-trial {workers}; "
+                              f"allowed: a batch size divisible by {workers}")
     values = {name: {repr(getattr(c, name)) for c in configs} for name in swept}
-    return Plan(study.name, scale, base, arms, seed_list, cpus, gpus,
+    return Plan(study.name, scale, base, arms, seed_list, cpus, gpus, workers,
                 swept=[n for n in swept if n in study.axes or len(values[n]) > 1],
                 reference=dict(study.reference), metrics=list(study.metrics), table=study.table,
                 description=study.description, source=study.source)

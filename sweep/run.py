@@ -51,7 +51,12 @@ def parser() -> argparse.ArgumentParser:
                                      "multi-node clusters; default: the sweep folder")
     p.add_argument("--address", help="Ray cluster address (default: a running cluster on this node, else local)")
     p.add_argument("--cpus-per-trial", type=float, help="default from the scale")
-    p.add_argument("--gpus-per-trial", type=float, help="default from the scale")
+    p.add_argument("--gpus-per-trial", type=float,
+                   help="default from the scale; a fraction (e.g. 0.25) packs several trials on one GPU")
+    p.add_argument("--workers-per-trial", type=int,
+                   help="processes per trial, each training on its share of every batch (Ray Train, "
+                        "DistributedDataParallel, codebook statistics summed); the trial's CPUs and GPUs are "
+                        "shared evenly among them; default from the scale (1)")
     p.add_argument("--max-concurrent", type=int, default=0, help="cap on trials at once (default: as resources allow)")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a trial after an infrastructure fault")
     p.add_argument("--resume", metavar="SWEEP_DIR", help="continue a killed sweep from its folder")
@@ -66,7 +71,7 @@ def plan_from_args(args) -> Plan:
     if args.data_dir:
         overrides["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
     return make_plan(args.study, args.scale, args.seeds, overrides, args.cpus_per_trial, args.gpus_per_trial,
-                     grid=parse_grid(args.grid))
+                     grid=parse_grid(args.grid), workers=args.workers_per_trial)
 
 
 SWEEP_KEYS = ("dir", "study", "plan", "tracking_uri", "experiment_id", "parent_run_id", "ray_storage", "ray_name")
@@ -94,13 +99,14 @@ def resume_plan(args) -> tuple[Plan, dict]:
     """The stored plan of the sweep in args.resume; a different grid on the command line is refused."""
     stored, meta = read_sweep_json(Path(args.resume).expanduser().resolve())
     grid_options = (args.study, args.scale, args.seeds, args.set, args.grid, args.dataset, args.data_dir,
-                    args.cpus_per_trial, args.gpus_per_trial)
+                    args.cpus_per_trial, args.gpus_per_trial, args.workers_per_trial)
     if any(option for option in grid_options):
         own_file = stored.study not in shipped_names() and stored.source
         args.study, args.scale = args.study or (stored.source if own_file else stored.study), args.scale or stored.scale
         asked = plan_from_args(args)
         if _grid(asked) != _grid(stored):
-            diff = {k: (getattr(stored, k), getattr(asked, k)) for k in ("scale", "base", "arms", "seeds", "cpus", "gpus")
+            diff = {k: (getattr(stored, k), getattr(asked, k))
+                    for k in ("scale", "base", "arms", "seeds", "cpus", "gpus", "workers")
                     if getattr(stored, k) != getattr(asked, k)}
             raise ConfigError(f"--resume {args.resume} ran a different grid; stored vs asked: {diff}. "
                               "Resume with the same options, or with --resume alone")
@@ -108,8 +114,8 @@ def resume_plan(args) -> tuple[Plan, dict]:
 
 
 def _grid(plan: Plan) -> tuple:
-    """What a resume must keep: every trial's config and the resources per trial."""
-    return [cfg.to_params() for cfg in plan.trials()], plan.cpus, plan.gpus
+    """What a resume must keep: every trial's config and the resources and processes per trial."""
+    return [cfg.to_params() for cfg in plan.trials()], plan.cpus, plan.gpus, plan.workers
 
 
 def refuse(message: str):
@@ -141,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         refuse(str(e))
     if args.dry_run:
         print(f"{plan.study} at {plan.scale} scale: {len(trials)} trials "
-              f"({len(plan.arms)} arms x {len(plan.seeds)} seeds), {plan.cpus:g} CPU / {plan.gpus:g} GPU each")
+              f"({len(plan.arms)} arms x {len(plan.seeds)} seeds), {plan.cpus:g} CPU / {plan.gpus:g} GPU each"
+              + (f" shared by {plan.workers} workers" if plan.workers > 1 else ""))
         for cfg in trials:
             print("  " + " ".join(f"{k}={cfg.to_params()[k]}" for k in sorted(set().union(*plan.arms) | {"seed"})))
         return 0

@@ -18,8 +18,10 @@ class Scale:
     config: dict  # TrialConfig fields
     seeds: int
     cpus: float  # per trial
-    gpus: float  # per trial
+    gpus: float  # per trial (a fraction packs several trials on one GPU)
+    workers: int = 1  # processes per trial (data parallel)
     datasets: dict = field(default_factory=dict)  # data set -> (fields that differ from config, seeds)
+    dataset_resources: dict = field(default_factory=dict)  # data set -> (CPUs, GPUs) per trial where not the above
 
     def settings(self, dataset: str | None) -> tuple[dict, int]:
         """(TrialConfig fields, default seeds) of this scale for `dataset` (None: the scale's own)."""
@@ -27,9 +29,21 @@ class Scale:
         fields, seeds = self.datasets.get(dataset, ({}, self.seeds))
         return {**self.config, "dataset": dataset, **fields}, seeds
 
+    def resources(self, dataset: str | None) -> tuple[float, float]:
+        """(CPUs, GPUs) per trial of this scale for `dataset` (None: the scale's own)."""
+        return self.dataset_resources.get(dataset or self.config["dataset"], (self.cpus, self.gpus))
 
-# The paper's VQ-VAE-2 experiments (Appendix A): 256 x 256 images, 5 seeds.
+
+# The paper's VQ-VAE-2 experiments (Appendix A): 256 x 256 images, 5 seeds; a whole GPU and 4 CPUs
+# each (2 of them decode the image folder: models/loader.py).
 PAPER_VQVAE2 = (dict(model="vqvae2", image_size=256, batch_size=128, lr=3e-4), 5)
+PAPER_VQVAE2_RESOURCES = (4, 1)
+# The CIFAR VQ-VAE (width 128, batch 256) uses a small part of a GPU: 0.26 GFLOP per image forward and
+# backward (torch.utils.flop_counter), so 67 GFLOP per step, about 2 ms at 30 TFLOP/s sustained; about
+# 0.23 GB of saved activations and 0.01 GB of weights and AdamW moments. Its small 32 x 32 kernels leave
+# most of a modern GPU idle, so four trials share one (each under 1 GB with its CUDA context), each with
+# 1 CPU (CIFAR is held in memory): four trials per 4-vCPU, 1-GPU node.
+PAPER_CIFAR_RESOURCES = (1, 0.25)
 
 
 SCALES = {s.name: s for s in [
@@ -39,10 +53,14 @@ SCALES = {s.name: s for s in [
     Scale("cpu", "minutes on a laptop CPU (the default without a GPU)",
           dict(dataset="photos", width=32, codebook_size=512, code_dim=64, batch_size=32, lr=1e-3,
                steps=800, eval_every=50), seeds=3, cpus=1, gpus=0),
-    Scale("paper", "the paper's settings (Appendix A), one GPU per trial: CIFAR VQ-VAE, or VQ-VAE-2 on image folders",
+    Scale("paper", "the paper's settings (Appendix A): CIFAR VQ-VAE, four trials per GPU, or VQ-VAE-2 on image "
+                   "folders, one GPU per trial",
           dict(dataset="cifar10", model="vqvae", image_size=32, width=128, codebook_size=512, code_dim=64,
-               batch_size=256, lr=1e-3, steps=30_000, eval_every=1_000), seeds=10, cpus=4, gpus=1,
-          datasets={"imagenet": PAPER_VQVAE2, "celeba_afhq": PAPER_VQVAE2, "imagefolder": PAPER_VQVAE2}),
+               batch_size=256, lr=1e-3, steps=30_000, eval_every=1_000), seeds=10,
+          cpus=PAPER_CIFAR_RESOURCES[0], gpus=PAPER_CIFAR_RESOURCES[1],
+          datasets={"imagenet": PAPER_VQVAE2, "celeba_afhq": PAPER_VQVAE2, "imagefolder": PAPER_VQVAE2},
+          dataset_resources={"imagenet": PAPER_VQVAE2_RESOURCES, "celeba_afhq": PAPER_VQVAE2_RESOURCES,
+                             "imagefolder": PAPER_VQVAE2_RESOURCES}),
 ]}
 
 

@@ -1,12 +1,24 @@
-"""The Ray Tune trainable: one trial = one run of the shared trainer.
+"""The Ray Tune trainables: one trial = one run of the shared trainer, on one process or several.
 
 Ray's trial config is {"base": {...}, "arm": {...}, "seed": int}; the trial's
 TrialConfig is base <- arm <- seed. Each validation is reported to Tune as
-{"step", "node_id", "metrics"} together with a checkpoint (model, optimiser,
-quantiser buffers, data-sampler state), from which a restarted trial continues;
-the last checkpoint also holds the trial's topography pictures as PNG files.
-A divergence is reported as {"step", "node_id", "metrics", "status": "diverged"},
-with no checkpoint.
+{"step", "node_id", "gpu_ids", "metrics"} together with a checkpoint (model, optimiser,
+quantiser buffers, data-sampler position) in one report: the trainer's single
+report(step, metrics, state) event. A restarted trial continues from its last
+checkpoint; the last checkpoint also holds the trial's topography pictures as PNG files.
+A divergence (the trainer's report with no state) is reported as {"step", "node_id",
+"metrics", "status": "diverged"}, with no checkpoint.
+
+- `run_trial`: the trial in the Tune trial's own process.
+- `run_workers_trial`: the trial as a Ray Train TorchTrainer of N worker processes
+  (data parallel, models/train.py), started from the Tune trial. Rank 0's reports
+  reach Tune through Ray Train's TuneReportCallback; the checkpoints live in Ray
+  Train's run folder <storage>/train-<trial id>, from which a restarted trial's
+  TorchTrainer restores every worker. A resumed run first re-reports the
+  checkpoint's own metrics (flagged "resumed"), so a validation whose checkpoint was
+  saved but whose report never reached Tune is not lost; when the run finishes,
+  the Tune trial reports the last checkpoint once more, so that Tune holds it as
+  for a one-process trial.
 """
 from __future__ import annotations
 
@@ -44,31 +56,84 @@ def load_state(path: str | Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def run_trial(config: dict) -> None:
-    cfg = trial_config(config)
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    torch.set_num_threads(max(1, int(cpus)))
-    node_id = ray.get_runtime_context().get_node_id()
+def resume_state(checkpoint) -> dict | None:
+    """The trainer's state in a Ray checkpoint, to resume from (None for no checkpoint)."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        return load_state(Path(d) / STATE_FILE)
 
-    resume = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            resume = load_state(Path(d) / STATE_FILE)
 
-    pending: dict = {}
+def placement() -> dict:
+    """Where this process runs: its Ray node id and the ids of the GPUs Ray assigned to it."""
+    context = ray.get_runtime_context()
+    return {"node_id": context.get_node_id(), "gpu_ids": [str(i) for i in ray.get_gpu_ids()]}
 
-    def report(step: int, metrics: dict):
-        pending.update(step=step, node_id=node_id, metrics=metrics)
 
-    def save(step: int, state: dict):
+def reporter(send, rank: int = 0):
+    """The trainer's report(step, metrics, state): one Ray report per validation, carrying rank 0's state as
+    a checkpoint when there is one (the topography pictures as PNG files beside it). `send` is
+    tune.report or ray.train.report (which every worker calls, rank 0 with the checkpoint)."""
+    where = placement()
+
+    def report(step: int, metrics: dict, state: dict | None):
+        result = {"step": step, **where, "metrics": metrics}
+        if state is None:  # the run diverged: no checkpoint
+            send({**result, "status": M.DIVERGED})
+            return
+        if rank != 0:
+            send(result)
+            return
+        state["metrics"] = metrics  # re-reported by a resumed multi-worker run
         with tempfile.TemporaryDirectory() as d:
             for name, picture in state.pop("pictures", {}).items():  # the topography pictures, at the end
                 Image.fromarray(picture.permute(1, 2, 0).numpy()).save(Path(d) / f"{name}.png")
             torch.save(state, Path(d) / STATE_FILE)
-            tune.report(dict(pending), checkpoint=tune.Checkpoint.from_directory(d))
+            send(result, checkpoint=tune.Checkpoint.from_directory(d))
+    return report
 
-    result = train(cfg, report=report, checkpoint=save, resume=resume,
-                   data=_data(cfg.dataset, cfg.data_dir, cfg.image_size))
-    if result.status == M.DIVERGED:  # no checkpoint follows a divergence
-        tune.report({**pending, "status": M.DIVERGED})
+
+def run_trial(config: dict) -> None:
+    """One trial in one process: a Tune function trainable."""
+    cfg = trial_config(config)
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    torch.set_num_threads(max(1, int(cpus)))
+    train(cfg, report=reporter(tune.report), resume=resume_state(tune.get_checkpoint()),
+          data=_data(cfg.dataset, cfg.data_dir, cfg.image_size))
+
+
+def run_workers_trial(config: dict, storage: str, workers: int, cpus: float, gpus: float) -> None:
+    """One trial on `workers` processes: a Tune function trainable that runs a Ray Train TorchTrainer whose
+    workers share `cpus` and `gpus` evenly; its run folder is <storage>/train-<trial id>."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    per_worker = {"CPU": cpus / workers, **({"GPU": gpus / workers} if gpus else {})}
+    trainer = TorchTrainer(
+        _worker_loop, train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
+                                               resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(
+            name=f"train-{tune.get_context().get_trial_id()}", storage_path=storage,
+            callbacks=[TuneReportCallback()], checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            failure_config=ray.train.FailureConfig(max_failures=0)))  # Tune retries the trial
+    result = trainer.fit()
+    if result.checkpoint is not None and result.metrics["step"] == trial_config(config).steps:
+        tune.report(result.metrics, checkpoint=result.checkpoint)
+
+
+def _worker_loop(config: dict) -> None:
+    """One worker of a multi-worker trial (inside Ray Train: torch.distributed is initialised)."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = trial_config(config)
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    torch.set_num_threads(max(1, int(cpus)))
+    rank = ray.train.get_context().get_world_rank()
+    resume = resume_state(ray.train.get_checkpoint())
+    if resume is not None:
+        ray.train.report({"step": resume["step"], **placement(), "metrics": resume["metrics"], "resumed": True})
+    train(cfg, report=reporter(ray.train.report, rank), resume=resume,
+          data=_data(cfg.dataset, cfg.data_dir, cfg.image_size), device=ray.train.torch.get_device())

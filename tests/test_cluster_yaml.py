@@ -128,10 +128,25 @@ def test_every_worker_type_has_a_gpu_and_fits_a_paper_trial(config):
     for name, node in workers.items():
         res = node["resources"]
         assert res.get("GPU", 0) >= 1, f"{name} has no GPU"
-        assert res.get("GPU", 0) >= paper.gpus and res.get("CPU", 0) >= paper.cpus, \
-            f"{name} {res} cannot host one paper-scale trial ({paper.cpus} CPU, {paper.gpus} GPU)"
+        for dataset in ("cifar10", "imagenet"):
+            cpus, gpus = paper.resources(dataset)
+            assert res.get("GPU", 0) >= gpus and res.get("CPU", 0) >= cpus, \
+                f"{name} {res} cannot host one paper-scale {dataset} trial ({cpus} CPU, {gpus} GPU)"
         assert node.get("min_workers", 0) == 0, "GPU workers should only run while trials wait"
         assert node["max_workers"] >= 1
+
+
+def test_a_multi_gpu_worker_type_hosts_a_four_worker_trial(config, text):
+    """A node type with 4 GPUs takes a whole 4-worker VQ-VAE-2 trial (its workers talk over NVLink/PCIe,
+    not the network), and the documented command for it plans such trials."""
+    from sweep.plan import make_plan
+
+    multi = {name: node for name, node in _workers(config).items() if node["resources"].get("GPU", 0) >= 4}
+    assert multi, "no multi-GPU worker type"
+    plan = make_plan("robustness", "paper", overrides={"dataset": "imagenet", "data_dir": "/data"}, workers=4,
+                     cpus=16, gpus=4)
+    assert any(n["resources"]["GPU"] >= plan.gpus and n["resources"]["CPU"] >= plan.cpus for n in multi.values())
+    assert "--workers-per-trial 4 --gpus-per-trial 4" in text
 
 
 def test_head_takes_no_trials(config):

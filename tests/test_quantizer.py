@@ -327,7 +327,7 @@ def test_initial_state():
 
 
 def test_invalid_arguments():
-    """Bad K/grid, n0, decay, eps and input dim raise ValueError naming the value."""
+    """Bad K/grid, n0, decay, eps, input dim and search budget raise ValueError naming the value."""
     with pytest.raises(ValueError, match="codebook_size=24"):
         KohonenQuantizer(24, 4, grid=(5, 4))
     with pytest.raises(ValueError, match="n0=2"):
@@ -338,6 +338,8 @@ def test_invalid_arguments():
         KohonenQuantizer(8, 4, eps=0.0)
     with pytest.raises(ValueError, match="dim=4"):
         KohonenQuantizer(8, 4)(torch.randn(3, 5))
+    with pytest.raises(ValueError, match="search_budget=0"):
+        KohonenQuantizer(8, 4, search_budget=0)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -366,3 +368,24 @@ def test_state_dict_round_trip_continues_identically():
         assert torch.equal(a.indices, b.indices) and torch.equal(a.quantized, b.quantized)
         for k, v in vq.state_dict().items():
             assert torch.equal(fresh.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize("budget", [4, 8, 12, 40, 10**9])
+def test_nearest_in_tiles_by_hand(budget):
+    """The search in tiles of `budget` bytes (down to 1 code x 1 row) finds the nearest code of Eq. 12,
+    the lowest k on a tie (codes 1 and 3 are equal; [1, 1] is as far from codes 0, 1, 2 and 3)."""
+    vq = KohonenQuantizer(4, 2, search_budget=budget)
+    with torch.no_grad():
+        vq.weight.copy_(torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 0.0]]))
+    e = torch.tensor([[1.9, 0.1], [0.1, 0.2], [0.2, 1.7], [1.0, 1.0], [3.0, -1.0]])
+    assert vq.nearest(e).tolist() == [1, 0, 2, 0, 1]
+
+
+def test_nearest_in_tiles_equals_brute_force():
+    """Random codebook and inputs: every tile size gives argmin_k ||e - w_k||^2 computed in float64."""
+    torch.manual_seed(5)
+    e = torch.randn(300, 6)
+    for budget in (4, 64, 1000, 4096, 1 << 20):
+        vq = KohonenQuantizer(50, 6, search_budget=budget)
+        want = torch.cdist(e.double(), vq.weight.double()).argmin(1)
+        assert torch.equal(vq.nearest(e), want), budget

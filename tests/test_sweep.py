@@ -76,7 +76,7 @@ def test_smoke_sweep_logs_one_run_per_trial_and_records_divergence(smoke_sweep):
     # The curve logged is the trainer's own: rerun one trial directly and compare.
     ref = next(r for r in by_status["finished"] if r.data.params["neighbours"] == "hard")
     direct = []
-    train(TrialConfig.from_dict(ref.data.params), report=lambda s, m: direct.append((s, m["val/loss"])))
+    train(TrialConfig.from_dict(ref.data.params), report=lambda s, m, _: direct.append((s, m["val/loss"])))
     logged = history(client, ref)
     assert [s for s, _ in logged] == [s for s, _ in direct]
     assert [v for _, v in logged] == pytest.approx([v for _, v in direct], rel=1e-6)
@@ -187,7 +187,7 @@ def test_killed_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
         assert [s for s, _ in history(client, r)] == list(range(20, 201, 20))
     ref = runs[0]
     direct = []
-    train(TrialConfig.from_dict(ref.data.params), report=lambda s, m: direct.append((s, m["val/loss"])))
+    train(TrialConfig.from_dict(ref.data.params), report=lambda s, m, _: direct.append((s, m["val/loss"])))
     logged = history(client, ref)
     assert [s for s, _ in logged] == [s for s, _ in direct]
     assert [v for _, v in logged] == pytest.approx([v for _, v in direct], rel=1e-6)
@@ -222,15 +222,15 @@ def test_dry_run_lists_every_trial(capsys):
     assert out.count("neighbours=gaussian") == 8 and out.count("grid_dim=1") == 4
 
 
-@pytest.mark.parametrize("dataset, model, size, batch, lr, seeds", [
-    ("cifar10", "vqvae", 32, 256, 1e-3, 10),
-    ("imagenet", "vqvae2", 256, 128, 3e-4, 5),
-    ("celeba_afhq", "vqvae2", 256, 128, 3e-4, 5),
+@pytest.mark.parametrize("dataset, model, size, batch, lr, seeds, cpus, gpus", [
+    ("cifar10", "vqvae", 32, 256, 1e-3, 10, 1, 0.25),
+    ("imagenet", "vqvae2", 256, 128, 3e-4, 5, 4, 1),
+    ("celeba_afhq", "vqvae2", 256, 128, 3e-4, 5, 4, 1),
 ])
-def test_paper_scale_follows_the_data_set(dataset, model, size, batch, lr, seeds):
+def test_paper_scale_follows_the_data_set(dataset, model, size, batch, lr, seeds, cpus, gpus):
     """--scale paper is the paper's experiment for each of its data sets (Appendix A, SPEC 2)."""
     plan = make_plan("robustness", "paper", overrides={"dataset": dataset, "data_dir": "/data"})
     base = plan.base
     assert (base["model"], base["image_size"], base["batch_size"], base["lr"]) == (model, size, batch, lr)
     assert (base["codebook_size"], base["code_dim"], base["width"], base["steps"]) == (512, 64, 128, 30_000)
-    assert len(plan.seeds) == seeds and plan.gpus == 1
+    assert len(plan.seeds) == seeds and (plan.cpus, plan.gpus) == (cpus, gpus)  # CIFAR trials: four per GPU

@@ -111,8 +111,7 @@ def test_trainer_measures_topography_after_the_last_validation(photos):
     cfg = TrialConfig(width=16, codebook_size=64, code_dim=16, batch_size=16, steps=40, eval_every=20,
                       neighbours="hard")
     reports, states = [], {}
-    train(cfg, report=lambda s, m: reports.append((s, m)), checkpoint=lambda s, st: states.update({s: st}),
-          data=photos, device="cpu")
+    train(cfg, report=lambda s, m, st: (reports.append((s, m)), states.update({s: st})), data=photos, device="cpu")
     (_, first), (_, last) = reports
     assert "topography/loss_offset_1" not in first and "topography/smoothness_vq" in last
     assert last["topography/loss_offset_0"] == pytest.approx(last["val/loss"], rel=1e-5)

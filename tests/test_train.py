@@ -21,13 +21,14 @@ def run(cfg: TrialConfig, photos, resume=None):
     """train() on the shared photos on the CPU; returns (result, reports [(step, metrics)], checkpoints)."""
     reports, checkpoints = [], {}
 
-    def save(step, state):  # serialise at once, as the Ray trainable does (the dict aliases live tensors)
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        checkpoints[step] = buffer.getvalue()
+    def report(step, metrics, state):  # one event; the state is serialised at once, as the Ray trainable does
+        reports.append((step, dict(metrics)))
+        if state is not None:  # (the dict aliases live tensors)
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            checkpoints[step] = buffer.getvalue()
 
-    result = train(cfg, report=lambda step, m: reports.append((step, dict(m))), checkpoint=save,
-                   resume=resume, data=photos, device="cpu")
+    result = train(cfg, report=report, resume=resume, data=photos, device="cpu")
     return result, reports, checkpoints
 
 

@@ -29,13 +29,14 @@ def run(cfg: TrialConfig, photos):
     """train() on the shared photos on the CPU; returns (result, reports [(step, metrics)], checkpoints)."""
     reports, checkpoints = [], {}
 
-    def save(step, state):  # serialise at once: the state aliases live tensors
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        checkpoints[step] = buffer.getvalue()
+    def report(step, metrics, state):  # serialise at once: the state aliases live tensors
+        reports.append((step, dict(metrics)))
+        if state is not None:
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            checkpoints[step] = buffer.getvalue()
 
-    result = train(cfg, report=lambda step, m: reports.append((step, dict(m))), checkpoint=save, data=photos,
-                   device="cpu")
+    result = train(cfg, report=report, data=photos, device="cpu")
     return result, reports, checkpoints
 
 
