@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 import ray
 import torch
+import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -243,7 +244,9 @@ def test_gpus_an_autoscaler_can_add_are_awaited(gpu_less_cluster, tmp_path, caps
     monkeypatch.setattr(preflight, "AUTOSCALING_CONFIG", config)
     try:
         preflight.check_gpus(1, gpu_less_cluster.address)
-        assert "the cluster has 0 GPUs now; its autoscaler can add nodes with 1: trials wait" in capsys.readouterr().out
+        most = max(t["resources"].get("GPU", 0) for t in yaml.safe_load(config.read_text())["available_node_types"].values())
+        assert f"the cluster has 0 GPUs now; its autoscaler can add nodes with {most:g}: trials wait" in \
+            capsys.readouterr().out
     finally:
         ray.shutdown()
 
