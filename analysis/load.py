@@ -1,6 +1,7 @@
 """Read what a sweep logged in MLflow into two tidy pandas frames.
 
-trials:  one row per trial run: run_id, run_name, status, study, scale, quantizer and
+trials:  one row per trial run: run_id, run_name, status, study, scale, rule (the VQ rule's display name),
+         arm (its study arm's label, if any), topography (measured, or why not) and
          every config field (typed: numbers as numbers, true/false as bools).
 metrics: one row per logged point: run_id, metric, step, value (names: models/metrics.py;
          a summary is one point at step 0).
@@ -10,15 +11,15 @@ only inputs of the analysis; it never imports the trainer or Ray (only the metri
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from analysis.store import check_store, read_sweep
 from models import metrics as M
 
-TRIAL_TAGS = (M.STATUS_TAG, "study", "scale", "quantizer", "ray_trial_id", "node_id")
+TRIAL_TAGS = (M.STATUS_TAG, "study", "scale", "rule", "arm", "topography", "ray_trial_id", "node_id")
 
 
 def _typed(value: str):
@@ -33,7 +34,9 @@ def _typed(value: str):
 
 
 def load_runs(tracking_uri: str, study: str, parent_run_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials, metrics) of the child runs of one sweep (parent_run_id), or of every sweep of `study`."""
+    """(trials, metrics) of the child runs of one sweep (parent_run_id), or of every sweep of `study`.
+    Raises StoreMissing when a sqlite store is not there (and creates nothing)."""
+    check_store(tracking_uri)
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(study)
     if exp is None:
@@ -58,7 +61,9 @@ def load_runs(tracking_uri: str, study: str, parent_run_id: str | None = None) -
 
 
 def sweep_runs(tracking_uri: str, study: str) -> list:
-    """The parent runs (one per sweep) of `study`, newest first; a missing experiment is a ValueError."""
+    """The parent runs (one per sweep) of `study`, newest first; a missing experiment is a ValueError,
+    a missing sqlite store StoreMissing (nothing created)."""
+    check_store(tracking_uri)
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(study)
     if exp is None:
@@ -92,8 +97,8 @@ def pooled_runs(tracking_uri: str, study: str, all_sweeps: bool = False) -> tupl
 
 
 def load_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials, metrics) of the sweep whose folder (with its sweep.json) is sweep_dir."""
-    meta = json.loads((Path(sweep_dir) / "sweep.json").read_text())
+    """(trials, metrics) of the sweep whose folder (with its sweep.json) is sweep_dir, wherever it is now."""
+    meta = read_sweep(sweep_dir)
     return load_runs(meta["tracking_uri"], meta["study"], meta["parent_run_id"])
 
 

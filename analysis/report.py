@@ -16,7 +16,6 @@ diverged) enter means, figures and pictures; the others are counted, and a line 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import textwrap
 from pathlib import Path
@@ -26,46 +25,51 @@ import pandas as pd
 from analysis.figures import write_figures
 from analysis.load import load_runs, pooled_runs, write_parquet
 from analysis.pictures import write_pictures
+from analysis.sensitivity import write_sensitivity
+from analysis.store import StoreMissing, read_sweep
 from analysis.summary import RESULT_STATUSES, summarise
-from analysis.tables import (comparison_latex, comparison_markdown, comparison_numbers, comparison_text,
+from analysis.tables import (Layout, comparison_latex, comparison_markdown, comparison_numbers, comparison_text,
                              RATIO, SMOOTH, TEXT_WIDTH, table_numbers, to_latex, to_markdown, to_text)
 
 
 def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: str | Path,
-                 tracking_uri: str | None = None) -> str:
+                 tracking_uri: str | None = None, plan: dict | None = None) -> str:
     """Write every output for one study into `out`; returns the table as text, followed by a line on what
     is missing when not every trial is a result (figures and pictures show only results: finished or
-    diverged trials). With the MLflow `tracking_uri` the trials' topography pictures are composed too."""
+    diverged trials). With the MLflow `tracking_uri` the trials' topography pictures are composed too; with
+    the sweep's `plan` (sweep.json) the tables group by what its study sweeps (Layout.from_plan)."""
     out = Path(out)
     write_parquet(trials, metrics, out)
     if trials.empty:
         return f"no trials of {study!r} logged yet"
+    name, study = study, Layout.from_plan(plan) if plan else study  # files are named by the study
     results = trials[trials.status.isin(RESULT_STATUSES)]
     summary = summarise(trials, metrics)
     summary.to_parquet(out / "summary.parquet", index=False)
     tidy = table_numbers(summary, study)
     tables = out / "tables"
     tables.mkdir(exist_ok=True)
-    tidy.to_parquet(tables / f"{study}.parquet", index=False)
+    tidy.to_parquet(tables / f"{name}.parquet", index=False)
     texts = []
-    for part, name in (("main", study), ("topography", f"{study}_topography")):
+    for part, file in (("main", name), ("topography", f"{name}_topography")):
         if part == "topography" and not tidy.column.str.startswith((RATIO, SMOOTH)).any():
             continue
-        (tables / f"{name}.tex").write_text(to_latex(tidy, summary, study, part=part))
-        (tables / f"{name}.md").write_text(to_markdown(tidy, summary, study, part=part) + "\n")
+        (tables / f"{file}.tex").write_text(to_latex(tidy, summary, study, part=part))
+        (tables / f"{file}.md").write_text(to_markdown(tidy, summary, study, part=part) + "\n")
         texts.append(to_text(tidy, summary, study, part=part))
-        (tables / f"{name}.txt").write_text(texts[-1] + "\n")
+        (tables / f"{file}.txt").write_text(texts[-1] + "\n")
     comp = comparison_numbers(summary, study)
     if len(comp):
-        name = f"{study}_vs_reference"
-        comp.to_parquet(tables / f"{name}.parquet", index=False)
-        (tables / f"{name}.tex").write_text(comparison_latex(comp, summary, study))
-        (tables / f"{name}.md").write_text(comparison_markdown(comp, summary, study) + "\n")
+        file = f"{name}_vs_reference"
+        comp.to_parquet(tables / f"{file}.parquet", index=False)
+        (tables / f"{file}.tex").write_text(comparison_latex(comp, summary, study))
+        (tables / f"{file}.md").write_text(comparison_markdown(comp, summary, study) + "\n")
         texts.append(comparison_text(comp, summary, study))
-        (tables / f"{name}.txt").write_text(texts[-1] + "\n")
+        (tables / f"{file}.txt").write_text(texts[-1] + "\n")
     texts.append(outcomes(summary))
     text = "\n\n".join(texts)
     figures = write_figures(results, metrics[metrics.run_id.isin(results.run_id)], study, out / "figures")
+    write_sensitivity(summary[summary.status.isin(RESULT_STATUSES)], study, out / "figures")
     if tracking_uri:
         figures += write_pictures(results, study, tracking_uri, out / "figures")
     return text + missing_note(trials, bool(figures))
@@ -101,10 +105,11 @@ def outcomes(summary: pd.DataFrame) -> str:
 
 
 def report_sweep(sweep_dir: str | Path) -> str:
-    """Tables and figures of the sweep in sweep_dir (read from its MLflow runs) into that folder."""
-    meta = json.loads((Path(sweep_dir) / "sweep.json").read_text())
+    """Tables and figures of the sweep in sweep_dir (read from its MLflow runs) into that folder.
+    Raises StoreMissing (naming the path) when the folder or its store is not there."""
+    meta = read_sweep(sweep_dir)
     trials, metrics = load_runs(meta["tracking_uri"], meta["study"], meta["parent_run_id"])
-    return write_report(trials, metrics, meta["study"], sweep_dir, meta["tracking_uri"])
+    return write_report(trials, metrics, meta["study"], meta["dir"], meta["tracking_uri"], meta.get("plan"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,14 +123,15 @@ def main(argv: list[str] | None = None) -> int:
                                                              "(refused unless they share one base config)")
     args = p.parse_args(argv)
     if args.sweep_dir:
-        if not (Path(args.sweep_dir) / "sweep.json").exists():
-            p.error(f"{args.sweep_dir} holds no sweep.json")
-        print(report_sweep(args.sweep_dir))
+        try:
+            print(report_sweep(args.sweep_dir))
+        except StoreMissing as e:
+            p.error(str(e))
         print(f"written into {Path(args.sweep_dir).resolve()}")
     elif args.tracking_uri and args.study:
         try:
             trials, metrics, what = pooled_runs(args.tracking_uri, args.study, args.all_sweeps)
-        except ValueError as e:
+        except (ValueError, StoreMissing) as e:
             print(f"python -m analysis.report: error: {e}", file=sys.stderr)  # one line, exit 2
             raise SystemExit(2) from None
         print(f"reading {what}")

@@ -82,6 +82,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run without installing the package
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling step_time.py
 
+from analysis.store import read_sweep  # noqa: E402
 from models import metrics as M  # noqa: E402
 from models.build import build_quantizer  # noqa: E402
 from models.config import TrialConfig  # noqa: E402
@@ -94,7 +95,7 @@ SEARCH_KS, SEARCH_NS = (512, 4096, 16384, 65536), (1024, 8192, 16384)
 QUICK_SEARCH_NS = (1024, 8192)
 SEARCH_TIME_TARGET = 1.1  # chunked / one-matrix search time at the largest (K, n)
 EMA = "EMA-VQ"
-QUANTISERS = {  # display name (TrialConfig.quantizer) -> config fields
+QUANTISERS = {  # display name (TrialConfig.rule) -> config fields
     EMA: dict(neighbours="none"),
     "KSOM hard 2D": dict(neighbours="hard", grid_dim=2, tau=0.1),
     "KSOM gaussian 2D": dict(neighbours="gaussian", grid_dim=2, tau=0.1, gaussian_form="paper"),
@@ -320,7 +321,7 @@ def sweep_rate(concurrency: int, trials_per_slot: int, steps: int, eval_every: i
         finally:
             if ray.is_initialized():
                 ray.shutdown()
-        meta = json.loads((sweep_dir / "sweep.json").read_text())
+        meta = read_sweep(sweep_dir)
         client = MlflowClient(meta["tracking_uri"])
         runs = client.search_runs([meta["experiment_id"]],
                                   filter_string=f"tags.mlflow.parentRunId = '{meta['parent_run_id']}'")

@@ -53,7 +53,7 @@ LATENTS = BATCH * (IMAGE_SIZE // 4) ** 2  # vectors the quantiser sees per step:
 STEP_K = 512
 UPDATE_KS = (512, 4096, 16384)
 EMA = "EMA-VQ"
-QUANTISERS = {  # display name (TrialConfig.quantizer) -> config fields
+QUANTISERS = {  # display name (TrialConfig.rule) -> config fields
     EMA: dict(neighbours="none"),
     "KSOM hard 2D": dict(neighbours="hard", grid_dim=2, tau=0.1),
     "KSOM gaussian 2D": dict(neighbours="gaussian", grid_dim=2, tau=0.1, gaussian_form="paper"),
@@ -102,7 +102,7 @@ def training_step(cfg: TrialConfig, images: torch.Tensor) -> Callable[[], None]:
         recon = F.mse_loss(out.recon, images)
         loss = recon + cfg.commitment * out.commitment_loss
         if not torch.isfinite(loss):
-            raise RuntimeError(f"{cfg.quantizer} diverged during the benchmark")
+            raise RuntimeError(f"{cfg.rule} diverged during the benchmark")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

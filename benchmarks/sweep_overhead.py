@@ -20,7 +20,6 @@ local Ray, embedded MLflow store, analysis at the end) and prints:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from analysis.load import load_sweep  # noqa: E402
+from analysis.store import read_sweep  # noqa: E402
 from models import metrics as M  # noqa: E402
 from sweep.execute import run_sweep  # noqa: E402
 from sweep.plan import make_plan  # noqa: E402
@@ -72,7 +72,7 @@ def main() -> None:
         sweep_dir = run_sweep(plan, results_dir=Path(tmp))
         ray.shutdown()
         wall = time.perf_counter() - start
-        meta = json.loads((sweep_dir / "sweep.json").read_text())
+        meta = read_sweep(sweep_dir)
         trials, metrics = load_sweep(sweep_dir)
         total = lambda name: metrics[metrics.metric == name].groupby("run_id").value.sum()  # noqa: E731
         train_time, eval_time = total(M.TIME_TRAIN), total(M.TIME_VAL)  # per-validation seconds, summed

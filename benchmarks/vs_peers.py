@@ -6,24 +6,23 @@ Run from the repository root (needs the bench extra: pip install -e ".[bench]"):
     python benchmarks/vs_peers.py --quick         # smoke run on 1 thread, about a minute
     python benchmarks/vs_peers.py --threads 1 --steps 2000 --seeds 5
 
-Four quantisers sit in models/vqvae.py's VQVAE; encoder, decoder, loss, optimiser
-and data are the same for all four:
+Four quantisers, each one TrialConfig of the platform's quantiser registry
+(models/build.py: `quantizer` kohonen or lucidrains), in the same VQ-VAE, trained
+by the platform's own trainer (models.train.train); encoder, decoder, loss,
+optimiser and data are the same for all four:
 
-  EMA-VQ                   our KohonenQuantizer, neighbours="none" (Eqs. 16-18)
-  KSOM hard 2D             our KohonenQuantizer, neighbours="hard", 2D grid 32x16, tau = 0.1
-  lucidrains defaults      VectorQuantize(dim=64, codebook_size=512) with every other option at
-                           its default (EMA decay 0.8, rotation trick, commitment weight 1)
-  lucidrains closest       VectorQuantize with the options closest to ours (decay 0.99,
-                           eps 1e-5, commitment weight 0.25, plain straight-through estimator,
-                           no k-means init, no dead-code replacement, no cosine similarity)
+  EMA-VQ                   quantizer=kohonen, neighbours=none (Eqs. 16-18)
+  KSOM hard 2D             quantizer=kohonen, neighbours=hard, 2D grid 32x16, tau = 0.1
+  lucidrains defaults      quantizer=lucidrains with the library's defaults: decay 0.8,
+                           rotation_trick, commitment 1.0
+  lucidrains closest       quantizer=lucidrains with the options closest to ours (decay 0.99,
+                           eps 1e-5, commitment 0.25, plain straight-through estimator,
+                           no k-means init, no dead-code replacement)
 
-`LucidrainsQuantizer` wraps VectorQuantize into our QuantizerOutput contract:
-perplexity and codes used are computed from its indices exactly as
-models/quantizer.py does, and its commitment_loss is the library's own auxiliary
-loss divided by alpha = 0.25, so that the shared loss MSE + 0.25 * commitment_loss
-is MSE + the library's loss: with commitment weight 0.25 that is our loss exactly;
-with the defaults it is MSE + 1.0 * commitment. The printed output lists every
-option of both settings as the constructed modules resolve them.
+models/lucidrains.py wraps VectorQuantize into our QuantizerOutput contract (its
+commitment weight stays 1 inside the library and the trainer applies the config's
+`commitment`, as for ours). The printed output lists every option of the two
+lucidrains settings as the constructed modules resolve them.
 
 It measures, and prints as tables:
 
@@ -36,11 +35,8 @@ It measures, and prints as tables:
    ratio within a round, which cancels load that changes more slowly than a round.
 2. Validation loss on the `photos` data set after --steps steps, for --seeds
    seeds, at the cpu scale of sweep/scales.py (width 32, K 512, d 64, batch 32,
-   lr 1e-3, validation every 50 steps): batches drawn as models/train.py draws
-   them, validation by models.train.evaluate in batches of the training batch
-   size, as train() does. The loop below mirrors models.train.train line by line
-   (it cannot take a prebuilt model) but leaves out its end-of-trial topography;
-   for our quantisers it gives train()'s validation losses exactly. Reported: mean +- std over seeds of the
+   lr 1e-3, validation every 50 steps): each run is models.train.train on the
+   quantiser's TrialConfig, exactly as a sweep's trial. Reported: mean +- std over seeds of the
    best validation loss (as train()'s val/best_loss), of the final one, of the
    validation perplexity and codes used, and a one-line reading.
 3. Targets: step time of ours / lucidrains (closest) <= 1.0 at every width.
@@ -64,90 +60,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without inst
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling step_time.py
 
 from models import metrics as M  # noqa: E402
-from models.build import build_quantizer  # noqa: E402
+from models.build import build_model, build_quantizer  # noqa: E402
 from models.config import TrialConfig  # noqa: E402
 from models.data import ImageData, load_data  # noqa: E402
-from models.quantizer import QuantizerOutput  # noqa: E402
-from models.train import evaluate  # noqa: E402
-from models.vqvae import VQVAE  # noqa: E402
+from models.config import ConfigError  # noqa: E402
+from models.lucidrains import vector_quantize  # noqa: E402
+from models.train import train  # noqa: E402
 from step_time import interleaved, print_checks  # noqa: E402
 
-try:
-    from vector_quantize_pytorch import VectorQuantize
-except ImportError:  # pragma: no cover
-    sys.exit('vector-quantize-pytorch is missing: pip install -e ".[bench]" (or pip install vector-quantize-pytorch)')
-
 K, D = 512, 64
-ALPHA = TrialConfig().commitment  # 0.25, the weight of the commitment loss in models/train.py
 STEP_BATCH, IMAGE_SIZE = 128, 32
 CPU_SCALE = dict(width=32, batch_size=32, lr=1e-3, steps=800, eval_every=50, seeds=3)  # sweep/scales.py "cpu"
 STEP_TARGET = 1.0
 
-LUCID_DEFAULTS: dict = {}  # the library's defaults, apart from dim and codebook_size
-LUCID_CLOSEST = dict(
-    decay=0.99,  # gamma (ours 0.99; library default 0.8)
-    eps=1e-5,  # Laplace smoothing of the counts, the same formula as ours
-    commitment_weight=ALPHA,  # library loss = 0.25 * mean ||sg(q) - e||^2: ours
-    kmeans_init=False,  # a random codebook, no k-means on the first batch
-    threshold_ema_dead_code=0,  # no dead-code replacement
-    use_cosine_sim=False,  # Euclidean nearest code (Eq. 12)
-    rotation_trick=False,  # plain straight-through estimator (the default is the rotation trick)
-    straight_through=False,  # no Gumbel straight-through
-    stochastic_sample_codes=False,  # argmin, no sampling
-    learnable_codebook=False,  # the codebook gets no gradient
-    ema_update=True,  # EMA codebook updates
-    heads=1,
-    codebook_dim=None,  # = dim: no projection in or out
-    orthogonal_reg_weight=0.0,
-    codebook_diversity_loss_weight=0.0,
-)
-OURS = {  # display name -> TrialConfig fields
+QUANTISERS = {  # display name -> TrialConfig fields (models/build.py's registry)
     "EMA-VQ": dict(neighbours="none"),
     "KSOM hard 2D": dict(neighbours="hard", grid_dim=2, tau=0.1),
+    "lucidrains defaults": dict(quantizer="lucidrains", decay=0.8, rotation_trick=True, commitment=1.0),
+    "lucidrains closest": dict(quantizer="lucidrains"),  # decay 0.99, eps 1e-5, commitment 0.25, straight-through
 }
-LUCID = {"lucidrains defaults": LUCID_DEFAULTS, "lucidrains closest": LUCID_CLOSEST}
+OURS = ("EMA-VQ", "KSOM hard 2D")
 REFERENCE = "lucidrains closest"
-NAMES = (*OURS, *LUCID)
+NAMES = tuple(QUANTISERS)
 
 
-class LucidrainsQuantizer(nn.Module):
-    """lucidrains' VectorQuantize behind our QuantizerOutput contract (models/quantizer.py).
-
-    Input (..., d) channels last, as VQVAE passes it; the library sees (B, n, d).
-    commitment_loss = the library's auxiliary loss / alpha (alpha = 0.25, applied by the
-    shared training loop), so the total loss is MSE + the library's own loss. In eval mode
-    the library returns no loss; then commitment_loss is mean ||sg(q) - e||^2 as ours.
-    """
-
-    def __init__(self, codebook_size: int, dim: int, **options):
-        super().__init__()
-        self.codebook_size, self.dim = codebook_size, dim
-        self.vq = VectorQuantize(dim=dim, codebook_size=codebook_size, **options)
-
-    def forward(self, inputs: torch.Tensor) -> QuantizerOutput:
-        if inputs.shape[-1] != self.dim:
-            raise ValueError(f"inputs have last dim {inputs.shape[-1]}, expected dim={self.dim}")
-        quantized, indices, aux = self.vq(inputs.reshape(inputs.shape[0], -1, self.dim))
-        quantized = quantized.view_as(inputs)
-        with torch.no_grad():  # exactly as KohonenQuantizer.forward
-            counts = torch.bincount(indices.flatten(), minlength=self.codebook_size).to(inputs.dtype)
-            p = counts / counts.sum()
-            perplexity = torch.exp(-torch.special.xlogy(p, p).sum())
-            codes_used = (counts > 0).sum()
-        commitment = aux / ALPHA if self.training else F.mse_loss(inputs, quantized.detach())
-        return QuantizerOutput(quantized, indices.view(inputs.shape[:-1]), commitment, perplexity, codes_used)
-
-    def nearest(self, flat: torch.Tensor) -> torch.Tensor:
-        """argmin_k ||e - w_k||^2 for each row of flat (n, d), without touching the codebook (for encode_codes)."""
-        w = self.vq.codebook
-        return torch.addmm((w * w).sum(1), flat, w.T, alpha=-2.0).argmin(1)
-
-    def embed(self, indices: torch.Tensor) -> torch.Tensor:
-        """w_k for each index: (...) -> (..., d) (for decode_codes)."""
-        return self.vq.codebook[indices]
+def config(name: str, width: int, seed: int = 0, **fields) -> TrialConfig:
+    """The TrialConfig of quantiser `name` in a VQ-VAE of `width` (K = 512, d = 64)."""
+    return TrialConfig(codebook_size=K, code_dim=D, width=width, seed=seed, **QUANTISERS[name], **fields)
 
 
-def resolved_options(q: LucidrainsQuantizer) -> dict:
+def resolved_options(q: nn.Module) -> dict:
     """The options that decide the algorithm, read back from the constructed module ("n/a": not in this version)."""
     vq, cb = q.vq, q.vq._codebook
     read = {
@@ -167,23 +109,16 @@ def resolved_options(q: LucidrainsQuantizer) -> dict:
     return out
 
 
-def make_quantizer(name: str) -> nn.Module:
-    """A fresh quantiser from the global torch RNG (seed it first)."""
-    if name in OURS:
-        return build_quantizer(TrialConfig(codebook_size=K, code_dim=D, **OURS[name]))
-    return LucidrainsQuantizer(K, D, **LUCID[name])
-
-
-def make_model(name: str, width: int, seed: int) -> VQVAE:
-    """As models.build.build_model: the seed, then the quantiser, then encoder and decoder."""
+def make_model(name: str, width: int, seed: int) -> nn.Module:
+    """As models.train.train builds it: the seed, then models.build.build_model."""
     torch.manual_seed(seed)
-    return VQVAE(make_quantizer(name), width=width)
+    return build_model(config(name, width, seed))
 
 
 # ---------------------------------------------------------------- 1. step time
 
 
-def training_step(model: nn.Module, images: torch.Tensor, lr: float = 1e-3) -> Callable[[], None]:
+def training_step(model: nn.Module, images: torch.Tensor, commitment: float, lr: float = 1e-3) -> Callable[[], None]:
     """One step of models/train.py's loop on a fixed batch (without the metric bookkeeping)."""
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -191,7 +126,7 @@ def training_step(model: nn.Module, images: torch.Tensor, lr: float = 1e-3) -> C
     def step():
         out = model(images)
         recon = F.mse_loss(out.recon, images)
-        loss = recon + ALPHA * out.commitment_loss
+        loss = recon + commitment * out.commitment_loss
         if not torch.isfinite(loss):
             raise RuntimeError("a quantiser diverged during the benchmark")
         optimizer.zero_grad(set_to_none=True)
@@ -204,7 +139,7 @@ def training_step(model: nn.Module, images: torch.Tensor, lr: float = 1e-3) -> C
 
 def bench_steps(widths: list[int], repeats: int, warmup: int) -> dict[int, dict[str, list[float]]]:
     images = torch.randn(STEP_BATCH, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
-    return {width: interleaved({name: training_step(make_model(name, width, 0), images) for name in NAMES},
+    return {width: interleaved({name: training_step(make_model(name, width, 0), images, config(name, width).commitment) for name in NAMES},
                                repeats, warmup, block_seconds=0.3)
             for width in widths}
 
@@ -230,30 +165,15 @@ def print_steps(results: dict[int, dict[str, list[float]]]) -> None:
 
 def train_run(name: str, seed: int, data: ImageData, steps: int, eval_every: int, width: int, batch_size: int,
               lr: float) -> dict:
-    """models.train.train's loop for a prebuilt model: best and final validation metrics."""
-    model = make_model(name, width, seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(seed)
-    best, metrics, train_time = math.inf, {}, 0.0
-    model.train()
-    for step in range(1, steps + 1):
-        start = time.perf_counter()
-        x = data.train_batch(batch_size, generator)
-        out = model(x)
-        loss = F.mse_loss(out.recon, x) + ALPHA * out.commitment_loss
-        if not torch.isfinite(loss):
-            return {"status": f"diverged at step {step}", "best": math.nan, "final": math.nan}
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        train_time += time.perf_counter() - start
-        if step % eval_every == 0 or step == steps:
-            metrics = evaluate(model, data, data.val, batch_size)
-            best = min(best, metrics[M.VAL_LOSS])
-    return {"status": "finished", "best": best, "final": metrics[M.VAL_LOSS],
-            "perplexity": metrics[M.val_perplexity("vq")], "codes": metrics[M.val_codes_used("vq")],
-            "train_time": train_time}
+    """One run of models.train.train: best and final validation metrics."""
+    cfg = config(name, width, seed, batch_size=batch_size, lr=lr, steps=steps, eval_every=eval_every)
+    last: dict = {}
+    result = train(cfg, report=lambda step, metrics, state: last.update(metrics), data=data, device="cpu")
+    if result.status != "finished":
+        return {"status": f"{result.status} at step {result.step}", "best": math.nan, "final": math.nan}
+    return {"status": "finished", "best": result.best_val_loss, "final": last[M.VAL_LOSS],
+            "perplexity": last[M.val_perplexity("vq")], "codes": last[M.val_codes_used("vq")],
+            "train_time": last[M.TIME_TRAIN_TOTAL]}
 
 
 def bench_quality(seeds: int, steps: int, eval_every: int, width: int, batch_size: int,
@@ -321,18 +241,17 @@ def print_quality(runs: dict[str, list[dict]], steps: int, eval_every: int, widt
 
 def print_options() -> None:
     print(f"vector-quantize-pytorch {_dist_version()}: VectorQuantize(dim={D}, codebook_size={K}, ...)")
-    for name, options in LUCID.items():
+    for name in NAMES[len(OURS):]:
         torch.manual_seed(0)
-        q = LucidrainsQuantizer(K, D, **options)
-        given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "(none)"
-        print(f"   {name}: keyword arguments {given}")
+        q = build_quantizer(config(name, 32))
+        given = ", ".join(f"{k}={v!r}" for k, v in QUANTISERS[name].items())
+        print(f"   {name}: config {given}")
         print(f"   {'':<{len(name)}}  resolved: " + ", ".join(f"{k}={v}" for k, v in resolved_options(q).items()))
-    print(f"   both: commitment_loss = library loss / {ALPHA}; loss = MSE + {ALPHA} * commitment_loss "
-          f"= MSE + library loss")
+    print("   lucidrains: the library's commitment weight is 1; the trainer multiplies by the config's commitment")
     torch.manual_seed(0)
-    ours = make_quantizer("EMA-VQ")
+    ours = build_quantizer(config("EMA-VQ", 32))
     print(f"   ours: decay {ours.decay}, eps {ours.eps}, n0 {int(ours.ema_count[0])}, update_empty "
-          f"{ours.update_empty}, straight-through, commitment weight {ALPHA}, codebook ~ N(0, 1) "
+          f"{ours.update_empty}, straight-through, commitment {config('EMA-VQ', 32).commitment}, codebook ~ N(0, 1) "
           f"(max |w| {ours.weight.abs().max().item():.2f})\n")
 
 
@@ -348,6 +267,10 @@ def print_targets(steps: dict[int, dict[str, list[float]]]) -> None:
 
 
 def main() -> None:
+    try:
+        vector_quantize()
+    except ConfigError as e:
+        sys.exit(str(e))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int,
                         help=f"torch.set_num_threads (default: all cores, {os.cpu_count()}; 1 with --quick, which "

@@ -1,5 +1,15 @@
-"""Build a model (with its quantisers) from a TrialConfig."""
+"""Build a model (with its quantisers) from a TrialConfig.
+
+The config's `quantizer` field picks the VQ implementation from QUANTIZERS:
+"kohonen" (ours, models/quantizer.py: EMA-VQ or KSOM by `neighbours`) or "lucidrains"
+(vector-quantize-pytorch's VectorQuantize, models/lucidrains.py; needs the bench extra).
+Every quantiser returns a QuantizerOutput and has `codebook_size`, `dim`, `grid`
+(None when its codes have no map), `nearest` and `embed`, so models, trainer and
+topography treat them alike.
+"""
 from __future__ import annotations
+
+from typing import Callable
 
 from torch import nn
 
@@ -9,11 +19,35 @@ from models.vqvae import VQVAE
 from models.vqvae2 import VQVAE2
 
 
-def build_quantizer(cfg: TrialConfig) -> KohonenQuantizer:
-    """A quantiser with the config's VQ rule (SPEC 1); EMA-VQ keeps the grid only for topography."""
+def kohonen(cfg: TrialConfig) -> KohonenQuantizer:
+    """Our quantiser with the config's VQ rule (Secs. 3.1-3.3); EMA-VQ keeps the grid only for topography."""
     return KohonenQuantizer(cfg.codebook_size, cfg.code_dim, neighbours=cfg.neighbours, grid=cfg.grid, tau=cfg.tau,
                             n0=cfg.n0, update_empty=cfg.update_empty, decay=cfg.decay, eps=cfg.eps,
                             gaussian_form=cfg.gaussian_form)
+
+
+def lucidrains(cfg: TrialConfig) -> nn.Module:
+    """vector-quantize-pytorch's VectorQuantize with the config's options (ImportError naming the extra)."""
+    from models.lucidrains import LucidrainsQuantizer
+    return LucidrainsQuantizer(cfg.codebook_size, cfg.code_dim, decay=cfg.decay, eps=cfg.eps,
+                               rotation_trick=cfg.rotation_trick, kmeans_init=cfg.kmeans_init,
+                               dead_code_threshold=cfg.dead_code_threshold, n0=cfg.n0)
+
+
+QUANTIZERS: dict[str, Callable[[TrialConfig], nn.Module]] = {"kohonen": kohonen, "lucidrains": lucidrains}
+
+
+def topography_note(cfg: TrialConfig) -> str:
+    """Why the trial has no topography ("" when it has one): a quantiser without a grid."""
+    if cfg.quantizer == "kohonen":
+        return ""
+    return (f"not measured: quantizer={cfg.quantizer} has no grid (its codes have no positions), so no grid-shift "
+            "losses, smoothness ratio or codebook pictures")
+
+
+def build_quantizer(cfg: TrialConfig) -> nn.Module:
+    """The quantiser the config's `quantizer` field names."""
+    return QUANTIZERS[cfg.quantizer](cfg)
 
 
 def build_model(cfg: TrialConfig) -> nn.Module:

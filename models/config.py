@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 
 MODELS = ("vqvae", "vqvae2")
 DATASETS = ("photos", "cifar10", "cifar100", "imagefolder", "imagenet", "celeba_afhq")
+QUANTIZERS = ("kohonen", "lucidrains")  # models/build.py: ours, vector-quantize-pytorch's VectorQuantize
 NEIGHBOURS = ("none", "hard", "gaussian")
 GAUSSIAN_FORMS = ("paper", "released")
 
@@ -31,7 +32,9 @@ class TrialConfig:
     width: int = 128  # hidden channels h (SPEC 2; paper: 128)
     codebook_size: int = 512  # K
     code_dim: int = 64  # d_emb
-    # quantiser (SPEC 1); neighbours "none" is EMA-VQ, "hard"/"gaussian" is KSOM
+    # quantiser: "kohonen" is ours (Sec. 3): neighbours "none" is EMA-VQ, "hard"/"gaussian" is KSOM;
+    # "lucidrains" is vector-quantize-pytorch's VectorQuantize (models/lucidrains.py)
+    quantizer: str = "kohonen"
     neighbours: str = "none"
     grid_dim: int = 2  # D: 1 or 2 (ignored when neighbours is "none")
     grid_width: int = 0  # W of a 2D grid; 0 picks the most square W x H with W >= H
@@ -42,6 +45,10 @@ class TrialConfig:
     decay: float = 0.99  # gamma = 1 - beta (Eqs. 16-21)
     eps: float = 1e-5  # Laplace smoothing of counts
     commitment: float = 0.25  # alpha (Eq. 15)
+    # options of quantizer "lucidrains" only (its decay, eps and commitment weight are the fields above)
+    rotation_trick: bool = False  # gradients through the rotation trick instead of straight-through
+    kmeans_init: bool = False  # codebook from k-means on the first batch
+    dead_code_threshold: float = 0.0  # replace codes whose EMA count falls below this (0: never)
     # data
     dataset: str = "photos"  # photos, cifar10/100, or a folder of images: imagefolder, imagenet, celeba_afhq
     data_dir: str = ""
@@ -59,8 +66,10 @@ class TrialConfig:
         _validate(self)
 
     @property
-    def quantizer(self) -> str:
+    def rule(self) -> str:
         """Display name of the VQ rule: EMA-VQ is KSOM with no neighbours (Remark 3.1)."""
+        if self.quantizer == "lucidrains":
+            return "lucidrains VectorQuantize"
         if self.neighbours == "none":
             return "EMA-VQ"
         return f"KSOM {self.neighbours} {self.grid_dim}D"
@@ -140,6 +149,17 @@ def _validate(c: TrialConfig):
             _check(math.isfinite(value), f"{f.name}={value!r} must be a finite number")
     _check(c.model in MODELS, f"model={c.model!r} is unknown; allowed: {', '.join(MODELS)}")
     _check(c.dataset in DATASETS, f"dataset={c.dataset!r} is unknown; allowed: {', '.join(DATASETS)}")
+    _check(c.quantizer in QUANTIZERS, f"quantizer={c.quantizer!r} is unknown; allowed: {', '.join(QUANTIZERS)} "
+                                      "(kohonen = EMA-VQ / KSOM, lucidrains = vector-quantize-pytorch)")
+    _check(c.dead_code_threshold >= 0, f"dead_code_threshold={c.dead_code_threshold!r} must be >= 0 (0 = off)")
+    if c.quantizer == "kohonen":
+        for name, off in (("rotation_trick", False), ("kmeans_init", False), ("dead_code_threshold", 0.0)):
+            _check(getattr(c, name) == off, f"{name}={getattr(c, name)!r} applies only to quantizer=lucidrains; "
+                                            f"allowed with quantizer=kohonen: {str(off).lower()}")
+    else:
+        _check(c.neighbours == "none", f"neighbours={c.neighbours!r}: quantizer=lucidrains has no neighbourhood; "
+                                       "allowed: none")
+        _check(c.update_empty, "update_empty=False: quantizer=lucidrains always updates every code; allowed: true")
     _check(c.neighbours in NEIGHBOURS,
            f"neighbours={c.neighbours!r} is unknown; allowed: {', '.join(NEIGHBOURS)} "
            "(none = EMA-VQ, hard/gaussian = KSOM)")

@@ -122,7 +122,10 @@ def measure(model, data: ImageData, images: torch.Tensor | None = None, batch_si
     Pictures: `codebook_{level}` (Figure 4: code k's image at G(k); for VQ-VAE-2 the other
     level fixed to its most used code, Figure 7) and `perturbation` (Figure 5: one row per
     validation image, the original then offsets 0..3).
+    A model with a quantiser that has no grid (lucidrains) gets no metrics and no pictures.
     """
+    if any(q.grid is None for q in model.levels.values()):
+        return Topography({}, {})  # a quantiser whose codes have no map: nothing to shift (models/build.py)
     images = data.val if images is None else images
     was_training = model.training
     model.eval()

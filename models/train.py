@@ -208,7 +208,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"training {cfg.quantizer} on {cfg.dataset}: {cfg.to_params()}", flush=True)
+    print(f"training {cfg.rule} on {cfg.dataset}: {cfg.to_params()}", flush=True)
 
     def show(step, m, state):
         perplexity = "  ".join(f"{M.column(k)} {v:.1f}" for k, v in m.items() if k.startswith(M.val_perplexity("")))

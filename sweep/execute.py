@@ -8,7 +8,7 @@ driver failed. Every case leaves a state that `python -m sweep.run --resume DIR`
 from __future__ import annotations
 
 import errno
-import json
+import functools
 import logging
 import os
 import secrets
@@ -22,10 +22,11 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from analysis.report import report_sweep
+from analysis.store import embedded_uri, write_sweep
 from sweep.plan import Plan
 from sweep.progress import Progress
-from sweep.tracking import (MlflowCallback, experiment_id, local_store, mark_unfinished, start_parent_run,
-                            trial_run_name, ui_command)
+from sweep.tracking import (MlflowCallback, experiment_id, mark_unfinished, start_parent_run, trial_run_name,
+                            ui_command)
 from sweep.trainable import run_trial, run_workers_trial, trial_config
 
 EXIT_FAILED, EXIT_OUTAGE = 1, 3  # exit statuses besides 0, 2 (refused) and 128 + signal (stopped)
@@ -99,8 +100,8 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
     if resume is None:
         n_trials = len(plan.arms) * len(plan.seeds)
         callbacks = [MlflowCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
-                                    plan.study, plan.scale, trial_config, sweep_dir / "pictures"),
-                     Progress(n_trials, trial_config)]
+                                    plan, trial_config, sweep_dir / "pictures"),
+                     Progress(n_trials, functools.partial(trial_run_name, plan))]
         tuner = tune.Tuner(
             trainable,
             param_space={"base": plan.base, "arm": tune.grid_search(plan.arms), "seed": tune.grid_search(plan.seeds)},
@@ -136,7 +137,7 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
           f"results: {sweep_dir} (tables/, figures/, *.parquet)", flush=True)
     if failed:
         client.set_terminated(meta["parent_run_id"], "FAILED")
-        names = "; ".join(f"{trial_run_name(trial_config(r.config))} ({r.path}/error.txt)" for r in failed)
+        names = "; ".join(f"{trial_run_name(plan, r.config)} ({r.path}/error.txt)" for r in failed)
         raise SweepEnded(f"failed: {len(failed)} of {n_trials} trials: {names}; {resume_hint} (retries them)",
                          EXIT_FAILED)
     client.set_terminated(meta["parent_run_id"], "FINISHED")
@@ -204,12 +205,10 @@ def _new_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None, storage:
             break
         except FileExistsError:
             continue
-    artifacts = None
-    if not tracking_uri:
-        tracking_uri, artifacts = local_store(results_dir)
+    tracking_uri = tracking_uri or embedded_uri(results_dir)
     client = MlflowClient(tracking_uri)
     try:
-        exp_id = experiment_id(client, plan.study, artifacts)
+        exp_id = experiment_id(client, plan.study, tracking_uri)
         meta = {"name": name, "study": plan.study, "scale": plan.scale, "dir": str(sweep_dir), "base": plan.base,
                 "plan": asdict(plan), "tracking_uri": tracking_uri, "experiment_id": exp_id,
                 "ray_storage": storage or str(sweep_dir), "ray_name": name if storage else "ray"}
@@ -217,5 +216,5 @@ def _new_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None, storage:
     except Exception:
         sweep_dir.rmdir()  # still empty: no half-made sweep folder is left behind
         raise
-    (sweep_dir / "sweep.json").write_text(json.dumps(meta, indent=2))
+    write_sweep(meta)  # paths relative to the results folder, so that it can move
     return meta

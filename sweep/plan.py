@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from models.config import ConfigError, TrialConfig, field_names
-from sweep.scales import SCALES, default_scale
+from sweep.scales import SCALES, STARTUP_SECONDS, default_scale
 from sweep.study import Study, load_study
 
 
@@ -28,7 +28,8 @@ class Plan:
     gpus: float  # per trial (shared evenly by its workers)
     workers: int = 1  # processes per trial (data parallel, Ray Train); 1 = the trial in the Tune trial's process
     # What the analysis needs to know of the study (defaults: sweeps planned before studies were files).
-    swept: list[str] = field(default_factory=list)  # fields that differ between arms, outermost first
+    swept: list[str] = field(default_factory=list)  # what tells arms apart (fields, or "arm"), outermost first
+    labels: list[str] = field(default_factory=list)  # per arm: its study arm's label ("" or none: unlabelled)
     reference: dict = field(default_factory=dict)  # the arm others are compared with (within the other axes)
     metrics: list[str] = field(default_factory=list)  # per-trial summaries the tables show
     table: str = ""  # the paper table the study mirrors
@@ -38,6 +39,29 @@ class Plan:
     def trials(self) -> list[TrialConfig]:
         """Every trial's config, validated (raises ConfigError naming the bad value)."""
         return [TrialConfig.from_dict({**self.base, **arm, "seed": seed}) for arm in self.arms for seed in self.seeds]
+
+    def expected_seconds(self, concurrent: int) -> float:
+        """Expected wall time of the sweep with `concurrent` trials at a time, from the scale's measured
+        seconds per step (0 when the scale has none): trials packed longest first onto the slots."""
+        per_step = SCALES[self.scale].step_seconds if self.scale in SCALES else 0.0
+        slots = [0.0] * max(1, concurrent)
+        for seconds in sorted((cfg.steps * per_step for cfg in self.trials()), reverse=True):
+            slots[slots.index(min(slots))] += seconds
+        return max(slots) + STARTUP_SECONDS if per_step else 0.0
+
+    def label(self, arm: dict) -> str:
+        """The label of one of the plan's arms ("" when its study arm has none)."""
+        return self.labels[self.arms.index(arm)] if self.labels else ""
+
+    def run_name(self, arm: dict, seed: int) -> str:
+        """A trial's MLflow run name: the VQ rule (or the arm's label), then what the study sweeps, e.g.
+        'KSOM hard N0=0 update-0=no seed=1'."""
+        cfg = TrialConfig.from_dict({**self.base, **arm, "seed": seed})
+        fields = self.swept or sorted(set().union(*self.arms))  # sweeps planned before studies were files
+        if "arm" not in fields:  # the VQ rule first, swept or not
+            fields = ["neighbours"] + [f for f in fields if f not in ("neighbours", "quantizer")]
+        parts = [self.label(arm) if name == "arm" else _short(name, cfg, fields) for name in fields]
+        return " ".join([p for p in parts if p] + [f"seed={seed}"])
 
 
 def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = None, overrides: dict | None = None,
@@ -86,6 +110,9 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
         configs = [TrialConfig.from_dict({**base, **arm}) for arm in arms]
     except ConfigError as e:
         raise ConfigError(f"{study.source}: a trial of study {study.name!r} is invalid: {e}") from None
+    if any(cfg.quantizer == "lucidrains" for cfg in configs):
+        from models.lucidrains import vector_quantize
+        vector_quantize()  # the library is there, or a one-line error naming the extra
     for cfg in configs:
         if cfg.dataset != "photos" and not cfg.data_dir:
             raise ConfigError(f"dataset={cfg.dataset} needs --data-dir (a folder that holds or will receive it)")
@@ -93,10 +120,28 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
             raise ConfigError(f"batch_size={cfg.batch_size} does not split over --workers-per-trial {workers}; "
                               f"allowed: a batch size divisible by {workers}")
     values = {name: {repr(getattr(c, name)) for c in configs} for name in swept}
-    return Plan(study.name, scale, base, arms, seed_list, cpus, gpus, workers,
-                swept=[n for n in swept if n in study.axes or len(values[n]) > 1],
+    rows = study.rows() if study.labels else [n for n in swept if n in study.axes or len(values[n]) > 1]
+    return Plan(study.name, scale, base, arms, seed_list, cpus, gpus, workers, swept=rows,
+                labels=study.grid_labels() if study.labels else [],
                 reference=dict(study.reference), metrics=list(study.metrics), table=study.table,
                 description=study.description, source=study.source)
+
+
+SHORT = {"n0": "N0={}", "update_empty": "update-0={}", "grid_dim": "{}D", "tau": "tau={}"}
+
+
+def _short(name: str, cfg: TrialConfig, fields: list[str]) -> str:
+    """One swept field in a run name: the VQ rule for `neighbours`, else e.g. 'N0=1', 'tau=0.1', 'lr=0.0003'."""
+    value = getattr(cfg, name)
+    if name == "neighbours":
+        return "lucidrains" if cfg.quantizer == "lucidrains" else "EMA-VQ" if value == "none" else f"KSOM {value}"
+    if name == "quantizer" and "neighbours" in fields:
+        return ""  # the rule already says it
+    if isinstance(value, bool):
+        value = "yes" if value else "no"
+    elif isinstance(value, float):
+        value = f"{value:g}"
+    return SHORT.get(name, name + "={}").format(value)
 
 
 def parse_overrides(pairs: list[str]) -> dict:

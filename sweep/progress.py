@@ -7,14 +7,14 @@ import time
 from ray import tune
 
 from models import metrics as M
-from sweep.tracking import diverged, trial_run_name
+from sweep.tracking import diverged
 
 
 class Progress(tune.Callback):
     """One line when a trial ends, and a status line at most every `every` seconds."""
 
-    def __init__(self, total: int, config_of, every: float = 15.0):
-        self.total, self.config_of, self.every = total, config_of, every
+    def __init__(self, total: int, name_of, every: float = 15.0):
+        self.total, self.name_of, self.every = total, name_of, every  # name_of: Ray trial config -> run name
         self._reset()
 
     def _reset(self):
@@ -23,7 +23,7 @@ class Progress(tune.Callback):
         self.best = (math.inf, "")
 
     def __getstate__(self):  # pickled with the sweep; the clock restarts on resume
-        return {"total": self.total, "config_of": self.config_of, "every": self.every}
+        return {"total": self.total, "name_of": self.name_of, "every": self.every}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -41,7 +41,7 @@ class Progress(tune.Callback):
         self.last_line = time.time()
 
     def _name(self, trial) -> str:
-        return trial_run_name(self.config_of(trial.config))
+        return self.name_of(trial.config)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         val = result["metrics"].get(M.VAL_LOSS, math.nan)

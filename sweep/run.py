@@ -18,12 +18,13 @@ and the analysis outputs; all sweeps in a results dir share one MLflow store
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from pathlib import Path
 
 from models.config import DATASETS, ConfigError, field_names
 from sweep.plan import Plan, make_plan, parse_grid, parse_overrides
+from sweep.scales import SCALES
 from sweep.study import shipped_names
 
 
@@ -83,15 +84,21 @@ def read_sweep_json(sweep_dir: Path) -> tuple[Plan, dict]:
     if not meta_file.is_file():
         raise ConfigError(f"--resume {sweep_dir}: no sweep.json there; give the folder a sweep printed at its start")
     allowed = "allowed: the sweep.json a sweep wrote (restore it, or start the sweep again)"
+    from analysis.store import StoreMissing, check_store, read_sweep  # imports MLflow: only when resuming
+
     try:
-        meta = json.loads(meta_file.read_text())
+        meta = read_sweep(sweep_dir, check=False)  # its paths resolved where the folder is now
         missing = [k for k in SWEEP_KEYS if not isinstance(meta.get(k), (str, dict))]
         if missing:
             raise ConfigError(f"{meta_file} lacks {missing}; {allowed}")
         plan = Plan(**meta["plan"])
         plan.trials()
-    except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+    except (ValueError, TypeError, AttributeError, KeyError, UnicodeDecodeError) as e:  # JSONDecodeError: ValueError
         raise ConfigError(f"{meta_file} is not a sweep's ({type(e).__name__}: {e}); {allowed}") from None
+    try:
+        check_store(meta["tracking_uri"], f" (named by {meta_file})")
+    except StoreMissing as e:
+        raise ConfigError(f"--resume {sweep_dir}: {e}") from None
     return plan, meta
 
 
@@ -116,6 +123,22 @@ def resume_plan(args) -> tuple[Plan, dict]:
 def _grid(plan: Plan) -> tuple:
     """What a resume must keep: every trial's config and the resources and processes per trial."""
     return [cfg.to_params() for cfg in plan.trials()], plan.cpus, plan.gpus, plan.workers
+
+
+def dry_run(plan: Plan, max_concurrent: int = 0) -> str:
+    """The run names, the number of trials and the expected wall time on this machine."""
+    names = [plan.run_name(arm, seed) for arm in plan.arms for seed in plan.seeds]
+    concurrent = max_concurrent or max(1, int((os.cpu_count() or 1) // plan.cpus))
+    seconds = plan.expected_seconds(concurrent)
+    per_step = SCALES[plan.scale].step_seconds if plan.scale in SCALES else 0.0
+    span = f"{seconds / 3600:.1f} h" if seconds > 5400 else f"{seconds / 60:.1f} min"
+    wall = (f"expected wall time {span} ({concurrent} trial(s) at a time; {per_step:g} s per training step at "
+            f"{plan.scale} scale, measured on a 2-core CPU machine; a GPU is faster)" if seconds else
+            f"no wall-time estimate: scale {plan.scale!r} has no measured step time")
+    lines = [f"{plan.study} at {plan.scale} scale: {len(names)} trials ({len(plan.arms)} arms x "
+             f"{len(plan.seeds)} seeds), {plan.cpus:g} CPU / {plan.gpus:g} GPU each"
+             + (f" shared by {plan.workers} workers" if plan.workers > 1 else ""), wall]
+    return "\n".join(lines + [f"  {name}" for name in names])
 
 
 def refuse(message: str):
@@ -146,11 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         refuse(str(e))
     if args.dry_run:
-        print(f"{plan.study} at {plan.scale} scale: {len(trials)} trials "
-              f"({len(plan.arms)} arms x {len(plan.seeds)} seeds), {plan.cpus:g} CPU / {plan.gpus:g} GPU each"
-              + (f" shared by {plan.workers} workers" if plan.workers > 1 else ""))
-        for cfg in trials:
-            print("  " + " ".join(f"{k}={cfg.to_params()[k]}" for k in sorted(set().union(*plan.arms) | {"seed"})))
+        print(dry_run(plan, args.max_concurrent))
         return 0
     from sweep.execute import SweepEnded, run_sweep  # imports Ray and MLflow: only once the plan is known to be good
     try:

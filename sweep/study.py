@@ -54,16 +54,28 @@ class Study:
     fixed: dict = field(default_factory=dict)
     axes: dict = field(default_factory=dict)  # field -> list of values (typed)
     arms: list = field(default_factory=list)  # list of dicts of fields
+    labels: list = field(default_factory=list)  # the arms' display names (all or none)
     seeds: list | None = None  # None: the scale's default
     reference: dict = field(default_factory=dict)
     metrics: list = field(default_factory=lambda: list(METRICS[:2]))
     source: str = ""  # the file it was read from
+    from_grid: tuple = ()  # axes given on the command line (--grid), named so in messages
     lines: dict = field(default_factory=dict, repr=False, compare=False)  # key path -> line, for messages
 
     def grid(self) -> list[dict]:
         """Every configuration: each combination of the axes (first axis outermost) with each arm (innermost)."""
         combos = [dict(zip(self.axes, values)) for values in product(*self.axes.values())]
         return [{**combo, **arm} for combo in combos for arm in (self.arms or [{}])]
+
+    def grid_labels(self) -> list[str]:
+        """The arm label of each configuration of grid() ("" for unlabelled arms)."""
+        n_combos = len(self.grid()) // max(1, len(self.arms))
+        return (self.labels or [""] * max(1, len(self.arms))) * n_combos
+
+    def rows(self) -> list[str]:
+        """What tells configurations apart in tables and run names: the axes, then "arm" when the arms
+        are labelled, else every field an arm sets."""
+        return list(self.axes) + ["arm"] if self.labels else self.swept()
 
     def swept(self) -> list[str]:
         """The fields the axes and arms set, axes first, in the order they are written."""
@@ -78,14 +90,18 @@ class Study:
         values = [_field_value(self, (f"--grid {name}",), name, v) for v in values]
         if not values:
             raise StudyError(f"--grid {name}=: the axis is empty; allowed: one or more comma-separated values")
-        arms = []
-        for arm in self.arms:
+        arms, labels = [], []
+        for arm, label in zip(self.arms, self.labels or [""] * len(self.arms)):
             rest = {k: v for k, v in arm.items() if k != name}
             if rest not in arms:
                 arms.append(rest)
-        arms = [] if arms == [{}] else arms
+                labels.append(label)
+        arms, labels = ([], []) if arms == [{}] else (arms, labels)
         fixed = {k: v for k, v in self.fixed.items() if k != name}
-        study = dataclasses.replace(self, fixed=fixed, axes={**self.axes, name: values}, arms=arms)
+        reference = {k: v for k, v in self.reference.items() if k != name}
+        study = dataclasses.replace(self, fixed=fixed, axes={**self.axes, name: values}, arms=arms,
+                                    labels=labels if any(labels) else [], reference=reference,
+                                    from_grid=(*self.from_grid, name))
         _check_grid(study)
         return study
 
@@ -154,10 +170,25 @@ def parse_study(text: str, source: str) -> Study:
     raw_arms = data.get("arms") or []
     if not isinstance(raw_arms, list):
         raise _error(study, ("arms",), raw_arms, "a list of mappings of config fields")
-    arms = [_fields(study, ("arms", i), arm) for i, arm in enumerate(raw_arms)]
-    study = dataclasses.replace(study, fixed=fixed, axes=axes, arms=arms, seeds=_seeds(study, data.get("seeds")),
+    labels = [arm.get("label") if isinstance(arm, dict) else None for arm in raw_arms]
+    for i, label in enumerate(labels):
+        if any(labels) and (not isinstance(label, str) or not label.strip() or labels.index(label) != i):
+            raise _error(study, ("arms", i, "label") if label else ("arms", i), label,
+                         "a distinct non-empty label on every arm, or on none", "bad arm label")
+    arms = [_fields(study, ("arms", i), {k: v for k, v in arm.items() if k != "label"} if isinstance(arm, dict)
+                    else arm) for i, arm in enumerate(raw_arms)]
+    study = dataclasses.replace(study, fixed=fixed, axes=axes, arms=arms, labels=labels if any(labels) else [],
+                                seeds=_seeds(study, data.get("seeds")),
                                 metrics=_metrics(study, data.get("metrics", list(METRICS[:2]))))
-    study = dataclasses.replace(study, reference=_fields(study, "reference", data.get("reference") or {}))
+    reference = data.get("reference") or {}
+    if isinstance(reference, str):  # an arm's label
+        if reference not in study.labels:
+            raise _error(study, ("reference",), reference, f"the label of an arm: {', '.join(study.labels)}"
+                         if study.labels else "a mapping of swept fields to values (the arms have no labels)",
+                         "the reference arm matches no arm")
+        study = dataclasses.replace(study, reference={"arm": reference})
+    else:
+        study = dataclasses.replace(study, reference=_fields(study, "reference", reference))
     _check_grid(study)
     return study
 
@@ -181,10 +212,20 @@ def _check_grid(study: Study) -> None:
         key = tuple(sorted((k, repr(v)) for k, v in arm.items()))
         if key in seen:
             where = next((("arms", i) for i, a in enumerate(study.arms) if a.items() <= arm.items()), ("axes",))
+            where = ("axes", study.from_grid[-1]) if study.from_grid else where
             raise _error(study, where, arm, "each configuration once (repeated axis values or arms)",
                          "duplicate trials")
         seen[key] = arm
+    for config in study.grid():
+        merged = {**study.fixed, **config}
+        try:
+            TrialConfig.from_dict(merged)
+        except ConfigError as e:
+            name = next((n for n in merged if str(e).startswith(f"{n}=")), next(iter(merged), ""))
+            raise _error(study, _where(study, name, config), merged.get(name), None, str(e)) from None
     swept = study.swept()
+    if "arm" in study.reference:
+        return
     for name, value in study.reference.items():
         if name not in swept:
             raise _error(study, ("reference", name), value, f"a field the axes or arms sweep: {', '.join(swept)}",
@@ -194,9 +235,19 @@ def _check_grid(study: Study) -> None:
                      f"{ {k: study.grid()[0][k] for k in study.reference} }", "the reference arm matches no arm")
 
 
+def _where(study: Study, name: str, config: dict) -> tuple:
+    """The key path that sets field `name` in a configuration of the grid (for messages)."""
+    if name in study.axes:
+        return ("axes", name, study.axes[name].index(config[name]))
+    arm = next((i for i, a in enumerate(study.arms) if a.items() <= config.items() and name in a), None)
+    return ("arms", arm, name) if arm is not None else ("fixed", name)
+
+
 def _error(study: Study, path: tuple | str, value, allowed: str | None, problem: str | None = None) -> StudyError:
     """One line: file:line: key=value: problem; allowed: ... (the line of the nearest key the parser placed)."""
     path = (path,) if isinstance(path, str) else tuple(path)
+    if path[:1] == ("axes",) and len(path) > 1 and path[1] in study.from_grid:
+        path, study = (f"--grid {path[1]}",), dataclasses.replace(study, source=f"{study.source} with --grid")
     line, at = study.lines.get(path), path
     while line is None and at:
         at = at[:-1]
@@ -225,13 +276,12 @@ def _field_name(study: Study, path: tuple, name) -> None:
 
 
 def _field_value(study: Study, path: tuple, name: str, value):
-    """The value typed as the field, and in range for it alone (cross-field checks come with the plan)."""
+    """The value typed as the field (ranges and cross-field rules: every configuration in _check_grid)."""
     if isinstance(value, (dict, list)) or value is None:
         raise _error(study, path, value, f"one plain value for {name}", "not a single value")
     known = {f.name: f for f in dataclasses.fields(TrialConfig)}
     try:
         typed = parse_value(known[name], value)
-        TrialConfig.from_dict({name: typed})
     except ConfigError as e:
         raise _error(study, path, value, None, str(e)) from None
     return typed

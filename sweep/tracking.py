@@ -21,31 +21,31 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from analysis.store import ARTIFACTS, artifact_location, embedded_database
 from models import metrics as M
-from models.config import TrialConfig
+from models.build import topography_note
+from sweep.plan import Plan
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # training-runs view in the UI
-
-
-def local_store(results_dir: Path) -> tuple[str, str]:
-    """(tracking URI, artifact location) of the embedded store inside results_dir."""
-    results_dir = Path(results_dir).resolve()
-    return f"sqlite:///{results_dir / 'mlflow.db'}", (results_dir / "mlartifacts").as_uri()
 
 
 def ui_command(tracking_uri: str) -> str:
     """The command that opens the MLflow UI on this store."""
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {tracking_uri}"
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+    destination = embedded_database(tracking_uri).parent / ARTIFACTS
+    return (f"mlflow ui --backend-store-uri {tracking_uri} --artifacts-destination {destination} "
+            "--host 127.0.0.1 --port 5000")
 
 
-def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    """The id of experiment `name`, created (with the training-runs UI view) if absent."""
+def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    """The id of experiment `name`, created (with the training-runs UI view) if absent; in an
+    embedded store its artifacts go to `mlflow-artifacts:/<name>` (analysis/store.py)."""
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
+    return client.create_experiment(name, artifact_location=artifact_location(tracking_uri, name),
+                                    tags=EXPERIMENT_KIND)
 
 
 def start_parent_run(client: MlflowClient, exp_id: str, sweep: dict) -> str:
@@ -73,19 +73,18 @@ def file_name(run_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", run_name.replace("=", "")).strip("-")
 
 
-def trial_run_name(cfg: TrialConfig) -> str:
-    update = "yes" if cfg.update_empty else "no"
-    tau = f" tau={cfg.tau:g}" if cfg.neighbours != "none" else ""
-    return f"{cfg.quantizer}{tau} N0={cfg.n0} update-0={update} seed={cfg.seed}"
+def trial_run_name(plan: Plan, config: dict) -> str:
+    """The run name of a Ray trial config {"base", "arm", "seed"} of `plan`: the swept axes and the seed."""
+    return plan.run_name(config["arm"], config["seed"])
 
 
 class MlflowCallback(tune.Callback):
     """Logs every trial of a sweep as a child run of the sweep's parent run."""
 
-    def __init__(self, tracking_uri: str, exp_id: str, parent_run_id: str, study: str, scale: str, config_of,
+    def __init__(self, tracking_uri: str, exp_id: str, parent_run_id: str, plan: Plan, config_of,
                  pictures_dir: str | Path):
         self.tracking_uri, self.exp_id, self.parent = tracking_uri, exp_id, parent_run_id
-        self.study, self.scale, self.pictures_dir = study, scale, Path(pictures_dir)
+        self.plan, self.study, self.scale, self.pictures_dir = plan, plan.study, plan.scale, Path(pictures_dir)
         self.config_of = config_of  # Ray trial config -> TrialConfig
         self._reset()
 
@@ -118,9 +117,11 @@ class MlflowCallback(tune.Callback):
             self.client.set_tag(run_id, M.STATUS_TAG, M.RUNNING)
         else:
             cfg = self.config_of(trial.config)
-            run = self.client.create_run(self.exp_id, run_name=trial_run_name(cfg), tags={
-                "mlflow.parentRunId": self.parent, "ray_trial_id": trial.trial_id, "study": self.study,
-                "scale": self.scale, "seed": str(cfg.seed), "quantizer": cfg.quantizer, M.STATUS_TAG: M.RUNNING})
+            tags = {"mlflow.parentRunId": self.parent, "ray_trial_id": trial.trial_id, "study": self.study,
+                    "scale": self.scale, "seed": str(cfg.seed), "rule": cfg.rule, M.STATUS_TAG: M.RUNNING,
+                    "arm": self.plan.label(trial.config["arm"]), "topography": topography_note(cfg) or "measured"}
+            run = self.client.create_run(self.exp_id, run_name=trial_run_name(self.plan, trial.config),
+                                         tags={k: v for k, v in tags.items() if v})
             run_id = run.info.run_id
             self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in cfg.to_params().items()])
             self.logged_up_to[run_id] = 0
@@ -163,7 +164,7 @@ class MlflowCallback(tune.Callback):
             folder = Path(checkpoint.to_directory(tmp))
             pictures = sorted(folder.glob("*.png"))
             if pictures:
-                own = self.pictures_dir / file_name(trial_run_name(self.config_of(trial.config)))
+                own = self.pictures_dir / file_name(trial_run_name(self.plan, trial.config))
                 own.mkdir(parents=True, exist_ok=True)
                 for picture in pictures:
                     shutil.copy(picture, own)

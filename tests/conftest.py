@@ -6,6 +6,7 @@ written with plain Python loops so that the tests never check the code against i
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -81,3 +82,18 @@ def smoke_sweep(tmp_path_factory):
         return run_sweep(plan, results_dir=tmp_path_factory.mktemp("results"))
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def moved(smoke_sweep, tmp_path):
+    """The smoke sweep's whole results folder copied to a new place, the original out of reach
+    (renamed away for the test, put back afterwards); yields the copy's sweep folder."""
+    original = smoke_sweep.parent
+    copy = tmp_path / "elsewhere" / "results-copy"
+    shutil.copytree(original, copy)
+    away = original.with_name(original.name + "-away")
+    original.rename(away)
+    try:
+        yield copy / smoke_sweep.name
+    finally:
+        away.rename(original)

@@ -2,7 +2,6 @@
 tables, Parquet files, LaTeX, figures and notebook produced from a real smoke sweep."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -16,6 +15,7 @@ from nbclient import NotebookClient
 
 from analysis.load import load_sweep, read_parquet, write_parquet
 from analysis.report import main as report_main
+from analysis.store import read_sweep
 from analysis.summary import steps_to_threshold, summarise
 from analysis.tables import table_numbers, to_latex, to_text
 from models.metrics import MissingMetric
@@ -163,7 +163,7 @@ def test_report_cli_regenerates(smoke_sweep, tmp_path, capsys):
     assert report_main([str(smoke_sweep)]) == 0
     out = capsys.readouterr().out
     assert "(×10³)" in out and "KSOM" in out and "collapsed (" in out and "diverged (2 of 18)" in out
-    uri = json.loads((smoke_sweep / "sweep.json").read_text())["tracking_uri"]
+    uri = read_sweep(smoke_sweep)["tracking_uri"]
     assert report_main(["--tracking-uri", uri, "--study", "robustness", "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r/tables/robustness.tex").exists()
     with pytest.raises(SystemExit):

@@ -185,8 +185,9 @@ def test_frozen_and_replace_revalidates():
 
 def test_quantizer_display_name():
     """EMA-VQ is KSOM without neighbours (Remark 3.1); KSOM names its neighbourhood and grid dimension."""
-    assert TrialConfig().quantizer == "EMA-VQ"
-    assert TrialConfig(neighbours="gaussian", grid_dim=1).quantizer == "KSOM gaussian 1D"
+    assert TrialConfig().rule == "EMA-VQ"
+    assert TrialConfig(neighbours="gaussian", grid_dim=1).rule == "KSOM gaussian 1D"
+    assert TrialConfig(quantizer="lucidrains").rule == "lucidrains VectorQuantize"
 
 
 def test_build_quantizer_uses_every_quantizer_field():

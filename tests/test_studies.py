@@ -1,17 +1,22 @@
 """Studies as data: the YAML study files, their plans and their refusals."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
 from models.config import TrialConfig
 from sweep.plan import make_plan
-from sweep.scales import SCALES
+from sweep.run import main
+from sweep.scales import SCALES, STARTUP_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,3 +67,175 @@ def test_study_files_ship_inside_the_wheel(tmp_path):
     shipped = {f"sweep/studies/{p.name}" for p in (ROOT / "sweep" / "studies").glob("*.yaml")}
     assert {f"sweep/studies/{s}.yaml" for s in PAPER_TABLES} <= shipped <= names
     assert {"sweep/plan.py", "sweep/study.py", "sweep/scales.py"} <= names
+
+
+# ---------------------------------------------------------------- refusals (before Ray, nothing created)
+
+GOOD = """\
+name: my-study
+description: a user's study
+fixed:
+  neighbours: hard
+axes:
+  tau: [0.1, 1.0]
+reference: {tau: 0.1}
+"""
+
+
+@pytest.mark.parametrize("text, expected", [
+    (GOOD.replace("tau: [0.1, 1.0]", "widht: [16, 32]"), [":6:", "axes.widht='widht'", "not a config field",
+                                                         "allowed: model, width"]),
+    (GOOD.replace("[0.1, 1.0]", "[0.1, 0]"), [":6:", "axes.tau[1]=0", "tau=0.0 must be > 0"]),
+    (GOOD.replace("[0.1, 1.0]", "[0.1, fast]"), [":6:", "axes.tau[1]='fast'", "is not a valid float"]),
+    (GOOD.replace("[0.1, 1.0]", "[]"), [":6:", "axes.tau=[]", "the axis is empty", "allowed: a non-empty list"]),
+    (GOOD.replace("neighbours: hard", "tau: 0.3"), [":6:", "tau is both swept and fixed", "allowed: a field not"]),
+    (GOOD.replace("[0.1, 1.0]", "[0.1, 1.0, 0.1]"), ["duplicate trials", "allowed: each configuration once"]),
+    (GOOD.replace("{tau: 0.1}", "{tau: 0.5}"), [":7:", "the reference arm matches no arm", "reference={'tau': 0.5}"]),
+    (GOOD.replace("{tau: 0.1}", "{lr: 0.1}"), [":7:", "reference.lr=0.1", "not swept", "allowed: a field the axes"]),
+    (GOOD.replace("my-study", "robustness"), [":1:", "name='robustness' clashes with the shipped study",
+                                              "allowed: a name other than"]),
+    (GOOD.replace("[0.1, 1.0]", "[0.1, 1.0"), [":7:", "malformed YAML", "allowed: a YAML mapping"]),
+    (GOOD + "seeds: 0\n", [":8:", "seeds=0", "allowed: a number N >= 1"]),
+    (GOOD + "metric: [final_loss]\n", [":8:", "key 'metric' is unknown", "allowed: the keys name"]),
+    (GOOD.replace("neighbours: hard", "neighbours: hard\n  quantizer: lucidrains"), [
+        ":4:", "fixed.neighbours='hard'", "quantizer=lucidrains has no neighbourhood; allowed: none"]),
+])
+def test_bad_study_files_are_refused_in_one_line_before_anything_runs(text, expected, tmp_path, capsys):
+    """Each refusal names the file, the key (and its line), the value and what is allowed; exit 2."""
+    study = tmp_path / "my-study.yaml"
+    study.write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(study), "--scale", "smoke", "--results-dir", str(tmp_path / "results")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"python -m sweep.run: error: {study}")
+    for part in expected:
+        assert part in error, error
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["ablation", "--grid", "tau="], "--grid tau='': the axis is empty"),
+    (["ablation", "--grid", "widht=1,2"], "--grid 'widht' is not a config field"),
+    (["ablation", "--grid", "tau=0.1,0"], "with --grid: --grid tau=0.0: tau=0.0 must be > 0"),
+    (["ablation", "--grid", "tau=0.1", "--set", "tau=1"], "would override what study 'ablation' sweeps"),
+    (["robustness", "--grid", "n0=1,1"], "duplicate trials"),
+    (["no-such-study"], "study 'no-such-study' is unknown; allowed: a study file (.yaml) or one of ablation"),
+    (["missing.yaml"], "study file missing.yaml does not exist"),
+])
+def test_bad_grids_and_studies_on_the_command_line(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--scale", "smoke", "--results-dir", str(tmp_path / "results")])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_lucidrains_without_its_package_is_one_line_naming_the_extra(tmp_path):
+    """With vector-quantize-pytorch unimportable, a study that uses it stops before Ray with the extra's name."""
+    fake = tmp_path / "hide" / "vector_quantize_pytorch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named vector_quantize_pytorch')\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'hide'}{os.pathsep}{ROOT}"}
+    done = subprocess.run([sys.executable, "-m", "sweep.run", "modern-baselines", "--scale", "smoke", "--results-dir",
+                           str(tmp_path / "results")], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        "quantizer=lucidrains needs vector-quantize-pytorch, which is not installed; install the bench extra: "
+        "pip install 'kohonen-vq[bench]' (or pip install -e '.[bench]')")
+    assert not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------- grids, names, dry run
+
+def test_grid_adds_an_axis_and_replaces_one():
+    """--grid tau=... on ablation (tau set by its arms) makes tau an axis crossed with the 1D/2D arms;
+    --grid n0=1 on robustness replaces its n0 axis."""
+    plan = make_plan("ablation", "smoke", grid={"tau": ["0.01", "0.03", "0.1", "0.3", "1"]})
+    got = [(c.neighbours, c.tau, c.grid_dim) for c in plan.trials()]
+    assert got == [(n, t, d) for n in ("hard", "gaussian") for t in (0.01, 0.03, 0.1, 0.3, 1.0) for d in (1, 2)]
+    assert plan.swept == ["neighbours", "tau", "grid_dim"]
+    plan = make_plan("robustness", "smoke", grid={"n0": ["1"]})
+    assert [(c.n0, c.update_empty, c.neighbours) for c in plan.trials()] == [
+        (1, u, n) for u in (False, True) for n in ("none", "hard")]
+
+
+def test_dry_run_prints_run_names_count_and_expected_wall_time(capsys):
+    assert main(["robustness", "--scale", "cpu", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "robustness at cpu scale: 24 trials (8 arms x 3 seeds), 1 CPU / 0 GPU each"
+    concurrent = max(1, os.cpu_count() or 1)
+    rounds = -(-24 // concurrent)
+    minutes = (rounds * 800 * SCALES["cpu"].step_seconds + STARTUP_SECONDS) / 60
+    assert out[1].startswith(f"expected wall time {minutes:.1f} min ({concurrent} trial(s) at a time; 0.0197 s")
+    assert out[2:5] == ["  EMA-VQ N0=0 update-0=no seed=0", "  EMA-VQ N0=0 update-0=no seed=1",
+                        "  EMA-VQ N0=0 update-0=no seed=2"]
+    assert out[-1] == "  KSOM hard N0=1 update-0=yes seed=2" and len(out) == 2 + 24
+
+
+def test_new_studies_plan_their_grids():
+    """codebook-size, shrink and modern-baselines as the issue states them."""
+    plan = make_plan("codebook-size", "smoke")
+    assert [(c.codebook_size, c.neighbours) for c in plan.trials()] == [
+        (k, n) for k in (128, 256, 512, 1024) for n in ("none", "hard")]
+    plan = make_plan("shrink", "smoke")
+    assert [(c.neighbours, c.tau) for c in plan.trials()] == [
+        (n, t) for n in ("hard", "gaussian") for t in (0.01, 0.03, 0.1, 0.3, 1.0)]
+    plan = make_plan("modern-baselines", "cpu")
+    assert len(plan.trials()) == 6 * 3 and plan.swept == ["arm"] and plan.reference == {"arm": "KSOM hard 2D"}
+    arms = {plan.label(a): TrialConfig.from_dict({**plan.base, **a}) for a in plan.arms}
+    assert [(c.quantizer, c.neighbours, c.n0, c.update_empty) for c in arms.values()][:4] == [
+        ("kohonen", "hard", 1, True), ("kohonen", "hard", 0, False), ("kohonen", "none", 1, True),
+        ("kohonen", "none", 0, False)]
+    lucid = arms["lucidrains k-means + dead codes"]
+    assert (lucid.quantizer, lucid.decay, lucid.rotation_trick, lucid.commitment, lucid.kmeans_init,
+            lucid.dead_code_threshold) == ("lucidrains", 0.8, True, 1.0, True, 2.0)
+
+
+# ---------------------------------------------------------------- a user's study, end to end
+
+USER_STUDY = """\
+# my question: how do the learning rate and the codebook size interact for KSOM?
+name: lr-by-k
+description: learning rate x codebook size, KSOM hard 2D
+fixed: {neighbours: hard, grid_dim: 2, tau: 0.1}
+axes:
+  lr: [0.0003, 0.001, 0.003]
+  codebook_size: [16, 64]
+reference: {lr: 0.001}
+metrics: [final_loss, steps_10]
+"""
+
+
+def test_a_user_written_two_axis_study_runs_end_to_end(tmp_path):
+    """`python -m sweep.run my.yaml` at smoke scale: one MLflow run per trial named by the axes, the
+    tables grouped by both axes with the reference comparison, the sensitivity figure for lr."""
+    study = tmp_path / "lr-by-k.yaml"
+    study.write_text(USER_STUDY)
+    env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "sweep.run", str(study), "--scale", "smoke", "--set", "steps=20",
+                           "--set", "eval_every=10", "--results-dir", str(tmp_path / "results")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sweep_dir = next((tmp_path / "results").glob("lr-by-k-smoke-*"))
+    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    assert meta["plan"]["swept"] == ["lr", "codebook_size"] and meta["plan"]["reference"] == {"lr": 0.001}
+    client = MlflowClient(meta["tracking_uri"])
+    exp = client.get_experiment_by_name("lr-by-k")
+    runs = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.info.run_name for r in runs) == sorted(
+        f"KSOM hard lr={lr} codebook_size={k} seed=0" for lr in ("0.0003", "0.001", "0.003") for k in (16, 64))
+    for r in runs:
+        assert r.data.tags["status"] == "finished" and r.data.tags["rule"] == "KSOM hard 2D"
+        assert r.data.tags["topography"] == "measured"
+        assert TrialConfig.from_dict(r.data.params).steps == 20
+    tidy = pd.read_parquet(sweep_dir / "tables" / "lr-by-k.parquet")
+    assert {(lr, k) for lr, k in zip(tidy.lr, tidy.codebook_size)} == {
+        (lr, k) for lr in (0.0003, 0.001, 0.003) for k in (16, 64)}
+    comparison = pd.read_parquet(sweep_dir / "tables" / "lr-by-k_vs_reference.parquet")
+    assert set(comparison.lr) == {0.0003, 0.003}  # each against lr = 0.001 at the same K
+    for name in ("lr-by-k.md", "lr-by-k.tex", "lr-by-k.txt"):
+        assert (sweep_dir / "tables" / name).stat().st_size > 0
+    for name in ("loss.png", "sensitivity_lr.png", "sensitivity_lr.pdf"):
+        assert (sweep_dir / "figures" / name).exists()
+    assert not (sweep_dir / "figures" / "sensitivity_codebook_size.png").exists()  # two values: the table's job

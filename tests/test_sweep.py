@@ -3,26 +3,25 @@ ray.cluster_utils.Cluster), an MLflow sqlite store and a real `mlflow server`,
 a driver process killed and resumed, and the command-line checks."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
+from analysis.store import read_sweep
 from models.config import TrialConfig
 from models.train import train
 from sweep.execute import run_sweep
 from sweep.plan import Plan, make_plan
 from sweep.run import main
 from sweep.tracking import file_name
+from sweep.ui import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +47,7 @@ def local_ray():
 def test_smoke_sweep_logs_one_run_per_trial_and_records_divergence(smoke_sweep):
     """Every trial is one child run with all config fields as params and its validation curve;
     a trial whose loss becomes NaN is tagged diverged while the others finish."""
-    meta = json.loads((smoke_sweep / "sweep.json").read_text())
+    meta = read_sweep(smoke_sweep)
     client, runs = child_runs(meta["tracking_uri"], "robustness")
     assert len(runs) == 18  # 8 arms x 2 seeds + the diverging arm x 2 seeds
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {meta["parent_run_id"]}
@@ -97,14 +96,7 @@ def mlflow_server(tmp_path):
          "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(f"{url}/health", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("mlflow server did not become healthy")
+        wait_healthy(url, proc, timeout=600)  # minutes on a loaded 2-core machine
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -139,7 +131,7 @@ def test_multi_node_sweep_uses_both_worker_nodes(tmp_path):
         ray.init(address=cluster.address, log_to_driver=False)
         plan = make_plan("sensitivity", "smoke", seeds=1)
         run_sweep(plan, results_dir=tmp_path)
-        _, runs = child_runs(json.loads(next(tmp_path.glob("*/sweep.json")).read_text())["tracking_uri"],
+        _, runs = child_runs(read_sweep(next(tmp_path.glob("*/sweep.json")).parent)["tracking_uri"],
                              "sensitivity")
         assert len(runs) == 4 and all(r.data.tags["status"] == "finished" for r in runs)
         used = {r.data.tags["node_id"] for r in runs}
@@ -167,7 +159,7 @@ def test_killed_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
         proc.wait()
     assert any("2/8 done" in line for line in seen), "".join(seen)
     sweep_dir = next(tmp_path.glob("sensitivity-smoke-*"))
-    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    meta = read_sweep(sweep_dir)
     _, before = child_runs(meta["tracking_uri"], "sensitivity")
     assert 2 <= sum(r.data.tags["status"] == "finished" for r in before) < 8
 
@@ -219,7 +211,7 @@ def test_dry_run_lists_every_trial(capsys):
     assert main(["ablation", "--scale", "smoke", "--seeds", "2", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "16 trials (8 arms x 2 seeds)" in out
-    assert out.count("neighbours=gaussian") == 8 and out.count("grid_dim=1") == 4
+    assert out.count("KSOM gaussian") == 8 and out.count(" 1D ") == 4  # run names follow the swept axes
 
 
 @pytest.mark.parametrize("dataset, model, size, batch, lr, seeds, cpus, gpus", [

@@ -1,0 +1,83 @@
+"""`python -m sweep.ui` against a real `mlflow ui` on a moved copy of the smoke sweep's results,
+its deep link opened in headless Chromium: the page is the runs table with the sweep's runs, not
+MLflow 3's GenAI overview; the server serves the copy's artifacts; the parent run holds the answer."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis.store import read_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI: .ci/run installs it")
+        pytest.skip("no chromium on this machine (.ci/run installs Debian's chromium when run as root)")
+    return found
+
+
+def rendered_text(url: str, profile: Path) -> str:
+    """The page's visible text after its scripts ran, from headless Chromium's DOM."""
+    done = subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=30000",
+                           "--dump-dom", url], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = re.sub(r"<(style|script)\b.*?</\1>", " ", done.stdout, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))
+
+
+@pytest.fixture
+def ui(moved):
+    """`python -m sweep.ui` on the moved copy; yields (sweep folder, base URL, deep link); stopped after."""
+    proc = subprocess.Popen([sys.executable, "-m", "sweep.ui", str(moved.parent), "--port", "0"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "robustness: http" in line:
+                break
+        out = "".join(lines)
+        base = re.search(r"MLflow UI on (http://127\.0\.0\.1:\d+)", out)
+        link = re.search(r"robustness: (\S+)", out)
+        assert base and link, out
+        yield moved, base.group(1), link.group(1)
+    finally:
+        proc.send_signal(signal.SIGTERM)  # sweep.ui stops the mlflow ui it started
+        proc.wait(timeout=60)
+
+
+def test_deep_link_opens_the_runs_table_in_chromium(ui):
+    sweep_dir, base, link = ui
+    meta = read_sweep(sweep_dir)
+    assert link == f"{base}/#/experiments/{meta['experiment_id']}/runs?workflowType=machine_learning"
+    text = rendered_text(link, sweep_dir.parent.parent / "chromium-profile")
+    assert text.lstrip().startswith("Runs - Experiment"), text[:500]
+    assert meta["name"] in text and "19 matching runs" in text, text[:3000]  # the parent and its 18 trials
+    assert "Detect Issues" not in text and "Token Usage" not in text  # not the GenAI overview
+
+    client = MlflowClient(base)  # the server serves the copy's artifacts (mlflow-artifacts: URIs)
+    runs = client.search_runs([meta["experiment_id"]], "tags.status = 'finished'")
+    assert len(runs) == 16
+    assert [a.path for a in client.list_artifacts(runs[0].info.run_id, "pictures")] == [
+        "pictures/codebook_vq.png", "pictures/perturbation.png"]
+
+
+def test_a_missing_store_is_refused(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "sweep.ui", str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and f"no MLflow store at {tmp_path / 'mlflow.db'}" in done.stderr
+    assert list(tmp_path.iterdir()) == []

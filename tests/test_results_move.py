@@ -1,0 +1,77 @@
+"""A results folder that moves keeps working: sweep.json names the store and the sweep folder
+relative to the results folder, artifacts are `mlflow-artifacts:` URIs resolved under the folder
+the store is in now (analysis/store.py); a missing store is a one-line error that creates nothing.
+Real components: the smoke sweep's sqlite store and artifacts, the report CLI, the notebook
+(nbclient) and the resume CLI, each in its own process as a user would run them."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from mlflow.tracking import MlflowClient
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_sweep_json_has_no_absolute_paths(smoke_sweep):
+    raw = (smoke_sweep / "sweep.json").read_text()
+    meta = json.loads(raw)
+    assert str(smoke_sweep.parent) not in raw
+    assert (meta["dir"], meta["store"], meta["tracking_uri"], meta["ray_storage"]) == (
+        smoke_sweep.name, "mlflow.db", None, None)
+    exp = MlflowClient(f"sqlite:///{smoke_sweep.parent / 'mlflow.db'}").get_experiment(meta["experiment_id"])
+    assert exp.artifact_location == "mlflow-artifacts:/robustness"
+
+
+def test_a_moved_results_folder_regenerates_its_report_notebook_and_artifacts(moved, monkeypatch):
+    assert not (moved / "sweep.json").read_text().count(str(moved.parent))
+    shutil.rmtree(moved / "figures")
+    (moved / "summary.parquet").unlink()
+    done = _run("-m", "analysis.report", str(moved))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "KSOM" in done.stdout
+    for name in ("summary.parquet", "figures/loss.png", "figures/perturbation.png", "figures/codebook_vq.png"):
+        assert (moved / name).stat().st_size > 0, name  # the pictures come from the copy's artifacts
+
+    nb = nbformat.read(ROOT / "notebooks/analysis.ipynb", as_version=4)
+    monkeypatch.setenv("SWEEP_DIR", str(moved))
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    outputs = "".join(str(o.get("text", "")) for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
+    assert f"sweep: {moved}" in outputs and "18 trials, 2 diverged" in outputs
+
+    listing = _run("-c", "import sys; from analysis.store import read_sweep; from mlflow import MlflowClient\n"
+                         "meta = read_sweep(sys.argv[1]); client = MlflowClient(meta['tracking_uri'])\n"
+                         "runs = client.search_runs([meta['experiment_id']], 'tags.status = \"finished\"')\n"
+                         "print(len(runs), [a.path for a in client.list_artifacts(runs[0].info.run_id, 'pictures')])\n"
+                         "print(client.download_artifacts(runs[0].info.run_id, 'pictures/perturbation.png'))",
+                   str(moved))
+    assert listing.returncode == 0, listing.stderr[-3000:]
+    count, local = listing.stdout.strip().splitlines()
+    assert count == "16 ['pictures/codebook_vq.png', 'pictures/perturbation.png']"
+    assert Path(local).stat().st_size > 0
+
+
+def test_a_missing_store_is_one_line_and_creates_nothing(moved):
+    results = moved.parent
+    (results / "mlflow.db").unlink()
+    before = sorted(p.relative_to(results) for p in results.rglob("*"))
+    for args in (["-m", "analysis.report", str(moved)], ["-m", "sweep.run", "--resume", str(moved)]):
+        done = _run(*args)
+        assert done.returncode == 2, (args, done.stderr[-2000:])
+        last = done.stderr.strip().splitlines()[-1]
+        assert f"no MLflow store at {results / 'mlflow.db'}" in last and "Traceback" not in done.stderr, done.stderr
+    uri = f"sqlite:///{results / 'mlflow.db'}"
+    done = _run("-m", "analysis.report", "--tracking-uri", uri, "--study", "robustness", "--out", str(results / "r"))
+    assert done.returncode == 2 and f"no MLflow store at {results / 'mlflow.db'}" in done.stderr
+    assert sorted(p.relative_to(results) for p in results.rglob("*")) == before  # nothing created
