@@ -72,7 +72,11 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
               max_failures: int = 2) -> Path:
     """Run every trial of `plan` (or continue the sweep described by `resume`); returns the sweep folder."""
     if resume is None:
-        meta = _new_sweep(plan, Path(results_dir).resolve(), tracking_uri, storage)
+        try:
+            meta = _new_sweep(plan, Path(results_dir).resolve(), tracking_uri, storage)
+        except Exception as e:  # the tracking store failed between the checks and the start: nothing ran
+            raise SweepEnded(f"error: {_what_failed(e, tracking_uri or 'store')}; nothing ran, start the sweep "
+                             "again", EXIT_OUTAGE) from None
     else:
         meta = resume
         print(f"resuming {meta['dir']}: trusting its sweep.json and checkpoints (resume only folders your own "
@@ -87,7 +91,11 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     client = MlflowClient(meta["tracking_uri"])
-    client.set_terminated(meta["parent_run_id"], "RUNNING")
+    try:
+        client.set_terminated(meta["parent_run_id"], "RUNNING")
+    except Exception as e:  # noqa: BLE001 - the tracking store failed before any trial started
+        raise SweepEnded(f"error: {_what_failed(e, meta['tracking_uri'])}; nothing ran; resume with: "
+                         f"python -m sweep.run --resume {sweep_dir}", EXIT_OUTAGE) from None
     trainable = _trainable(plan, meta)
     if resume is None:
         n_trials = len(plan.arms) * len(plan.seeds)
@@ -199,10 +207,14 @@ def _new_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None, storage:
             continue
     tracking_uri = tracking_uri or embedded_uri(results_dir)
     client = MlflowClient(tracking_uri)
-    exp_id = experiment_id(client, plan.study, tracking_uri)
-    meta = {"name": name, "study": plan.study, "scale": plan.scale, "dir": str(sweep_dir), "base": plan.base,
-            "plan": asdict(plan), "tracking_uri": tracking_uri, "experiment_id": exp_id,
-            "ray_storage": storage or str(sweep_dir), "ray_name": name if storage else "ray"}
-    meta["parent_run_id"] = start_parent_run(client, exp_id, meta)
+    try:
+        exp_id = experiment_id(client, plan.study, tracking_uri)
+        meta = {"name": name, "study": plan.study, "scale": plan.scale, "dir": str(sweep_dir), "base": plan.base,
+                "plan": asdict(plan), "tracking_uri": tracking_uri, "experiment_id": exp_id,
+                "ray_storage": storage or str(sweep_dir), "ray_name": name if storage else "ray"}
+        meta["parent_run_id"] = start_parent_run(client, exp_id, meta)
+    except Exception:
+        sweep_dir.rmdir()  # still empty: no half-made sweep folder is left behind
+        raise
     write_sweep(meta)  # paths relative to the results folder, so that it can move
     return meta
