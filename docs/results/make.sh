@@ -37,7 +37,7 @@ collect() {  # $1 = folder name under docs/results, $2 = a finished sweep folder
 
 sweep() {  # $1 = folder name under docs/results, rest = arguments of sweep.run
   local name=$1; shift
-  local cmd="python -m sweep.run $* --results-dir $RUNS"
+  local cmd="python -m sweep.run $* --results-dir $RUNS --address local"
   echo "== $name: $cmd" >&2
   local log; log=$(mktemp)
   local start=$SECONDS rc=0
@@ -50,14 +50,15 @@ sweep() {  # $1 = folder name under docs/results, rest = arguments of sweep.run
   collect "$name" "$dir"
 }
 
-bench() {  # $1 = script name under benchmarks/
-  local cmd="python benchmarks/$1.py"
+bench() {  # $1 = script name under benchmarks/, rest = its arguments
+  local name=$1; shift
+  local cmd="python benchmarks/$name.py $*"
   echo "== $cmd" >&2
   mkdir -p "$OUT/benchmarks"
   local log; log=$(mktemp)
   local start=$SECONDS rc=0
   $cmd 2>&1 | tee "$log" >&2 || rc=$?
-  { provenance "$cmd" $((SECONDS - start)) "$rc"; echo; cat "$log"; } > "$OUT/benchmarks/$1.txt"
+  { provenance "$cmd" $((SECONDS - start)) "$rc"; echo; cat "$log"; } > "$OUT/benchmarks/$name.txt"
   rm -f "$log"
 }
 
@@ -68,7 +69,7 @@ for t in "${targets[@]}"; do
   case $t in
     sensitivity|comparison|robustness|ablation|modern-baselines|shrink) sweep "$t" "$t" --seeds 3 ;;
     long) for s in robustness comparison; do sweep "$s-long" "$s" --scale cpu-long --seeds 3; done ;;
-    benchmarks) for b in step_time scaling data_throughput; do bench "$b"; done ;;
+    benchmarks) bench step_time; bench scaling --part search --threads 2; bench data_throughput ;;
     readme) python -m analysis.paper "$OUT" --header "$OUT/header.md" ;;
     *) echo "make.sh: unknown target '$t'; allowed: sensitivity comparison robustness ablation long" \
             "modern-baselines shrink benchmarks readme, or: collect NAME SWEEP_DIR" >&2; exit 2 ;;
