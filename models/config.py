@@ -29,7 +29,7 @@ class ConfigError(ValueError):
 class TrialConfig:
     # model
     model: str = "vqvae"  # "vqvae" (one level of codes) or "vqvae2" (two levels: top and bottom)
-    width: int = 128  # hidden channels h (SPEC 2; paper: 128)
+    width: int = 128  # hidden channels h (paper, Appendix A: 128)
     codebook_size: int = 512  # K
     code_dim: int = 64  # d_emb
     # quantiser: "kohonen" is ours (Sec. 3): neighbours "none" is EMA-VQ, "hard"/"gaussian" is KSOM;
@@ -54,7 +54,7 @@ class TrialConfig:
     data_dir: str = ""
     image_size: int = 32  # side of the square images (paper: 32 for CIFAR, 256 for VQ-VAE-2 data sets)
     loader_workers: int = 2  # processes decoding an image folder's batches (0: on the training thread)
-    # optimisation (SPEC 2)
+    # optimisation (paper, Appendix A)
     batch_size: int = 256
     lr: float = 1e-3
     grad_clip: float = 1.0

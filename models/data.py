@@ -1,4 +1,4 @@
-"""Image data sets: the offline `photos` default, CIFAR-10/100 and folders of images (SPEC section 3).
+"""Image data sets: the offline `photos` default, CIFAR-10/100 and folders of images (paper, Sec. 4).
 
 Every data set becomes an `ImageData`: uint8 training images (a list of photos
 of any size, one (N, 3, H, W) tensor, or `ImageFiles`, a lazy list of files that
@@ -424,7 +424,7 @@ def split_image_folder(data_dir: str | Path) -> tuple[list[str], list[str]]:
 
 
 def load_image_folder(data_dir: str | Path, size: int = 256, name: str = "imagefolder") -> ImageData:
-    """A folder of images (ImageNet, CelebA-HQ + AFHQ, ...) as RGB `size` x `size` images (SPEC 3).
+    """A folder of images (ImageNet, CelebA-HQ + AFHQ, ...) as RGB `size` x `size` images (paper, Sec. 4.3).
 
     Files: .jpg .jpeg .png .bmp .webp in any case, at any depth (`find_images`); each is read by
     `read_image` (RGB, shorter side resized to `size`, centre crop). Split: `split_image_folder`.

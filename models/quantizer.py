@@ -54,7 +54,7 @@ class QuantizerOutput(NamedTuple):
 
 
 class KohonenQuantizer(nn.Module):
-    """EMA-VQ / KSOM vector quantiser (SPEC section 1).
+    """EMA-VQ / KSOM vector quantiser (paper Sec. 3, Eqs. 12-21).
 
     Args:
         codebook_size: K.
