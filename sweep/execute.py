@@ -175,7 +175,9 @@ def _what_failed(e: Exception, tracking_uri: str) -> str:
     """What went wrong, in a few words: a full disk, the tracking store, or the driver's own error."""
     causes = list(_causes(e))
     if any(isinstance(c, OSError) and c.errno == errno.ENOSPC or "disk is full" in str(c) for c in causes):
-        return f"disk full ({next(str(c) for c in causes if 'full' in str(c) or isinstance(c, OSError))[:200]})"
+        # causes raised inside Ray carry the remote traceback: name the line that says what filled up
+        said = (line.strip() for c in causes for line in str(c).splitlines() if "full" in line or "No space" in line)
+        return f"disk full ({next(said, 'No space left on device')[:200]})"
     if _store_down(e):
         return f"MLflow tracking server {tracking_uri} unreachable beyond its retries"
     root = causes[-1]

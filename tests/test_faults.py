@@ -323,7 +323,7 @@ def test_failed_trials_fail_the_sweep_and_the_report_still_comes(one_store, tmp_
     (line,) = error_lines(err)
     assert line.startswith("failed: 4 of 4 trials: EMA-VQ N0=0 update-0=no seed=0 (") and "error.txt" in line
     assert line.endswith("(retries them)") and "resume with: python -m sweep.run --resume" in line
-    meta = json.loads(next(p for p in one_store.glob("*/sweep.json")).read_text())
+    meta = read_sweep(next(p for p in one_store.glob("*/sweep.json")).parent)
     client = MlflowClient(meta["tracking_uri"])
     assert client.get_run(meta["parent_run_id"]).info.status == "FAILED"
     runs = child_runs(meta["tracking_uri"], "sensitivity", meta["parent_run_id"])

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from analysis.store import read_sweep
 from models.config import TrialConfig
 from sweep.plan import make_plan
 from sweep.run import main
@@ -218,7 +219,7 @@ def test_a_user_written_two_axis_study_runs_end_to_end(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     sweep_dir = next((tmp_path / "results").glob("lr-by-k-smoke-*"))
-    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    meta = read_sweep(sweep_dir)
     assert meta["plan"]["swept"] == ["lr", "codebook_size"] and meta["plan"]["reference"] == {"lr": 0.001}
     client = MlflowClient(meta["tracking_uri"])
     exp = client.get_experiment_by_name("lr-by-k")

@@ -14,6 +14,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from analysis.store import read_sweep
 from models import metrics as M
 from models.config import TrialConfig
 from models.train import train
@@ -60,7 +61,7 @@ def test_two_worker_trial_killed_midway_resumes_to_the_uninterrupted_end_state(t
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
         proc.wait()
     sweep_dir = next(tmp_path.glob("sensitivity-smoke-*"))
-    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    meta = read_sweep(sweep_dir)
     assert meta["plan"]["workers"] == 2
 
     done = subprocess.run([sys.executable, "-m", "sweep.run", "--resume", str(sweep_dir)], cwd=ROOT, env=env,
@@ -125,7 +126,7 @@ def test_four_quarter_gpu_trials_share_one_gpu(tmp_path):
         ray.shutdown()
     results = [json.loads(f.read_text().splitlines()[0]) for f in (sweep_dir / "ray").glob("*/result.json")]
     assert len(results) == 4 and all(r["gpu_ids"] == ["0"] for r in results), results
-    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    meta = read_sweep(sweep_dir)
     runs = [r for r in MlflowClient(meta["tracking_uri"]).search_runs([meta["experiment_id"]])
             if "mlflow.parentRunId" in r.data.tags]
     assert len(runs) == 4 and all(r.data.tags[M.STATUS_TAG] == M.FINISHED for r in runs)
