@@ -74,7 +74,7 @@ def outcomes(summary: pd.DataFrame) -> str:
         hit = summary[summary[flag].astype(bool)] if flag in summary else summary.iloc[:0]
         configs = {}
         for name in hit.get("run_name", pd.Series(dtype=str)).astype(str):
-            config, _, seed = name.rpartition(" seed=")
+            config, _, seed = name.rpartition(" s")  # run names end with the seed: 'KSOM hard N0=1 u0=yes s0'
             configs.setdefault(config or name, []).append(seed)
         named = "; ".join(f"{c} (seeds {', '.join(s)})" for c, s in configs.items())
         lines.append(textwrap.fill(f"{flag} ({len(hit)} of {len(summary)}): {named or 'none'}", TEXT_WIDTH,

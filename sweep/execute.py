@@ -12,9 +12,12 @@ from ray import tune
 
 from analysis.report import report_sweep
 from analysis.store import embedded_uri, write_sweep
+from sweep.parent import finish_parent_run, start_parent_run
 from sweep.plan import Plan
-from sweep.progress import Progress
-from sweep.tracking import MlflowCallback, experiment_id, start_parent_run, ui_command
+from sweep.progress import Progress, plan_line
+from sweep.scales import SCALES
+from sweep.tracking import MlflowCallback, experiment_id
+from sweep.ui import browse_hint
 from sweep.trainable import run_trial, trial_config
 
 
@@ -22,6 +25,7 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
               address: str | None = None, resume: dict | None = None, max_concurrent: int = 0,
               max_failures: int = 2) -> Path:
     """Run every trial of `plan` (or continue the sweep described by `resume`); returns the sweep folder."""
+    session_start = time.time()
     if resume is None:
         meta = _new_sweep(plan, Path(results_dir).resolve(), tracking_uri, storage)
     else:
@@ -29,7 +33,8 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
         print(f"resuming {meta['dir']}: trusting its sweep.json and checkpoints (resume only folders your own "
               "sweeps wrote)", flush=True)
     sweep_dir = Path(meta["dir"])
-    print(f"sweep folder: {sweep_dir}\n  resume with: python -m sweep.run --resume {sweep_dir}", flush=True)
+    print(f"sweep folder: {sweep_dir}\n  resume with: python -m sweep.run --resume {sweep_dir}\n"
+          f"{browse_hint(meta['tracking_uri'], meta['experiment_id'])}", flush=True)
 
     # One checkpoint per validation is the point (resume loses nothing); Tune warns about the
     # experiment snapshots that follow. Trials print nothing of their own, so their logs stay on the nodes.
@@ -38,11 +43,13 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     trainable = tune.with_resources(run_trial, {"cpu": plan.cpus, "gpu": plan.gpus})
+    n_trials = len(plan.arms) * len(plan.seeds)
+    scale = SCALES.get(plan.scale)
+    print(plan_line(plan, _at_once(plan, n_trials, max_concurrent), scale and scale.trial_seconds), flush=True)
     if resume is None:
-        n_trials = len(plan.arms) * len(plan.seeds)
         callbacks = [MlflowCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
-                                    plan.study, plan.scale, trial_config, sweep_dir / "pictures"),
-                     Progress(n_trials, trial_config)]
+                                    plan.study, plan.scale, trial_config, sweep_dir / "pictures", plan.swept),
+                     Progress(n_trials, trial_config, plan.swept)]
         tuner = tune.Tuner(
             trainable,
             param_space={"base": plan.base, "arm": tune.grid_search(plan.arms), "seed": tune.grid_search(plan.seeds)},
@@ -56,13 +63,23 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
                                    resume_errored=True)
     start = time.time()
     results = tuner.fit()
-    MlflowClient(meta["tracking_uri"]).set_terminated(meta["parent_run_id"], "FINISHED")
     errors = sum(r.error is not None for r in results)
     print(f"sweep done in {time.time() - start:.0f} s: {len(results)} trials, {errors} failed\n", flush=True)
     print(report_sweep(sweep_dir), flush=True)
-    print(f"\nruns:    {ui_command(meta['tracking_uri'])}  (experiment {plan.study!r})\n"
+    finish_parent_run(MlflowClient(meta["tracking_uri"]), meta["parent_run_id"], plan, meta,
+                      time.time() - session_start)
+    print(f"\n{browse_hint(meta['tracking_uri'], meta['experiment_id'])}\n"
           f"results: {sweep_dir} (tables/, figures/, *.parquet)", flush=True)
     return sweep_dir
+
+
+def _at_once(plan: Plan, n_trials: int, max_concurrent: int) -> int:
+    """How many trials run at once: as the cluster's CPUs (and GPUs) allow, capped by --max-concurrent."""
+    resources = ray.cluster_resources()
+    fits = int(resources.get("CPU", 1) // plan.cpus)
+    if plan.gpus:
+        fits = min(fits, int(resources.get("GPU", 0) // plan.gpus))
+    return max(1, min(fits, max_concurrent or n_trials, n_trials))
 
 
 def _new_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None, storage: str | None) -> dict:
@@ -76,6 +93,6 @@ def _new_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None, storage:
     meta = {"name": name, "study": plan.study, "scale": plan.scale, "dir": str(sweep_dir), "base": plan.base,
             "plan": asdict(plan), "tracking_uri": tracking_uri, "experiment_id": exp_id,
             "ray_storage": storage or str(sweep_dir), "ray_name": name if storage else "ray"}
-    meta["parent_run_id"] = start_parent_run(client, exp_id, meta)
+    meta["parent_run_id"] = start_parent_run(client, exp_id, plan, meta)
     write_sweep(meta)  # paths relative to the results folder, so that it can move
     return meta

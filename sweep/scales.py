@@ -20,6 +20,7 @@ class Scale:
     cpus: float  # per trial
     gpus: float  # per trial
     datasets: dict = field(default_factory=dict)  # data set -> (fields that differ from config, seeds)
+    trial_seconds: float | None = None  # measured wall time of one trial on its resources (the plan's estimate)
 
     def settings(self, dataset: str | None) -> tuple[dict, int]:
         """(TrialConfig fields, default seeds) of this scale for `dataset` (None: the scale's own)."""
@@ -38,7 +39,8 @@ SCALES = {s.name: s for s in [
                steps=40, eval_every=20), seeds=1, cpus=1, gpus=0),
     Scale("cpu", "minutes on a laptop CPU (the default without a GPU)",
           dict(dataset="photos", width=32, codebook_size=512, code_dim=64, batch_size=32, lr=1e-3,
-               steps=800, eval_every=50), seeds=3, cpus=1, gpus=0),
+               steps=800, eval_every=50), seeds=3, cpus=1, gpus=0,
+          trial_seconds=16),  # robustness, 24 trials 2 at once on 2 cores: 3 min 09 s (README, Results)
     Scale("paper", "the paper's settings (Appendix A), one GPU per trial: CIFAR VQ-VAE, or VQ-VAE-2 on image folders",
           dict(dataset="cifar10", model="vqvae", image_size=32, width=128, codebook_size=512, code_dim=64,
                batch_size=256, lr=1e-3, steps=30_000, eval_every=1_000), seeds=10, cpus=4, gpus=1,

@@ -1,6 +1,7 @@
 """MLflow layout of a sweep: one experiment per study, one parent run per sweep,
-one child run per trial (all config fields as params; study, scale, seed and
-status as tags; curves as metrics logged once per validation in one batch, the
+one child run per trial (named by what differs in the study, e.g. `KSOM hard N0=1 u0=yes s0`;
+all config fields as params; study, scale, seed, status, every swept field and MLflow's
+source fields as tags; curves as metrics logged once per validation in one batch, the
 trial's summaries once at step 0: models/metrics.py).
 
 All logging happens on the driver, in a Ray Tune callback, so there is a
@@ -19,22 +20,15 @@ from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from PIL import Image
 from ray import tune
 
-from analysis.store import ARTIFACTS, artifact_location, embedded_database
+from analysis.store import artifact_location
 from models import metrics as M
 from models.config import TrialConfig
+from sweep.parent import source_tags
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # training-runs view in the UI
-
-
-def ui_command(tracking_uri: str) -> str:
-    """The command that opens the MLflow UI on this store."""
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri}"
-    destination = embedded_database(tracking_uri).parent / ARTIFACTS
-    return (f"mlflow ui --backend-store-uri {tracking_uri} --artifacts-destination {destination} "
-            "--host 127.0.0.1 --port 5000")
 
 
 def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
@@ -47,33 +41,40 @@ def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
                                     tags=EXPERIMENT_KIND)
 
 
-def start_parent_run(client: MlflowClient, exp_id: str, sweep: dict) -> str:
-    """The run that stands for one sweep; trials nest under it."""
-    run = client.create_run(exp_id, run_name=sweep["name"], tags={
-        "study": sweep["study"], "scale": sweep["scale"], "sweep_dir": sweep["dir"], "kind": "sweep"})
-    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in sweep["base"].items()])
-    return run.info.run_id
-
-
 def file_name(run_name: str) -> str:
     """A run name as a folder name: 'KSOM hard 2D tau=0.1 N0=1 ...' -> 'KSOM-hard-2D-tau0.1-N01-...'."""
     return re.sub(r"[^A-Za-z0-9.]+", "-", run_name.replace("=", "")).strip("-")
 
 
-def trial_run_name(cfg: TrialConfig) -> str:
-    update = "yes" if cfg.update_empty else "no"
-    tau = f" tau={cfg.tau:g}" if cfg.neighbours != "none" else ""
-    return f"{cfg.quantizer}{tau} N0={cfg.n0} update-0={update} seed={cfg.seed}"
+# How a swept field's value reads in a run name (others read `field=value`).
+LABELS = {"neighbours": {"none": "EMA-VQ", "hard": "KSOM hard", "gaussian": "KSOM Gaussian"},
+          "update_empty": {True: "u0=yes", False: "u0=no"}, "grid_dim": {1: "1D", 2: "2D"}}
+SHORT = {"n0": "N0"}
+
+
+def trial_run_name(cfg: TrialConfig, swept=()) -> str:
+    """What differs in the study first (the VQ rule leading), then the seed: 'KSOM hard N0=1 u0=yes s0';
+    a study that sweeps nothing names the rule: 'KSOM hard 2D s0'."""
+    parts = [_label(field, getattr(cfg, field)) for field in sorted(swept, key=lambda f: f != "neighbours")]
+    return " ".join((parts or [cfg.quantizer]) + [f"s{cfg.seed}"])
+
+
+def _label(field: str, value) -> str:
+    label = LABELS.get(field, {}).get(value)
+    if label is not None:
+        return label
+    return f"{SHORT.get(field, field)}={value:g}" if isinstance(value, float) else f"{SHORT.get(field, field)}={value}"
 
 
 class MlflowCallback(tune.Callback):
     """Logs every trial of a sweep as a child run of the sweep's parent run."""
 
     def __init__(self, tracking_uri: str, exp_id: str, parent_run_id: str, study: str, scale: str, config_of,
-                 pictures_dir: str | Path):
+                 pictures_dir: str | Path, swept=()):
         self.tracking_uri, self.exp_id, self.parent = tracking_uri, exp_id, parent_run_id
         self.study, self.scale, self.pictures_dir = study, scale, Path(pictures_dir)
         self.config_of = config_of  # Ray trial config -> TrialConfig
+        self.swept = list(swept)  # the fields the study sweeps: they lead the run names and are tags
         self._reset()
 
     def _reset(self):
@@ -104,7 +105,8 @@ class MlflowCallback(tune.Callback):
             self.client.set_terminated(run_id, "RUNNING")
         else:
             cfg = self.config_of(trial.config)
-            run = self.client.create_run(self.exp_id, run_name=trial_run_name(cfg), tags={
+            run = self.client.create_run(self.exp_id, run_name=trial_run_name(cfg, self.swept), tags={
+                **source_tags(), **{f: str(getattr(cfg, f)) for f in self.swept},
                 "mlflow.parentRunId": self.parent, "ray_trial_id": trial.trial_id, "study": self.study,
                 "scale": self.scale, "seed": str(cfg.seed), "quantizer": cfg.quantizer, M.STATUS_TAG: M.RUNNING})
             run_id = run.info.run_id
@@ -141,7 +143,8 @@ class MlflowCallback(tune.Callback):
 
     def _log_checkpoint(self, run_id: str, trial):
         """The final state as artifact checkpoint/, its topography pictures as pictures/ (also copied
-        to <pictures_dir>/<run name>/)."""
+        to <pictures_dir>/<run name>/) and as MLflow images keyed by name, which the UI shows side
+        by side across runs."""
         checkpoint = trial.checkpoint
         if checkpoint is None:
             return
@@ -149,12 +152,15 @@ class MlflowCallback(tune.Callback):
             folder = Path(checkpoint.to_directory(tmp))
             pictures = sorted(folder.glob("*.png"))
             if pictures:
-                own = self.pictures_dir / file_name(trial_run_name(self.config_of(trial.config)))
+                own = self.pictures_dir / file_name(trial_run_name(self.config_of(trial.config), self.swept))
                 own.mkdir(parents=True, exist_ok=True)
                 for picture in pictures:
                     shutil.copy(picture, own)
                 self.client.log_artifacts(run_id, str(own), artifact_path="pictures")
+                step = int((trial.last_result or {}).get("step", 0))
                 for picture in pictures:
+                    with Image.open(picture) as image:
+                        self.client.log_image(run_id, image.convert("RGB"), key=picture.stem, step=step)
                     picture.unlink()
             self.client.log_artifacts(run_id, str(folder), artifact_path="checkpoint")
 
