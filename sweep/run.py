@@ -77,22 +77,21 @@ def read_sweep_json(sweep_dir: Path) -> tuple[Plan, dict]:
     if not meta_file.is_file():
         raise ConfigError(f"--resume {sweep_dir}: no sweep.json there; give the folder a sweep printed at its start")
     allowed = "allowed: the sweep.json a sweep wrote (restore it, or start the sweep again)"
-    from analysis.store import StoreMissing, read_sweep  # imports MLflow: only when resuming
+    from analysis.store import StoreMissing, check_store, read_sweep  # imports MLflow: only when resuming
 
     try:
-        meta = read_sweep(sweep_dir)  # its paths resolved where the folder is now
-    except StoreMissing as e:
-        raise ConfigError(f"--resume {sweep_dir}: {e}") from None
-    except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{meta_file} is not a sweep's ({type(e).__name__}: {e}); {allowed}") from None
-    try:
+        meta = read_sweep(sweep_dir, check=False)  # its paths resolved where the folder is now
         missing = [k for k in SWEEP_KEYS if not isinstance(meta.get(k), (str, dict))]
         if missing:
             raise ConfigError(f"{meta_file} lacks {missing}; {allowed}")
         plan = Plan(**meta["plan"])
         plan.trials()
-    except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+    except (ValueError, TypeError, AttributeError, KeyError, UnicodeDecodeError) as e:  # JSONDecodeError: ValueError
         raise ConfigError(f"{meta_file} is not a sweep's ({type(e).__name__}: {e}); {allowed}") from None
+    try:
+        check_store(meta["tracking_uri"], f" (named by {meta_file})")
+    except StoreMissing as e:
+        raise ConfigError(f"--resume {sweep_dir}: {e}") from None
     return plan, meta
 
 

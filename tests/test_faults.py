@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from analysis.report import write_report
+from analysis.store import read_sweep
 from models import metrics as M
 from models.data import CIFAR
 from sweep import preflight
@@ -94,7 +95,7 @@ def assert_one_run_per_trial_with_every_step(meta: dict, n_trials: int, steps: l
 
 def sweep_meta(results: Path) -> dict:
     (found,) = results.glob("*/sweep.json")
-    return json.loads(found.read_text())
+    return read_sweep(found.parent)  # its paths resolved (sweep.json holds them relative to the results folder)
 
 
 def test_checkpoint_that_would_run_code_is_refused(tmp_path):
