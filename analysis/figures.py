@@ -34,7 +34,7 @@ def config_label(trials: pd.DataFrame, study) -> pd.Series:
     out = pd.Series("", index=trials.index)
     for f in layout.columns:
         out = out + " " + FIELD_NAMES.get(f, f"{f}=" if f != "neighbours" else "") + trials[f].map(
-            lambda v, f=f: str(LABELS.get(f, {}).get(v, v)))
+            lambda v, f=f: str(LABELS.get(f, {}).get(v, v))).astype(str)  # str also when there is no trial
     return out.str.strip()
 
 

@@ -59,6 +59,42 @@ def load_runs(tracking_uri: str, study: str, parent_run_id: str | None = None) -
     return trials, metrics
 
 
+def sweep_runs(tracking_uri: str, study: str) -> list:
+    """The parent runs (one per sweep) of `study`, newest first; a missing experiment is a ValueError,
+    a missing sqlite store StoreMissing (nothing created)."""
+    check_store(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(study)
+    if exp is None:
+        raise ValueError(f"no MLflow experiment {study!r} at {tracking_uri}")
+    runs = client.search_runs([exp.experiment_id], max_results=50_000, order_by=["attributes.start_time DESC"])
+    return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+
+
+def pooled_runs(tracking_uri: str, study: str, all_sweeps: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(trials, metrics, what was read) of the newest sweep of `study`, or with all_sweeps of every sweep,
+    which must share one base config (the parent runs' params): pooling different step counts or data
+    would average incomparable numbers, so that is a ValueError naming the sweeps and the fields."""
+    parents = sweep_runs(tracking_uri, study)
+    if not parents:
+        raise ValueError(f"no sweep of {study!r} at {tracking_uri}")
+    chosen = parents if all_sweeps else parents[:1]
+    first = chosen[0]
+    for other in chosen[1:]:
+        differ = sorted(k for k in set(first.data.params) | set(other.data.params)
+                        if first.data.params.get(k) != other.data.params.get(k))
+        if differ:
+            shown = ", ".join(f"{k}: {first.data.params.get(k)} vs {other.data.params.get(k)}" for k in differ[:5])
+            raise ValueError(f"--all-sweeps: sweeps {first.info.run_name} and {other.info.run_name} differ in their "
+                             f"base config ({shown}); allowed: sweeps of one base config, or one sweep (the default)")
+    frames = [load_runs(tracking_uri, study, parent.info.run_id) for parent in chosen]
+    trials = pd.concat([t for t, _ in frames], ignore_index=True)
+    metrics = pd.concat([m for _, m in frames], ignore_index=True)
+    names = ", ".join(p.info.run_name for p in chosen)
+    what = f"{len(chosen)} sweeps ({names})" if all_sweeps else f"sweep {names} (the newest of {len(parents)})"
+    return trials, metrics, what
+
+
 def load_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, metrics) of the sweep whose folder (with its sweep.json) is sweep_dir, wherever it is now."""
     meta = read_sweep(sweep_dir)

@@ -2,6 +2,7 @@
 
     python -m analysis.report results/robustness-cpu-20261124-101500
     python -m analysis.report --tracking-uri sqlite:///results/mlflow.db --study robustness --out report/
+    python -m analysis.report --tracking-uri ... --study robustness --all-sweeps   # pool equal sweeps
 
 Writes trials.parquet, metrics.parquet, summary.parquet; tables/<study>.{parquet,tex,md,txt}
 (loss and steps), tables/<study>_topography.{tex,md,txt} (loss ratio at shift +1..+3, smoothness;
@@ -9,7 +10,8 @@ its numbers are in <study>.parquet too), tables/<study>_vs_reference.{parquet,te
 configuration minus the study's reference arm: difference, Welch CI, p, Hedges' g);
 figures/{loss,topography,perplexity,codes_used}.{png,pdf} and the topography pictures of the
 first seed of every configuration side by side, figures/{perturbation,codebook_<level>}.{png,pdf};
-and prints the tables and the trials that diverged or collapsed.
+and prints the tables and the trials that diverged or collapsed. Only results (trials finished or
+diverged) enter means, figures and pictures; the others are counted, and a line says what is missing.
 """
 from __future__ import annotations
 
@@ -21,22 +23,24 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.figures import write_figures
-from analysis.load import load_runs, write_parquet
+from analysis.load import load_runs, pooled_runs, write_parquet
 from analysis.pictures import write_pictures
 from analysis.store import StoreMissing, read_sweep
-from analysis.summary import summarise
+from analysis.summary import RESULT_STATUSES, summarise
 from analysis.tables import (comparison_latex, comparison_markdown, comparison_numbers, comparison_text,
                              RATIO, SMOOTH, TEXT_WIDTH, table_numbers, to_latex, to_markdown, to_text)
 
 
 def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: str | Path,
                  tracking_uri: str | None = None) -> str:
-    """Write every output for one study into `out`; returns the table as text.
-    With the MLflow `tracking_uri` the trials' topography pictures are composed too."""
+    """Write every output for one study into `out`; returns the table as text, followed by a line on what
+    is missing when not every trial is a result (figures and pictures show only results: finished or
+    diverged trials). With the MLflow `tracking_uri` the trials' topography pictures are composed too."""
     out = Path(out)
     write_parquet(trials, metrics, out)
     if trials.empty:
         return f"no trials of {study!r} logged yet"
+    results = trials[trials.status.isin(RESULT_STATUSES)]
     summary = summarise(trials, metrics)
     summary.to_parquet(out / "summary.parquet", index=False)
     tidy = table_numbers(summary, study)
@@ -61,10 +65,24 @@ def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: s
         (tables / f"{name}.txt").write_text(texts[-1] + "\n")
     texts.append(outcomes(summary))
     text = "\n\n".join(texts)
-    write_figures(trials, metrics, study, out / "figures")
+    figures = write_figures(results, metrics[metrics.run_id.isin(results.run_id)], study, out / "figures")
     if tracking_uri:
-        write_pictures(trials, study, tracking_uri, out / "figures")
-    return text
+        figures += write_pictures(results, study, tracking_uri, out / "figures")
+    return text + missing_note(trials, bool(figures))
+
+
+def missing_note(trials: pd.DataFrame, any_figure: bool) -> str:
+    """A line on the trials that are not results (by status) and on figures that could not be drawn."""
+    statuses = trials.status.value_counts()
+    not_results = {s: int(n) for s, n in statuses.items() if s not in RESULT_STATUSES}
+    lines = []
+    if not_results:
+        counts = ", ".join(f"{n} {s or 'no status'}" for s, n in sorted(not_results.items()))
+        lines.append(f"missing: {sum(not_results.values())} of {len(trials)} trials are not results ({counts}); "
+                     "they are counted but in no mean, figure or picture")
+    if not any_figure:
+        lines.append("missing: no figures (no trial has a validation curve)")
+    return "".join("\n" + line for line in lines)
 
 
 def outcomes(summary: pd.DataFrame) -> str:
@@ -94,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep_dir", nargs="?", help="a sweep folder (holds sweep.json)")
-    p.add_argument("--tracking-uri", help="read every sweep of --study from this MLflow store instead")
+    p.add_argument("--tracking-uri", help="read the newest sweep of --study from this MLflow store instead")
     p.add_argument("--study", help="the study (MLflow experiment) to read with --tracking-uri")
     p.add_argument("--out", default="report", help="output folder with --tracking-uri (default report/)")
+    p.add_argument("--all-sweeps", action="store_true", help="with --tracking-uri: pool every sweep of --study "
+                                                             "(refused unless they share one base config)")
     args = p.parse_args(argv)
     if args.sweep_dir:
         try:
@@ -106,9 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"written into {Path(args.sweep_dir).resolve()}")
     elif args.tracking_uri and args.study:
         try:
-            trials, metrics = load_runs(args.tracking_uri, args.study)
+            trials, metrics, what = pooled_runs(args.tracking_uri, args.study, args.all_sweeps)
         except (ValueError, StoreMissing) as e:
-            p.error(str(e))
+            print(f"python -m analysis.report: error: {e}", file=sys.stderr)  # one line, exit 2
+            raise SystemExit(2) from None
+        print(f"reading {what}")
         print(write_report(trials, metrics, args.study, args.out, args.tracking_uri))
         print(f"written into {Path(args.out).resolve()}")
     else:

@@ -60,10 +60,10 @@ def check_store(tracking_uri: str, refers: str = "") -> None:
                            f"{DATABASE} and {ARTIFACTS}/")
 
 
-def read_sweep(sweep_dir: str | Path) -> dict:
+def read_sweep(sweep_dir: str | Path, check: bool = True) -> dict:
     """The sweep.json of `sweep_dir` with its paths resolved where the folder is now: `dir` (the
     sweep folder), `results_dir`, `tracking_uri` and `ray_storage`. Raises StoreMissing when the
-    sweep has no sweep.json or its embedded store is missing."""
+    sweep has no sweep.json or (with `check`) its embedded store is missing."""
     sweep_dir = Path(sweep_dir).expanduser().resolve()
     meta_file = sweep_dir / "sweep.json"
     if not meta_file.is_file():
@@ -74,7 +74,8 @@ def read_sweep(sweep_dir: str | Path) -> dict:
     if meta.get("store"):  # the embedded store, relative to the results folder
         meta["tracking_uri"] = f"sqlite:///{results_dir / meta['store']}"
     meta["ray_storage"] = meta.get("ray_storage") or str(sweep_dir)
-    check_store(meta["tracking_uri"], f" (named by {meta_file})")
+    if check:
+        check_store(meta["tracking_uri"], f" (named by {meta_file})")
     return meta
 
 

@@ -22,6 +22,9 @@ import pandas as pd
 from models import metrics as M
 
 THRESHOLDS = (10, 20)
+# A trial is a result when it ran to its last step or stopped on a NaN/inf loss. Trials still running,
+# failed or interrupted keep their row (counted apart) but no number of theirs enters a table or figure.
+RESULT_STATUSES = (M.FINISHED, M.DIVERGED)
 COLLAPSE_FRACTION = 0.05  # fewer than 5 % of the K codes used on validation: collapsed
 # Metrics whose last value describes the trained model: per-level perplexity and codes used,
 # and the topography measured at the end (loss after shifting codes by o, smoothness ratio).
@@ -47,20 +50,22 @@ def collapsed(codes_used: dict[str, float], codebook_size: int) -> bool:
 
 
 def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial: the trial's columns plus final_loss, steps_10, steps_20, diverged,
-    collapsed, perplexity_/codes_used_{level}, loss_offset_{o} and smoothness_{level} (NaN where absent).
+    """One row per trial: the trial's columns plus result (status finished or diverged), final_loss,
+    steps_10, steps_20, diverged, collapsed, perplexity_/codes_used_{level}, loss_offset_{o} and
+    smoothness_{level} (NaN where absent, and everywhere for a trial that is not a result).
     Raises models.metrics.MissingMetric when trials finished but no validation loss was logged."""
     if (trials.get(M.STATUS_TAG, pd.Series(dtype=str)) == M.FINISHED).any():
         M.require(metrics.metric.unique(), [M.VAL_LOSS], "the sweep's logged metrics")
     rows = []
     by_run = {run: m for run, m in metrics.groupby("run_id")}
     for trial in trials.to_dict("records"):
-        m = by_run.get(trial["run_id"], metrics.iloc[:0])
+        result = trial.get(M.STATUS_TAG) in RESULT_STATUSES
+        m = by_run.get(trial["run_id"], metrics.iloc[:0]) if result else metrics.iloc[:0]
         val = m[m.metric == M.VAL_LOSS].sort_values("step")
         diverged = trial.get(M.STATUS_TAG) == M.DIVERGED
         finite = val[np.isfinite(val.value.to_numpy(dtype=float))]
         final = math.nan if diverged or finite.empty else float(finite.value.min())
-        row = {**trial, "final_loss": final, "diverged": diverged}
+        row = {**trial, "result": result, "final_loss": final, "diverged": diverged}
         for p in THRESHOLDS:
             row[f"steps_{p}"] = steps_to_threshold(finite.step, finite.value, final, p)
         for name in sorted(set(m.metric)):

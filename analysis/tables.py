@@ -25,6 +25,7 @@ correction over all comparisons of the table, alpha 0.05; analysis.stats).
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from dataclasses import dataclass, field
 
@@ -413,8 +414,11 @@ def _latex(grid: Grid, caption: str, label: str) -> str:
         col += span
     lines = ["\\begin{table}[tbp]", "\\footnotesize", "\\setlength{\\tabcolsep}{1.5pt}",
              f"\\caption{{{caption}}}", f"\\label{{{label}}}",
-             f"\\begin{{tabular*}}{{\\columnwidth}}{{{spec}}}", "\\toprule",
-             " & ".join(top) + " \\\\", " ".join(cmid), " & ".join(sub) + " \\\\", "\\midrule"]
+             f"\\begin{{tabular*}}{{\\columnwidth}}{{{spec}}}", "\\toprule"]
+    if any(h[1] for h in grid.heads):  # spanning headers over sub-headers
+        lines += [" & ".join(top) + " \\\\", " ".join(cmid), " & ".join(sub) + " \\\\", "\\midrule"]
+    else:
+        lines += [" & ".join(grid.labels + [h[0] for h in grid.heads]) + " \\\\", "\\midrule"]
     ncols = len(grid.labels) + sum(width)
     for i, (labels, cells) in enumerate(zip(grid.rows, grid.cells)):
         if i in grid.breaks or (i in grid.sections and i > 0):
@@ -423,6 +427,7 @@ def _latex(grid: Grid, caption: str, label: str) -> str:
             lines.append(f"\\multicolumn{{{ncols}}}{{l}}{{\\emph{{{grid.sections[i]}}}}} \\\\")
         parts = list(labels)
         for (value, spread, bold, mark), pm in zip(cells, grid.pm):
+            value, spread = _minus(value), _minus(spread)
             b = (lambda s: f"\\textbf{{{s}}}") if bold else (lambda s: s)
             if pm and spread:
                 parts += [b(value), b(spread) + mark]
@@ -433,6 +438,11 @@ def _latex(grid: Grid, caption: str, label: str) -> str:
         lines.append(" & ".join(parts) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular*}", "\\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def _minus(text: str) -> str:
+    """A number's minus sign as LaTeX's minus, not a hyphen (also inside "[-1.0, -0.5]")."""
+    return re.sub(r"(?<![\w.])-(?=\d)", "$-$", text)
 
 
 def _plain_cells(grid: Grid, fmt: str) -> list[list[str]]:
@@ -486,7 +496,8 @@ def _text(grid: Grid, note: str) -> str:
                                             for i, j in spans]
     fmt_row = lambda r: "  ".join(c.ljust(w) if i < nl else c.rjust(w)  # noqa: E731
                                   for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-    lines = ["  ".join(top).rstrip(), fmt_row(sub)]
+    lines = (["  ".join(top).rstrip()] if any(h[1] for h in grid.heads) else []) + [
+        fmt_row(sub if any(h[1] for h in grid.heads) else grid.labels + [h[0] for h in grid.heads])]
     for i, r in enumerate(body):
         if i in grid.breaks or (i in grid.sections and i > 0):
             lines.append("")
@@ -529,9 +540,10 @@ def caption(tidy: pd.DataFrame, summary: pd.DataFrame, study: str, part: str, fm
         parts += [f"Loss {unit(ls)}: best validation MSE on per-channel standardised images. "
                   f"Steps: first validated step within +{'/+'.join(map(str, layout.thresholds))}{pct} of that loss"
                   + (f", shown {unit(3)[1:-1]}" if steps_scale(summary) else "") + ".",
-                  f"Mean {pm} sample std over the seeds that did not diverge; "
+                  f"Mean {pm} sample std over the seeds that did not diverge (--: no seed left); "
                   f"{dagger}: collapsed seeds (fewer than {COLLAPSE_FRACTION:.0%} of the K codes used on validation "
-                  f"at some level) are left out of that steps mean.".replace("%", pct),
+                  f"at some level) are left out of that steps mean, which averages the s - d - c seeds of its "
+                  f"row.".replace("%", pct),
                   "Seeds s/d/c: trials with a result / of them diverged / of them collapsed"
                   + (" (+n: trials without a result)." if tidy.get("unfinished", pd.Series([0])).sum() else "."),
                   bold]

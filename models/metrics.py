@@ -46,6 +46,7 @@ SUMMARY_STEP = 0
 
 STATUS_TAG = "status"
 RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed"
+INTERRUPTED = "interrupted"  # stopped by a signal or an outage before it ended; a resume continues it
 
 
 def train_perplexity(level: str) -> str:

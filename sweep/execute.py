@@ -1,7 +1,17 @@
-"""Run (or resume) a planned sweep on Ray Tune with MLflow tracking."""
+"""Run (or resume) a planned sweep on Ray Tune with MLflow tracking.
+
+A sweep that does not end with every trial finished (or diverged) raises SweepEnded, whose message is
+the one line to print and whose `code` is the exit status: 1 when trials failed (after the report of
+what exists), 130 / 143 when SIGINT / SIGTERM stopped it, 3 when the tracking store, the disk or the
+driver failed. Every case leaves a state that `python -m sweep.run --resume DIR` completes.
+"""
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import secrets
+import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,9 +26,46 @@ from sweep.parent import finish_parent_run, start_parent_run
 from sweep.plan import Plan
 from sweep.progress import Progress, plan_line
 from sweep.scales import SCALES
-from sweep.tracking import MlflowCallback, experiment_id
+from sweep.tracking import MlflowCallback, experiment_id, mark_unfinished, trial_run_name
 from sweep.ui import browse_hint
 from sweep.trainable import run_trial, trial_config
+
+EXIT_FAILED, EXIT_OUTAGE = 1, 3  # exit statuses besides 0, 2 (refused) and 128 + signal (stopped)
+
+
+class SweepEnded(Exception):
+    """The sweep stopped short of a full result; str(self) is the line to print, `code` the exit status."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+class _StopSignals:
+    """While Tune runs: the first SIGINT or SIGTERM asks Tune to stop cleanly (through the handler Tune
+    installs for SIGUSR1: it saves the experiment state and returns), a second one aborts at once."""
+
+    def __enter__(self):
+        self.received = None
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours instead, for SIGTERM too
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # until Tune sets its own
+        # Tune's own lines on a stop point to Tuner.restore; the sweep prints its own resume command instead.
+        logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)
+        return self
+
+    def _handle(self, signum, frame):
+        tune_handler = signal.getsignal(signal.SIGUSR1)
+        if self.received is None:
+            self.received = signum
+            if callable(tune_handler):
+                tune_handler(signum, frame)
+                return
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, storage: str | None = None,
@@ -42,6 +89,8 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables of Ray's own; Progress prints
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    client = MlflowClient(meta["tracking_uri"])
+    client.set_terminated(meta["parent_run_id"], "RUNNING")
     trainable = tune.with_resources(run_trial, {"cpu": plan.cpus, "gpu": plan.gpus})
     n_trials = len(plan.arms) * len(plan.seeds)
     scale = SCALES.get(plan.scale)
@@ -62,14 +111,34 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
         tuner = tune.Tuner.restore(f"{meta['ray_storage'].rstrip('/')}/{meta['ray_name']}", trainable,
                                    resume_errored=True)
     start = time.time()
-    results = tuner.fit()
-    errors = sum(r.error is not None for r in results)
-    print(f"sweep done in {time.time() - start:.0f} s: {len(results)} trials, {errors} failed\n", flush=True)
+    resume_hint = f"resume with: python -m sweep.run --resume {sweep_dir}"
+    with _StopSignals() as stop:
+        try:
+            results = tuner.fit()
+        except KeyboardInterrupt:
+            results = None
+        except Exception as e:  # the tracking store, the disk or the driver itself failed mid-sweep
+            raise SweepEnded(f"error: {_what_failed(e, meta['tracking_uri'])}; "
+                             f"{_mark(meta, 'FAILED', skip=_store_down(e))[1]}{resume_hint}", EXIT_OUTAGE) from None
+    if stop.received is not None or results is None:
+        ended, marked = _mark(meta, "KILLED")  # the store knows which trials ended (Tune also counts those
+        if ended is None:                      # it stopped)
+            ended = results.num_terminated if results is not None else 0
+        code = 128 + (stop.received or signal.SIGINT)
+        raise SweepEnded(f"interrupted: {ended} of {n_trials} trials finished; {marked}{resume_hint}", code)
+    failed = [r for r in results if r.error is not None]
+    print(f"sweep done in {time.time() - start:.0f} s: {len(results)} trials, {len(failed)} failed\n", flush=True)
     print(report_sweep(sweep_dir), flush=True)
-    finish_parent_run(MlflowClient(meta["tracking_uri"]), meta["parent_run_id"], plan, meta,
-                      time.time() - session_start)
+    finish_parent_run(client, meta["parent_run_id"], plan, meta, time.time() - session_start)
     print(f"\n{browse_hint(meta['tracking_uri'], meta['experiment_id'])}\n"
           f"results: {sweep_dir} (tables/, figures/, *.parquet)", flush=True)
+    if failed:
+        client.set_terminated(meta["parent_run_id"], "FAILED")
+        names = "; ".join(f"{trial_run_name(trial_config(r.config), plan.swept)} ({r.path}/error.txt)"
+                          for r in failed)
+        raise SweepEnded(f"failed: {len(failed)} of {n_trials} trials: {names}; {resume_hint} (retries them)",
+                         EXIT_FAILED)
+    client.set_terminated(meta["parent_run_id"], "FINISHED")
     return sweep_dir
 
 
@@ -82,11 +151,55 @@ def _at_once(plan: Plan, n_trials: int, max_concurrent: int) -> int:
     return max(1, min(fits, max_concurrent or n_trials, n_trials))
 
 
+def _causes(e: BaseException):
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def _store_down(e: Exception) -> bool:
+    """Whether the tracking server stopped answering (then the runs cannot be marked either)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return any(isinstance(c, requests.exceptions.RequestException)
+               or (isinstance(c, MlflowException) and "API request" in str(c)) for c in _causes(e))
+
+
+def _what_failed(e: Exception, tracking_uri: str) -> str:
+    """What went wrong, in a few words: a full disk, the tracking store, or the driver's own error."""
+    causes = list(_causes(e))
+    if any(isinstance(c, OSError) and c.errno == errno.ENOSPC or "disk is full" in str(c) for c in causes):
+        return f"disk full ({next(str(c) for c in causes if 'full' in str(c) or isinstance(c, OSError))[:200]})"
+    if _store_down(e):
+        return f"MLflow tracking server {tracking_uri} unreachable beyond its retries"
+    root = causes[-1]
+    return f"the driver failed: {type(root).__name__}: {str(root).splitlines()[0][:200] if str(root) else ''}"
+
+
+def _mark(meta: dict, parent_status: str, skip: bool = False) -> tuple[int | None, str]:
+    """Mark the sweep's parent run `parent_status` and its unfinished child runs KILLED (tag status
+    interrupted); (trials that ended, or None when the store could not be read; the text for the line)."""
+    if skip:
+        return None, "runs left RUNNING in the store; "
+    try:
+        ended = mark_unfinished(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"])
+        MlflowClient(meta["tracking_uri"]).set_terminated(meta["parent_run_id"], parent_status)
+    except Exception as e:  # noqa: BLE001 - the store may be what failed; the line says so
+        return None, f"runs not marked ({type(e).__name__}); "
+    return ended, f"sweep run {parent_status}, unfinished trial runs KILLED; "
+
+
 def _new_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None, storage: str | None) -> dict:
     """Create the sweep folder, its MLflow parent run and sweep.json."""
-    name = f"{plan.study}-{plan.scale}-{time.strftime('%Y%m%d-%H%M%S')}"
-    sweep_dir = results_dir / name
-    sweep_dir.mkdir(parents=True, exist_ok=False)
+    while True:  # a short random suffix: sweeps started in the same second get different folders
+        name = f"{plan.study}-{plan.scale}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        sweep_dir = results_dir / name
+        try:
+            sweep_dir.mkdir(parents=True)
+            break
+        except FileExistsError:
+            continue
     tracking_uri = tracking_uri or embedded_uri(results_dir)
     client = MlflowClient(tracking_uri)
     exp_id = experiment_id(client, plan.study, tracking_uri)

@@ -8,7 +8,7 @@ and what came out.
 - artifacts: tables/, figures/, summary.parquet and sweep.json, uploaded when the report is
   written (again on resume);
 - MLflow's standard source fields (user, source, git commit), on child runs too;
-- status FAILED when any trial failed.
+- status FAILED when any trial failed (set by sweep/execute.py).
 """
 from __future__ import annotations
 
@@ -94,7 +94,8 @@ def outcome(summary_file: Path, total: int) -> tuple[str, int]:
 
 def finish_parent_run(client: MlflowClient, parent_run_id: str, plan, meta: dict, session_wall: float) -> bool:
     """Write the answer into the parent run once the report is written: description with the main
-    table, wall time, artifacts; FAILED if any trial failed. Returns whether every trial ended."""
+    table, wall time, artifacts (its status is the caller's: FAILED when a trial failed). Returns
+    whether every trial ended."""
     sweep_dir = Path(meta["dir"])
     total = len(plan.arms) * len(plan.seeds)
     text, failed = outcome(sweep_dir / "summary.parquet", total)
@@ -109,5 +110,4 @@ def finish_parent_run(client: MlflowClient, parent_run_id: str, plan, meta: dict
             client.log_artifacts(parent_run_id, str(path), artifact_path=name)
         elif path.exists():
             client.log_artifact(parent_run_id, str(path))
-    client.set_terminated(parent_run_id, "FAILED" if failed else "FINISHED")
     return not failed

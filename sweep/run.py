@@ -68,15 +68,36 @@ def plan_from_args(args) -> Plan:
                      grid=parse_grid(args.grid))
 
 
-def resume_plan(args) -> tuple[Plan, dict]:
-    """The stored plan of the sweep in args.resume; a different grid on the command line is refused."""
-    from analysis.store import StoreMissing, read_sweep  # imports MLflow: only when resuming
+SWEEP_KEYS = ("dir", "study", "plan", "tracking_uri", "experiment_id", "parent_run_id", "ray_storage", "ray_name")
+
+
+def read_sweep_json(sweep_dir: Path) -> tuple[Plan, dict]:
+    """(plan, metadata) of a sweep folder; anything but a complete sweep.json is a ConfigError naming it."""
+    meta_file = sweep_dir / "sweep.json"
+    if not meta_file.is_file():
+        raise ConfigError(f"--resume {sweep_dir}: no sweep.json there; give the folder a sweep printed at its start")
+    allowed = "allowed: the sweep.json a sweep wrote (restore it, or start the sweep again)"
+    from analysis.store import StoreMissing, check_store, read_sweep  # imports MLflow: only when resuming
 
     try:
-        meta = read_sweep(args.resume)
+        meta = read_sweep(sweep_dir, check=False)  # its paths resolved where the folder is now
+        missing = [k for k in SWEEP_KEYS if not isinstance(meta.get(k), (str, dict))]
+        if missing:
+            raise ConfigError(f"{meta_file} lacks {missing}; {allowed}")
+        plan = Plan(**meta["plan"])
+        plan.trials()
+    except (ValueError, TypeError, AttributeError, KeyError, UnicodeDecodeError) as e:  # JSONDecodeError: ValueError
+        raise ConfigError(f"{meta_file} is not a sweep's ({type(e).__name__}: {e}); {allowed}") from None
+    try:
+        check_store(meta["tracking_uri"], f" (named by {meta_file})")
     except StoreMissing as e:
-        raise ConfigError(f"--resume {args.resume}: {e}") from None
-    stored = Plan(**meta["plan"])
+        raise ConfigError(f"--resume {sweep_dir}: {e}") from None
+    return plan, meta
+
+
+def resume_plan(args) -> tuple[Plan, dict]:
+    """The stored plan of the sweep in args.resume; a different grid on the command line is refused."""
+    stored, meta = read_sweep_json(Path(args.resume).expanduser().resolve())
     grid_options = (args.study, args.scale, args.seeds, args.set, args.grid, args.dataset, args.data_dir,
                     args.cpus_per_trial, args.gpus_per_trial)
     if any(option for option in grid_options):
@@ -96,7 +117,15 @@ def _grid(plan: Plan) -> tuple:
     return [cfg.to_params() for cfg in plan.trials()], plan.cpus, plan.gpus
 
 
+def refuse(message: str):
+    """Bad input: one line on stderr, exit status 2 (nothing was created)."""
+    print(f"python -m sweep.run: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status (0 done, 1 trials failed, 2 refused, 3 outage,
+    130 / 143 stopped by SIGINT / SIGTERM)."""
     p = parser()
     args = p.parse_args(argv)
     try:
@@ -109,19 +138,27 @@ def main(argv: list[str] | None = None) -> int:
         trials = plan.trials()
         if args.max_concurrent < 0 or args.max_failures < 0:
             raise ConfigError("--max-concurrent and --max-failures must be >= 0")
+        if not args.dry_run:
+            from sweep.preflight import check
+            results_dir = None if meta else Path(args.results_dir)
+            check(plan, results_dir, meta["tracking_uri"] if meta else args.tracking_uri, args.address)
     except ConfigError as e:
-        p.error(str(e))
+        refuse(str(e))
     if args.dry_run:
         print(f"{plan.study} at {plan.scale} scale: {len(trials)} trials "
               f"({len(plan.arms)} arms x {len(plan.seeds)} seeds), {plan.cpus:g} CPU / {plan.gpus:g} GPU each")
         for cfg in trials:
             print("  " + " ".join(f"{k}={cfg.to_params()[k]}" for k in sorted(set().union(*plan.arms) | {"seed"})))
         return 0
-    from sweep.execute import run_sweep  # imports Ray and MLflow: only once the plan is known to be good
-    sweep_dir = run_sweep(plan, results_dir=Path(args.results_dir), tracking_uri=args.tracking_uri,
-                          storage=args.storage, address=args.address, resume=meta,
-                          max_concurrent=args.max_concurrent, max_failures=args.max_failures)
-    return 0 if sweep_dir else 1
+    from sweep.execute import SweepEnded, run_sweep  # imports Ray and MLflow: only once the plan is known to be good
+    try:
+        run_sweep(plan, results_dir=Path(args.results_dir), tracking_uri=args.tracking_uri, storage=args.storage,
+                  address=args.address, resume=meta, max_concurrent=args.max_concurrent,
+                  max_failures=args.max_failures)
+    except SweepEnded as e:
+        print(e, file=sys.stderr, flush=True)
+        return e.code
+    return 0
 
 
 if __name__ == "__main__":

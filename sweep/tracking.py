@@ -41,6 +41,18 @@ def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
                                     tags=EXPERIMENT_KIND)
 
 
+def mark_unfinished(tracking_uri: str, exp_id: str, parent_run_id: str) -> int:
+    """Mark the sweep's child runs still RUNNING as KILLED with tag status=interrupted (a resume finds
+    them again and sets them RUNNING); returns how many trials ended (status finished or diverged)."""
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    for run in runs:
+        if run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, M.STATUS_TAG, M.INTERRUPTED)
+            client.set_terminated(run.info.run_id, "KILLED")
+    return sum(run.data.tags.get(M.STATUS_TAG) in (M.FINISHED, M.DIVERGED) for run in runs)
+
+
 def file_name(run_name: str) -> str:
     """A run name as a folder name: 'KSOM hard 2D tau=0.1 N0=1 ...' -> 'KSOM-hard-2D-tau0.1-N01-...'."""
     return re.sub(r"[^A-Za-z0-9.]+", "-", run_name.replace("=", "")).strip("-")
@@ -103,6 +115,7 @@ class MlflowCallback(tune.Callback):
             history = self.client.get_metric_history(run_id, M.TRAIN_LOSS)
             self.logged_up_to[run_id] = max((m.step for m in history), default=0)
             self.client.set_terminated(run_id, "RUNNING")
+            self.client.set_tag(run_id, M.STATUS_TAG, M.RUNNING)
         else:
             cfg = self.config_of(trial.config)
             run = self.client.create_run(self.exp_id, run_name=trial_run_name(cfg, self.swept), tags={

@@ -1,27 +1,101 @@
 """Faults and hostile input: what a sweep refuses, how it stops, and that it resumes with nothing lost.
 
-Real components throughout: checkpoints written by torch.save, Ray Tune (local), MLflow (sqlite store
-and a real `mlflow server` on 127.0.0.1). The CIFAR reader's own hostile-file tests are in test_data.py.
+Real components throughout: checkpoints written by torch.save, Ray Tune (local, or a
+ray.cluster_utils.Cluster), MLflow (sqlite store and a real `mlflow server` on 127.0.0.1), a real tmpfs
+for the full disk. Every refusal is checked for its exit status (2), its one line, and that nothing was
+created; every stopped sweep for its line, its exit status, how its runs are marked, and that the resume
+ends with exactly one run per trial whose curve has every validation step once.
+The CIFAR reader's own hostile-file tests are in test_data.py.
 """
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+import ray
 import torch
+from mlflow.tracking import MlflowClient
+from PIL import Image
 
+from analysis.report import write_report
+from analysis.store import read_sweep
+from models import metrics as M
+from models.data import CIFAR
+from sweep import preflight
+from sweep.execute import _new_sweep
+from sweep.plan import make_plan
+from sweep.run import main
 from sweep.trainable import load_state
+from test_data import _RunsCommand, write_fake_cifar
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ["--scale", "smoke", "--set", "steps=100", "--set", "eval_every=20"]  # 4 trials of 5 validations
 
 
-class _RunsCommand:
-    """Unpickling this creates `marker` (os.system through __reduce__)."""
+def sweep_cmd(study: str, results: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "sweep.run", study, *SMOKE, "--results-dir", str(results), *extra]
 
-    def __init__(self, marker: Path):
-        self.marker = marker
 
-    def __reduce__(self):
-        import os
-        return os.system, (f"touch {self.marker}",)
+def run(cmd: list[str], env: dict | None = None, stop_at: str | None = None, action=None,
+        timeout: float = 400) -> tuple[int, str, str]:
+    """Run a command line (in its own session, as a terminal job, with a Ray of its own: RAY_ADDRESS=local,
+    never a cluster someone else started on this machine); when a stdout line contains `stop_at`, call
+    action(process). Returns (exit status, stdout, stderr)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "RAY_ADDRESS": "local", **(env or {})}, start_new_session=True)
+    out = []
+    try:
+        if stop_at:
+            for line in proc.stdout:
+                out.append(line)
+                if stop_at in line:
+                    action(proc)
+                    break
+        rest, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, "".join(out) + rest, err
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines of stderr that are the sweep's own (not Ray's or MLflow's log lines)."""
+    return [line for line in stderr.splitlines() if line.startswith(("python -m", "error:", "interrupted:",
+                                                                      "failed:"))]
+
+
+def child_runs(tracking_uri: str, study: str, parent: str) -> list:
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(study)
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+
+
+def assert_one_run_per_trial_with_every_step(meta: dict, n_trials: int, steps: list[int]):
+    client = MlflowClient(meta["tracking_uri"])
+    runs = child_runs(meta["tracking_uri"], meta["study"], meta["parent_run_id"])
+    assert len(runs) == n_trials and len({r.data.tags["ray_trial_id"] for r in runs}) == n_trials
+    for r in runs:
+        assert r.info.status == "FINISHED" and r.data.tags["status"] == "finished", r.info.run_name
+        for metric in (M.VAL_LOSS, M.TRAIN_LOSS):
+            logged = sorted(m.step for m in client.get_metric_history(r.info.run_id, metric))
+            assert logged == steps, (r.info.run_name, metric, logged)  # each step once: nothing lost or doubled
+    assert client.get_run(meta["parent_run_id"]).info.status == "FINISHED"
+
+
+def sweep_meta(results: Path) -> dict:
+    (found,) = results.glob("*/sweep.json")
+    return read_sweep(found.parent)  # its paths resolved (sweep.json holds them relative to the results folder)
 
 
 def test_checkpoint_that_would_run_code_is_refused(tmp_path):
@@ -37,3 +111,362 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     torch.save(good, tmp_path / "state.pt")
     loaded = load_state(tmp_path / "state.pt")
     assert torch.equal(loaded["generator"], good["generator"]) and loaded["config"] == good["config"]
+
+
+# ---------------------------------------------------------------- refusals before Ray starts
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _reachable(url: str) -> bool:
+    from urllib.parse import urlparse
+    try:
+        socket.create_connection((urlparse(url).hostname, 443), 3).close()
+        return True
+    except OSError:
+        return False
+
+
+def _malformed(tmp: Path, text: str) -> list[str]:
+    folder = tmp / "old-sweep"
+    folder.mkdir()
+    (folder / "sweep.json").write_text(text)
+    return ["--resume", str(folder)]
+
+
+VALID_META = {"dir": "/x", "study": "sensitivity", "tracking_uri": "sqlite:////x/mlflow.db", "experiment_id": "1",
+              "parent_run_id": "abc", "ray_storage": "/x", "ray_name": "ray"}
+
+
+@pytest.mark.parametrize("case, argv, message", [
+    ("offline-cifar", lambda t: ["robustness", "--dataset", "cifar10", "--data-dir", str(t / "empty")],
+     "dataset=cifar10: {t}/empty/cifar-10-batches-py is absent and https://www.cs.toronto.edu is not reachable"),
+    ("image-size-photos", lambda t: ["robustness", "--set", "image_size=300"],
+     "image_size=300 is larger than the photos (short side 256 px); allowed: at most 256"),
+    ("image-size-cifar", lambda t: ["robustness", "--dataset", "cifar10", "--data-dir", str(t), "--set",
+                                    "image_size=64"], "image_size=64 is not what dataset=cifar10 gives; allowed: 32"),
+    ("closed-port", lambda t: ["robustness", "--tracking-uri", f"http://127.0.0.1:{_closed_port()}"],
+     "does not answer within 3 s"),
+    ("unknown-scheme", lambda t: ["robustness", "--tracking-uri", "foo://bar"],
+     "--tracking-uri foo://bar: scheme 'foo' is unknown; allowed: http://"),
+    ("truncated-sweep-json", lambda t: _malformed(t, json.dumps(VALID_META)[:40]),
+     "{t}/old-sweep/sweep.json is not a sweep's (JSONDecodeError"),
+    ("sweep-json-missing-keys", lambda t: _malformed(t, json.dumps({"dir": "/x"})),
+     "{t}/old-sweep/sweep.json lacks ['study', 'plan', 'tracking_uri'"),
+    ("sweep-json-bad-plan", lambda t: _malformed(t, json.dumps({**VALID_META, "plan": {"study": 3}})),
+     "{t}/old-sweep/sweep.json is not a sweep's (TypeError"),
+    ("disk-too-small", lambda t: ["robustness", "--set", "width=40000"], "GB free, the sweep needs about"),
+])
+def test_refused_before_ray_starts(case, argv, message, tmp_path, capsys):
+    """One line naming the value and what is allowed, exit 2, no results folder, no Ray."""
+    if case == "offline-cifar" and _reachable(CIFAR["cifar10"]["url"]):
+        pytest.skip("the CIFAR host is reachable from here, so the data set is not refused")
+    results = tmp_path / "results"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv(tmp_path), "--scale", "smoke", "--results-dir", str(results)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("python -m sweep.run: error: "), err
+    assert message.format(t=tmp_path) in err, err
+    assert not results.exists() and not (tmp_path / "empty").exists()
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda t: t.joinpath("file").write_text("x") and t / "file", "{t}/file is a file; allowed: a folder"),
+    (lambda t: t.joinpath("file").write_text("x") and t / "file" / "sub", "{t}/file/sub lies under the file"),
+])
+def test_results_dir_that_is_no_folder_is_refused(make, message, tmp_path, capsys):
+    results = make(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sensitivity", "--scale", "smoke", "--results-dir", str(results)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and message.format(t=tmp_path) in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder, so none is unwritable here")
+def test_unwritable_results_dir_is_refused(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(SystemExit):
+        main(["sensitivity", "--scale", "smoke", "--results-dir", str(locked / "results")])
+    assert "is not writable" in capsys.readouterr().err and list(locked.iterdir()) == []
+
+
+def test_cifar_that_is_not_the_official_files_is_refused_without_running_them(tmp_path, capsys):
+    """A CIFAR folder whose data_batch_1 would run a command: refused by md5 before Ray starts, nothing runs."""
+    write_fake_cifar(tmp_path / "data", "cifar10")
+    marker = tmp_path / "pwned"
+    import pickle
+    (tmp_path / "data" / "cifar-10-batches-py" / "data_batch_1").write_bytes(
+        pickle.dumps({b"data": _RunsCommand(marker), b"labels": []}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sensitivity", "--scale", "smoke", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"),
+              "--results-dir", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "data_batch_1 has md5" in err and f"not the official {CIFAR['cifar10']['files']['data_batch_1']}" in err
+    assert not marker.exists() and not (tmp_path / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def gpu_less_cluster():
+    """A Ray cluster of this test's own with CPUs and no GPU."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_gpus_the_cluster_lacks_are_refused(gpu_less_cluster, tmp_path, capsys, monkeypatch):
+    """--gpus-per-trial 1 on a cluster without GPUs: refused at once instead of waiting forever."""
+    monkeypatch.setattr(preflight, "AUTOSCALING_CONFIG", tmp_path / "absent.yaml")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sensitivity", "--scale", "smoke", "--gpus-per-trial", "1", "--address", gpu_less_cluster.address,
+              "--results-dir", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    assert "--gpus-per-trial 1: the cluster has 0 GPUs and its autoscaler adds none" in err
+    assert not (tmp_path / "results").exists() and not ray.is_initialized()
+
+
+def test_gpus_an_autoscaler_can_add_are_awaited(gpu_less_cluster, tmp_path, capsys, monkeypatch):
+    """The same cluster with an autoscaling config whose GPU worker type may be started: it says so and goes on."""
+    config = tmp_path / "ray_bootstrap_config.yaml"
+    config.write_text((ROOT / "cluster.yaml").read_text())
+    monkeypatch.setattr(preflight, "AUTOSCALING_CONFIG", config)
+    try:
+        preflight.check_gpus(1, gpu_less_cluster.address)
+        assert "the cluster has 0 GPUs now; its autoscaler can add nodes with 1: trials wait" in capsys.readouterr().out
+    finally:
+        ray.shutdown()
+
+
+def test_sweeps_started_in_the_same_second_get_their_own_folders(tmp_path):
+    plan = make_plan("sensitivity", "smoke", seeds=1)
+    metas = [_new_sweep(plan, tmp_path, None, None) for _ in range(3)]
+    assert len({m["dir"] for m in metas}) == 3 and all(Path(m["dir"], "sweep.json").exists() for m in metas)
+
+
+# ---------------------------------------------------------------- stopping, failing and resuming
+
+
+def test_sigterm_and_ctrl_c_stop_cleanly_and_resume_completes(tmp_path):
+    """SIGTERM, then Ctrl-C (SIGINT to the whole process group, as a terminal sends it) each stop the sweep
+    with the one line, exit 143 / 130, the sweep's run KILLED and unfinished trial runs KILLED (status
+    interrupted); `--resume` says it trusts the folder and completes: one run per trial, every step once."""
+    results = tmp_path / "results"
+    cmd = sweep_cmd("sensitivity", results, "--max-concurrent", "2")
+    code, out, err = run(cmd, stop_at="1/4 done", action=lambda p: os.kill(p.pid, signal.SIGTERM))
+    meta = sweep_meta(results)
+    assert code == 143, out[-2000:] + err[-2000:]
+    (line,) = error_lines(err)
+    assert line.startswith("interrupted: ") and line.endswith(f"resume with: python -m sweep.run --resume {meta['dir']}")
+    ended = int(line.split()[1])
+    assert 1 <= ended < 4 and f"interrupted: {ended} of 4 trials finished; " in line
+    client = MlflowClient(meta["tracking_uri"])
+    assert client.get_run(meta["parent_run_id"]).info.status == "KILLED"
+    runs = child_runs(meta["tracking_uri"], "sensitivity", meta["parent_run_id"])
+    assert sum(r.data.tags["status"] == "finished" for r in runs) == ended
+    assert all(r.info.status == "KILLED" for r in runs if r.data.tags["status"] != "finished")
+    assert not (Path(meta["dir"]) / "tables").exists()  # no report of a half-run sweep
+
+    resume = [sys.executable, "-m", "sweep.run", "--resume", meta["dir"]]
+    code, out, err = run(resume, stop_at=f"{ended + 1}/4 done",
+                         action=lambda p: os.killpg(p.pid, signal.SIGINT))
+    assert f"resuming {meta['dir']}: trusting its sweep.json and checkpoints" in out
+    if code != 0:  # stopped before the last trial ended (else the sweep had finished by then)
+        assert code == 130, out[-2000:] + err[-2000:]
+        (line,) = error_lines(err)
+        assert line.startswith("interrupted: ") and "resume with: python -m sweep.run --resume" in line
+        code, out, err = run(resume)
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert "Traceback" not in err
+    assert_one_run_per_trial_with_every_step(meta, 4, [20, 40, 60, 80, 100])
+
+
+def _broken_training_images(root: Path) -> Path:
+    """An image folder whose validation images are fine and whose training files are not images."""
+    for i in range(3):
+        pixels = np.random.RandomState(i).randint(0, 256, (40, 40, 3), dtype=np.uint8)
+        (root / "val").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / "val" / f"{i}.png")
+        (root / "train").mkdir(exist_ok=True)
+        (root / "train" / f"{i}.png").write_bytes(b"not a png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def one_store(tmp_path_factory):
+    """A results dir (one MLflow store) shared by the sweeps of the outcome tests below."""
+    return tmp_path_factory.mktemp("store")
+
+
+def test_failed_trials_fail_the_sweep_and_the_report_still_comes(one_store, tmp_path):
+    """Every trial fails inside Ray (unreadable training files, --max-failures 0): exit 1, one line naming the
+    trials, the sweep's run FAILED, the trials' runs FAILED; the report is written, says what is missing."""
+    data = _broken_training_images(tmp_path / "images")
+    cmd = [*sweep_cmd("sensitivity", one_store, "--dataset", "imagefolder", "--data-dir", str(data)),
+           "--seeds", "1", "--max-failures", "0"]
+    code, out, err = run(cmd)
+    assert code == 1, out[-2000:] + err[-3000:]
+    (line,) = error_lines(err)
+    assert line.startswith("failed: 4 of 4 trials: EMA-VQ N0=0 update-0=no seed=0 (") and "error.txt" in line
+    assert line.endswith("(retries them)") and "resume with: python -m sweep.run --resume" in line
+    meta = json.loads(next(p for p in one_store.glob("*/sweep.json")).read_text())
+    client = MlflowClient(meta["tracking_uri"])
+    assert client.get_run(meta["parent_run_id"]).info.status == "FAILED"
+    runs = child_runs(meta["tracking_uri"], "sensitivity", meta["parent_run_id"])
+    assert len(runs) == 4 and all(r.info.status == "FAILED" and r.data.tags["status"] == "failed" for r in runs)
+    assert "missing: 4 of 4 trials are not results (4 failed)" in out
+    assert (Path(meta["dir"]) / "tables" / "sensitivity.txt").exists()
+
+
+def test_all_diverged_is_an_outcome_and_pooling_other_sweeps_is_refused(one_store):
+    """Every trial diverges (lr 1e6): exit 0 and a report that says there is nothing to plot; the store now
+    holds two sensitivity sweeps of different base configs: the report reads the newest by default and
+    refuses to pool them."""
+    code, out, err = run([*sweep_cmd("sensitivity", one_store, "--set", "lr=1e6"), "--seeds", "1"])
+    assert code == 0, out[-2000:] + err[-3000:]
+    assert "4 trials, 0 failed" in out and "missing: no figures" in out
+    assert out.count(" 1/1/") == 4  # per configuration: 1 seed with a result, 1 diverged; no mean
+    uri = f"sqlite:///{one_store / 'mlflow.db'}"
+    report = [sys.executable, "-m", "analysis.report", "--tracking-uri", uri, "--study", "sensitivity"]
+    code, out, err = run([*report, "--out", str(one_store / "report")])
+    assert code == 0, err[-3000:]
+    assert "reading sweep sensitivity-smoke-" in out and "(the newest of 2)" in out
+    trials = pd.read_parquet(one_store / "report" / "trials.parquet")
+    assert len(trials) == 4 and set(trials.status) == {"diverged"}  # not the failed sweep's runs
+    code, out, err = run([*report, "--all-sweeps", "--out", str(one_store / "pooled")])
+    assert code == 2 and not (one_store / "pooled").exists()
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("python -m analysis.report: error:")]
+    assert "differ in their base config (" in line and "lr: 1000000.0 vs 0.001" in line.replace("1e+06", "1000000.0")
+
+
+@pytest.mark.parametrize("case", ["all-diverged", "all-failed", "one-seed", "some-interrupted"])
+def test_report_writes_what_exists_for_any_outcome(case, tmp_path):
+    """Hand-made outcomes: the report never raises; unfinished trials are counted but in no mean."""
+    rows, points = [], []
+    for nb in ("none", "hard"):
+        for seed in ((0,) if case == "one-seed" else (0, 1)):
+            status = {"all-diverged": "diverged", "all-failed": "failed"}.get(case, "finished")
+            if case == "some-interrupted" and seed == 1:
+                status = "interrupted"
+            run_id = f"{nb}{seed}"
+            rows.append({"run_id": run_id, "run_name": run_id, "status": status, "neighbours": nb, "seed": seed,
+                         "steps": 40, "n0": 1, "update_empty": True})
+            for step, loss in ((20, 0.5), (40, 0.4 if status == "finished" else 0.001)):
+                points += [(run_id, M.VAL_LOSS, step, loss), (run_id, M.train_perplexity("vq"), step, 5.0)]
+    trials, metrics = pd.DataFrame(rows), pd.DataFrame(points, columns=["run_id", "metric", "step", "value"])
+    text = write_report(trials, metrics, "comparison", tmp_path)
+    tidy = pd.read_parquet(tmp_path / "tables" / "comparison.parquet")
+    loss = tidy[tidy.column == "final_loss"]
+    if case in ("one-seed", "some-interrupted"):
+        assert list(loss["mean"]) == [0.4, 0.4] and list(loss["n"]) == [1, 1]  # 0.001 of the unfinished: never
+        assert (tmp_path / "figures" / "loss.png").exists()
+    else:  # no mean, nothing bold; diverged trials' curves up to their NaN are still drawn, failed ones' never
+        assert loss["mean"].isna().all() and not loss["best"].any()
+        assert ("missing: no figures" in text) == (case == "all-failed")
+    if case in ("all-failed", "some-interrupted"):
+        n = 4 if case == "all-failed" else 2
+        assert f"missing: {n} of 4 trials are not results" in text
+
+
+# ---------------------------------------------------------------- outages
+
+
+def _start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240  # about 7 s when idle; much longer on a loaded 2-core machine
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.5)
+    _stop(proc)
+    raise RuntimeError("mlflow server did not become healthy")
+
+
+def _stop(proc: subprocess.Popen):
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=60)
+
+
+def test_tracking_server_outage_ends_resumable_and_resume_loses_nothing(tmp_path):
+    """The MLflow server stops mid-sweep for longer than the client retries (set short here with MLflow's own
+    MLFLOW_HTTP_REQUEST_* variables): one line naming the server and the resume command, exit 3, runs left as
+    they were. With the server back on the same store, --resume completes with every point exactly once."""
+    port = _closed_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    server = _start_mlflow_server(tmp_path, port)
+    try:
+        code, out, err = run(sweep_cmd("sensitivity", tmp_path / "results", "--tracking-uri", url,
+                                       "--max-concurrent", "2"), env=env, stop_at="1/4 done",
+                             action=lambda p: _stop(server))
+    finally:
+        if server.poll() is None:
+            _stop(server)
+    assert code == 3, out[-2000:] + err[-3000:]
+    (line,) = error_lines(err)
+    meta = sweep_meta(tmp_path / "results")
+    assert line == (f"error: MLflow tracking server {url} unreachable beyond its retries; runs left RUNNING in the "
+                    f"store; resume with: python -m sweep.run --resume {meta['dir']}")
+    server = _start_mlflow_server(tmp_path, port)
+    try:
+        code, out, err = run([sys.executable, "-m", "sweep.run", "--resume", meta["dir"]], env=env)
+        assert code == 0, out[-3000:] + err[-3000:]
+        assert_one_run_per_trial_with_every_step(meta, 4, [20, 40, 60, 80, 100])
+    finally:
+        _stop(server)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MB tmpfs of this test's own (needs the right to mount: root in a container that allows it)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}), so no disk can be filled")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def _fill(folder: Path):
+    with open(folder / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_full_disk_ends_resumable_and_resume_loses_nothing(small_disk):
+    """The results disk fills up mid-sweep: one line saying so with the resume command, non-zero exit;
+    once space is freed, --resume completes with every point exactly once."""
+    results = small_disk / "results"
+    code, out, err = run(sweep_cmd("sensitivity", results, "--max-concurrent", "2", "--max-failures", "0"),
+                         stop_at="1/4 done", action=lambda p: _fill(small_disk))
+    assert code in (1, 3), out[-2000:] + err[-3000:]  # the store (3) or a trial's checkpoint (1) hit it first
+    (line,) = error_lines(err)
+    meta = sweep_meta(results)
+    assert line.endswith(f"python -m sweep.run --resume {meta['dir']}") or "(retries them)" in line
+    assert code == 1 or line.startswith("error: disk full")
+    (small_disk / "filler").unlink()
+    code, out, err = run([sys.executable, "-m", "sweep.run", "--resume", meta["dir"]])
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert_one_run_per_trial_with_every_step(meta, 4, [20, 40, 60, 80, 100])

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis.stats import describe, holm, welch
-from analysis.tables import LAYOUTS, comparison_numbers, mark_best, table_numbers, to_latex, to_text
+from analysis.tables import LAYOUTS, Layout, comparison_numbers, mark_best, table_numbers, to_latex, to_text
 
 T975_DF4 = 2.776  # Student t, 97.5 % quantile, 4 degrees of freedom (any printed t table)
 
@@ -136,3 +136,30 @@ def test_one_seed_table_has_no_bold_and_says_why():
     assert not t.best.any()
     assert "No bold: fewer than 2 seeds" in to_latex(t, s, "comparison")
     assert np.isnan(comparison_numbers(s, "comparison").p).all()
+
+
+def test_layout_from_a_plan():
+    """A sweep's plan gives the paper's layout for a paper study, else one from its swept axes."""
+    assert Layout.from_plan({"study": "robustness", "swept": ["n0"]}) is LAYOUTS["robustness"]
+    layout = Layout.from_plan({"study": "lr_sweep", "swept": ["lr", "neighbours"], "reference": {"neighbours": "none"},
+                               "metrics": ["final_loss", "steps_20"], "description": "lr x quantiser"})
+    assert (layout.rows, layout.group, layout.thresholds, layout.columns) == (
+        ("lr", "neighbours"), ("lr",), (20,), ("neighbours", "lr"))
+    s = _summary({"none": [0.4, 0.5], "hard": [0.1, 0.2]}, {"none": [300, 200], "hard": [100, 100]}).assign(lr=1e-3)
+    comp = comparison_numbers(s, layout)
+    assert comp.neighbours.tolist() == ["hard", "hard"] and comp.column.tolist() == ["final_loss", "steps_20"]
+
+
+def test_figure_bands_are_geometric_and_colours_follow_the_quantiser():
+    from analysis.figures import COLOURS, geometric_band, styles
+    mean, low, high = geometric_band(pd.Series([1.0, 100.0, math.nan]))  # logs 0 and 4.6: mean 10, sd ln(100)/sqrt(2)
+    sd = math.log(100) / math.sqrt(2)
+    assert mean == pytest.approx(10.0) and low == pytest.approx(10 / math.exp(sd)) and high == pytest.approx(
+        10 * math.exp(sd)) and low > 0  # an arithmetic band (50.5 +- 70) would cross zero
+    trials = pd.DataFrame({"neighbours": ["hard", "none", "hard", "none"], "n0": [1, 1, 0, 0],
+                           "update_empty": True, "seed": 0})
+    look = styles(trials, "robustness")
+    assert look.config.tolist() == ["EMA-VQ N0=0 Update-0=Yes", "KSOM hard N0=0 Update-0=Yes",
+                                    "EMA-VQ N0=1 Update-0=Yes", "KSOM hard N0=1 Update-0=Yes"]  # paper order
+    assert look.colour.tolist() == [COLOURS["none"], COLOURS["hard"]] * 2
+    assert look["style"][0] == look["style"][1] != look["style"][2]  # style = N0 x update-0
