@@ -23,11 +23,12 @@ from ray import tune
 
 from analysis.report import report_sweep
 from analysis.store import embedded_uri, write_sweep
+from sweep.parent import finish_parent_run, start_parent_run
 from sweep.plan import Plan
-from sweep.progress import Progress
-from sweep.tracking import (MlflowCallback, experiment_id, mark_unfinished, start_parent_run, trial_run_name,
-                            ui_command)
+from sweep.progress import Progress, plan_line
+from sweep.tracking import MlflowCallback, experiment_id, mark_unfinished, trial_run_name
 from sweep.trainable import run_trial, run_workers_trial, trial_config
+from sweep.ui import browse_hint
 
 EXIT_FAILED, EXIT_OUTAGE = 1, 3  # exit statuses besides 0, 2 (refused) and 128 + signal (stopped)
 
@@ -71,6 +72,7 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
               address: str | None = None, resume: dict | None = None, max_concurrent: int = 0,
               max_failures: int = 2) -> Path:
     """Run every trial of `plan` (or continue the sweep described by `resume`); returns the sweep folder."""
+    session_start = time.time()
     if resume is None:
         try:
             meta = _new_sweep(plan, Path(results_dir).resolve(), tracking_uri, storage)
@@ -82,7 +84,8 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
         print(f"resuming {meta['dir']}: trusting its sweep.json and checkpoints (resume only folders your own "
               "sweeps wrote)", flush=True)
     sweep_dir = Path(meta["dir"])
-    print(f"sweep folder: {sweep_dir}\n  resume with: python -m sweep.run --resume {sweep_dir}", flush=True)
+    print(f"sweep folder: {sweep_dir}\n  resume with: python -m sweep.run --resume {sweep_dir}\n"
+          f"{browse_hint(meta['tracking_uri'], meta['experiment_id'])}", flush=True)
 
     # One checkpoint per validation is the point (resume loses nothing); Tune warns about the
     # experiment snapshots that follow. Trials print nothing of their own, so their logs stay on the nodes.
@@ -97,8 +100,9 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
         raise SweepEnded(f"error: {_what_failed(e, meta['tracking_uri'])}; nothing ran; resume with: "
                          f"python -m sweep.run --resume {sweep_dir}", EXIT_OUTAGE) from None
     trainable = _trainable(plan, meta)
+    n_trials = len(plan.arms) * len(plan.seeds)
+    print(plan_line(plan, _at_once(plan, n_trials, max_concurrent)), flush=True)
     if resume is None:
-        n_trials = len(plan.arms) * len(plan.seeds)
         callbacks = [MlflowCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
                                     plan, trial_config, sweep_dir / "pictures"),
                      Progress(n_trials, functools.partial(trial_run_name, plan))]
@@ -115,7 +119,6 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
                                    resume_errored=True)
     start = time.time()
     resume_hint = f"resume with: python -m sweep.run --resume {sweep_dir}"
-    n_trials = len(plan.arms) * len(plan.seeds)
     with _StopSignals() as stop:
         try:
             results = tuner.fit()
@@ -133,7 +136,8 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
     failed = [r for r in results if r.error is not None]
     print(f"sweep done in {time.time() - start:.0f} s: {len(results)} trials, {len(failed)} failed\n", flush=True)
     print(report_sweep(sweep_dir), flush=True)
-    print(f"\nruns:    {ui_command(meta['tracking_uri'])}  (experiment {plan.study!r})\n"
+    finish_parent_run(client, meta["parent_run_id"], plan, meta, time.time() - session_start)
+    print(f"\n{browse_hint(meta['tracking_uri'], meta['experiment_id'])}\n"
           f"results: {sweep_dir} (tables/, figures/, *.parquet)", flush=True)
     if failed:
         client.set_terminated(meta["parent_run_id"], "FAILED")
@@ -154,6 +158,15 @@ def _trainable(plan: Plan, meta: dict):
     driver = tune.with_parameters(run_workers_trial, storage=storage, workers=plan.workers, cpus=plan.cpus,
                                   gpus=plan.gpus)
     return tune.with_resources(driver, {"memory": 2**20})
+
+
+def _at_once(plan: Plan, n_trials: int, max_concurrent: int) -> int:
+    """How many trials run at once: as the cluster's CPUs (and GPUs) allow, capped by --max-concurrent."""
+    resources = ray.cluster_resources()
+    fits = int(resources.get("CPU", 1) // plan.cpus)
+    if plan.gpus:
+        fits = min(fits, int(resources.get("GPU", 0) // plan.gpus))
+    return max(1, min(fits, max_concurrent or n_trials, n_trials))
 
 
 def _causes(e: BaseException):
@@ -214,7 +227,7 @@ def _new_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None, storage:
         meta = {"name": name, "study": plan.study, "scale": plan.scale, "dir": str(sweep_dir), "base": plan.base,
                 "plan": asdict(plan), "tracking_uri": tracking_uri, "experiment_id": exp_id,
                 "ray_storage": storage or str(sweep_dir), "ray_name": name if storage else "ray"}
-        meta["parent_run_id"] = start_parent_run(client, exp_id, meta)
+        meta["parent_run_id"] = start_parent_run(client, exp_id, plan, meta)
     except Exception:
         sweep_dir.rmdir()  # still empty: no half-made sweep folder is left behind
         raise

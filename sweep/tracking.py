@@ -1,6 +1,8 @@
 """MLflow layout of a sweep: one experiment per study, one parent run per sweep,
-one child run per trial (all config fields as params; study, scale, seed and
-status as tags; curves as metrics logged once per validation in one batch, the
+one child run per trial (named by the VQ rule and what the study sweeps, e.g.
+`KSOM hard N0=1 update-0=yes seed=0`;
+all config fields as params; study, scale, seed, status, every swept field and MLflow's
+source fields as tags; curves as metrics logged once per validation in one batch, the
 trial's summaries once at step 0: models/metrics.py).
 
 All logging happens on the driver, in a Ray Tune callback, so there is a
@@ -19,23 +21,16 @@ from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from PIL import Image
 from ray import tune
 
-from analysis.store import ARTIFACTS, artifact_location, embedded_database
+from analysis.store import artifact_location
 from models import metrics as M
 from models.build import topography_note
+from sweep.parent import source_tags
 from sweep.plan import Plan
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # training-runs view in the UI
-
-
-def ui_command(tracking_uri: str) -> str:
-    """The command that opens the MLflow UI on this store."""
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri}"
-    destination = embedded_database(tracking_uri).parent / ARTIFACTS
-    return (f"mlflow ui --backend-store-uri {tracking_uri} --artifacts-destination {destination} "
-            "--host 127.0.0.1 --port 5000")
 
 
 def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
@@ -46,14 +41,6 @@ def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
         return existing.experiment_id
     return client.create_experiment(name, artifact_location=artifact_location(tracking_uri, name),
                                     tags=EXPERIMENT_KIND)
-
-
-def start_parent_run(client: MlflowClient, exp_id: str, sweep: dict) -> str:
-    """The run that stands for one sweep; trials nest under it."""
-    run = client.create_run(exp_id, run_name=sweep["name"], tags={
-        "study": sweep["study"], "scale": sweep["scale"], "sweep_dir": sweep["dir"], "kind": "sweep"})
-    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in sweep["base"].items()])
-    return run.info.run_id
 
 
 def mark_unfinished(tracking_uri: str, exp_id: str, parent_run_id: str) -> int:
@@ -86,6 +73,7 @@ class MlflowCallback(tune.Callback):
         self.tracking_uri, self.exp_id, self.parent = tracking_uri, exp_id, parent_run_id
         self.plan, self.study, self.scale, self.pictures_dir = plan, plan.study, plan.scale, Path(pictures_dir)
         self.config_of = config_of  # Ray trial config -> TrialConfig
+        self.swept = list(swept)  # the fields the study sweeps: they lead the run names and are tags
         self._reset()
 
     def _reset(self):
@@ -117,7 +105,8 @@ class MlflowCallback(tune.Callback):
             self.client.set_tag(run_id, M.STATUS_TAG, M.RUNNING)
         else:
             cfg = self.config_of(trial.config)
-            tags = {"mlflow.parentRunId": self.parent, "ray_trial_id": trial.trial_id, "study": self.study,
+            tags = {**source_tags(), **{f: str(getattr(cfg, f)) for f in self.plan.swept if f != "arm"},
+                    "mlflow.parentRunId": self.parent, "ray_trial_id": trial.trial_id, "study": self.study,
                     "scale": self.scale, "seed": str(cfg.seed), "rule": cfg.rule, M.STATUS_TAG: M.RUNNING,
                     "arm": self.plan.label(trial.config["arm"]), "topography": topography_note(cfg) or "measured"}
             run = self.client.create_run(self.exp_id, run_name=trial_run_name(self.plan, trial.config),
@@ -156,7 +145,8 @@ class MlflowCallback(tune.Callback):
 
     def _log_checkpoint(self, run_id: str, trial):
         """The final state as artifact checkpoint/, its topography pictures as pictures/ (also copied
-        to <pictures_dir>/<run name>/)."""
+        to <pictures_dir>/<run name>/) and as MLflow images keyed by name, which the UI shows side
+        by side across runs."""
         checkpoint = trial.checkpoint
         if checkpoint is None:
             return
@@ -169,7 +159,10 @@ class MlflowCallback(tune.Callback):
                 for picture in pictures:
                     shutil.copy(picture, own)
                 self.client.log_artifacts(run_id, str(own), artifact_path="pictures")
+                step = int((trial.last_result or {}).get("step", 0))
                 for picture in pictures:
+                    with Image.open(picture) as image:
+                        self.client.log_image(run_id, image.convert("RGB"), key=picture.stem, step=step)
                     picture.unlink()
             self.client.log_artifacts(run_id, str(folder), artifact_path="checkpoint")
 

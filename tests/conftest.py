@@ -77,6 +77,7 @@ def smoke_sweep(tmp_path_factory):
 
     plan = make_plan("robustness", "smoke", seeds=2)
     plan.arms.append({"neighbours": "none", "n0": 1, "update_empty": True, "lr": 1e6})  # Adam overflows in 2 steps
+    plan.swept.append("lr")  # it differs between arms now: run names and tags show it
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         return run_sweep(plan, results_dir=tmp_path_factory.mktemp("results"))

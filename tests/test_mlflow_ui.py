@@ -81,3 +81,32 @@ def test_a_missing_store_is_refused(tmp_path):
                           text=True, timeout=120)
     assert done.returncode == 2 and f"no MLflow store at {tmp_path / 'mlflow.db'}" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_parent_run_holds_the_answer_and_child_runs_read(smoke_sweep):
+    """The sweep's parent run: settings as params, a description with the grid and the main table, the
+    report as artifacts, MLflow's source fields; child runs named by what the study sweeps, each a tag."""
+    meta = read_sweep(smoke_sweep)
+    client = MlflowClient(meta["tracking_uri"])
+    parent = client.get_run(meta["parent_run_id"])
+    params = parent.data.params
+    assert (params["study"], params["scale"], params["seeds"], params["trials"]) == ("robustness", "smoke", "0,1", "18")
+    assert params["swept"] == "n0,update_empty,neighbours,lr" and params["base.steps"] == "40"
+    assert "neighbours" not in params and "base.neighbours" not in params  # swept, so not a shared setting
+    note = parent.data.tags["mlflow.note.content"]
+    table = (smoke_sweep / "tables" / "robustness.md").read_text().strip()
+    assert "| grid | n0 {0, 1} x update_empty {False, True} x neighbours {none, hard} x lr {0.001, 1000000.0}" in note
+    assert "18: 16 finished, 2 diverged, 0 failed or unfinished" in note and table in note
+    assert parent.info.status == "FINISHED" and parent.data.metrics["time/sweep_wall_s"] > 0
+    top = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"tables", "figures", "summary.parquet", "sweep.json"} <= top
+    assert "tables/robustness.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "tables")}
+    for run in (parent, *client.search_runs([meta["experiment_id"]], "tags.status = 'finished'")):
+        tags = run.data.tags
+        assert tags["mlflow.user"] and tags["mlflow.source.name"] == "python -m sweep.run"
+        assert len(tags["mlflow.source.git.commit"]) == 40
+    child = client.search_runs([meta["experiment_id"]], "tags.n0 = '1' and tags.neighbours = 'hard' and "
+                               "tags.update_empty = 'True' and tags.seed = '0'")
+    assert [r.info.run_name for r in child] == ["KSOM hard N0=1 update-0=yes lr=0.001 seed=0"]
+    images = [a.path for a in client.list_artifacts(child[0].info.run_id, "images")]
+    assert any(p.startswith("images/perturbation") for p in images), images  # log_image with a key

@@ -158,6 +158,9 @@ def test_killed_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
         proc.wait()
     assert any("2/8 done" in line for line in seen), "".join(seen)
+    assert any(line.startswith("plan: 8 trials (4 arms x 2 seeds), 2 at once, smoke scale;") for line in seen)
+    assert all(len(line.rstrip("\n")) <= 120 for line in seen if line.startswith(("[", "plan:"))), "".join(seen)
+    assert any("ETA" in line for line in seen if line.startswith("[")), "".join(seen)
     sweep_dir = next(tmp_path.glob("sensitivity-smoke-*"))
     meta = read_sweep(sweep_dir)
     _, before = child_runs(meta["tracking_uri"], "sensitivity")

@@ -1,0 +1,113 @@
+"""The parent run of a sweep holds the sweep's answer, so that MLflow alone tells what was run
+and what came out.
+
+- params: the sweep's settings: study, scale, seeds, trials, the swept fields, and every field
+  the trials share with a `base.` prefix (not one trial's config);
+- description (`mlflow.note.content`, Markdown on the run's page): study, paper table, grid,
+  seeds, scale, commit, wall time, the trials' outcome and the main table;
+- artifacts: tables/, figures/, summary.parquet and sweep.json, uploaded when the report is
+  written (again on resume);
+- MLflow's standard source fields (user, source, git commit), on child runs too;
+- status FAILED when any trial failed (set by sweep/execute.py).
+"""
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+
+import pandas as pd
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from mlflow.utils.git_utils import get_git_commit
+from mlflow.utils.mlflow_tags import (MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE,
+                                      MLFLOW_USER)
+
+from models import metrics as M
+
+SOURCE = "python -m sweep.run"
+SWEEP_WALL = "time/sweep_wall_s"  # the parent's own metric: wall time of the sweep, summed over resumes
+ARTIFACTS = ("tables", "figures", "summary.parquet", "sweep.json")
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's standard fields for who ran what: user, source, and this repository's git commit."""
+    tags = {MLFLOW_USER: getpass.getuser(), MLFLOW_SOURCE_NAME: SOURCE, MLFLOW_SOURCE_TYPE: "LOCAL"}
+    commit = get_git_commit(str(Path(__file__).resolve().parent))
+    if commit:
+        tags[MLFLOW_GIT_COMMIT] = commit
+    return tags
+
+
+def settings(plan) -> dict[str, str]:
+    """The parent's params: the sweep's settings, and the fields every trial shares as `base.<field>`
+    (the swept fields are left out: their values are the arms', listed in the description's grid)."""
+    out = {"study": plan.study, "scale": plan.scale, "seeds": ",".join(map(str, plan.seeds)),
+           "trials": str(len(plan.arms) * len(plan.seeds)), "arms": str(len(plan.arms)),
+           "swept": ",".join(plan.swept) or "-", "cpus_per_trial": f"{plan.cpus:g}", "gpus_per_trial": f"{plan.gpus:g}"}
+    out.update({f"base.{k}": str(v) for k, v in plan.base.items() if k not in plan.swept})
+    return out
+
+
+def grid(plan) -> str:
+    """The grid as text: each swept field with its values, e.g. 'n0 {0, 1} x neighbours {none, hard}'."""
+    def values(field):
+        seen = []
+        for arm in plan.arms:
+            value = arm.get(field, plan.base.get(field))
+            if value not in seen:
+                seen.append(value)
+        return "{" + ", ".join(str(v) for v in seen) + "}"
+    return " x ".join(f"{f} {values(f)}" for f in plan.swept) or "one configuration"
+
+
+def describe(plan, name: str, wall: float | None = None, outcome: str = "", table: str = "") -> str:
+    """The parent run's description (Markdown)."""
+    commit = source_tags().get(MLFLOW_GIT_COMMIT, "unknown")
+    rows = [("study", f"{plan.study}" + (f" (paper {plan.table})" if plan.table else "")),
+            ("grid", f"{grid(plan)}: {len(plan.arms)} arms"),
+            ("seeds", ", ".join(map(str, plan.seeds))), ("scale", plan.scale), ("commit", commit[:12]),
+            ("wall time", "running" if wall is None else f"{wall / 60:.1f} min"), ("trials", outcome or "running")]
+    lines = [f"## Sweep {name}", "", plan.description or "", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    if table:
+        lines += ["", "### Results", "", table]
+    return "\n".join(lines) + "\n"
+
+
+def start_parent_run(client: MlflowClient, exp_id: str, plan, meta: dict) -> str:
+    """The run that stands for one sweep; trials nest under it."""
+    run = client.create_run(exp_id, run_name=meta["name"], tags={
+        **source_tags(), "study": plan.study, "scale": plan.scale, "kind": "sweep",
+        MLFLOW_RUN_NOTE: describe(plan, meta["name"])})
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in settings(plan).items()])
+    return run.info.run_id
+
+
+def outcome(summary_file: Path, total: int) -> tuple[str, int]:
+    """('18: 16 finished, 2 diverged, 0 failed', failed count) from the sweep's summary.parquet."""
+    status = pd.read_parquet(summary_file)[M.STATUS_TAG] if summary_file.exists() else pd.Series(dtype=str)
+    counts = status.value_counts()
+    failed = total - int(counts.get(M.FINISHED, 0)) - int(counts.get(M.DIVERGED, 0))
+    return (f"{total}: {counts.get(M.FINISHED, 0)} finished, {counts.get(M.DIVERGED, 0)} diverged, "
+            f"{failed} failed or unfinished"), failed
+
+
+def finish_parent_run(client: MlflowClient, parent_run_id: str, plan, meta: dict, session_wall: float) -> bool:
+    """Write the answer into the parent run once the report is written: description with the main
+    table, wall time, artifacts (its status is the caller's: FAILED when a trial failed). Returns
+    whether every trial ended."""
+    sweep_dir = Path(meta["dir"])
+    total = len(plan.arms) * len(plan.seeds)
+    text, failed = outcome(sweep_dir / "summary.parquet", total)
+    wall = client.get_run(parent_run_id).data.metrics.get(SWEEP_WALL, 0.0) + session_wall
+    table_file = sweep_dir / "tables" / f"{plan.study}.md"
+    table = table_file.read_text() if table_file.exists() else ""
+    client.log_batch(parent_run_id, metrics=[Metric(SWEEP_WALL, wall, 0, M.SUMMARY_STEP)])
+    client.set_tag(parent_run_id, MLFLOW_RUN_NOTE, describe(plan, meta["name"], wall, text, table))
+    for name in ARTIFACTS:
+        path = sweep_dir / name
+        if path.is_dir():
+            client.log_artifacts(parent_run_id, str(path), artifact_path=name)
+        elif path.exists():
+            client.log_artifact(parent_run_id, str(path))
+    return not failed
