@@ -118,6 +118,23 @@ def share_rows(batch_size: int, share: tuple[int, int]) -> slice:
     return slice(rank * size, (rank + 1) * size)
 
 
+def fingerprint(data: ImageData) -> dict:
+    """What identifies a data set in a run's record: {"name", "digest", "train", "val"}, the digest the
+    first 16 hex digits of a SHA-256 over the validation images and the training images held in memory
+    (photos, CIFAR), or, for an image folder decoded batch by batch, over its training files' paths
+    relative to their common folder (reading 1.3 M ImageNet files only to hash them would take hours);
+    "train" / "val" count the training images (photos: whole photographs) and validation images."""
+    digest = hashlib.sha256()
+    if isinstance(data.train, ImageFiles):
+        root = os.path.commonpath(data.train.paths) if len(data.train) > 1 else os.path.dirname(data.train.paths[0])
+        digest.update("\n".join(os.path.relpath(p, root) for p in data.train.paths).encode())
+    else:
+        for image in data.train:  # a list of photos, or the rows of a tensor
+            digest.update(image.contiguous().numpy().tobytes())
+    digest.update(data.val.contiguous().numpy().tobytes())
+    return {"name": data.name, "digest": digest.hexdigest()[:16], "train": len(data.train), "val": len(data.val)}
+
+
 def load_data(name: str, data_dir: str | Path = "", size: int = 32, download: bool = True) -> ImageData:
     """Load data set `name` ("photos", "cifar10", "cifar100", or a folder of images: "imagefolder",
     "imagenet", "celeba_afhq") with images of side `size` (CIFAR is always 32)."""

@@ -12,6 +12,7 @@ logged, so the store holds exactly one run per trial and no duplicate points.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -19,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from ray import tune
@@ -73,18 +74,18 @@ class MlflowCallback(tune.Callback):
         self.tracking_uri, self.exp_id, self.parent = tracking_uri, exp_id, parent_run_id
         self.plan, self.study, self.scale, self.pictures_dir = plan, plan.study, plan.scale, Path(pictures_dir)
         self.config_of = config_of  # Ray trial config -> TrialConfig
-        self.swept = list(swept)  # the fields the study sweeps: they lead the run names and are tags
         self._reset()
 
     def _reset(self):
         self.client = MlflowClient(self.tracking_uri)
         self.runs: dict[str, str] = {}  # Ray trial id -> MLflow run id
         self.logged_up_to: dict[str, int] = {}  # run id -> last step in the store
+        self.inputs_logged: set[str] = set()  # run ids whose data set is recorded (again after a resume: a no-op)
 
     # Tune pickles its callbacks with the sweep and unpickles them on restore:
     # keep only the settings, and look runs up again in the store.
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k not in ("client", "runs", "logged_up_to")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("client", "runs", "logged_up_to", "inputs_logged")}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -130,6 +131,9 @@ class MlflowCallback(tune.Callback):
                    for k, v in result["metrics"].items() if isinstance(v, (int, float)) and math.isfinite(v)]
         tags = [RunTag("node_id", str(result.get("node_id", "")))]
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        if result.get("dataset") and run_id not in self.inputs_logged:  # MLflow keeps one record per data set
+            self.client.log_inputs(run_id, [dataset_input(result["dataset"], self.config_of(trial.config).data_dir)])
+            self.inputs_logged.add(run_id)
         self.logged_up_to[run_id] = step
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -165,6 +169,15 @@ class MlflowCallback(tune.Callback):
                         self.client.log_image(run_id, image.convert("RGB"), key=picture.stem, step=step)
                     picture.unlink()
             self.client.log_artifacts(run_id, str(folder), artifact_path="checkpoint")
+
+
+def dataset_input(dataset: dict, data_dir: str) -> DatasetInput:
+    """The MLflow record of a trial's training data (the Dataset column of the runs table): name, digest
+    and image counts from models.data.fingerprint, the folder it was read from as its source."""
+    source = {"data_dir": data_dir or "(shipped with the package)"}
+    profile = {"train_images": dataset["train"], "val_images": dataset["val"]}
+    record = Dataset(dataset["name"], dataset["digest"], "local", json.dumps(source), profile=json.dumps(profile))
+    return DatasetInput(record, tags=[InputTag("mlflow.data.context", "training")])
 
 
 def diverged(trial) -> bool:

@@ -2,7 +2,7 @@
 
 Ray's trial config is {"base": {...}, "arm": {...}, "seed": int}; the trial's
 TrialConfig is base <- arm <- seed. Each validation is reported to Tune as
-{"step", "node_id", "gpu_ids", "metrics"} together with a checkpoint (model, optimiser,
+{"step", "node_id", "gpu_ids", "dataset", "metrics"} ("dataset": models.data.fingerprint) together with a checkpoint (model, optimiser,
 quantiser buffers, data-sampler position) in one report: the trainer's single
 report(step, metrics, state) event. A restarted trial continues from its last
 checkpoint; the last checkpoint also holds the trial's topography pictures as PNG files.
@@ -33,7 +33,7 @@ from ray import tune
 
 from models import metrics as M
 from models.config import TrialConfig
-from models.data import load_data
+from models.data import fingerprint, load_data
 from models.train import train
 
 STATE_FILE = "state.pt"
@@ -46,7 +46,8 @@ def trial_config(config: dict) -> TrialConfig:
 
 @functools.lru_cache(maxsize=2)
 def _data(name: str, data_dir: str, size: int):
-    return load_data(name, data_dir, size)  # kept across trials when Ray reuses the actor
+    data = load_data(name, data_dir, size)  # kept across trials when Ray reuses the actor
+    return data, fingerprint(data)
 
 
 def load_state(path: str | Path) -> dict:
@@ -70,11 +71,12 @@ def placement() -> dict:
     return {"node_id": context.get_node_id(), "gpu_ids": [str(i) for i in ray.get_gpu_ids()]}
 
 
-def reporter(send, rank: int = 0):
+def reporter(send, rank: int = 0, dataset: dict | None = None):
     """The trainer's report(step, metrics, state): one Ray report per validation, carrying rank 0's state as
     a checkpoint when there is one (the topography pictures as PNG files beside it). `send` is
-    tune.report or ray.train.report (which every worker calls, rank 0 with the checkpoint)."""
-    where = placement()
+    tune.report or ray.train.report (which every worker calls, rank 0 with the checkpoint); `dataset`
+    (models.data.fingerprint) goes with every report, for the run's record of its input."""
+    where = {**placement(), "dataset": dataset or {}}
 
     def report(step: int, metrics: dict, state: dict | None):
         result = {"step": step, **where, "metrics": metrics}
@@ -98,8 +100,8 @@ def run_trial(config: dict) -> None:
     cfg = trial_config(config)
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     torch.set_num_threads(max(1, int(cpus)))
-    train(cfg, report=reporter(tune.report), resume=resume_state(tune.get_checkpoint()),
-          data=_data(cfg.dataset, cfg.data_dir, cfg.image_size))
+    data, dataset = _data(cfg.dataset, cfg.data_dir, cfg.image_size)
+    train(cfg, report=reporter(tune.report, dataset=dataset), resume=resume_state(tune.get_checkpoint()), data=data)
 
 
 def run_workers_trial(config: dict, storage: str, workers: int, cpus: float, gpus: float) -> None:
@@ -135,5 +137,6 @@ def _worker_loop(config: dict) -> None:
     resume = resume_state(ray.train.get_checkpoint())
     if resume is not None:
         ray.train.report({"step": resume["step"], **placement(), "metrics": resume["metrics"], "resumed": True})
-    train(cfg, report=reporter(ray.train.report, rank), resume=resume,
-          data=_data(cfg.dataset, cfg.data_dir, cfg.image_size), device=ray.train.torch.get_device())
+    data, dataset = _data(cfg.dataset, cfg.data_dir, cfg.image_size)
+    train(cfg, report=reporter(ray.train.report, rank, dataset), resume=resume, data=data,
+          device=ray.train.torch.get_device())

@@ -1,6 +1,6 @@
 """Shared fixtures of the core test suite (tests of models/).
 
-Independent reference of the neighbourhood matrix A^(t) (paper Eqs. 4-5, SPEC 1),
+Independent reference of the neighbourhood matrix A^(t) (paper Eqs. 4-5),
 written with plain Python loops so that the tests never check the code against itself.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 
 
 def reference_coords(grid: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """G(k) = k in 1D and G(k) = (k mod W, k // W) on a W x H grid (SPEC 1)."""
+    """G(k) = k in 1D and G(k) = (k mod W, k // W) on a W x H grid."""
     k_total = math.prod(grid)
     if len(grid) == 1:
         return [(k,) for k in range(k_total)]

@@ -1,4 +1,4 @@
-"""TrialConfig: validation, MLflow round trip, grid shape, and wiring into the quantiser (SPEC 1, 4)."""
+"""TrialConfig: validation, MLflow round trip, grid shape, and wiring into the quantiser."""
 from __future__ import annotations
 
 import dataclasses
@@ -70,7 +70,7 @@ def test_vqvae2_and_image_folders_accepted(values):
 
 @pytest.mark.parametrize("width", [5, 7, 100, 1024])
 def test_grid_width_must_tile_codebook(width):
-    """A 2D grid whose width does not divide K is a config error naming grid_width and K (SPEC 1)."""
+    """A 2D grid whose width does not divide K is a config error naming grid_width and K."""
     with pytest.raises(ConfigError) as err:
         TrialConfig(codebook_size=512, grid_dim=2, grid_width=width)
     assert f"grid_width={width}" in str(err.value) and "512" in str(err.value)

@@ -1,4 +1,4 @@
-"""Data sets (SPEC 3): the embedded photos, CIFAR-10/100 from the real pickle format, download checks,
+"""Data sets: the embedded photos, CIFAR-10/100 from the real pickle format, download checks,
 and folders of images (ImageNet, CelebA-HQ/AFHQ) written with Pillow."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from PIL import Image
 
 from models import data as data_module
 from models.config import TrialConfig
-from models.data import (CIFAR, PHOTOS_TRAIN, PHOTOS_VAL, ImageFiles, cifar_data, download_cifar, find_images,
-                         load_cifar, load_data, load_image_folder, read_cifar, read_cifar_batch, read_image,
+from models.data import (CIFAR, PHOTOS_TRAIN, PHOTOS_VAL, ImageData, ImageFiles, cifar_data, download_cifar,
+                         find_images, fingerprint, load_cifar, load_data, load_image_folder, read_cifar, read_cifar_batch, read_image,
                          split_image_folder, tiles, verify_cifar)
 from models.train import train
 
@@ -33,7 +33,7 @@ def test_photos_shapes(photos):
 
 
 def test_photos_validation_disjoint_from_training():
-    """Whole photos are held out: no photograph is on both sides, and there are 10 in all (SPEC 3)."""
+    """Whole photos are held out: no photograph is on both sides, and there are 10 in all."""
     assert not set(PHOTOS_TRAIN) & set(PHOTOS_VAL)
     assert len(set(PHOTOS_TRAIN) | set(PHOTOS_VAL)) == 10
 
@@ -516,3 +516,23 @@ def test_image_folder_errors(tmp_path):
     truncated.write_bytes(write_image(tmp_path / "whole.png", 16, 16).read_bytes()[:60])
     with pytest.raises(ValueError, match="truncated.png"):
         load_image_folder(tmp_path / "folder", 8)
+
+
+def test_fingerprint_hashes_the_images_in_memory_and_the_file_list_of_a_folder(tmp_path):
+    """In memory: SHA-256 over the training images, then the validation images, byte by byte (a changed
+    pixel changes it); a folder: its training files' paths relative to the folder (the same after a move)."""
+    train = [torch.arange(12, dtype=torch.uint8).view(3, 2, 2), torch.full((3, 2, 3), 7, dtype=torch.uint8)]
+    val = torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
+    data = ImageData("tiny", train, val, None, 2, torch.zeros(3), torch.ones(3))
+    expected = hashlib.sha256(bytes(range(12)) + bytes([7] * 18) + bytes(12)).hexdigest()[:16]
+    assert fingerprint(data) == {"name": "tiny", "digest": expected, "train": 2, "val": 1}
+    val[0, 0, 0, 0] = 1
+    assert fingerprint(data)["digest"] != expected
+
+    write_folder(tmp_path / "a", 25)
+    folder = load_image_folder(tmp_path / "a", 8)
+    names = "\n".join(str(Path(p).relative_to(tmp_path / "a")) for p in folder.train.paths)
+    expected = hashlib.sha256(names.encode() + folder.val.numpy().tobytes()).hexdigest()[:16]
+    assert fingerprint(folder) == {"name": "imagefolder", "digest": expected, "train": 24, "val": 1}
+    (tmp_path / "a").rename(tmp_path / "b")
+    assert fingerprint(load_image_folder(tmp_path / "b", 8))["digest"] == expected

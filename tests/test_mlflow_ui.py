@@ -3,6 +3,7 @@ its deep link opened in headless Chromium: the page is the runs table with the s
 MLflow 3's GenAI overview; the server serves the copy's artifacts; the parent run holds the answer."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -108,5 +109,10 @@ def test_parent_run_holds_the_answer_and_child_runs_read(smoke_sweep):
     child = client.search_runs([meta["experiment_id"]], "tags.n0 = '1' and tags.neighbours = 'hard' and "
                                "tags.update_empty = 'True' and tags.seed = '0'")
     assert [r.info.run_name for r in child] == ["KSOM hard N0=1 update-0=yes lr=0.001 seed=0"]
+    (record,) = child[0].inputs.dataset_inputs  # the data set, once although every validation carries it
+    assert (record.dataset.name, len(record.dataset.digest)) == ("photos", 16)
+    assert json.loads(record.dataset.profile) == {"train_images": 7, "val_images": 288}
+    assert all(r.inputs.dataset_inputs[0].dataset.digest == record.dataset.digest
+               for r in client.search_runs([meta["experiment_id"]], "tags.status = 'finished'"))
     images = [a.path for a in client.list_artifacts(child[0].info.run_id, "images")]
     assert any(p.startswith("images/perturbation") for p in images), images  # log_image with a key

@@ -1,4 +1,4 @@
-"""Neighbourhood matrix A^(t) and its fast spread A^T x (paper Eqs. 4, 5, 19-20; SPEC 1)."""
+"""Neighbourhood matrix A^(t) and its fast spread A^T x (paper Eqs. 4, 5, 19-20)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""KohonenQuantizer: assignment, straight-through output, EMA-VQ / KSOM updates (paper Eqs. 12, 15-21; SPEC 1)."""
+"""KohonenQuantizer: assignment, straight-through output, EMA-VQ / KSOM updates (paper Eqs. 12, 15-21)."""
 from __future__ import annotations
 
 import io
@@ -48,7 +48,7 @@ def reference_update(w, m, n_count, e, a, gamma, eps, update_empty):
     new_m = [[gamma * m[k][c] + (1 - gamma) * big_m[k][c] for c in range(d)] for k in range(k_total)]
     if update_empty:
         total = sum(new_n)
-        new_n = [(x + eps) * total / (total + k_total * eps) for x in new_n]  # Laplace smoothing (SPEC 1)
+        new_n = [(x + eps) * total / (total + k_total * eps) for x in new_n]  # Laplace smoothing
         new_w = [[new_m[k][c] / new_n[k] for c in range(d)] for k in range(k_total)]  # Eq. 21
         return idx, new_w, new_m, new_n
     out_w, out_m, out_n = [list(r) for r in w], [list(r) for r in m], list(n_count)

@@ -223,7 +223,7 @@ def test_dry_run_lists_every_trial(capsys):
     ("celeba_afhq", "vqvae2", 256, 128, 3e-4, 5, 4, 1),
 ])
 def test_paper_scale_follows_the_data_set(dataset, model, size, batch, lr, seeds, cpus, gpus):
-    """--scale paper is the paper's experiment for each of its data sets (Appendix A, SPEC 2)."""
+    """--scale paper is the paper's experiment for each of its data sets (Appendix A)."""
     plan = make_plan("robustness", "paper", overrides={"dataset": dataset, "data_dir": "/data"})
     base = plan.base
     assert (base["model"], base["image_size"], base["batch_size"], base["lr"]) == (model, size, batch, lr)

@@ -1,4 +1,4 @@
-"""The VQ-VAE (SPEC 2) and the shared trainer models/train.py: reports, determinism, resume, divergence."""
+"""The VQ-VAE and the shared trainer models/train.py: reports, determinism, resume, divergence."""
 from __future__ import annotations
 
 import io
@@ -46,7 +46,7 @@ def baseline(photos):
     return run(TINY, photos)
 
 
-# ---------------------------------------------------------------- model (SPEC 2)
+# ---------------------------------------------------------------- model
 
 
 def test_vqvae_shapes_and_decode_codes():
@@ -67,7 +67,7 @@ def test_vqvae_shapes_and_decode_codes():
 
 
 def test_vqvae_parameter_count_matches_spec_layout():
-    """The layer list of SPEC 2 (h = 16, d = 64), counted by hand, equals the model's parameter count."""
+    """The layer list of the VQ-VAE (App. A; h = 16, d = 64), counted by hand, equals the model's parameter count."""
     h, d = 16, 64
     res = 2 * (9 * h * (h // 4) + (h // 4) * h)  # two residual blocks, no biases
     encoder = (16 * 3 * (h // 2) + h // 2) + (16 * (h // 2) * h + h) + (9 * h * h + h) + res + (h * d + d)

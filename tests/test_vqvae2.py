@@ -1,4 +1,4 @@
-"""VQ-VAE-2 (SPEC 2): shapes at 32 and 256 px, one quantiser (and step counter t) per level, the
+"""VQ-VAE-2: shapes at 32 and 256 px, one quantiser (and step counter t) per level, the
 encode_codes/decode_codes contract of both models, straight-through gradients, and real training."""
 from __future__ import annotations
 
