@@ -4,7 +4,8 @@
 # machine and wall time it was produced with.
 #
 #   bash docs/results/make.sh                        # everything (about 1 h on 2 idle cores)
-#   bash docs/results/make.sh robustness long        # some of it: study names, long, benchmarks, readme
+#   bash docs/results/make.sh robustness long        # some of it: study names, long (or robustness-long,
+#                                                    # comparison-long), benchmarks, readme
 #   bash docs/results/make.sh collect NAME SWEEP_DIR # re-read a finished sweep into docs/results/NAME
 #
 # Sweeps run into results/docs/ (git-ignored: the MLflow store and checkpoints stay local); the
@@ -68,10 +69,12 @@ targets=("$@")
 for t in "${targets[@]}"; do
   case $t in
     sensitivity|comparison|robustness|ablation|modern-baselines|shrink) sweep "$t" "$t" --seeds 3 ;;
+    robustness-long|comparison-long) sweep "$t" "${t%-long}" --scale cpu-long --seeds 3 ;;
     long) for s in robustness comparison; do sweep "$s-long" "$s" --scale cpu-long --seeds 3; done ;;
     benchmarks) bench step_time; bench scaling --part search --threads 2; bench data_throughput ;;
     readme) python -m analysis.paper "$OUT" --header "$OUT/header.md" ;;
     *) echo "make.sh: unknown target '$t'; allowed: sensitivity comparison robustness ablation long" \
+            "robustness-long comparison-long" \
             "modern-baselines shrink benchmarks readme, or: collect NAME SWEEP_DIR" >&2; exit 2 ;;
   esac
 done
