@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.summary import COLLAPSE_FRACTION  # noqa: E402
 from analysis.tables import LABELS, layout_for, paper_order  # noqa: E402
-from models import metrics as M  # noqa: E402
+import metrics as M  # noqa: E402
 
 COLOURS = {"none": "#1f77b4", "hard": "#ff7f0e", "gaussian": "#2ca02c"}
 STYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2))]

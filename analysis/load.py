@@ -3,7 +3,7 @@
 trials:  one row per trial run: run_id, run_name, status, study, scale, rule (the VQ rule's display name),
          arm (its study arm's label, if any), topography (measured, or why not) and
          every config field (typed: numbers as numbers, true/false as bools).
-metrics: one row per logged point: run_id, metric, step, value (names: models/metrics.py;
+metrics: one row per logged point: run_id, metric, step, value (names: metrics.py;
          a summary is one point at step 0).
 
 MLflow (a local store or a server) and the Parquet files written here are the
@@ -17,7 +17,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from analysis.store import check_store, read_sweep
-from models import metrics as M
+import metrics as M
 
 TRIAL_TAGS = (M.STATUS_TAG, "study", "scale", "rule", "arm", "topography", "ray_trial_id", "node_id")
 

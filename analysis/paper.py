@@ -24,7 +24,7 @@ import pandas as pd
 from analysis.stats import ALPHA, welch
 from analysis.summary import CONVERGENCE_TOLERANCE, CONVERGENCE_WINDOW
 from analysis.tables import LABELS, LAYOUTS, RATIO, mark_best, to_markdown
-from models import metrics as M
+import metrics as M
 
 STUDIES = ("sensitivity", "comparison", "robustness", "ablation")
 LONG_STUDIES = ("robustness", "comparison")  # also run long enough to converge, into <study>-long/

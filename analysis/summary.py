@@ -5,7 +5,7 @@ steps to +p % = the first validated step whose loss <= (1 + p) * final loss, p i
 diverged      = the trial's status is diverged: it stopped on a NaN/inf loss (counted, never dropped);
 and the last value of per-level validation perplexity / codes used and the topography summaries
 (loss_offset_{o}: validation loss with every code shifted by (o, o) on the grid; smoothness_{level}:
-neighbour / random-pair distance of decoded codes; Sec. 4.3), each in the column models.metrics.column
+neighbour / random-pair distance of decoded codes; Sec. 4.3), each in the column metrics.column
 names;
 late_improvement = how much the best validation loss still fell over the last 20 % of the steps,
                 relative to the final loss: (best up to 0.8 T - final) / final, T the last validated step;
@@ -22,7 +22,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from models import metrics as M
+import metrics as M
 
 THRESHOLDS = (10, 20)
 CONVERGENCE_WINDOW = 0.2  # the last 20 % of a trial's steps
@@ -68,7 +68,7 @@ def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: the trial's columns plus result (status finished or diverged), final_loss,
     steps_10, steps_20, diverged, collapsed, perplexity_/codes_used_{level}, loss_offset_{o} and
     smoothness_{level} (NaN where absent, and everywhere for a trial that is not a result).
-    Raises models.metrics.MissingMetric when trials finished but no validation loss was logged."""
+    Raises metrics.MissingMetric when trials finished but no validation loss was logged."""
     if (trials.get(M.STATUS_TAG, pd.Series(dtype=str)) == M.FINISHED).any():
         M.require(metrics.metric.unique(), [M.VAL_LOSS], "the sweep's logged metrics")
     rows = []

@@ -34,7 +34,7 @@ import pandas as pd
 
 from analysis.stats import ALPHA, describe, holm, welch, welch_from_stats
 from analysis.summary import CODE_USE_COLUMNS, COLLAPSE_FRACTION, TOPOGRAPHY_COLUMNS
-from models import metrics as M
+import metrics as M
 
 LOSS, STEPS = "final_loss", "steps_{}"
 TOPOGRAPHY_OFFSETS = (1, 2, 3)  # offset 0 is the model's own loss

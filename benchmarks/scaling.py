@@ -83,7 +83,7 @@ sys.path.insert(0, str(ROOT))  # run without installing the package
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling step_time.py
 
 from analysis.store import read_sweep  # noqa: E402
-from models import metrics as M  # noqa: E402
+import metrics as M  # noqa: E402
 from models.build import build_quantizer  # noqa: E402
 from models.config import TrialConfig  # noqa: E402
 from step_time import interleaved, print_checks  # noqa: E402

@@ -32,7 +32,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from analysis.load import load_sweep  # noqa: E402
 from analysis.store import read_sweep  # noqa: E402
-from models import metrics as M  # noqa: E402
+import metrics as M  # noqa: E402
 from sweep.execute import run_sweep  # noqa: E402
 from sweep.plan import make_plan  # noqa: E402
 

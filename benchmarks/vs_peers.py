@@ -59,7 +59,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling step_time.py
 
-from models import metrics as M  # noqa: E402
+import metrics as M  # noqa: E402
 from models.build import build_model, build_quantizer  # noqa: E402
 from models.config import TrialConfig  # noqa: E402
 from models.data import ImageData, load_data  # noqa: E402

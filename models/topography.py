@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from models import metrics as M
+import metrics as M
 from models.data import ImageData
 from models.neighbourhood import grid_coords
 

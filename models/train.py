@@ -1,7 +1,7 @@
 """The one shared trainer: every trial of every study runs `train(config, ...)`.
 
 It knows nothing of Ray or MLflow: after each validation it calls
-`report(step, metrics, state)` once, with the metrics (names from models/metrics.py)
+`report(step, metrics, state)` once, with the metrics (names from metrics.py)
 and the state to checkpoint, and it continues from a `resume` state it is given.
 After the last validation it also measures the trained model's topography
 (models/topography.py): the offset losses and smoothness ratios join that report as
@@ -36,7 +36,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from models import metrics as M
+import metrics as M
 from models import topography
 from models.build import build_model
 from models.config import ConfigError, TrialConfig
@@ -163,7 +163,7 @@ def train(cfg: TrialConfig, report: Report | None = None, resume: dict | None = 
                 pictures = topo.pictures
             metrics[M.TIME_VAL] = time.perf_counter() - start
             eval_time += metrics[M.TIME_VAL]
-            if step == cfg.steps:  # the trial's summaries (models/metrics.py)
+            if step == cfg.steps:  # the trial's summaries (metrics.py)
                 metrics.update({M.VAL_BEST_LOSS: best, M.TIME_TRAIN_TOTAL: train_time, M.TIME_VAL_TOTAL: eval_time})
             # The step is also the image-folder loader's position (models/loader.py).
             report(step, metrics, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),

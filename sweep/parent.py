@@ -22,7 +22,7 @@ from mlflow.utils.git_utils import get_git_commit
 from mlflow.utils.mlflow_tags import (MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE,
                                       MLFLOW_USER)
 
-from models import metrics as M
+import metrics as M
 
 SOURCE = "python -m sweep.run"
 SWEEP_WALL = "time/sweep_wall_s"  # the parent's own metric: wall time of the sweep, summed over resumes

@@ -8,7 +8,7 @@ import time
 
 from ray import tune
 
-from models import metrics as M
+import metrics as M
 from sweep.tracking import diverged
 
 WIDTH = 120

@@ -3,7 +3,7 @@ one child run per trial (named by the VQ rule and what the study sweeps, e.g.
 `KSOM hard N0=1 update-0=yes seed=0`;
 all config fields as params; study, scale, seed, status, every swept field and MLflow's
 source fields as tags; curves as metrics logged once per validation in one batch, the
-trial's summaries once at step 0: models/metrics.py).
+trial's summaries once at step 0: metrics.py).
 
 All logging happens on the driver, in a Ray Tune callback, so there is a
 single writer per store and trials need no access to it. A resumed sweep
@@ -26,7 +26,7 @@ from PIL import Image
 from ray import tune
 
 from analysis.store import artifact_location
-from models import metrics as M
+import metrics as M
 from models.build import topography_note
 from sweep.parent import source_tags
 from sweep.plan import Plan

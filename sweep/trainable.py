@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from ray import tune
 
-from models import metrics as M
+import metrics as M
 from models.config import TrialConfig
 from models.data import fingerprint, load_data
 from models.train import train

@@ -18,7 +18,7 @@ from analysis.report import main as report_main
 from analysis.store import read_sweep
 from analysis.summary import steps_to_threshold, summarise
 from analysis.tables import table_numbers, to_latex, to_text
-from models.metrics import MissingMetric
+from metrics import MissingMetric
 
 ROOT = Path(__file__).resolve().parents[1]
 

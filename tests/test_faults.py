@@ -30,7 +30,7 @@ from PIL import Image
 
 from analysis.report import write_report
 from analysis.store import read_sweep
-from models import metrics as M
+import metrics as M
 from models.data import CIFAR
 from sweep import preflight
 from sweep.execute import _new_sweep

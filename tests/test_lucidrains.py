@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import metrics as M
+import metrics as M
 from models import topography
 from models.build import QUANTIZERS, build_model, build_quantizer, topography_note
 from models.config import QUANTIZERS as CONFIG_QUANTIZERS, ConfigError, TrialConfig

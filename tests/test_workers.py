@@ -15,7 +15,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from analysis.store import read_sweep
-from models import metrics as M
+import metrics as M
 from models.config import TrialConfig
 from models.train import train
 from sweep.plan import make_plan

@@ -1,5 +1,7 @@
-"""The name of every metric a trial records: the trainer reports these names, the sweep logs
-them to MLflow, and the analysis reads them. No other module spells a metric name.
+"""The name of every metric a trial records: the trainer (models/) reports these names, the sweep
+logs them to MLflow, and the analysis reads them. No other module spells a metric name. It is a
+module of its own, importing nothing of the project, so that the analysis shares the names
+without depending on the models.
 
 Names are grouped by a prefix that MLflow's UI folds into one section per group:
 
