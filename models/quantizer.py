@@ -34,10 +34,11 @@ from torch import nn
 from models.neighbourhood import Neighbourhood
 
 
-# Bytes of distances the nearest-code search holds at once: 4096 x 4096 float32 scores. Smaller tiles fit
-# the cache better on an idle CPU, but each is a few more kernel calls, which costs more than it saves on a
-# loaded machine (benchmarks/scaling.py).
-SEARCH_BUDGET = 64 * 2**20
+# Bytes of distances the nearest-code search holds at once, by device. On a CPU, tiles of 1024 x 1024
+# float32 scores stay in cache between the product, the bias and the minimum: about half the time of one
+# n x K matrix at K = 65,536 (benchmarks/scaling.py, idle 2-core machine). On a GPU, larger tiles keep
+# the kernel launches few.
+SEARCH_BUDGET = {"cpu": 4 * 2**20, "cuda": 64 * 2**20}
 
 
 def data_parallel() -> bool:
@@ -68,13 +69,13 @@ class KohonenQuantizer(nn.Module):
         eps: additive (Laplace) smoothing of the counts.
         gaussian_form: "paper" (Eq. 5) or "released" (the authors' code).
         search_budget: bytes of the distance block the nearest-code search (Eq. 12) holds at
-            once; the search runs in chunks of rows of that size, so its memory does not grow with
-            the number of input vectors.
+            once (None: SEARCH_BUDGET of the inputs' device); the search runs in tiles of that
+            size, so its memory does not grow with the number of input vectors or codes.
     """
 
     def __init__(self, codebook_size: int, dim: int, neighbours: str = "none", grid: tuple[int, ...] | None = None,
                  tau: float = 0.1, n0: int = 1, update_empty: bool = True, decay: float = 0.99,
-                 eps: float = 1e-5, gaussian_form: str = "paper", search_budget: int = SEARCH_BUDGET):
+                 eps: float = 1e-5, gaussian_form: str = "paper", search_budget: int | None = None):
         super().__init__()
         grid = tuple(grid) if grid is not None else (codebook_size,)
         if codebook_size < 1 or dim < 1:
@@ -88,8 +89,8 @@ class KohonenQuantizer(nn.Module):
             raise ValueError(f"decay={decay!r} must be in (0, 1)")
         if not eps > 0:
             raise ValueError(f"eps={eps!r} must be > 0")
-        if search_budget < 1:
-            raise ValueError(f"search_budget={search_budget!r} must be >= 1 byte")
+        if search_budget is not None and search_budget < 1:
+            raise ValueError(f"search_budget={search_budget!r} must be >= 1 byte (or None: by device)")
         self.codebook_size, self.dim = codebook_size, dim
         self.neighbourhood = Neighbourhood(neighbours, grid, tau, gaussian_form)
         self.update_empty, self.decay, self.eps = update_empty, decay, eps
@@ -134,12 +135,13 @@ class KohonenQuantizer(nn.Module):
         w = self.weight
         minus_2w, norms = -2.0 * w, (w * w).sum(1)
         per_score = flat.element_size()
-        cols = min(self.codebook_size, max(1, math.isqrt(self.search_budget // per_score)))
-        rows = max(1, self.search_budget // (per_score * cols))
+        budget = self.search_budget or SEARCH_BUDGET.get(flat.device.type, SEARCH_BUDGET["cuda"])
+        cols = min(self.codebook_size, max(1, math.isqrt(budget // per_score)))
+        rows = max(1, budget // (per_score * cols))
         indices = torch.empty(len(flat), dtype=torch.long, device=flat.device)
         for r in range(0, len(flat), rows):
             chunk = flat[r:r + rows]
-            if cols == self.codebook_size:  # all codes in one tile (K up to 4096 by default)
+            if cols == self.codebook_size:  # all codes in one tile (on a CPU, K up to 1024 by default)
                 indices[r:r + rows] = (chunk @ minus_2w.T).add_(norms).argmin(1)
                 continue
             best, best_k = None, None
