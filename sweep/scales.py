@@ -48,10 +48,10 @@ PAPER_CIFAR_RESOURCES = (1, 0.25)
 
 
 # step_seconds: wall seconds per training step of one trial (1 CPU thread), its validations and end-of-trial
-# topography included, measured on the 2-core development machine (2026-11-25): cpu from the
-# 24-trial robustness sweep (3 min 09 s, 2 trials at a time, 800 steps each: 189 s / (12 x 800));
-# smoke and paper from the same trainer at each scale (models.train.train, 1 thread, under the same
-# load): 0.62x and 43x the cpu scale's cost per step. The paper scale's figure is for this CPU;
+# topography included, measured on the 2-core development machine (AMD EPYC, idle, 2026-11-25): cpu from
+# the 24-trial robustness sweep (8 min 18 s, 2 trials at a time, 800 steps each: (498 s - 15 s) / (12 x 800),
+# docs/results/robustness/run.txt); smoke and paper from the same trainer at each scale (models.train.train,
+# 1 thread): 0.62x and 43x the cpu scale's cost per step. The paper scale's figure is for this CPU;
 # on its GPU a step is far cheaper.
 STARTUP_SECONDS = 15.0  # Ray start, MLflow store, and the report at the end
 
@@ -59,15 +59,15 @@ STARTUP_SECONDS = 15.0  # Ray start, MLflow store, and the report at the end
 SCALES = {s.name: s for s in [
     Scale("smoke", "seconds per trial; for tests and CI",
           dict(dataset="photos", width=16, codebook_size=64, code_dim=16, batch_size=16, lr=1e-3,
-               steps=40, eval_every=20), seeds=1, cpus=1, gpus=0, step_seconds=0.0122),
+               steps=40, eval_every=20), seeds=1, cpus=1, gpus=0, step_seconds=0.031),
     Scale("cpu", "minutes on a laptop CPU (the default without a GPU)",
           dict(dataset="photos", width=32, codebook_size=512, code_dim=64, batch_size=32, lr=1e-3,
-               steps=800, eval_every=50), seeds=3, cpus=1, gpus=0, step_seconds=0.0197),
+               steps=800, eval_every=50), seeds=3, cpus=1, gpus=0, step_seconds=0.0503),
     # Long enough that the best EMA-VQ configuration (N0 = 1, update-0 yes) has flattened: on the
     # photos its best validation loss stops improving after about 2,250 steps (measured on seed 0).
     Scale("cpu-long", "the cpu settings for 3,000 steps: where EMA-VQ has converged",
           dict(dataset="photos", width=32, codebook_size=512, code_dim=64, batch_size=32, lr=1e-3,
-               steps=3_000, eval_every=100), seeds=3, cpus=1, gpus=0, step_seconds=0.0197),
+               steps=3_000, eval_every=100), seeds=3, cpus=1, gpus=0, step_seconds=0.0503),
     Scale("paper", "the paper's settings (Appendix A): CIFAR VQ-VAE, four trials per GPU, or VQ-VAE-2 on image "
                    "folders, one GPU per trial",
           dict(dataset="cifar10", model="vqvae", image_size=32, width=128, codebook_size=512, code_dim=64,
@@ -75,7 +75,7 @@ SCALES = {s.name: s for s in [
           cpus=PAPER_CIFAR_RESOURCES[0], gpus=PAPER_CIFAR_RESOURCES[1],
           datasets={"imagenet": PAPER_VQVAE2, "celeba_afhq": PAPER_VQVAE2, "imagefolder": PAPER_VQVAE2},
           dataset_resources={"imagenet": PAPER_VQVAE2_RESOURCES, "celeba_afhq": PAPER_VQVAE2_RESOURCES,
-                             "imagefolder": PAPER_VQVAE2_RESOURCES}, step_seconds=0.85),
+                             "imagefolder": PAPER_VQVAE2_RESOURCES}, step_seconds=2.2),
 ]}
 
 

@@ -168,7 +168,7 @@ def test_dry_run_prints_run_names_count_and_expected_wall_time(capsys):
     concurrent = max(1, os.cpu_count() or 1)
     rounds = -(-24 // concurrent)
     minutes = (rounds * 800 * SCALES["cpu"].step_seconds + STARTUP_SECONDS) / 60
-    assert out[1].startswith(f"expected wall time {minutes:.1f} min ({concurrent} trial(s) at a time; 0.0197 s")
+    assert out[1].startswith(f"expected wall time {minutes:.1f} min ({concurrent} trial(s) at a time; 0.0503 s")
     assert out[2:5] == ["  EMA-VQ N0=0 update-0=no seed=0", "  EMA-VQ N0=0 update-0=no seed=1",
                         "  EMA-VQ N0=0 update-0=no seed=2"]
     assert out[-1] == "  KSOM hard N0=1 update-0=yes seed=2" and len(out) == 2 + 24
