@@ -16,4 +16,4 @@ fi
 python -m pip install --quiet -r scripts/torch.txt
 python -m pip install --quiet -r requirements.lock
 python -m pip install --quiet --no-deps -e .
-python -m pytest -q "$@"
+python -m pytest -q --durations=10 "$@"  # the ten slowest tests, to keep the suite short
