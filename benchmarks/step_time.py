@@ -20,7 +20,7 @@ It measures, and prints as tables:
    `update(flat, indices, counts)` alone with precomputed indices and counts.
    The step counter t is reset to 0 before each call, so the neighbourhood is the
    widest one of a run (the Gaussian kernel's length shrinks as t grows).
-3. The targets: full-step ratio <= 1.05 at K = 512 (every width), update-only
+3. The targets: full-step ratio <= 1.03 at K = 512 (every width), update-only
    ratio <= 2 at K = 16384 (each KSOM variant).
 
 The machine may be shared, so the quantisers are timed in rounds of
@@ -59,7 +59,7 @@ QUANTISERS = {  # display name (TrialConfig.rule) -> config fields
     "KSOM gaussian 2D": dict(neighbours="gaussian", grid_dim=2, tau=0.1, gaussian_form="paper"),
 }
 STEP_QUANTISERS = (EMA, "KSOM hard 2D")
-STEP_TARGET, UPDATE_TARGET = 1.05, 2.0
+STEP_TARGET, UPDATE_TARGET = 1.03, 2.0  # KSOM may cost at most 3 % more per training step
 
 Timings = dict[str, list[float]]  # quantiser name -> seconds per call in each round
 
@@ -121,7 +121,7 @@ def bench_steps(widths: list[int], repeats: int, warmup: int) -> dict[int, Timin
             cfg = TrialConfig(width=width, codebook_size=STEP_K, code_dim=CODE_DIM, batch_size=BATCH,
                               **QUANTISERS[name])
             runs[name] = training_step(cfg, images)
-        results[width] = interleaved(runs, repeats, warmup, block_seconds=0.3)
+        results[width] = interleaved(runs, repeats, warmup, block_seconds=1.0)  # several steps a block at width 128
     return results
 
 
