@@ -260,18 +260,27 @@ def search_probe(k: int, n: int, repeats: int) -> dict:
 
 
 def measure_searches(ks: list[int], ns: list[int], threads: int, repeats: int) -> dict[tuple[int, int], dict]:
-    """search_probe() for each (K, n) in its own subprocess (glibc told to mmap, as in measure_memory)."""
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    """search_probe() for each (K, n) in subprocesses: the peaks from one where glibc is told to mmap every
+    block (as in measure_memory, so that freed memory leaves the RSS), the times from one with the allocator
+    as users have it (forced mmaps would charge every tile a fresh page-faulted block)."""
+    peaks_env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     results = {}
     for k in ks:
         for n in ns:
-            done = subprocess.run([sys.executable, __file__, "--probe-search", str(k), str(n), "--threads",
-                                   str(threads), "--repeats", str(repeats)],
-                                  env=env, capture_output=True, text=True, cwd=ROOT)
-            if done.returncode != 0:
-                raise RuntimeError(f"search probe K={k} n={n} failed:\n{done.stderr[-2000:]}")
-            results[k, n] = json.loads(done.stdout.strip().splitlines()[-1])
+            peaks = _search_probe(k, n, threads, 1, peaks_env)
+            times = _search_probe(k, n, threads, repeats, dict(os.environ))
+            for name in ("chunked", "one matrix"):
+                times[name]["peak"] = peaks[name]["peak"]
+            results[k, n] = {**times, "forward peak": peaks["forward peak"]}
     return results
+
+
+def _search_probe(k: int, n: int, threads: int, repeats: int, env: dict) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--probe-search", str(k), str(n), "--threads", str(threads),
+                           "--repeats", str(repeats)], env=env, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"search probe K={k} n={n} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def print_searches(results: dict[tuple[int, int], dict], repeats: int) -> None:
