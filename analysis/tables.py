@@ -393,10 +393,16 @@ def _comparison_grid(comp: pd.DataFrame, summary: pd.DataFrame, study: str, fmt:
     return Grid(["Metric"], heads, rows, cells, [], [False] * len(heads), sections)
 
 
+# A label longer than WRAP characters (an arm's name such as "lucidrains k-means + dead codes") is set
+# in a paragraph column of WRAP_WIDTH, ragged right, so that the table still fits the column.
+WRAP, WRAP_WIDTH = 14, "7em"
+
+
 def _latex(grid: Grid, caption: str, label: str) -> str:
     # tabular* spreads the room left in the column between the columns (at least 2 x 1.5 pt each), but
     # never between a mean and its std: the "+-" separator switches the stretch off, the next one back on.
-    spec = "@{\\extracolsep{\\fill}}" + "l" * len(grid.labels)
+    wrap = [max((len(str(row[j])) for row in grid.rows), default=0) > WRAP for j in range(len(grid.labels))]
+    spec = "@{\\extracolsep{\\fill}}" + "".join(f"p{{{WRAP_WIDTH}}}" if w else "l" for w in wrap)
     for k, pm in enumerate(grid.pm):
         spec += PM_COLUMNS if pm else "r"
         if pm and k + 1 < len(grid.pm):
@@ -425,7 +431,7 @@ def _latex(grid: Grid, caption: str, label: str) -> str:
             lines.append("\\addlinespace")
         if i in grid.sections:
             lines.append(f"\\multicolumn{{{ncols}}}{{l}}{{\\emph{{{grid.sections[i]}}}}} \\\\")
-        parts = list(labels)
+        parts = [f"\\raggedright {text}" if w and text else text for text, w in zip(labels, wrap)]
         for (value, spread, bold, mark), pm in zip(cells, grid.pm):
             value, spread = _minus(value), _minus(spread)
             b = (lambda s: f"\\textbf{{{s}}}") if bold else (lambda s: s)

@@ -17,7 +17,8 @@ from analysis.load import load_sweep, read_parquet, write_parquet
 from analysis.report import main as report_main
 from analysis.store import read_sweep
 from analysis.summary import steps_to_threshold, summarise
-from analysis.tables import table_numbers, to_latex, to_text
+from analysis.tables import (WRAP_WIDTH, Layout, comparison_latex, comparison_numbers, table_numbers, to_latex,
+                             to_text)
 from metrics import MissingMetric
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,17 +138,12 @@ def test_parquet_round_trip(smoke_sweep, tmp_path):
     pd.testing.assert_frame_equal(read_parquet(smoke_sweep)[0], trials)  # what the sweep wrote
 
 
-def test_every_generated_table_fits_a_column_of_a_two_column_paper(smoke_sweep, tmp_path):
-    """All tables of the smoke sweep, and the four paper tables in our layout, compile in
-    \\documentclass[twocolumn]{article} with booktabs alone and without any overfull box."""
+def assert_fits_a_column(tables: list[str], tmp_path: Path) -> None:
+    """The tables compile in \\documentclass[twocolumn]{article} with booktabs alone, no overfull box."""
     if shutil.which("pdflatex") is None:
         if os.environ.get("CI"):
             pytest.fail("pdflatex is missing in CI: scripts/test.sh installs it")
         pytest.skip("pdflatex is not installed (scripts/test.sh installs it when run as root)")
-    from analysis.paper import PAPER_SUMMARY, STUDIES, paper_table
-    tables = [p.read_text() for p in sorted((smoke_sweep / "tables").glob("*.tex"))]
-    assert len(tables) == 3
-    tables += [to_latex(paper_table(s), PAPER_SUMMARY, s, label=f"tab:paper-{s}") for s in STUDIES]
     doc = tmp_path / "doc.tex"
     doc.write_text("\\documentclass[twocolumn]{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
                    + "\n".join(tables) + "\n\\end{document}\n")
@@ -157,6 +153,32 @@ def test_every_generated_table_fits_a_column_of_a_two_column_paper(smoke_sweep, 
     log = (tmp_path / "doc.log").read_text(errors="replace")
     assert "Overfull \\hbox" not in log, log[log.find("Overfull"):][:500]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_every_generated_table_fits_a_column_of_a_two_column_paper(smoke_sweep, tmp_path):
+    """All tables of the smoke sweep, and the four paper tables in our layout, compile in
+    \\documentclass[twocolumn]{article} with booktabs alone and without any overfull box."""
+    from analysis.paper import PAPER_SUMMARY, STUDIES, paper_table
+    tables = [p.read_text() for p in sorted((smoke_sweep / "tables").glob("*.tex"))]
+    assert len(tables) == 3
+    tables += [to_latex(paper_table(s), PAPER_SUMMARY, s, label=f"tab:paper-{s}") for s in STUDIES]
+    assert_fits_a_column(tables, tmp_path)
+
+
+def test_long_arm_names_wrap_and_still_fit_a_column(smoke_sweep, tmp_path):
+    """A study file's arms can have long names ("lucidrains k-means + dead codes"): such a label column
+    is a ragged-right paragraph column, so the main, topography and comparison tables still fit."""
+    summary = pd.read_parquet(smoke_sweep / "summary.parquet")
+    summary = summary.assign(arm=summary.neighbours + " quantiser with N0=" + summary.n0.astype(str)
+                             + " and update-0=" + summary.update_empty.astype(str))
+    reference = summary.arm.iloc[0]
+    layout = Layout.from_plan({"study": "long-arms", "swept": ["arm"], "reference": {"arm": reference},
+                               "metrics": ["final_loss", "steps_10", "steps_20"], "description": "Long arm names"})
+    tidy = table_numbers(summary, layout)
+    tables = [to_latex(tidy, summary, layout, part=part) for part in ("main", "topography")]
+    tables.append(comparison_latex(comparison_numbers(summary, layout), summary, layout))
+    assert all(f"p{{{WRAP_WIDTH}}}" in t and f"\\raggedright {reference}" in t for t in tables[:2])
+    assert_fits_a_column(tables, tmp_path)
 
 
 def test_report_cli_regenerates(smoke_sweep, tmp_path, capsys):
