@@ -12,6 +12,7 @@ and what came out.
 """
 from __future__ import annotations
 
+import functools
 import getpass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ SWEEP_WALL = "time/sweep_wall_s"  # the parent's own metric: wall time of the sw
 ARTIFACTS = ("tables", "figures", "summary.parquet", "sweep.json")
 
 
+@functools.lru_cache(maxsize=1)  # one commit per process: asked once, not for every trial's run
 def source_tags() -> dict[str, str]:
     """MLflow's standard fields for who ran what: user, source, and this repository's git commit."""
     tags = {MLFLOW_USER: getpass.getuser(), MLFLOW_SOURCE_NAME: SOURCE, MLFLOW_SOURCE_TYPE: "LOCAL"}
@@ -51,6 +53,8 @@ def settings(plan) -> dict[str, str]:
 def grid(plan) -> str:
     """The grid as text: each swept field with its values, e.g. 'n0 {0, 1} x neighbours {none, hard}'."""
     def values(field):
+        if field == "arm":  # a study file's named arms
+            return "{" + ", ".join(dict.fromkeys(plan.labels)) + "}"
         seen = []
         for arm in plan.arms:
             value = arm.get(field, plan.base.get(field))
@@ -83,22 +87,20 @@ def start_parent_run(client: MlflowClient, exp_id: str, plan, meta: dict) -> str
     return run.info.run_id
 
 
-def outcome(summary_file: Path, total: int) -> tuple[str, int]:
-    """('18: 16 finished, 2 diverged, 0 failed', failed count) from the sweep's summary.parquet."""
+def outcome(summary_file: Path, total: int) -> str:
+    """'18: 16 finished, 2 diverged, 0 failed or unfinished', from the sweep's summary.parquet."""
     status = pd.read_parquet(summary_file)[M.STATUS_TAG] if summary_file.exists() else pd.Series(dtype=str)
     counts = status.value_counts()
     failed = total - int(counts.get(M.FINISHED, 0)) - int(counts.get(M.DIVERGED, 0))
     return (f"{total}: {counts.get(M.FINISHED, 0)} finished, {counts.get(M.DIVERGED, 0)} diverged, "
-            f"{failed} failed or unfinished"), failed
+            f"{failed} failed or unfinished")
 
 
-def finish_parent_run(client: MlflowClient, parent_run_id: str, plan, meta: dict, session_wall: float) -> bool:
+def finish_parent_run(client: MlflowClient, parent_run_id: str, plan, meta: dict, session_wall: float) -> None:
     """Write the answer into the parent run once the report is written: description with the main
-    table, wall time, artifacts (its status is the caller's: FAILED when a trial failed). Returns
-    whether every trial ended."""
+    table, wall time, artifacts (its status is the caller's: FAILED when a trial failed)."""
     sweep_dir = Path(meta["dir"])
-    total = len(plan.arms) * len(plan.seeds)
-    text, failed = outcome(sweep_dir / "summary.parquet", total)
+    text = outcome(sweep_dir / "summary.parquet", len(plan.arms) * len(plan.seeds))
     wall = client.get_run(parent_run_id).data.metrics.get(SWEEP_WALL, 0.0) + session_wall
     table_file = sweep_dir / "tables" / f"{plan.study}.md"
     table = table_file.read_text() if table_file.exists() else ""
@@ -110,4 +112,3 @@ def finish_parent_run(client: MlflowClient, parent_run_id: str, plan, meta: dict
             client.log_artifacts(parent_run_id, str(path), artifact_path=name)
         elif path.exists():
             client.log_artifact(parent_run_id, str(path))
-    return not failed
