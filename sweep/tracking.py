@@ -104,6 +104,8 @@ class MlflowCallback(tune.Callback):
             self.logged_up_to[run_id] = max((m.step for m in history), default=0)
             self.client.set_terminated(run_id, "RUNNING")
             self.client.set_tag(run_id, M.STATUS_TAG, M.RUNNING)
+            if not found[0].data.params:  # the store failed (outage, full disk) between creating and filling it
+                self.client.log_batch(run_id, params=self._params(trial))
         else:
             cfg = self.config_of(trial.config)
             tags = {**source_tags(), **{f: str(getattr(cfg, f)) for f in self.plan.swept if f != "arm"},
@@ -113,10 +115,13 @@ class MlflowCallback(tune.Callback):
             run = self.client.create_run(self.exp_id, run_name=trial_run_name(self.plan, trial.config),
                                          tags={k: v for k, v in tags.items() if v})
             run_id = run.info.run_id
-            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in cfg.to_params().items()])
+            self.client.log_batch(run_id, params=self._params(trial))
             self.logged_up_to[run_id] = 0
         self.runs[trial.trial_id] = run_id
         return run_id
+
+    def _params(self, trial) -> list[Param]:
+        return [Param(k, str(v)) for k, v in self.config_of(trial.config).to_params().items()]
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.run_id(trial)
