@@ -98,3 +98,13 @@ def moved(smoke_sweep, tmp_path):
         yield copy / smoke_sweep.name
     finally:
         away.rename(original)
+
+
+SWEEP_FIXTURES = {"smoke_sweep", "moved"}  # each runs a real Ray sweep the first time a test asks for it
+
+
+def pytest_collection_modifyitems(items):
+    """A test that asks for a real sweep is an end-to-end test: `scripts/test.sh --fast` must leave it out."""
+    for item in items:
+        if SWEEP_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None:
+            raise pytest.UsageError(f"{item.nodeid} runs a real sweep: mark it @pytest.mark.slow")

@@ -95,6 +95,7 @@ def test_bold_is_per_group_in_the_robustness_table():
     assert t[t.column == "steps_10"].best.all()  # ties are all bold
 
 
+@pytest.mark.slow
 def test_sweep_writes_tables_figures_and_parquet(smoke_sweep):
     for name in ("trials.parquet", "metrics.parquet", "summary.parquet", "tables/robustness.parquet",
                  "tables/robustness.tex", "tables/robustness.md", "tables/robustness.txt",
@@ -126,6 +127,7 @@ def test_sweep_writes_tables_figures_and_parquet(smoke_sweep):
         assert picture.stat().st_size < 1_000_000, picture.name  # pictures included
 
 
+@pytest.mark.slow
 def test_parquet_round_trip(smoke_sweep, tmp_path):
     trials, metrics = load_sweep(smoke_sweep)
     assert len(trials) == 18 and set(trials.status) == {"finished", "diverged"}
@@ -155,6 +157,7 @@ def assert_fits_a_column(tables: list[str], tmp_path: Path) -> None:
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_every_generated_table_fits_a_column_of_a_two_column_paper(smoke_sweep, tmp_path):
     """All tables of the smoke sweep, and the four paper tables in our layout, compile in
     \\documentclass[twocolumn]{article} with booktabs alone and without any overfull box."""
@@ -165,6 +168,7 @@ def test_every_generated_table_fits_a_column_of_a_two_column_paper(smoke_sweep, 
     assert_fits_a_column(tables, tmp_path)
 
 
+@pytest.mark.slow
 def test_long_arm_names_wrap_and_still_fit_a_column(smoke_sweep, tmp_path):
     """A study file's arms can have long names ("lucidrains k-means + dead codes"): such a label column
     is a ragged-right paragraph column, so the main, topography and comparison tables still fit."""
@@ -181,6 +185,7 @@ def test_long_arm_names_wrap_and_still_fit_a_column(smoke_sweep, tmp_path):
     assert_fits_a_column(tables, tmp_path)
 
 
+@pytest.mark.slow
 def test_report_cli_regenerates(smoke_sweep, tmp_path, capsys):
     assert report_main([str(smoke_sweep)]) == 0
     out = capsys.readouterr().out
@@ -201,6 +206,7 @@ def test_text_marks_best_cells():
     assert "290.0 ± 56.6 *" in line and "3/1/0" in text
 
 
+@pytest.mark.slow
 def test_notebook_runs_top_to_bottom(smoke_sweep):
     nb = nbformat.read(ROOT / "notebooks/analysis.ipynb", as_version=4)
     os.environ["SWEEP_DIR"] = str(smoke_sweep)

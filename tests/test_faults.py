@@ -226,6 +226,7 @@ def gpu_less_cluster():
     cluster.shutdown()
 
 
+@pytest.mark.slow
 def test_gpus_the_cluster_lacks_are_refused(gpu_less_cluster, tmp_path, capsys, monkeypatch):
     """--gpus-per-trial 1 on a cluster without GPUs: refused at once instead of waiting forever."""
     monkeypatch.setattr(preflight, "AUTOSCALING_CONFIG", tmp_path / "absent.yaml")
@@ -238,6 +239,7 @@ def test_gpus_the_cluster_lacks_are_refused(gpu_less_cluster, tmp_path, capsys, 
     assert not (tmp_path / "results").exists() and not ray.is_initialized()
 
 
+@pytest.mark.slow
 def test_gpus_an_autoscaler_can_add_are_awaited(gpu_less_cluster, tmp_path, capsys, monkeypatch):
     """The same cluster with an autoscaling config whose GPU worker type may be started: it says so and goes on."""
     config = tmp_path / "ray_bootstrap_config.yaml"
@@ -261,6 +263,7 @@ def test_sweeps_started_in_the_same_second_get_their_own_folders(tmp_path):
 # ---------------------------------------------------------------- stopping, failing and resuming
 
 
+@pytest.mark.slow
 def test_sigterm_and_ctrl_c_stop_cleanly_and_resume_completes(tmp_path):
     """SIGTERM, then Ctrl-C (SIGINT to the whole process group, as a terminal sends it) each stop the sweep
     with the one line, exit 143 / 130, the sweep's run KILLED and unfinished trial runs KILLED (status
@@ -312,6 +315,7 @@ def one_store(tmp_path_factory):
     return tmp_path_factory.mktemp("store")
 
 
+@pytest.mark.slow
 def test_failed_trials_fail_the_sweep_and_the_report_still_comes(one_store, tmp_path):
     """Every trial fails inside Ray (unreadable training files, --max-failures 0): exit 1, one line naming the
     trials, the sweep's run FAILED, the trials' runs FAILED; the report is written, says what is missing."""
@@ -332,6 +336,7 @@ def test_failed_trials_fail_the_sweep_and_the_report_still_comes(one_store, tmp_
     assert (Path(meta["dir"]) / "tables" / "sensitivity.txt").exists()
 
 
+@pytest.mark.slow
 def test_all_diverged_is_an_outcome_and_pooling_other_sweeps_is_refused(one_store):
     """Every trial diverges (lr 1e6): exit 0 and a report that says there is nothing to plot; the store now
     holds two sensitivity sweeps of different base configs (the failed one of the test above, which runs
@@ -406,6 +411,7 @@ def _stop(proc: subprocess.Popen):
     proc.wait(timeout=60)
 
 
+@pytest.mark.slow
 def test_tracking_server_outage_ends_resumable_and_resume_loses_nothing(tmp_path):
     """The MLflow server stops mid-sweep for longer than the client retries (set short here with MLflow's own
     MLFLOW_HTTP_REQUEST_* variables): one line naming the server and the resume command, exit 3, runs left as
@@ -459,6 +465,7 @@ def _fill(folder: Path):
             pass
 
 
+@pytest.mark.slow
 def test_full_disk_ends_resumable_and_resume_loses_nothing(small_disk):
     """The results disk fills up mid-sweep: one line saying so with the resume command, non-zero exit;
     once space is freed, --resume completes with every point exactly once."""

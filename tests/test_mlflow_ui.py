@@ -61,6 +61,7 @@ def ui(moved):
         proc.wait(timeout=60)
 
 
+@pytest.mark.slow
 def test_deep_link_opens_the_runs_table_in_chromium(ui):
     sweep_dir, base, link = ui
     meta = read_sweep(sweep_dir)
@@ -84,6 +85,7 @@ def test_a_missing_store_is_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_parent_run_holds_the_answer_and_child_runs_read(smoke_sweep):
     """The sweep's parent run: settings as params, a description with the grid and the main table, the
     report as artifacts, MLflow's source fields; child runs named by what the study sweeps, each a tag."""

@@ -63,6 +63,7 @@ def test_topography_claim_reads_the_topography_columns():
     assert row.ours and row.agrees and "hard: loss x1.2 / x1.44 / x1.73 at shift +1/+2/+3" in row.our_numbers
 
 
+@pytest.mark.slow
 def test_readme_from_a_sweeps_outputs(smoke_sweep, tmp_path):
     study = tmp_path / "robustness"
     shutil.copytree(smoke_sweep / "tables", study / "tables")

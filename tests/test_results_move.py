@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test reads the smoke sweep
 
 
 def _run(*args, **kw) -> subprocess.CompletedProcess:

@@ -208,6 +208,7 @@ metrics: [final_loss, steps_10]
 """
 
 
+@pytest.mark.slow
 def test_a_user_written_two_axis_study_runs_end_to_end(tmp_path):
     """`python -m sweep.run my.yaml` at smoke scale: one MLflow run per trial named by the axes, the
     tables grouped by both axes with the reference comparison, the sensitivity figure for lr."""

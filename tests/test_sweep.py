@@ -44,6 +44,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_smoke_sweep_logs_one_run_per_trial_and_records_divergence(smoke_sweep):
     """Every trial is one child run with all config fields as params and its validation curve;
     a trial whose loss becomes NaN is tagged diverged while the others finish."""
@@ -103,6 +104,7 @@ def mlflow_server(tmp_path):
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_sweep_logs_to_a_tracking_server(tmp_path, mlflow_server, local_ray):
     """--tracking-uri http://... sends the runs to the server instead of the local store; the trials
     run VQ-VAE-2 (--set model=vqvae2), whose two levels are logged apart."""
@@ -121,6 +123,7 @@ def test_sweep_logs_to_a_tracking_server(tmp_path, mlflow_server, local_ray):
     assert not (tmp_path / "results" / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_multi_node_sweep_uses_both_worker_nodes(tmp_path):
     """A head with no CPUs and two 1-CPU worker nodes: trials run on both workers."""
     from ray.cluster_utils import Cluster
@@ -141,6 +144,7 @@ def test_multi_node_sweep_uses_both_worker_nodes(tmp_path):
         cluster.shutdown()
 
 
+@pytest.mark.slow
 def test_killed_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
     """Kill the driver (and its local Ray) mid-sweep, resume: every trial ends with exactly one
     run whose curve has each validation step once, equal to an uninterrupted run's."""

@@ -43,6 +43,7 @@ def _recorded_checkpoint(results: Path) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_two_worker_trial_killed_midway_resumes_to_the_uninterrupted_end_state(tmp_path, photos):
     """Kill the sweep's driver (and its Ray) once the 2-worker trial has checkpointed, resume with
     `python -m sweep.run --resume`: the trial restarts from its checkpoint in every worker (its first report
@@ -111,6 +112,7 @@ def test_workers_per_trial_option(capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_four_quarter_gpu_trials_share_one_gpu(tmp_path):
     """--gpus-per-trial 0.25 on a Ray that declares one (logical) GPU: the four trials of a sweep run at
     once, each reporting GPU 0 as its assignment."""
