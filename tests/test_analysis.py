@@ -2,10 +2,16 @@
 tables, Parquet files, LaTeX, figures and notebook produced from a real smoke sweep."""
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import nbformat
@@ -204,6 +210,46 @@ def test_text_marks_best_cells():
     text = to_text(table_numbers(s, "comparison"), s, "comparison")
     line = next(l for l in text.splitlines() if l.startswith("KSOM"))
     assert "290.0 ± 56.6 *" in line and "3/1/0" in text
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_the_readme_command_opens_the_notebook_in_jupyterlab(tmp_path):
+    """The README's command (JupyterLab from the lock's `notebook` extra) serves the notebook from its own
+    folder (so that its kernel finds ../results): its page and the notebook itself (the cell that opens the
+    newest sweep) come back from the running server."""
+    (command,) = re.findall(r"`(jupyter lab notebooks/analysis\.ipynb)`", (ROOT / "README.md").read_text())
+    port, token = _free_port(), "test-token"
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
+    proc = subprocess.Popen([*command.split(), "--no-browser", "--allow-root", f"--ServerApp.port={port}",
+                             "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                page = urllib.request.urlopen(f"{base}/lab/tree/analysis.ipynb?token={token}", timeout=10)
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, "jupyter lab did not start"
+                time.sleep(1)
+        assert page.status == 200 and "JupyterLab" in page.read().decode()
+        request = urllib.request.Request(f"{base}/api/contents/analysis.ipynb",
+                                         headers={"Authorization": f"token {token}"})
+        model = json.load(urllib.request.urlopen(request, timeout=30))
+        assert model["type"] == "notebook" and model["format"] == "json"
+        sources = ["".join(c["source"]) for c in model["content"]["cells"]]
+        assert any("leave it empty for the newest sweep under results/" in s for s in sources)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
 
 
 @pytest.mark.slow
