@@ -19,6 +19,7 @@ DATASETS = ("photos", "cifar10", "cifar100", "imagefolder", "imagenet", "celeba_
 QUANTIZERS = ("kohonen", "lucidrains")  # models/build.py: ours, vector-quantize-pytorch's VectorQuantize
 NEIGHBOURS = ("none", "hard", "gaussian")
 GAUSSIAN_FORMS = ("paper", "released")
+PRECISIONS = ("fp32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -61,6 +62,9 @@ class TrialConfig:
     steps: int = 30_000
     eval_every: int = 1_000
     seed: int = 0
+    # how the networks run (models/train.py), not what they compute
+    precision: str = "fp32"  # "bf16": encoder and decoder under bfloat16 autocast (GPU only); quantiser in float32
+    channels_last: bool = False  # the conv nets and their inputs in channels-last memory format
 
     def __post_init__(self):
         _validate(self)
@@ -165,6 +169,7 @@ def _validate(c: TrialConfig):
            "(none = EMA-VQ, hard/gaussian = KSOM)")
     _check(c.gaussian_form in GAUSSIAN_FORMS,
            f"gaussian_form={c.gaussian_form!r} is unknown; allowed: {', '.join(GAUSSIAN_FORMS)}")
+    _check(c.precision in PRECISIONS, f"precision={c.precision!r} is unknown; allowed: {', '.join(PRECISIONS)}")
     _check(c.n0 in (0, 1), f"n0={c.n0!r} is not allowed; allowed: 0 or 1")
     _check(c.grid_dim in (1, 2), f"grid_dim={c.grid_dim!r} is not allowed; allowed: 1 or 2")
     _check(c.tau > 0, f"tau={c.tau!r} must be > 0")

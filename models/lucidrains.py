@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import ConfigError
-from models.quantizer import QuantizerOutput
+from models.quantizer import QuantizerOutput, in_float32
 
 
 def vector_quantize():
@@ -44,6 +44,7 @@ class LucidrainsQuantizer(nn.Module):
                                     threshold_ema_dead_code=dead_code_threshold, commitment_weight=1.0)
         self.vq._codebook.cluster_size.fill_(float(n0))
 
+    @in_float32
     def forward(self, inputs: torch.Tensor) -> QuantizerOutput:
         if inputs.shape[-1] != self.dim:
             raise ValueError(f"inputs have last dim {inputs.shape[-1]}, expected dim={self.dim}")
@@ -58,6 +59,7 @@ class LucidrainsQuantizer(nn.Module):
             perplexity = torch.exp(-torch.special.xlogy(p, p).sum())
         return QuantizerOutput(quantized, indices, commitment, perplexity, (counts > 0).sum())
 
+    @in_float32
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         """argmin_k ||e - w_k||^2 for each row of flat (n, d), leaving the codebook as it is."""
         w = self.vq.codebook

@@ -23,6 +23,7 @@ Alone (no process group, or one process) nothing is exchanged.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -52,6 +53,21 @@ class QuantizerOutput(NamedTuple):
     commitment_loss: torch.Tensor  # mean ||sg(w_k*) - e||^2 per element (Eq. 15 without alpha)
     perplexity: torch.Tensor  # exp(-sum_k p_k log p_k) of this batch (Appendix B.1; training: of all processes' batches)
     codes_used: torch.Tensor  # number of distinct codes in this batch (training: in all processes' batches)
+
+
+def in_float32(method):
+    """Run a quantiser's forward or search with autocast off and a half-precision input (bf16, fp16) in
+    float32 (cast in); a QuantizerOutput's `quantized` returns in the input's dtype (cast out). Mixed
+    precision (TrialConfig.precision) then changes the networks around a quantiser, never its nearest-code
+    search (Eq. 12) or codebook update (Eqs. 16-21); a float32 (or float64) input is used as it is."""
+    @functools.wraps(method)
+    def wrapper(self, inputs: torch.Tensor):
+        with torch.autocast(inputs.device.type, enabled=False):
+            out = method(self, inputs.float() if inputs.element_size() < 4 else inputs)
+        if isinstance(out, QuantizerOutput):
+            out = out._replace(quantized=out.quantized.to(inputs.dtype))
+        return out
+    return wrapper
 
 
 class KohonenQuantizer(nn.Module):
@@ -106,6 +122,7 @@ class KohonenQuantizer(nn.Module):
     def grid(self) -> tuple[int, ...]:
         return self.neighbourhood.grid
 
+    @in_float32
     def forward(self, inputs: torch.Tensor) -> QuantizerOutput:
         if inputs.shape[-1] != self.dim:
             raise ValueError(f"inputs have last dim {inputs.shape[-1]}, expected dim={self.dim}")
@@ -113,7 +130,8 @@ class KohonenQuantizer(nn.Module):
         with torch.no_grad():
             indices = self.nearest(flat)
             quantized = self.weight[indices]  # the codebook before this step's update
-            counts = torch.bincount(indices, minlength=self.codebook_size).to(flat.dtype)
+            # c_k by index_add, not bincount: on a GPU bincount reads the largest index back to the host
+            counts = flat.new_zeros(self.codebook_size).index_add_(0, indices, flat.new_ones(len(indices)))
             if self.training:
                 counts = self.update(flat.detach(), indices, counts)
             p = counts / counts.sum()
@@ -124,6 +142,7 @@ class KohonenQuantizer(nn.Module):
         straight_through = inputs + (quantized - inputs).detach()
         return QuantizerOutput(straight_through, indices.view(inputs.shape[:-1]), commitment, perplexity, codes_used)
 
+    @in_float32
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         """k* = argmin_k ||e - w_k||^2 (Eq. 12) for each row of flat (n, d).
 

@@ -83,6 +83,13 @@ def evaluate(model: torch.nn.Module, data: ImageData, images: torch.Tensor, batc
     return metrics
 
 
+def check_device(cfg: TrialConfig, device: torch.device) -> None:
+    """ConfigError (one line) when cfg cannot run on `device`: bf16 only on a GPU, since a CPU without
+    bf16 units (like this project's machines) gains nothing from it."""
+    if cfg.precision == "bf16" and device.type != "cuda":
+        raise ConfigError(f"precision=bf16 needs a CUDA device, got {device}; allowed on the CPU: fp32")
+
+
 def train(cfg: TrialConfig, report: Report | None = None, resume: dict | None = None, data: ImageData | None = None,
           device: torch.device | str | None = None) -> TrainResult:
     """Train cfg's model on cfg's data for cfg.steps steps, validating every cfg.eval_every.
@@ -92,15 +99,27 @@ def train(cfg: TrialConfig, report: Report | None = None, resume: dict | None = 
     (its last report holds what was measured at that step, and no state). `device` defaults to the first
     GPU if any. The state given to `report` holds the live tensors: save it before returning. Image
     folders are decoded by cfg.loader_workers DataLoader processes (models/loader.py).
+    cfg.precision "bf16" (GPU only: ConfigError on another device) runs the networks' training forward
+    under bfloat16 autocast, the quantisers in float32 (models/quantizer.py); validation runs in float32,
+    so validation losses compare across precisions. cfg.channels_last puts the networks' weights and the
+    batches in channels-last memory format.
     """
+    device = torch.device(device) if device is not None else default_device()
+    check_device(cfg, device)
+    return _train(cfg, report, resume, data, device)
+
+
+def _train(cfg: TrialConfig, report: Report | None, resume: dict | None, data: ImageData | None,
+           device: torch.device) -> TrainResult:
+    """train() after the device check (tests run bf16 autocast on the CPU through this)."""
     report = report or (lambda step, metrics, state: None)
     data = data or load_data(cfg.dataset, cfg.data_dir, cfg.image_size)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} does not split evenly over {world} processes")
     torch.manual_seed(cfg.seed)
-    device = torch.device(device) if device is not None else default_device()
-    model = build_model(cfg).to(device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = build_model(cfg).to(device, memory_format=memory_format)  # 4D conv weights only; codebooks are 2D
     # The quantisers keep their buffers equal by all-reducing their statistics: no buffer broadcast.
     net = DistributedDataParallel(model, forward_sync_buffers=False) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -125,30 +144,33 @@ def train(cfg: TrialConfig, report: Report | None = None, resume: dict | None = 
             return data.train_batch(cfg.batch_size, generator, share).to(device, non_blocking=True)
 
     model.train()
-    window, interval_train = _Window(), 0.0  # since the last validation
+    window, window_start = _Window(step, device), time.perf_counter()  # since the last validation
     while step < cfg.steps:
-        start = time.perf_counter()
-        x = next_batch()
-        out = net(x)
-        recon = F.mse_loss(out.recon, x)
+        x = next_batch().contiguous(memory_format=memory_format)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            out = net(x)
+        recon = F.mse_loss(out.recon.float(), x)
         loss = recon + cfg.commitment * out.commitment_loss
         losses = torch.stack([recon.detach(), out.commitment_loss.detach()])
         if world > 1:  # the whole batch's means (equal shares), so every process takes the same decisions
             dist.all_reduce(losses)
             losses /= world
-        if not torch.isfinite(losses).all():
-            report(step + 1, {M.TRAIN_LOSS: losses[0].item()}, None)
-            return TrainResult(M.DIVERGED, step + 1, _finite_or_nan(best))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         step += 1
-        interval_train += time.perf_counter() - start
-        window.add(losses[0].item(), losses[1].item(), out.levels)
+        window.add(losses, out.levels)
 
         if step % cfg.eval_every == 0 or step == cfg.steps:
+            if device.type == "cuda":  # the steps queued on the GPU count as training time
+                torch.cuda.synchronize(device)
             start = time.perf_counter()
+            interval_train = start - window_start
+            diverged = window.diverged()  # the first step with a non-finite training loss, read only now
+            if diverged is not None:
+                report(diverged[0], {M.TRAIN_LOSS: diverged[1]}, None)
+                return TrainResult(M.DIVERGED, diverged[0], _finite_or_nan(best))
             metrics = {**window.means(), **evaluate(model, data, data.val, cfg.batch_size),
                        M.TIME_TRAIN: interval_train}
             train_time += interval_train
@@ -170,7 +192,7 @@ def train(cfg: TrialConfig, report: Report | None = None, resume: dict | None = 
                                    "generator": generator.get_state(), "step": step, "best_val_loss": best,
                                    "train_time": train_time, "eval_time": eval_time, "config": cfg.to_params(),
                                    "pictures": pictures})
-            window, interval_train = _Window(), 0.0
+            window, window_start = _Window(step, device), time.perf_counter()
     return TrainResult(M.FINISHED, step, _finite_or_nan(best))
 
 
@@ -179,23 +201,37 @@ def _finite_or_nan(x: float) -> float:
 
 
 class _Window:
-    """Means of the training metrics since the last validation."""
+    """The training metrics since the last validation, summed on the device: a step queues its additions
+    and never waits for the GPU (no host sync per step); they are read once, at the validation. It also
+    keeps the first step whose training losses were not finite, and that step's loss."""
 
-    def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.n = 0
+    def __init__(self, step: int, device: torch.device):
+        self.names: list[str] = []
+        self.sums: torch.Tensor | None = None
+        self.n, self.step = 0, step  # steps added; the step before the first of them
+        self.first_bad = torch.zeros((), dtype=torch.long, device=device)  # 0: every loss finite so far
+        self.bad_loss = torch.zeros((), device=device)
 
-    def add(self, recon: float, commitment: float, levels: dict):
-        values = {M.TRAIN_LOSS: recon, M.TRAIN_COMMITMENT: commitment}
-        for name, q in levels.items():
-            values[M.train_perplexity(name)] = q.perplexity.item()
-            values[M.train_codes_used(name)] = q.codes_used.item()
-        for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
+    def add(self, losses: torch.Tensor, levels: dict):
+        """One step: losses = (reconstruction, commitment); levels: name -> QuantizerOutput."""
+        if not self.names:
+            self.names = [M.TRAIN_LOSS, M.TRAIN_COMMITMENT] + [
+                key for name in levels for key in (M.train_perplexity(name), M.train_codes_used(name))]
+        values = torch.stack([losses[0], losses[1]] + [
+            v.float() for q in levels.values() for v in (q.perplexity, q.codes_used)])
+        self.sums = values if self.sums is None else self.sums + values
         self.n += 1
+        new = torch.isfinite(losses).all().logical_not() & (self.first_bad == 0)
+        self.first_bad = torch.where(new, self.step + self.n, self.first_bad)
+        self.bad_loss = torch.where(new, losses[0], self.bad_loss)
+
+    def diverged(self) -> tuple[int, float] | None:
+        """(step, training loss) of the first step whose losses were not finite, or None."""
+        first = int(self.first_bad)
+        return (first, float(self.bad_loss)) if first else None
 
     def means(self) -> dict[str, float]:
-        return {k: v / self.n for k, v in self.sums.items()}
+        return dict(zip(self.names, (self.sums / self.n).tolist()))
 
 
 def main(argv: list[str]) -> int:
@@ -215,6 +251,11 @@ def main(argv: list[str]) -> int:
         print(f"step {step:6d}  train {m.get(M.TRAIN_LOSS, math.nan):.4f}  val {m.get(M.VAL_LOSS, math.nan):.4f}  "
               f"{perplexity}", flush=True)
 
+    try:
+        check_device(cfg, default_device())
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     result = train(cfg, report=show)
     print(f"{result.status} after {result.step} steps; best validation loss {result.best_val_loss:.4f}")
     return 0 if result.status == M.FINISHED else 1

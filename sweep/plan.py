@@ -114,6 +114,8 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
         from models.lucidrains import vector_quantize
         vector_quantize()  # the library is there, or a one-line error naming the extra
     for cfg in configs:
+        if cfg.precision == "bf16" and gpus == 0:  # models/train.py refuses it on a CPU: say so before starting
+            raise ConfigError("precision=bf16 needs GPU trials; allowed with --gpus-per-trial 0: precision=fp32")
         if cfg.dataset != "photos" and not cfg.data_dir:
             raise ConfigError(f"dataset={cfg.dataset} needs --data-dir (a folder that holds or will receive it)")
         if cfg.batch_size % workers:

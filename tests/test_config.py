@@ -36,6 +36,8 @@ from models.config import ConfigError, TrialConfig
     ("seed", -1),
     ("grid_width", -2),
     ("image_size", 30),
+    ("precision", "fp16"),
+    ("precision", "BF16"),
 ])
 def test_invalid_value_names_field_and_value(field, value):
     """An out-of-range value raises ConfigError whose message names the field and the offending value."""
@@ -131,6 +133,7 @@ CONFIGS = [
     TrialConfig(neighbours="gaussian", grid_dim=1, tau=0.05, gaussian_form="released", n0=0, update_empty=False,
                 decay=0.95, eps=1e-6, codebook_size=24, grid_width=4, dataset="cifar100", data_dir="/data/x y",
                 width=16, code_dim=8, batch_size=7, lr=3e-4, steps=12, eval_every=3, seed=42, commitment=0.0),
+    TrialConfig(precision="bf16", channels_last=True),
 ]
 
 

@@ -389,3 +389,29 @@ def test_nearest_in_tiles_equals_brute_force():
         vq = KohonenQuantizer(50, 6, search_budget=budget)
         want = torch.cdist(e.double(), vq.weight.double()).argmin(1)
         assert torch.equal(vq.nearest(e), want), budget
+
+
+@pytest.mark.parametrize("kwargs", [dict(neighbours="none"), dict(neighbours="hard", grid=(8, 8)),
+                                    dict(neighbours="gaussian", grid=(8, 8))])
+def test_update_bitwise_the_same_under_autocast(kwargs):
+    """Mixed precision (TrialConfig.precision=bf16) never reaches the quantiser: under bfloat16 autocast its
+    search, codebook update, commitment loss and outputs are bitwise those without autocast, for a float32
+    input and for a bfloat16 one (cast in to float32; `quantized` cast out to bfloat16)."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(5, 4, 4, 16, generator=generator) * 2
+    for x in (inputs, inputs.bfloat16()):
+        plain, mixed = KohonenQuantizer(64, 16, **kwargs), KohonenQuantizer(64, 16, **kwargs)
+        mixed.load_state_dict(plain.state_dict())
+        for _ in range(3):  # three training steps: t and the neighbourhood move on
+            want = plain(x.float())
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                searched = mixed.nearest(x.reshape(-1, 16))  # before this step's update, as the forward's
+                got = mixed(x)
+            assert torch.equal(got.indices, want.indices) and torch.equal(searched, want.indices.flatten())
+            assert got.quantized.dtype == x.dtype
+            assert torch.equal(got.quantized, want.quantized.to(x.dtype))
+            assert got.commitment_loss.dtype == torch.float32
+            assert torch.equal(got.commitment_loss, want.commitment_loss)
+            assert torch.equal(got.perplexity, want.perplexity)
+        for name, value in plain.state_dict().items():
+            assert torch.equal(mixed.state_dict()[name], value), name

@@ -203,6 +203,8 @@ def test_killed_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
     (["robustness", "--seeds", "0"], "--seeds 0 must be >= 1"),
     (["robustness", "--dataset", "cifar10"], "needs --data-dir"),
     (["robustness", "--dataset", "mnist", "--data-dir", "/tmp"], "dataset='mnist' is unknown"),
+    (["robustness", "--scale", "smoke", "--set", "precision=bf16"], "precision=bf16 needs GPU trials"),
+    (["robustness", "--set", "precision=fp16"], "precision='fp16' is unknown; allowed: fp32, bf16"),
     (["--resume", "/nonexistent/sweep"], "no sweep.json"),
     ([], "give a STUDY"),
 ])
