@@ -14,10 +14,10 @@ optimiser and data are the same for all four:
   EMA-VQ                   quantizer=kohonen, neighbours=none (Eqs. 16-18)
   KSOM hard 2D             quantizer=kohonen, neighbours=hard, 2D grid 32x16, tau = 0.1
   lucidrains defaults      quantizer=lucidrains with the library's defaults: decay 0.8,
-                           rotation_trick, commitment 1.0
+                           rotation_trick, commitment 1.0, kaiming-uniform codebook
   lucidrains closest       quantizer=lucidrains with the options closest to ours (decay 0.99,
                            eps 1e-5, commitment 0.25, plain straight-through estimator,
-                           no k-means init, no dead-code replacement)
+                           randn codebook, no dead-code replacement)
 
 models/lucidrains.py wraps VectorQuantize into our QuantizerOutput contract (its
 commitment weight stays 1 inside the library and the trainer applies the config's
@@ -76,8 +76,9 @@ STEP_TARGET = 1.0
 QUANTISERS = {  # display name -> TrialConfig fields (models/build.py's registry)
     "EMA-VQ": dict(neighbours="none"),
     "KSOM hard 2D": dict(neighbours="hard", grid_dim=2, tau=0.1),
-    "lucidrains defaults": dict(quantizer="lucidrains", decay=0.8, rotation_trick=True, commitment=1.0),
-    "lucidrains closest": dict(quantizer="lucidrains"),  # decay 0.99, eps 1e-5, commitment 0.25, straight-through
+    "lucidrains defaults": dict(quantizer="lucidrains", decay=0.8, rotation_trick=True, commitment=1.0,
+                                codebook_init="uniform"),
+    "lucidrains closest": dict(quantizer="lucidrains"),  # decay 0.99, eps 1e-5, commitment 0.25, randn, straight-through
 }
 OURS = ("EMA-VQ", "KSOM hard 2D")
 REFERENCE = "lucidrains closest"
@@ -104,7 +105,7 @@ def resolved_options(q: nn.Module) -> dict:
     }
     out = {k: getattr(obj, attr, "n/a") for k, (obj, attr) in read.items()}
     out["kmeans_init"] = not bool(cb.initted)  # the k-means init sets initted on the first training batch
-    out["init"] = (f"kaiming-uniform codebook, max |w| {cb.embed.abs().max().item():.4f}; "
+    out["init"] = (f"codebook max |w| {cb.embed.abs().max().item():.4f}; "
                    f"cluster_size {cb.cluster_size.mean().item():g} (our n0); embed_avg = codebook")
     return out
 

@@ -23,14 +23,14 @@ def kohonen(cfg: TrialConfig) -> KohonenQuantizer:
     """Our quantiser with the config's VQ rule (Secs. 3.1-3.3); EMA-VQ keeps the grid only for topography."""
     return KohonenQuantizer(cfg.codebook_size, cfg.code_dim, neighbours=cfg.neighbours, grid=cfg.grid, tau=cfg.tau,
                             n0=cfg.n0, update_empty=cfg.update_empty, decay=cfg.decay, eps=cfg.eps,
-                            gaussian_form=cfg.gaussian_form)
+                            gaussian_form=cfg.gaussian_form, codebook_init=cfg.codebook_init)
 
 
 def lucidrains(cfg: TrialConfig) -> nn.Module:
     """vector-quantize-pytorch's VectorQuantize with the config's options (ImportError naming the extra)."""
     from models.lucidrains import LucidrainsQuantizer
     return LucidrainsQuantizer(cfg.codebook_size, cfg.code_dim, decay=cfg.decay, eps=cfg.eps,
-                               rotation_trick=cfg.rotation_trick, kmeans_init=cfg.kmeans_init,
+                               rotation_trick=cfg.rotation_trick, codebook_init=cfg.codebook_init,
                                dead_code_threshold=cfg.dead_code_threshold, n0=cfg.n0)
 
 

@@ -20,6 +20,11 @@ QUANTIZERS = ("kohonen", "lucidrains")  # models/build.py: ours, vector-quantize
 NEIGHBOURS = ("none", "hard", "gaussian")
 GAUSSIAN_FORMS = ("paper", "released")
 PRECISIONS = ("fp32", "bf16")
+CODEBOOK_INITS = ("randn", "uniform", "kmeans")  # models/quantizer.py: initial_codebook, kmeans_init
+# Fields that were renamed: the old name (in a study file, --set or a resumed sweep's params) is refused
+# with one line naming the new field.
+RENAMED = {"kmeans_init": "codebook_init (kmeans_init: true is codebook_init: kmeans; allowed: "
+                          + ", ".join(CODEBOOK_INITS) + ")"}
 
 
 class ConfigError(ValueError):
@@ -46,9 +51,11 @@ class TrialConfig:
     decay: float = 0.99  # gamma = 1 - beta (Eqs. 16-21)
     eps: float = 1e-5  # Laplace smoothing of counts
     commitment: float = 0.25  # alpha (Eq. 15)
+    # w^(0): "randn" (released code), "uniform" (vector-quantize-pytorch's kaiming-uniform) or "kmeans"
+    # (k-means on the first training batch's encodings); both quantizers
+    codebook_init: str = "randn"
     # options of quantizer "lucidrains" only (its decay, eps and commitment weight are the fields above)
     rotation_trick: bool = False  # gradients through the rotation trick instead of straight-through
-    kmeans_init: bool = False  # codebook from k-means on the first batch
     dead_code_threshold: float = 0.0  # replace codes whose EMA count falls below this (0: never)
     # data
     dataset: str = "photos"  # photos, cifar10/100, or a folder of images: imagefolder, imagenet, celeba_afhq
@@ -101,6 +108,9 @@ class TrialConfig:
 
         Unknown keys are an error; missing keys take their defaults.
         """
+        old = sorted(set(values) & set(RENAMED))
+        if old:
+            raise ConfigError(renamed(old[0]))
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:
@@ -110,6 +120,11 @@ class TrialConfig:
 
 def field_names() -> list[str]:
     return [f.name for f in fields(TrialConfig)]
+
+
+def renamed(name: str) -> str:
+    """The one-line refusal of a renamed field's old name."""
+    return f"{name} is no longer a config field: it is replaced by {RENAMED[name]}"
 
 
 def parse_value(field: dataclasses.Field, value):
@@ -157,7 +172,7 @@ def _validate(c: TrialConfig):
                                       "(kohonen = EMA-VQ / KSOM, lucidrains = vector-quantize-pytorch)")
     _check(c.dead_code_threshold >= 0, f"dead_code_threshold={c.dead_code_threshold!r} must be >= 0 (0 = off)")
     if c.quantizer == "kohonen":
-        for name, off in (("rotation_trick", False), ("kmeans_init", False), ("dead_code_threshold", 0.0)):
+        for name, off in (("rotation_trick", False), ("dead_code_threshold", 0.0)):
             _check(getattr(c, name) == off, f"{name}={getattr(c, name)!r} applies only to quantizer=lucidrains; "
                                             f"allowed with quantizer=kohonen: {str(off).lower()}")
     else:
@@ -167,6 +182,8 @@ def _validate(c: TrialConfig):
     _check(c.neighbours in NEIGHBOURS,
            f"neighbours={c.neighbours!r} is unknown; allowed: {', '.join(NEIGHBOURS)} "
            "(none = EMA-VQ, hard/gaussian = KSOM)")
+    _check(c.codebook_init in CODEBOOK_INITS,
+           f"codebook_init={c.codebook_init!r} is unknown; allowed: {', '.join(CODEBOOK_INITS)}")
     _check(c.gaussian_form in GAUSSIAN_FORMS,
            f"gaussian_form={c.gaussian_form!r} is unknown; allowed: {', '.join(GAUSSIAN_FORMS)}")
     _check(c.precision in PRECISIONS, f"precision={c.precision!r} is unknown; allowed: {', '.join(PRECISIONS)}")

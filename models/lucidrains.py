@@ -2,8 +2,12 @@
 models/quantizer.py, so that the same VQ-VAE, trainer, sweep and tables run it beside EMA-VQ and KSOM.
 
 Config fields map to the library's options: decay -> decay, eps -> eps, rotation_trick,
-kmeans_init, dead_code_threshold -> threshold_ema_dead_code, n0 -> the initial EMA cluster
-size (the library starts at 1, our N_k^(0) = 1). The library always updates every code
+dead_code_threshold -> threshold_ema_dead_code, n0 -> the initial EMA cluster size (the library
+starts at 1, our N_k^(0) = 1), codebook_init "kmeans" -> kmeans_init (the library's own k-means on
+the first training batch). For codebook_init "randn" and "uniform" the adapter writes the codebook
+and its EMA sum itself after construction, drawn by models/quantizer.py's initial_codebook (the
+library's own init is "uniform"), so both implementations start from the same codebook for a seed
+(the library's own draw happens under a forked RNG). The library always updates every code
 (update-0 = yes). Its commitment weight stays 1 inside the library and the trainer multiplies
 commitment_loss by the config's `commitment`, exactly as for our quantiser, so
 `commitment` is the library's commitment_weight. The library's codebook has no grid:
@@ -16,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import ConfigError
-from models.quantizer import QuantizerOutput, in_float32
+from models.quantizer import QuantizerOutput, in_float32, initial_codebook
 
 
 def vector_quantize():
@@ -35,14 +39,21 @@ class LucidrainsQuantizer(nn.Module):
     grid = None  # codes have no positions on a map
 
     def __init__(self, codebook_size: int, dim: int, decay: float = 0.8, eps: float = 1e-5,
-                 rotation_trick: bool = True, kmeans_init: bool = False, dead_code_threshold: float = 0.0,
+                 rotation_trick: bool = True, codebook_init: str = "uniform", dead_code_threshold: float = 0.0,
                  n0: int = 1):
         super().__init__()
         self.codebook_size, self.dim = codebook_size, dim
-        self.vq = vector_quantize()(dim=dim, codebook_size=codebook_size, decay=decay, eps=eps,
-                                    rotation_trick=rotation_trick, straight_through=False, kmeans_init=kmeans_init,
-                                    threshold_ema_dead_code=dead_code_threshold, commitment_weight=1.0)
-        self.vq._codebook.cluster_size.fill_(float(n0))
+        kmeans = codebook_init == "kmeans"
+        w = None if kmeans else initial_codebook(codebook_init, codebook_size, dim)
+        with torch.random.fork_rng(devices=[]):  # its own draw, overwritten below, leaves the RNG as ours does
+            self.vq = vector_quantize()(dim=dim, codebook_size=codebook_size, decay=decay, eps=eps,
+                                        rotation_trick=rotation_trick, straight_through=False, kmeans_init=kmeans,
+                                        threshold_ema_dead_code=dead_code_threshold, commitment_weight=1.0)
+        codebook = self.vq._codebook
+        if w is not None:  # the library's rule: embed_avg starts as a copy of the codebook
+            codebook.embed.copy_(w[None])
+            codebook.embed_avg.copy_(w[None])
+        codebook.cluster_size.fill_(float(n0))
 
     @in_float32
     def forward(self, inputs: torch.Tensor) -> QuantizerOutput:

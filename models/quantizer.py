@@ -20,6 +20,12 @@ process is initialised, the training update sums the per-code counts c_k and sum
 S_k over all processes (all_reduce) before Eqs. 19-21, so every process holds the
 same codebook, the one a single process would compute from the whole batch.
 Alone (no process group, or one process) nothing is exchanged.
+
+Initial codebook (`codebook_init`): "randn", w ~ N(0, 1) as the authors' released code; "uniform",
+w ~ U(-b, b) with b = sqrt(6 / (K d)), what vector-quantize-pytorch's kaiming-uniform init draws for its
+(1, K, d) codebook; "kmeans", k-means (Lloyd) on the encodings of the first training batch, as that
+library's `kmeans_init` (in data-parallel training on all processes' rows, so every process starts from
+the codebook one process would compute from the whole batch). Always m^(0) = w^(0) and N^(0) = n0.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from models.config import CODEBOOK_INITS
 from models.neighbourhood import Neighbourhood
 
 
@@ -40,11 +47,24 @@ from models.neighbourhood import Neighbourhood
 # n x K matrix at K = 65,536 (benchmarks/scaling.py, idle 2-core machine). On a GPU, larger tiles keep
 # the kernel launches few.
 SEARCH_BUDGET = {"cpu": 4 * 2**20, "cuda": 64 * 2**20}
+KMEANS_ITERS = 10  # Lloyd iterations of the k-means init (vector-quantize-pytorch's default)
 
 
 def data_parallel() -> bool:
     """Whether this process trains with others: a torch.distributed group of more than one process."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def initial_codebook(init: str, codebook_size: int, dim: int) -> torch.Tensor:
+    """w^(0) (K x d) drawn from the global RNG: N(0, 1) for "randn", U(-b, b) with b = sqrt(6 / (K d)) for
+    "uniform" (torch's kaiming_uniform_ on vector-quantize-pytorch's (1, K, d) tensor: fan_in = K d).
+    "kmeans" starts from "randn"; the first training batch replaces it (KohonenQuantizer.kmeans_init)."""
+    if init not in CODEBOOK_INITS:
+        raise ValueError(f"codebook_init={init!r} is unknown; allowed: {', '.join(CODEBOOK_INITS)}")
+    if init == "uniform":
+        bound = math.sqrt(6.0 / (codebook_size * dim))
+        return torch.empty(codebook_size, dim).uniform_(-bound, bound)
+    return torch.randn(codebook_size, dim)
 
 
 class QuantizerOutput(NamedTuple):
@@ -84,6 +104,7 @@ class KohonenQuantizer(nn.Module):
         decay: gamma = 1 - beta of the EMAs.
         eps: additive (Laplace) smoothing of the counts.
         gaussian_form: "paper" (Eq. 5) or "released" (the authors' code).
+        codebook_init: "randn" (released code), "uniform" or "kmeans" (see the module docstring).
         search_budget: bytes of the distance block the nearest-code search (Eq. 12) holds at
             once (None: SEARCH_BUDGET of the inputs' device); the search runs in tiles of that
             size, so its memory does not grow with the number of input vectors or codes.
@@ -91,7 +112,8 @@ class KohonenQuantizer(nn.Module):
 
     def __init__(self, codebook_size: int, dim: int, neighbours: str = "none", grid: tuple[int, ...] | None = None,
                  tau: float = 0.1, n0: int = 1, update_empty: bool = True, decay: float = 0.99,
-                 eps: float = 1e-5, gaussian_form: str = "paper", search_budget: int | None = None):
+                 eps: float = 1e-5, gaussian_form: str = "paper", codebook_init: str = "randn",
+                 search_budget: int | None = None):
         super().__init__()
         grid = tuple(grid) if grid is not None else (codebook_size,)
         if codebook_size < 1 or dim < 1:
@@ -112,11 +134,20 @@ class KohonenQuantizer(nn.Module):
         self.update_empty, self.decay, self.eps = update_empty, decay, eps
         self.search_budget = search_budget
 
-        w = torch.randn(codebook_size, dim)
+        self.codebook_init = codebook_init
+        w = initial_codebook(codebook_init, codebook_size, dim)
         self.register_buffer("weight", w)  # w_k: the codebook
         self.register_buffer("ema_sum", w.clone())  # m_k: m^(0) = w^(0)
         self.register_buffer("ema_count", torch.full((codebook_size,), float(n0)))  # N_k
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # t: training updates so far
+        # Whether w^(0) is final; saved in checkpoints only where k-means is pending, so a resumed trial
+        # does not run it again (and checkpoints of the other inits keep their keys). The forward reads a
+        # Python copy (no host sync per step on a GPU), refreshed when a checkpoint is loaded.
+        self.register_buffer("initialised", torch.tensor(codebook_init != "kmeans"),
+                             persistent=codebook_init == "kmeans")
+        self.kmeans_pending = codebook_init == "kmeans"
+        self.register_load_state_dict_post_hook(
+            lambda module, _: setattr(module, "kmeans_pending", not bool(module.initialised)))
 
     @property
     def grid(self) -> tuple[int, ...]:
@@ -128,6 +159,8 @@ class KohonenQuantizer(nn.Module):
             raise ValueError(f"inputs have last dim {inputs.shape[-1]}, expected dim={self.dim}")
         flat = inputs.reshape(-1, self.dim)
         with torch.no_grad():
+            if self.training and self.kmeans_pending:
+                self.kmeans_init(flat.detach())
             indices = self.nearest(flat)
             quantized = self.weight[indices]  # the codebook before this step's update
             # c_k by index_add, not bincount: on a GPU bincount reads the largest index back to the host
@@ -173,6 +206,44 @@ class KohonenQuantizer(nn.Module):
                     best, best_k = torch.where(better, score, best), torch.where(better, k + c, best_k)
             indices[r:r + rows] = best_k
         return indices
+
+    @torch.no_grad()
+    def kmeans_init(self, flat: torch.Tensor) -> None:
+        """w^(0) = m^(0) = k-means centroids of the rows of flat (n, d): K rows drawn without replacement
+        (with, when n < K), then KMEANS_ITERS Lloyd steps (a centroid without rows stays where it is).
+
+        Data parallel: the rows are those of all processes in rank order; rank 0 draws the K positions,
+        each process contributes the rows it holds, and the per-centroid counts and sums are all-reduced,
+        so every process computes what one process would from the whole batch.
+        """
+        sizes = torch.zeros(dist.get_world_size() if data_parallel() else 1, dtype=torch.long, device=flat.device)
+        rank = dist.get_rank() if data_parallel() else 0
+        sizes[rank] = len(flat)
+        if data_parallel():
+            dist.all_reduce(sizes)
+        total, offset = int(sizes.sum()), int(sizes[:rank].sum())
+        k = self.codebook_size
+        pick = (torch.randperm(total)[:k] if total >= k else torch.randint(total, (k,))).to(flat.device)
+        if data_parallel():
+            dist.broadcast(pick, 0)
+        mine = (pick >= offset) & (pick < offset + len(flat))
+        centroids = torch.zeros(k, self.dim, dtype=flat.dtype, device=flat.device)
+        centroids[mine] = flat[pick[mine] - offset]
+        if data_parallel():
+            dist.all_reduce(centroids)
+        for _ in range(KMEANS_ITERS):
+            self.weight.copy_(centroids)
+            indices = self.nearest(flat)
+            counts = flat.new_zeros(k).index_add_(0, indices, flat.new_ones(len(indices)))
+            stats = torch.cat([counts[:, None], torch.zeros_like(centroids).index_add_(0, indices, flat)], 1)
+            if data_parallel():
+                dist.all_reduce(stats)
+            hit = stats[:, 0] > 0
+            centroids = torch.where(hit[:, None], stats[:, 1:] / stats[:, :1].clamp(min=1), centroids)
+        self.weight.copy_(centroids)
+        self.ema_sum.copy_(centroids)
+        self.initialised.fill_(True)
+        self.kmeans_pending = False
 
     @torch.no_grad()
     def update(self, flat: torch.Tensor, indices: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from models.config import ConfigError, TrialConfig, field_names
+from models.config import RENAMED, ConfigError, TrialConfig, field_names, renamed
 from sweep.scales import SCALES, STARTUP_SECONDS, default_scale
 from sweep.study import Study, load_study
 
@@ -169,6 +169,8 @@ def _pairs(pairs: list[str], option: str, form: str, allowed: list[str]):
         key, sep, value = pair.partition("=")
         if not sep:
             raise ConfigError(f"{option} {pair!r} is not {form}")
+        if key in RENAMED:
+            raise ConfigError(f"{option} {renamed(key)}")
         if key not in allowed:
             raise ConfigError(f"{option} {key!r} is not a config field; allowed: {', '.join(allowed)}"
                               + (" (seeds: --seeds N)" if key == "seed" else ""))

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from models.config import ConfigError, TrialConfig, field_names, parse_value
+from models.config import RENAMED, ConfigError, TrialConfig, field_names, parse_value, renamed
 
 SHIPPED = Path(__file__).with_name("studies")
 KEYS = ("name", "description", "table", "fixed", "axes", "arms", "seeds", "reference", "metrics")
@@ -269,6 +269,8 @@ def _mapping(study: Study, key: str | tuple, value) -> dict:
 
 
 def _field_name(study: Study, path: tuple, name) -> None:
+    if name in RENAMED:
+        raise _error(study, path, name, None, renamed(name))
     if name not in field_names():
         raise _error(study, path, name, ", ".join(field_names()), f"{name!r} is not a config field")
     if name == "seed":

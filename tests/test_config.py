@@ -119,6 +119,14 @@ def test_from_dict_unknown_field():
         TrialConfig.from_dict({"stepz": 10, "steps": 5})
 
 
+def test_from_dict_refuses_a_renamed_field_naming_the_new_one():
+    """A resumed sweep's params (or any dict) with the old kmeans_init: one line naming codebook_init."""
+    with pytest.raises(ConfigError) as err:
+        TrialConfig.from_dict({"kmeans_init": "True", "quantizer": "lucidrains"})
+    assert str(err.value) == ("kmeans_init is no longer a config field: it is replaced by codebook_init "
+                              "(kmeans_init: true is codebook_init: kmeans; allowed: randn, uniform, kmeans)")
+
+
 def test_from_dict_parsed_value_still_validated():
     """Parsed strings go through the same validation: "0" for tau is rejected, "2" for n0 too."""
     with pytest.raises(ConfigError, match="tau=0.0"):
@@ -194,10 +202,11 @@ def test_quantizer_display_name():
 
 
 def test_build_quantizer_uses_every_quantizer_field():
-    """build_quantizer passes K, d, neighbours, grid, tau, n0, update_empty, decay, eps and form through."""
+    """build_quantizer passes K, d, neighbours, grid, tau, n0, update_empty, decay, eps, form and init through."""
     cfg = TrialConfig(codebook_size=24, code_dim=5, neighbours="gaussian", grid_dim=2, tau=0.3, n0=0,
-                      update_empty=False, decay=0.9, eps=1e-4, gaussian_form="released")
+                      update_empty=False, decay=0.9, eps=1e-4, gaussian_form="released", codebook_init="kmeans")
     vq = build_quantizer(cfg)
+    assert vq.codebook_init == "kmeans" and not bool(vq.initialised)
     assert (vq.codebook_size, vq.dim, vq.grid) == (24, 5, (6, 4))
     nb = vq.neighbourhood
     assert (nb.kind, nb.tau, nb.form) == ("gaussian", 0.3, "released")

@@ -30,6 +30,8 @@ CASES = {  # name -> TrialConfig fields of the VQ rule
     "EMA-VQ N0=1 update-0=no": dict(neighbours="none", n0=1, update_empty=False),
     "EMA-VQ N0=1 update-0=yes": dict(neighbours="none", n0=1, update_empty=True),
     "KSOM hard 2D": dict(neighbours="hard", grid_dim=2, tau=0.1, n0=1, update_empty=True),
+    # k-means on every process's rows of the first batch: the processes start from one codebook
+    "EMA-VQ k-means init": dict(neighbours="none", codebook_init="kmeans"),
 }
 STEPS, BATCH, WORLD = 20, 8, 2
 BASE = TrialConfig(width=16, codebook_size=16, code_dim=8, batch_size=BATCH, lr=1e-3, steps=STEPS, eval_every=10)

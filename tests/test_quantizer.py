@@ -415,3 +415,91 @@ def test_update_bitwise_the_same_under_autocast(kwargs):
             assert torch.equal(got.perplexity, want.perplexity)
         for name, value in plain.state_dict().items():
             assert torch.equal(mixed.state_dict()[name], value), name
+
+
+# ---------------------------------------------------------------- initial codebook (codebook_init)
+
+
+def test_initial_codebook_per_option():
+    """randn: N(0, 1). uniform: U(-b, b) with b = sqrt(6 / (K d)) = sqrt(6 / 32768) = 0.013532 for K 512, d 64,
+    the bound of vector-quantize-pytorch's own kaiming-uniform draw; std b / sqrt(3). kmeans: randn until the
+    first training batch (not in eval mode). Always m = w and N = n0."""
+    from vector_quantize_pytorch.vector_quantize_pytorch import uniform_init
+    torch.manual_seed(0)
+    randn = KohonenQuantizer(512, 64, codebook_init="randn")
+    assert abs(randn.weight.mean().item()) < 0.02 and abs(randn.weight.std().item() - 1) < 0.02
+    uniform = KohonenQuantizer(512, 64, codebook_init="uniform", n0=0)
+    b = 0.013532
+    assert b * 0.999 < uniform.weight.abs().max().item() <= b
+    assert abs(uniform.weight.mean().item()) < 0.01 * b
+    assert uniform.weight.std().item() == pytest.approx(b / math.sqrt(3), rel=0.01)
+    library = uniform_init(1, 512, 64)
+    assert b * 0.999 < library.abs().max().item() <= b
+    assert library.std().item() == pytest.approx(b / math.sqrt(3), rel=0.01)
+    assert torch.equal(uniform.ema_sum, uniform.weight) and torch.equal(uniform.ema_count, torch.zeros(512))
+    kmeans = KohonenQuantizer(512, 64, codebook_init="kmeans")
+    assert not bool(kmeans.initialised) and abs(kmeans.weight.std().item() - 1) < 0.02
+    before = kmeans.weight.clone()
+    kmeans.eval()(torch.randn(100, 64))
+    assert not bool(kmeans.initialised) and torch.equal(kmeans.weight, before)  # eval mode does not initialise
+    with pytest.raises(ValueError, match="codebook_init='zeros' is unknown; allowed: randn, uniform, kmeans"):
+        KohonenQuantizer(8, 4, codebook_init="zeros")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kmeans_init_on_a_tiny_batch_by_hand(seed):
+    """Rows 0, 1, 10, 12 (d = 1), K = 2: whichever two rows the draw picks, Lloyd ends at {0.5, 11} within
+    three steps (by hand: e.g. from (10, 12): {0, 1, 10} -> 3.67, {12} -> 12; then {0, 1} -> 0.5, {10, 12} -> 11).
+    The first training batch is quantised with those centroids (0, 1 -> 0.5; 10, 12 -> 11); the update that
+    follows keeps them (each centroid is its rows' mean, and both codes get two rows, so N stays equal across
+    codes and the smoothing changes nothing): w = m / N = the centroids. m^(0) = w^(0), then one EMA step."""
+    torch.manual_seed(seed)
+    vq = KohonenQuantizer(2, 1, codebook_init="kmeans", n0=1).double()
+    rows = torch.tensor([[0.0], [1.0], [10.0], [12.0]], dtype=torch.float64)
+    out = vq(rows)
+    assert bool(vq.initialised)
+    c = vq.weight[:, 0]
+    lo, hi = int(c.argmin()), int(c.argmax())
+    assert c[lo].item() == pytest.approx(0.5) and c[hi].item() == pytest.approx(11.0)
+    assert out.indices.tolist() == [lo, lo, hi, hi]
+    assert out.quantized[:, 0].tolist() == pytest.approx([0.5, 0.5, 11.0, 11.0])
+    g = 0.99
+    count = g * 1 + (1 - g) * 2  # N = g n0 + (1 - g) * 2 rows
+    assert vq.ema_count.tolist() == pytest.approx([count, count])
+    assert vq.ema_sum[:, 0].tolist() == pytest.approx((c * count).tolist())  # m = g c + (1 - g) 2c
+    again = vq.weight.clone()
+    vq(torch.tensor([[0.5], [11.0]], dtype=torch.float64))
+    assert torch.allclose(vq.weight, again)  # no second k-means: rows at the centroids leave them there
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kmeans_init_keeps_a_centroid_without_rows(seed):
+    """Rows 1, 1, 1, 10 and K = 3: two codes end on 1 and one on 10 whatever the draw; one of the codes at 1
+    receives no row (ties go to the lowest index) and keeps its starting row. By hand from the draw (1, 1, 1):
+    all rows -> code 0 = 3.25, codes 1 and 2 keep 1; then 1s -> code 1, 10 -> code 0 = 10; code 2 keeps 1."""
+    torch.manual_seed(seed)
+    vq = KohonenQuantizer(3, 1, codebook_init="kmeans")
+    vq.kmeans_init(torch.tensor([[1.0], [1.0], [1.0], [10.0]]))
+    assert sorted(vq.weight[:, 0].tolist()) == [1.0, 1.0, 10.0]
+    assert torch.equal(vq.ema_sum, vq.weight) and bool(vq.initialised)
+
+
+def test_a_resumed_kmeans_quantiser_does_not_initialise_again():
+    """The k-means flag is a checkpointed buffer: a fresh k-means quantiser loaded from a trained one's state
+    continues exactly as the original (no second k-means on its next batch). The other inits keep their
+    checkpoint keys (no flag saved)."""
+    torch.manual_seed(4)
+    vq = KohonenQuantizer(8, 3, codebook_init="kmeans")
+    vq(torch.randn(20, 3))
+    state = vq.state_dict()
+    assert bool(state["initialised"])
+    assert "initialised" not in KohonenQuantizer(8, 3).state_dict()
+    assert "initialised" not in KohonenQuantizer(8, 3, codebook_init="uniform").state_dict()
+    torch.manual_seed(5)
+    fresh = KohonenQuantizer(8, 3, codebook_init="kmeans")
+    fresh.load_state_dict(state)
+    e = torch.randn(20, 3) + 5  # far from the codebook: a second k-means would move every code onto it
+    a, b = vq(e), fresh(e)
+    assert torch.equal(a.indices, b.indices)
+    for k, v in vq.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k

@@ -100,6 +100,9 @@ reference: {tau: 0.1}
     (GOOD + "metric: [final_loss]\n", [":8:", "key 'metric' is unknown", "allowed: the keys name"]),
     (GOOD.replace("neighbours: hard", "neighbours: hard\n  quantizer: lucidrains"), [
         ":4:", "fixed.neighbours='hard'", "quantizer=lucidrains has no neighbourhood; allowed: none"]),
+    (GOOD.replace("neighbours: hard", "neighbours: hard\n  kmeans_init: true"), [
+        ":5:", "fixed.kmeans_init='kmeans_init'", "kmeans_init is no longer a config field: it is replaced by "
+        "codebook_init (kmeans_init: true is codebook_init: kmeans; allowed: randn, uniform, kmeans)"]),
 ])
 def test_bad_study_files_are_refused_in_one_line_before_anything_runs(text, expected, tmp_path, capsys):
     """Each refusal names the file, the key (and its line), the value and what is allowed; exit 2."""
@@ -123,6 +126,9 @@ def test_bad_study_files_are_refused_in_one_line_before_anything_runs(text, expe
     (["robustness", "--grid", "n0=1,1"], "duplicate trials"),
     (["no-such-study"], "study 'no-such-study' is unknown; allowed: a study file (.yaml) or one of ablation"),
     (["missing.yaml"], "study file missing.yaml does not exist"),
+    (["ablation", "--set", "kmeans_init=true"], "--set kmeans_init is no longer a config field: it is replaced by "
+                                                "codebook_init"),
+    (["ablation", "--grid", "kmeans_init=true,false"], "--grid kmeans_init is no longer a config field"),
 ])
 def test_bad_grids_and_studies_on_the_command_line(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -189,8 +195,23 @@ def test_new_studies_plan_their_grids():
         ("kohonen", "hard", 1, True), ("kohonen", "hard", 0, False), ("kohonen", "none", 1, True),
         ("kohonen", "none", 0, False)]
     lucid = arms["lucidrains k-means + dead codes"]
-    assert (lucid.quantizer, lucid.decay, lucid.rotation_trick, lucid.commitment, lucid.kmeans_init,
-            lucid.dead_code_threshold) == ("lucidrains", 0.8, True, 1.0, True, 2.0)
+    assert (lucid.quantizer, lucid.decay, lucid.rotation_trick, lucid.commitment, lucid.codebook_init,
+            lucid.dead_code_threshold) == ("lucidrains", 0.8, True, 1.0, "kmeans", 2.0)
+    assert arms["lucidrains defaults"].codebook_init == "uniform"  # the library's own default
+
+
+def test_parity_is_the_full_factorial_of_decay_init_and_commitment_for_three_rules():
+    """{EMA-VQ, lucidrains without the rotation trick, KSOM hard 2D} x decay x codebook_init x commitment,
+    3 seeds: 72 trials at cpu scale; the three rules differ only in the rule."""
+    plan = make_plan("parity", "cpu")
+    trials = plan.trials()
+    assert len(trials) == 3 * 2 * 2 * 2 * 3 and plan.reference == {"arm": "KSOM hard 2D"}
+    cells = {(c.decay, c.codebook_init, c.commitment) for c in trials}
+    assert cells == {(d, i, a) for d in (0.8, 0.99) for i in ("randn", "uniform") for a in (0.25, 1.0)}
+    rules = {(c.quantizer, c.neighbours, c.rotation_trick, c.n0, c.update_empty) for c in trials}
+    assert rules == {("kohonen", "none", False, 1, True), ("lucidrains", "none", False, 1, True),
+                     ("kohonen", "hard", False, 1, True)}
+    assert {(c.steps, c.seed) for c in trials} == {(800, s) for s in range(3)}
 
 
 # ---------------------------------------------------------------- a user's study, end to end

@@ -195,6 +195,20 @@ def test_resume_continues_exactly(baseline, photos):
             assert got[k] == pytest.approx(want[k], rel=1e-6, abs=1e-9), (step, k)
 
 
+def test_resume_with_kmeans_init_continues_exactly(photos):
+    """codebook_init kmeans: the resumed trial restores the k-means flag with the codebook and does not run
+    k-means again on its first batch: the same metrics at step 40 as the uninterrupted run."""
+    cfg = TINY.replace(codebook_init="kmeans", steps=40)
+    _, reports, checkpoints = run(cfg, photos)
+    assert bool(load_state(checkpoints[20])["model"]["levels.vq.initialised"])
+    _, resumed, _ = run(cfg, photos, resume=load_state(checkpoints[20]))
+    assert [s for s, _ in resumed] == [40]
+    want, got = comparable(dict(reports)[40]), comparable(resumed[0][1])
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k] == pytest.approx(want[k], rel=1e-6, abs=1e-9), k
+
+
 def test_divergence_is_reported(photos):
     """A huge learning rate makes the loss non-finite: status "diverged"; the one report holds the non-finite
     training loss (no summaries)."""
