@@ -8,6 +8,7 @@ MLflow here.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from models.config import RENAMED, ConfigError, TrialConfig, field_names, renamed
@@ -36,6 +37,9 @@ class Plan:
     description: str = ""
     source: str = ""  # the study file
 
+    def __post_init__(self):
+        check_resources(self.cpus, self.gpus, self.workers)
+
     def trials(self) -> list[TrialConfig]:
         """Every trial's config, validated (raises ConfigError naming the bad value)."""
         return [TrialConfig.from_dict({**self.base, **arm, "seed": seed}) for arm in self.arms for seed in self.seeds]
@@ -62,6 +66,18 @@ class Plan:
             fields = ["neighbours"] + [f for f in fields if f not in ("neighbours", "quantizer")]
         parts = [self.label(arm) if name == "arm" else _short(name, cfg, fields) for name in fields]
         return " ".join([p for p in parts if p] + [f"seed={seed}"])
+
+
+def check_resources(cpus: float, gpus: float, workers: int) -> None:
+    """What a trial asks for is a finite number: CPUs > 0, GPUs >= 0, workers a whole number >= 1
+    (whether the cluster has them is sweep/preflight.py's)."""
+    for option, value, allowed in (("--cpus-per-trial", cpus, "a finite number > 0"),
+                                   ("--gpus-per-trial", gpus, "a finite number >= 0 (0: no GPU)")):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or \
+                value < 0 or (value == 0 and option == "--cpus-per-trial"):
+            raise ConfigError(f"{option} {value}: allowed: {allowed}")
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"--workers-per-trial {workers}: allowed: a whole number >= 1")
 
 
 def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = None, overrides: dict | None = None,
@@ -100,11 +116,8 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
         seed_list = study.seeds or list(range(default_seeds))
     default_cpus, default_gpus = sc.resources(dataset)
     cpus, gpus = default_cpus if cpus is None else cpus, default_gpus if gpus is None else gpus
-    if cpus <= 0 or gpus < 0:
-        raise ConfigError(f"--cpus-per-trial {cpus} must be > 0 and --gpus-per-trial {gpus} >= 0")
     workers = sc.workers if workers is None else workers
-    if workers < 1:
-        raise ConfigError(f"--workers-per-trial {workers} must be >= 1")
+    check_resources(cpus, gpus, workers)
     arms = study.grid()
     try:
         configs = [TrialConfig.from_dict({**base, **arm}) for arm in arms]

@@ -5,12 +5,11 @@ creates nothing: not the results folder, not the data folder, not a Ray session.
 the results dir (a writable folder, or creatable in one), the tracking URI (a known scheme; a server
 that answers /health within TIMEOUT seconds), the image size the data set can give, the data set
 (present and checked, or its download host reachable), the free disk space against an estimate of
-what the sweep writes, and the GPUs a trial asks for (this machine's, or the cluster's, or the
-cluster's autoscaler's node types).
+what the sweep writes, and the CPUs and GPUs a trial asks for (a node of the cluster the sweep will
+run on holds them, or a node type its autoscaler may add).
 """
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import socket
@@ -20,17 +19,15 @@ import urllib.request
 from pathlib import Path
 
 import torch
-import yaml
 
 from models.build import build_model
 from models.config import ConfigError, TrialConfig
 from models.data import CIFAR, IMAGE_FOLDERS, PHOTO_SHORT_SIDE, split_image_folder, verify_cifar
+from sweep import cluster
 
 TIMEOUT = 3.0  # seconds a tracking server or the data set's host has to answer
 # MLflow's tracking stores by URI scheme (mlflow.tracking._tracking_service.utils), "" = a local path.
 TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
-# The autoscaling config that `ray up` puts on the head and cluster.yaml's head starts Ray with.
-AUTOSCALING_CONFIG = Path("~/ray_bootstrap_config.yaml")
 PICTURES_BYTES = 2 << 20  # a trial's topography pictures, with room to spare
 CHECKPOINT_COPIES = 3  # Tune's latest + the one being written, and the final one as an MLflow artifact
 
@@ -47,7 +44,7 @@ def check(plan, results_dir: Path | None, tracking_uri: str | None, address: str
         check_data(cfg)
     if results_dir is not None:
         check_disk(configs, results_dir)
-    check_gpus(plan.gpus, address)
+    check_resources(plan, address)
 
 
 def _existing(path: Path) -> Path:
@@ -165,38 +162,39 @@ def check_disk(configs: list[TrialConfig], results_dir: Path) -> None:
                           "space, or fewer/smaller trials")
 
 
-def check_gpus(gpus: float, address: str | None) -> None:
-    """A trial's GPUs exist: on this machine, else in the Ray cluster (connected to here and left connected
-    for the sweep), else among the node types its autoscaler may add (then it says so and goes on)."""
-    if gpus <= 0 or torch.cuda.device_count() >= gpus:
+def check_resources(plan, address: str | None) -> None:
+    """A trial's CPUs and GPUs (per worker: its share) fit a node of the cluster the sweep runs on (the one
+    `cluster.find` resolves, connected to here and left connected; or this machine, where Ray will start a
+    local one), or a node type its autoscaler may add (then it says so and goes on)."""
+    per_cpu, per_gpu = plan.cpus / plan.workers, plan.gpus / plan.workers
+    found = cluster.find(address)
+    if found is None:
+        have, where = [cluster.local_node()], "this machine (Ray starts a local cluster on it)"
+    else:
+        cluster.connect(found)
+        have, where = cluster.nodes(), f"the Ray cluster at {found}"
+    if sum(cluster.workers_fitting(n, per_cpu, per_gpu) for n in have) >= plan.workers:
         return
-    import ray
-
-    try:
-        ray.init(address=address or "auto", include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError):
-        raise ConfigError(f"--gpus-per-trial {gpus:g}: this machine has {torch.cuda.device_count()} GPUs and no Ray "
-                          "cluster was found; allowed: --gpus-per-trial 0 (e.g. --scale cpu), or --address of a "
-                          "cluster with GPUs") from None
-    have = ray.cluster_resources().get("GPU", 0)
-    if have >= gpus:
+    types = cluster.autoscaled_types() if found else []  # a local cluster has no autoscaler
+    if sum(cluster.workers_fitting(t, per_cpu, per_gpu) * most for t, most in types) + \
+            sum(cluster.workers_fitting(n, per_cpu, per_gpu) for n in have) >= plan.workers:
+        print(f"{where} cannot hold a trial now; its autoscaler can add nodes that do: trials wait for them",
+              flush=True)
         return
-    scalable = _autoscaled_gpus()
-    if scalable >= gpus:
-        print(f"the cluster has {have:g} GPUs now; its autoscaler can add nodes with {scalable:g}: trials wait for "
-              "them", flush=True)
-        return
-    ray.shutdown()
-    raise ConfigError(f"--gpus-per-trial {gpus:g}: the cluster has {have:g} GPUs and its autoscaler adds none "
-                      f"with more than {scalable:g}; allowed: at most {have:g}, or a cluster with GPU workers")
+    if found is not None:
+        import ray
+        ray.shutdown()
+    largest = max(have, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)), default={})
+    most = f"{_count(largest.get('CPU', 0.0), 'CPU')} and {_count(largest.get('GPU', 0.0), 'GPU')}"
+    asked = f"--cpus-per-trial {plan.cpus:g}" + (f" --gpus-per-trial {plan.gpus:g}" if plan.gpus else "") + \
+        (f" over --workers-per-trial {plan.workers} ({per_cpu:g} CPUs, {per_gpu:g} GPUs each)" if plan.workers > 1
+         else "")
+    nodes = "has" if found is None else f"has {len(have)} nodes, the largest with" if len(have) > 1 else \
+        "has 1 node with"
+    scaler = "its autoscaler adds none larger" if types else "no autoscaler adds nodes"
+    raise ConfigError(f"{asked}: {where} {nodes} {most}, and {scaler}; allowed: at most {most} per "
+                      f"{'worker' if plan.workers > 1 else 'trial'}, or --address of a cluster with larger nodes")
 
 
-def _autoscaled_gpus() -> float:
-    """The most GPUs of a node type the autoscaler may start (0 without an autoscaling config)."""
-    path = AUTOSCALING_CONFIG.expanduser()
-    if not path.is_file():
-        return 0.0
-    config = yaml.safe_load(path.read_text()) or {}
-    types = config.get("available_node_types", {}).values()
-    return max((t.get("resources", {}).get("GPU", 0) for t in types if t.get("max_workers", 0) > 0),
-               default=0.0)
+def _count(n: float, unit: str) -> str:
+    return f"{n:g} {unit}" + ("" if n == 1 else "s")

@@ -24,7 +24,6 @@ import pandas as pd
 import pytest
 import ray
 import torch
-import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -32,7 +31,7 @@ from analysis.report import write_report
 from analysis.store import read_sweep
 import metrics as M
 from models.data import CIFAR
-from sweep import preflight
+from sweep import cluster, preflight
 from sweep.execute import _new_sweep
 from sweep.plan import make_plan
 from sweep.run import main
@@ -229,13 +228,15 @@ def gpu_less_cluster():
 @pytest.mark.slow
 def test_gpus_the_cluster_lacks_are_refused(gpu_less_cluster, tmp_path, capsys, monkeypatch):
     """--gpus-per-trial 1 on a cluster without GPUs: refused at once instead of waiting forever."""
-    monkeypatch.setattr(preflight, "AUTOSCALING_CONFIG", tmp_path / "absent.yaml")
+    monkeypatch.setattr(cluster, "AUTOSCALING_CONFIG", tmp_path / "absent.yaml")
     with pytest.raises(SystemExit) as exit_info:
         main(["sensitivity", "--scale", "smoke", "--gpus-per-trial", "1", "--address", gpu_less_cluster.address,
               "--results-dir", str(tmp_path / "results")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1, err
-    assert "--gpus-per-trial 1: the cluster has 0 GPUs and its autoscaler adds none" in err
+    assert err == (f"python -m sweep.run: error: --cpus-per-trial 1 --gpus-per-trial 1: the Ray cluster at "
+                   f"{gpu_less_cluster.address} has 1 node with 1 CPU and 0 GPUs, and no autoscaler adds nodes; "
+                   "allowed: at most 1 CPU and 0 GPUs per trial, or --address of a cluster with larger nodes\n")
     assert not (tmp_path / "results").exists() and not ray.is_initialized()
 
 
@@ -244,12 +245,11 @@ def test_gpus_an_autoscaler_can_add_are_awaited(gpu_less_cluster, tmp_path, caps
     """The same cluster with an autoscaling config whose GPU worker type may be started: it says so and goes on."""
     config = tmp_path / "ray_bootstrap_config.yaml"
     config.write_text((ROOT / "cluster.yaml").read_text())
-    monkeypatch.setattr(preflight, "AUTOSCALING_CONFIG", config)
+    monkeypatch.setattr(cluster, "AUTOSCALING_CONFIG", config)
     try:
-        preflight.check_gpus(1, gpu_less_cluster.address)
-        most = max(t["resources"].get("GPU", 0) for t in yaml.safe_load(config.read_text())["available_node_types"].values())
-        assert f"the cluster has 0 GPUs now; its autoscaler can add nodes with {most:g}: trials wait" in \
-            capsys.readouterr().out
+        preflight.check_resources(make_plan("sensitivity", "smoke", gpus=1, cpus=4), gpu_less_cluster.address)
+        assert capsys.readouterr().out == (f"the Ray cluster at {gpu_less_cluster.address} cannot hold a trial now; "
+                                           "its autoscaler can add nodes that do: trials wait for them\n")
     finally:
         ray.shutdown()
 

@@ -104,3 +104,44 @@ def test_sweeps_starting_at_once_into_a_new_results_folder_share_its_new_store(t
     ids = [answers.get(timeout=5) for _ in procs]
     assert len(set(ids)) == 1 and ids[0].isdigit(), ids
     assert len(list(results.glob("*/sweep.json"))) == 3
+
+
+# ---------------------------------------------------------------- resources nobody has
+
+
+def _local(n: float, unit: str) -> str:
+    return f"{n:g} {unit}" + ("" if n == 1 else "s")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cpus-per-trial", "nan"], "--cpus-per-trial nan: allowed: a finite number > 0"),
+    (["--cpus-per-trial", "inf"], "--cpus-per-trial inf: allowed: a finite number > 0"),
+    (["--cpus-per-trial", "-1"], "--cpus-per-trial -1.0: allowed: a finite number > 0"),
+    (["--gpus-per-trial", "nan"], "--gpus-per-trial nan: allowed: a finite number >= 0 (0: no GPU)"),
+    (["--gpus-per-trial", "inf"], "--gpus-per-trial inf: allowed: a finite number >= 0 (0: no GPU)"),
+    (["--cpus-per-trial", "64"], "--cpus-per-trial 64: this machine (Ray starts a local cluster on it) has {most}, "
+                                 "and no autoscaler adds nodes; allowed: at most {most} per trial, or --address of a "
+                                 "cluster with larger nodes"),
+    (["--cpus-per-trial", "64", "--workers-per-trial", "2"],
+     "--cpus-per-trial 64 over --workers-per-trial 2 (32 CPUs, 0 GPUs each): this machine (Ray starts a local "
+     "cluster on it) has {most}, and no autoscaler adds nodes; allowed: at most {most} per worker, or --address of "
+     "a cluster with larger nodes"),
+])
+def test_resources_nobody_has_are_refused(argv, message, tmp_path, capsys, monkeypatch):
+    """NaN, inf, negative, or more than any node holds: one line naming what was asked and what exists,
+    exit 2, no results folder and no Ray (a local cluster is judged by what Ray would give it)."""
+    from sweep.cluster import local_node
+    from sweep.run import main
+
+    if local_node()["CPU"] >= 32:
+        pytest.skip("this machine has 32 CPUs or more")
+    monkeypatch.setenv("RAY_ADDRESS", "local")  # never another helper's cluster on this machine
+    node = local_node()
+    most = f"{_local(node['CPU'], 'CPU')} and {_local(node['GPU'], 'GPU')}"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sensitivity", "--scale", "smoke", *argv, "--results-dir", str(tmp_path / "results")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"python -m sweep.run: error: {message.format(most=most)}\n"
+    assert not (tmp_path / "results").exists()
+    import ray
+    assert not ray.is_initialized()

@@ -104,7 +104,7 @@ def test_workers_per_trial_option(capsys, tmp_path):
     assert main(["sensitivity", "--scale", "smoke", "--workers-per-trial", "4", "--cpus-per-trial", "4",
                  "--dry-run"]) == 0
     assert "4 CPU / 0 GPU each shared by 4 workers" in capsys.readouterr().out
-    for argv, message in ((["--workers-per-trial", "0"], "--workers-per-trial 0 must be >= 1"),
+    for argv, message in ((["--workers-per-trial", "0"], "--workers-per-trial 0: allowed: a whole number >= 1"),
                           (["--workers-per-trial", "3"], "batch_size=16 does not split over --workers-per-trial 3")):
         with pytest.raises(SystemExit) as exit_info:
             main(["sensitivity", "--scale", "smoke", *argv, "--results-dir", str(tmp_path)])
