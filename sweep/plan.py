@@ -8,12 +8,13 @@ MLflow here.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
 from models.config import RENAMED, ConfigError, TrialConfig, field_names, renamed
 from sweep.scales import SCALES, STARTUP_SECONDS, default_scale
-from sweep.study import Study, load_study
+from sweep.study import MAX_TRIALS, Study, load_study
 
 
 @dataclass
@@ -82,14 +83,18 @@ def check_resources(cpus: float, gpus: float, workers: int) -> None:
 
 def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = None, overrides: dict | None = None,
               cpus: float | None = None, gpus: float | None = None, grid: dict | None = None,
-              workers: int | None = None) -> Plan:
+              workers: int | None = None, max_trials: int = MAX_TRIALS) -> Plan:
     """A validated plan of `study` (a shipped name, a YAML path or a Study) at `scale`.
 
     overrides: field -> value for every trial (not for a swept field); grid: field -> values,
-    an axis added to the study or replacing one; cpus, gpus, workers: per trial (None: the scale's).
-    Any problem raises ConfigError before anything starts.
+    an axis added to the study or replacing one; cpus, gpus, workers: per trial (None: the scale's);
+    max_trials: the most trials (configurations x seeds) planned. Any problem raises ConfigError before
+    anything starts.
     """
-    study = study if isinstance(study, Study) else load_study(study)
+    if not isinstance(max_trials, int) or max_trials < 1:
+        raise ConfigError(f"--max-trials {max_trials}: allowed: a whole number >= 1")
+    study = dataclasses.replace(study, max_trials=max_trials) if isinstance(study, Study) else \
+        load_study(study, max_trials)
     for name, values in (grid or {}).items():
         study = study.with_axis(name, values)
     scale = scale or default_scale()
@@ -119,6 +124,11 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
     workers = sc.workers if workers is None else workers
     check_resources(cpus, gpus, workers)
     arms = study.grid()
+    if len(arms) * len(seed_list) > max_trials:
+        n = len(arms) * len(seed_list)
+        raise ConfigError(f"study {study.name!r}: {n:,} trials ({len(arms):,} configurations x {len(seed_list)} "
+                          f"seeds), more than --max-trials {max_trials:,}; allowed: fewer seeds or configurations, "
+                          f"or --max-trials {n}")
     try:
         configs = [TrialConfig.from_dict({**base, **arm}) for arm in arms]
     except ConfigError as e:

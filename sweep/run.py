@@ -25,7 +25,7 @@ from pathlib import Path
 from models.config import DATASETS, ConfigError, field_names
 from sweep.plan import Plan, make_plan, parse_grid, parse_overrides
 from sweep.scales import SCALES
-from sweep.study import shipped_names
+from sweep.study import MAX_TRIALS, shipped_names
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,6 +58,8 @@ def parser() -> argparse.ArgumentParser:
                    help="processes per trial, each training on its share of every batch (Ray Train, "
                         "DistributedDataParallel, codebook statistics summed); the trial's CPUs and GPUs are "
                         "shared evenly among them; default from the scale (1)")
+    p.add_argument("--max-trials", type=int, default=MAX_TRIALS,
+                   help=f"refuse a grid of more trials than this (default {MAX_TRIALS:,}): a guard against typos")
     p.add_argument("--max-concurrent", type=int, default=0, help="cap on trials at once (default: as resources allow)")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a trial after an infrastructure fault")
     p.add_argument("--resume", metavar="SWEEP_DIR", help="continue a killed sweep from its folder")
@@ -72,7 +74,7 @@ def plan_from_args(args) -> Plan:
     if args.data_dir:
         overrides["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
     return make_plan(args.study, args.scale, args.seeds, overrides, args.cpus_per_trial, args.gpus_per_trial,
-                     grid=parse_grid(args.grid), workers=args.workers_per_trial)
+                     grid=parse_grid(args.grid), workers=args.workers_per_trial, max_trials=args.max_trials)
 
 
 SWEEP_KEYS = ("dir", "study", "plan", "tracking_uri", "experiment_id", "parent_run_id", "ray_storage", "ray_name")

@@ -22,6 +22,7 @@ is a StudyError naming the file, the key, its line, the value and what is allowe
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from itertools import product
@@ -38,6 +39,9 @@ REQUIRED = ("name", "description")
 # +10 % / +20 % of it (paper Sec. 4.1, Tables 1-4).
 METRICS = ("final_loss", "steps_10", "steps_20")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# A grid larger than this is refused unless --max-trials raises it: a typo such as a thousand values on
+# three axes would otherwise plan a billion trials without a word.
+MAX_TRIALS = 10_000
 
 
 class StudyError(ConfigError):
@@ -61,6 +65,7 @@ class Study:
     source: str = ""  # the file it was read from
     from_grid: tuple = ()  # axes given on the command line (--grid), named so in messages
     lines: dict = field(default_factory=dict, repr=False, compare=False)  # key path -> line, for messages
+    max_trials: int = field(default=MAX_TRIALS, repr=False, compare=False)  # the grid's cap (--max-trials)
 
     def grid(self) -> list[dict]:
         """Every configuration: each combination of the axes (first axis outermost) with each arm (innermost)."""
@@ -111,18 +116,28 @@ def shipped_names() -> list[str]:
     return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
 
 
-def load_study(name_or_path: str | Path) -> Study:
-    """A shipped study by name, or a study file by path; raises StudyError on any problem."""
+def load_study(name_or_path: str | Path, max_trials: int = MAX_TRIALS) -> Study:
+    """A shipped study by name, or a study file by path; raises StudyError on any problem (a grid of more
+    than `max_trials` configurations among them)."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml") and not path.exists():
         if str(name_or_path) not in shipped_names():
             raise StudyError(f"study {str(name_or_path)!r} is unknown; allowed: a study file (.yaml) or one of "
                              f"{', '.join(shipped_names())}")
         path = SHIPPED / f"{name_or_path}.yaml"
+    allowed = f"allowed: a readable UTF-8 .yaml file or one of {', '.join(shipped_names())}"
+    if path.is_dir():
+        raise StudyError(f"study file {path} is a folder; {allowed}")
     if not path.is_file():
-        raise StudyError(f"study file {path} does not exist; allowed: a readable .yaml file or one of "
-                         f"{', '.join(shipped_names())}")
-    study = parse_study(path.read_text(), str(path))
+        raise StudyError(f"study file {path} does not exist; {allowed}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise StudyError(f"study file {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                         f"{e.start}); {allowed}") from None
+    except OSError as e:
+        raise StudyError(f"study file {path} cannot be read ({e.strerror}); {allowed}") from None
+    study = parse_study(text, str(path), max_trials)
     own = SHIPPED / f"{study.name}.yaml"
     if study.name in shipped_names() and path.resolve() != own.resolve():
         raise StudyError(f"{path}:{study.lines.get(('name',), '?')}: name={study.name!r} clashes with the shipped "
@@ -131,9 +146,14 @@ def load_study(name_or_path: str | Path) -> Study:
     return study
 
 
-def parse_study(text: str, source: str) -> Study:
-    """A Study from YAML text (read with yaml.safe_load); `source` names the file in messages."""
+def parse_study(text: str, source: str, max_trials: int = MAX_TRIALS) -> Study:
+    """A Study from YAML text (read with yaml.safe_load); `source` names the file in messages. Aliases are
+    refused: a few hundred bytes of nested aliases expand to billions of values."""
     try:
+        alias = next((e for e in yaml.parse(text, Loader=yaml.SafeLoader) if isinstance(e, yaml.AliasEvent)), None)
+        if alias is not None:
+            raise StudyError(f"{source}:{alias.start_mark.line + 1}: YAML alias *{alias.anchor}: aliases are not "
+                             "allowed in study files; allowed: each value written out where it is used")
         data = yaml.safe_load(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
@@ -142,7 +162,8 @@ def parse_study(text: str, source: str) -> Study:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise StudyError(f"{where}: malformed YAML ({problem}); allowed: a YAML mapping with keys "
                          f"{', '.join(KEYS)}") from None
-    partial = Study(name="", description="", source=source, lines=_lines(node) if node is not None else {})
+    partial = Study(name="", description="", source=source, lines=_lines(node) if node is not None else {},
+                    max_trials=max_trials)
     if not isinstance(data, dict):
         raise _error(partial, (), data, f"a YAML mapping with keys {', '.join(KEYS)}", "the file")
     for key in data:
@@ -158,7 +179,7 @@ def parse_study(text: str, source: str) -> Study:
     if not isinstance(table, str):
         raise _error(partial, ("table",), table, "a string such as 'Table 3'")
     study = Study(name=data["name"], description=data["description"].strip(), table=table, source=source,
-                  lines=partial.lines)
+                  lines=partial.lines, max_trials=max_trials)
     fixed = _fields(study, "fixed", data.get("fixed") or {})
     axes = {}
     for name, values in _mapping(study, "axes", data.get("axes") or {}).items():
@@ -194,7 +215,14 @@ def parse_study(text: str, source: str) -> Study:
 
 
 def _check_grid(study: Study) -> None:
-    """Fields set in two places, duplicate configurations and a reference that matches no arm."""
+    """A grid within study.max_trials, fields set in two places, duplicate configurations and a reference
+    that matches no arm."""
+    n_configs = math.prod(len(v) for v in study.axes.values()) * max(1, len(study.arms))
+    if n_configs > study.max_trials:
+        source = f"{study.source} with --grid" if study.from_grid else study.source
+        raise StudyError(f"{source}: the axes and arms make {n_configs:,} configurations, more than --max-trials "
+                         f"{study.max_trials:,}; allowed: fewer axis values or arms, or --max-trials {n_configs} "
+                         "(each configuration runs once per seed)")
     for i, arm in enumerate(study.arms):
         for name in arm:
             if name in study.fixed:

@@ -145,3 +145,65 @@ def test_resources_nobody_has_are_refused(argv, message, tmp_path, capsys, monke
     assert not (tmp_path / "results").exists()
     import ray
     assert not ray.is_initialized()
+
+
+# ---------------------------------------------------------------- study files that would stall the planner
+
+ALLOWED_STUDY = "allowed: a readable UTF-8 .yaml file or one of "
+
+
+def _alias_bomb(path: Path) -> Path:
+    """A few hundred bytes whose nested aliases expand to 10^9 values (the line-number walk would follow every
+    path)."""
+    lines = ["name: bomb", "description: nested aliases", "a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _study(path: Path, axes: dict) -> Path:
+    path.write_text("name: big\ndescription: a big grid\nfixed: {neighbours: hard, grid_dim: 2}\naxes:\n"
+                    + "".join(f"  {k}: [{', '.join(map(str, v))}]\n" for k, v in axes.items()))
+    return path
+
+
+@pytest.mark.parametrize("make, argv, message", [
+    (lambda t: _alias_bomb(t / "bomb.yaml"), [],
+     "{t}/bomb.yaml:4: YAML alias *a0: aliases are not allowed in study files; allowed: each value written out "
+     "where it is used"),
+    (lambda t: _study(t / "big.yaml", {"lr": [1e-4 * (i + 1) for i in range(100)],
+                                       "tau": [0.01 * (i + 1) for i in range(100)],
+                                       "batch_size": list(range(2, 102))}), [],
+     "{t}/big.yaml: the axes and arms make 1,000,000 configurations, more than --max-trials 10,000; allowed: fewer "
+     "axis values or arms, or --max-trials 1000000 (each configuration runs once per seed)"),
+    (lambda t: "sensitivity", ["--grid", "lr=" + ",".join(str(1e-5 * (i + 1)) for i in range(2501))],
+     "{shipped}/sensitivity.yaml with --grid: the axes and arms make 10,004 configurations, more than --max-trials "
+     "10,000; allowed: fewer axis values or arms, or --max-trials 10004 (each configuration runs once per seed)"),
+    (lambda t: "sensitivity", ["--seeds", "3", "--max-trials", "10"],
+     "study 'sensitivity': 12 trials (4 configurations x 3 seeds), more than --max-trials 10; allowed: fewer seeds "
+     "or configurations, or --max-trials 12"),
+    (lambda t: "sensitivity", ["--max-trials", "0"], "--max-trials 0: allowed: a whole number >= 1"),
+    (lambda t: (t / "latin1.yaml").write_bytes(b"name: caf\xe9\n") and t / "latin1.yaml", [],
+     "study file {t}/latin1.yaml is not UTF-8 text (byte 0xe9 at offset 9); " + ALLOWED_STUDY),
+    (lambda t: (t / "folder.yaml").mkdir() or t / "folder.yaml", [], "study file {t}/folder.yaml is a folder; "
+     + ALLOWED_STUDY),
+])
+def test_study_files_that_would_stall_the_planner_are_refused(make, argv, message, tmp_path, capsys):
+    """Aliases, grids above --max-trials (from the file, from --grid, with the seeds), bad --max-trials, a file
+    that is not UTF-8 or is a folder: one line, exit 2, at once (the dry run plans nothing)."""
+    from sweep.run import main
+    from sweep.study import SHIPPED
+
+    study = make(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(study), "--scale", "smoke", *argv, "--dry-run"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"python -m sweep.run: error: {message.format(t=tmp_path, shipped=SHIPPED)}"), err
+
+
+def test_max_trials_raises_the_cap(capsys):
+    from sweep.run import main
+
+    assert main(["sensitivity", "--scale", "smoke", "--seeds", "3", "--max-trials", "12", "--dry-run"]) == 0
+    assert "12 trials (4 arms x 3 seeds)" in capsys.readouterr().out
