@@ -34,6 +34,7 @@ class Plan:
     labels: list[str] = field(default_factory=list)  # per arm: its study arm's label ("" or none: unlabelled)
     reference: dict = field(default_factory=dict)  # the arm others are compared with (within the other axes)
     metrics: list[str] = field(default_factory=list)  # per-trial summaries the tables show
+    analysis: dict = field(default_factory=dict)  # the study's `analysis:` block (analysis/factorial.py)
     table: str = ""  # the paper table the study mirrors
     description: str = ""
     source: str = ""  # the study file
@@ -148,7 +149,8 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
     rows = study.rows() if study.labels else [n for n in swept if n in study.axes or len(values[n]) > 1]
     return Plan(study.name, scale, base, arms, seed_list, cpus, gpus, workers, swept=rows,
                 labels=study.grid_labels() if study.labels else [],
-                reference=dict(study.reference), metrics=list(study.metrics), table=study.table,
+                reference=dict(study.reference), metrics=list(study.metrics), analysis=dict(study.analysis),
+                table=study.table,
                 description=study.description, source=study.source)
 
 

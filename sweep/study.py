@@ -13,6 +13,9 @@
     seeds: 3                              # optional: N (seeds 0..N-1) or a list; default: the scale's
     reference: {neighbours: none}         # the arm the others are compared with, within the other axes
     metrics: [final_loss, steps_10]       # the per-trial summaries the tables show
+    analysis:                             # optional analyses beyond the tables (analysis/factorial.py):
+      factorial: [n0, update_empty]       #   a linear model on log(final loss) over these two-level axes
+      equivalence: 0.05                   #   TOST of each arm against the reference, margin 5 % of its loss
 
 Every trial is fixed <- one combination of the axes <- one arm. The four paper
 studies (Tables 1-4) and the others shipped with the package live in
@@ -33,7 +36,8 @@ import yaml
 from models.config import RENAMED, ConfigError, TrialConfig, field_names, parse_value, renamed
 
 SHIPPED = Path(__file__).with_name("studies")
-KEYS = ("name", "description", "table", "fixed", "axes", "arms", "seeds", "reference", "metrics")
+KEYS = ("name", "description", "table", "fixed", "axes", "arms", "seeds", "reference", "metrics", "analysis")
+ANALYSES = ("factorial", "equivalence")  # the `analysis:` keys (analysis/factorial.py)
 REQUIRED = ("name", "description")
 # Per-trial summaries a table can show: the final (best) validation loss and the steps to reach
 # +10 % / +20 % of it (paper Sec. 4.1, Tables 1-4).
@@ -62,6 +66,7 @@ class Study:
     seeds: list | None = None  # None: the scale's default
     reference: dict = field(default_factory=dict)
     metrics: list = field(default_factory=lambda: list(METRICS[:2]))
+    analysis: dict = field(default_factory=dict)  # "factorial": [axes], "equivalence": margin (a fraction)
     source: str = ""  # the file it was read from
     from_grid: tuple = ()  # axes given on the command line (--grid), named so in messages
     lines: dict = field(default_factory=dict, repr=False, compare=False)  # key path -> line, for messages
@@ -107,6 +112,7 @@ class Study:
         study = dataclasses.replace(self, fixed=fixed, axes={**self.axes, name: values}, arms=arms,
                                     labels=labels if any(labels) else [], reference=reference,
                                     from_grid=(*self.from_grid, name))
+        study = dataclasses.replace(study, analysis=_analysis(study, study.analysis))
         _check_grid(study)
         return study
 
@@ -210,8 +216,36 @@ def parse_study(text: str, source: str, max_trials: int = MAX_TRIALS) -> Study:
         study = dataclasses.replace(study, reference={"arm": reference})
     else:
         study = dataclasses.replace(study, reference=_fields(study, "reference", reference))
+    study = dataclasses.replace(study, analysis=_analysis(study, data.get("analysis") or {}))
     _check_grid(study)
     return study
+
+
+def _analysis(study: Study, value) -> dict:
+    """The `analysis:` block: factorial (a list of the study's two-level axes) and equivalence (a margin,
+    as a fraction of the reference arm's mean final loss, in (0, 1); needs a reference arm)."""
+    value = _mapping(study, "analysis", value)
+    for key in value:
+        if key not in ANALYSES:
+            raise _error(study, ("analysis", key), value[key], ", ".join(ANALYSES), f"analysis {key!r} is unknown")
+    factors = value.get("factorial")
+    if factors is not None:
+        if not isinstance(factors, list) or not factors:
+            raise _error(study, ("analysis", "factorial"), factors, "a non-empty list of the study's axes")
+        for i, name in enumerate(factors):
+            if name not in study.axes or len(study.axes[name]) != 2 or factors.index(name) != i:
+                raise _error(study, ("analysis", "factorial", i), name, "distinct axes with two values each: "
+                             + (", ".join(a for a, v in study.axes.items() if len(v) == 2) or "none here"),
+                             "not a two-level axis of the study")
+    margin = value.get("equivalence")
+    if margin is not None:
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < 1:
+            raise _error(study, ("analysis", "equivalence"), margin, "a fraction in (0, 1) of the reference arm's "
+                         "mean final loss, e.g. 0.05")
+        if not study.reference:
+            raise _error(study, ("analysis", "equivalence"), margin, "a study with a reference arm",
+                         "equivalence to what? the study has no reference")
+    return dict(value)
 
 
 def _check_grid(study: Study) -> None:

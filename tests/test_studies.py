@@ -100,6 +100,12 @@ reference: {tau: 0.1}
     (GOOD + "metric: [final_loss]\n", [":8:", "key 'metric' is unknown", "allowed: the keys name"]),
     (GOOD.replace("neighbours: hard", "neighbours: hard\n  quantizer: lucidrains"), [
         ":4:", "fixed.neighbours='hard'", "quantizer=lucidrains has no neighbourhood; allowed: none"]),
+    (GOOD + "analysis: {factorial: [lr]}\n", [":8:", "analysis.factorial[0]='lr'", "not a two-level axis",
+                                              "allowed: distinct axes with two values each: tau"]),
+    (GOOD + "analysis: {equivalence: 5}\n", [":8:", "analysis.equivalence=5", "allowed: a fraction in (0, 1)"]),
+    (GOOD.replace("reference: {tau: 0.1}\n", "") + "analysis: {equivalence: 0.05}\n", [
+        "analysis.equivalence=0.05", "the study has no reference"]),
+    (GOOD + "analysis: {anova: true}\n", [":8:", "analysis 'anova' is unknown", "allowed: factorial, equivalence"]),
     (GOOD.replace("neighbours: hard", "neighbours: hard\n  kmeans_init: true"), [
         ":5:", "fixed.kmeans_init='kmeans_init'", "kmeans_init is no longer a config field: it is replaced by "
         "codebook_init (kmeans_init: true is codebook_init: kmeans; allowed: randn, uniform, kmeans)"]),
@@ -129,6 +135,7 @@ def test_bad_study_files_are_refused_in_one_line_before_anything_runs(text, expe
     (["ablation", "--set", "kmeans_init=true"], "--set kmeans_init is no longer a config field: it is replaced by "
                                                 "codebook_init"),
     (["ablation", "--grid", "kmeans_init=true,false"], "--grid kmeans_init is no longer a config field"),
+    (["parity", "--grid", "decay=0.5,0.8,0.99"], "parity.yaml:18: analysis.factorial[0]='decay': not a two-level axis"),
 ])
 def test_bad_grids_and_studies_on_the_command_line(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -212,6 +219,7 @@ def test_parity_is_the_full_factorial_of_decay_init_and_commitment_for_three_rul
     assert rules == {("kohonen", "none", False, 1, True), ("lucidrains", "none", False, 1, True),
                      ("kohonen", "hard", False, 1, True)}
     assert {(c.steps, c.seed) for c in trials} == {(800, s) for s in range(3)}
+    assert plan.analysis == {"factorial": ["decay", "codebook_init", "commitment"]}  # carried into sweep.json
 
 
 # ---------------------------------------------------------------- a user's study, end to end
