@@ -3,9 +3,8 @@
 The config's `quantizer` field picks the VQ implementation from QUANTIZERS:
 "kohonen" (ours, models/quantizer.py: EMA-VQ or KSOM by `neighbours`) or "lucidrains"
 (vector-quantize-pytorch's VectorQuantize, models/lucidrains.py; needs the bench extra).
-Every quantiser returns a QuantizerOutput and has `codebook_size`, `dim`, `grid`
-(None when its codes have no map), `nearest` and `embed`, so models, trainer and
-topography treat them alike.
+Every quantiser satisfies the Quantizer protocol (models/protocol.py), so models,
+trainer and topography treat them alike.
 """
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ from typing import Callable
 from torch import nn
 
 from models.config import TrialConfig
+from models.protocol import Quantizer
 from models.quantizer import KohonenQuantizer
 from models.vqvae import VQVAE
 from models.vqvae2 import VQVAE2
@@ -26,7 +26,7 @@ def kohonen(cfg: TrialConfig) -> KohonenQuantizer:
                             gaussian_form=cfg.gaussian_form, codebook_init=cfg.codebook_init)
 
 
-def lucidrains(cfg: TrialConfig) -> nn.Module:
+def lucidrains(cfg: TrialConfig) -> Quantizer:
     """vector-quantize-pytorch's VectorQuantize with the config's options (ImportError naming the extra)."""
     from models.lucidrains import LucidrainsQuantizer
     return LucidrainsQuantizer(cfg.codebook_size, cfg.code_dim, decay=cfg.decay, eps=cfg.eps,
@@ -34,7 +34,7 @@ def lucidrains(cfg: TrialConfig) -> nn.Module:
                                dead_code_threshold=cfg.dead_code_threshold, n0=cfg.n0)
 
 
-QUANTIZERS: dict[str, Callable[[TrialConfig], nn.Module]] = {"kohonen": kohonen, "lucidrains": lucidrains}
+QUANTIZERS: dict[str, Callable[[TrialConfig], Quantizer]] = {"kohonen": kohonen, "lucidrains": lucidrains}
 
 
 def topography_note(cfg: TrialConfig) -> str:
@@ -45,7 +45,7 @@ def topography_note(cfg: TrialConfig) -> str:
             "losses, smoothness ratio or codebook pictures")
 
 
-def build_quantizer(cfg: TrialConfig) -> nn.Module:
+def build_quantizer(cfg: TrialConfig) -> Quantizer:
     """The quantiser the config's `quantizer` field names."""
     return QUANTIZERS[cfg.quantizer](cfg)
 

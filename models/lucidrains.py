@@ -1,5 +1,5 @@
-"""lucidrains' VectorQuantize (vector-quantize-pytorch) behind the QuantizerOutput contract of
-models/quantizer.py, so that the same VQ-VAE, trainer, sweep and tables run it beside EMA-VQ and KSOM.
+"""lucidrains' VectorQuantize (vector-quantize-pytorch) behind the Quantizer protocol of
+models/protocol.py, so that the same VQ-VAE, trainer, sweep and tables run it beside EMA-VQ and KSOM.
 
 Config fields map to the library's options: decay -> decay, eps -> eps, rotation_trick,
 dead_code_threshold -> threshold_ema_dead_code, n0 -> the initial EMA cluster size (the library
@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import ConfigError
-from models.quantizer import QuantizerOutput, in_float32, initial_codebook
+from models.protocol import QuantizerOutput, perplexity
+from models.quantizer import in_float32, initial_codebook
 
 
 def vector_quantize():
@@ -66,9 +67,7 @@ class LucidrainsQuantizer(nn.Module):
         commitment = loss if self.training else F.mse_loss(inputs, self.embed(indices))
         with torch.no_grad():  # as KohonenQuantizer.forward (Appendix B.1)
             counts = torch.bincount(indices.flatten(), minlength=self.codebook_size).to(inputs.dtype)
-            p = counts / counts.sum()
-            perplexity = torch.exp(-torch.special.xlogy(p, p).sum())
-        return QuantizerOutput(quantized, indices, commitment, perplexity, (counts > 0).sum())
+        return QuantizerOutput(quantized, indices, commitment, perplexity(counts), (counts > 0).sum())
 
     @in_float32
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:

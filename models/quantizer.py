@@ -1,9 +1,13 @@
 """KohonenQuantizer: the VQ layer of a VQ-VAE, trained by EMA-VQ or by KSOM.
 
-Irie, Csordas, Schmidhuber, "Topological Neural Discrete Representation
-Learning a la Kohonen" (Secs. 3.1-3.3). EMA-VQ (Eqs. 16-18) is the special
-case of online mini-batch KSOM (Eqs. 19-21) whose neighbourhood matrix is the
-identity (Remark 3.1), so one module implements both.
+The paper: Irie, Csordás, Schmidhuber, "Topological Neural Discrete Representation
+Learning à la Kohonen", 2023, https://arxiv.org/abs/2302.07950 (Secs. 3.1-3.3; the
+"Eq." and "Sec." numbers in this package are its). "The released code" in this package's
+comments is the authors' implementation, https://github.com/IDSIA/kohonen-vae.
+
+EMA-VQ (Eqs. 16-18) is the special case of online mini-batch KSOM (Eqs. 19-21) whose
+neighbourhood matrix is the identity (Remark 3.1), so one module implements both.
+It satisfies the Quantizer protocol (models/protocol.py).
 
 Shape contract: inputs (..., d) -> quantised (..., d), indices (...).
 
@@ -31,7 +35,6 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -40,6 +43,7 @@ from torch import nn
 
 from models.config import CODEBOOK_INITS
 from models.neighbourhood import Neighbourhood
+from models.protocol import QuantizerOutput, perplexity
 
 
 # Bytes of distances the nearest-code search holds at once, by device. On a CPU, tiles of 1024 x 1024
@@ -65,14 +69,6 @@ def initial_codebook(init: str, codebook_size: int, dim: int) -> torch.Tensor:
         bound = math.sqrt(6.0 / (codebook_size * dim))
         return torch.empty(codebook_size, dim).uniform_(-bound, bound)
     return torch.randn(codebook_size, dim)
-
-
-class QuantizerOutput(NamedTuple):
-    quantized: torch.Tensor  # straight-through output, same shape as the input
-    indices: torch.Tensor  # k*_i (Eq. 12), the input's shape without the last dim
-    commitment_loss: torch.Tensor  # mean ||sg(w_k*) - e||^2 per element (Eq. 15 without alpha)
-    perplexity: torch.Tensor  # exp(-sum_k p_k log p_k) of this batch (Appendix B.1; training: of all processes' batches)
-    codes_used: torch.Tensor  # number of distinct codes in this batch (training: in all processes' batches)
 
 
 def in_float32(method):
@@ -167,13 +163,11 @@ class KohonenQuantizer(nn.Module):
             counts = flat.new_zeros(self.codebook_size).index_add_(0, indices, flat.new_ones(len(indices)))
             if self.training:
                 counts = self.update(flat.detach(), indices, counts)
-            p = counts / counts.sum()
-            perplexity = torch.exp(-torch.special.xlogy(p, p).sum())
-            codes_used = (counts > 0).sum()
         quantized = quantized.view_as(inputs)
         commitment = F.mse_loss(inputs, quantized)
         straight_through = inputs + (quantized - inputs).detach()
-        return QuantizerOutput(straight_through, indices.view(inputs.shape[:-1]), commitment, perplexity, codes_used)
+        return QuantizerOutput(straight_through, indices.view(inputs.shape[:-1]), commitment, perplexity(counts),
+                               (counts > 0).sum())
 
     @in_float32
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:

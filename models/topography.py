@@ -13,8 +13,8 @@ similar images. The paper shows this only in pictures; here it is also measured:
   About 1 means no order on the grid; KSOM should give clearly less.
 
 EMA-VQ has no grid of its own; it is measured on the same grid map as KSOM.
-A model exposes `levels` (name -> KohonenQuantizer, each with its `grid`),
-`encode_codes(x) -> {level: (B, h, w)}` and `decode_codes(codes) -> images`.
+A model is a CodedModel (models/protocol.py): `levels` (name -> Quantizer, each with its
+`grid`), `encode_codes(x) -> {level: (B, h, w)}` and `decode_codes(codes) -> images`.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 import metrics as M
 from models.data import ImageData
 from models.neighbourhood import grid_coords
+from models.protocol import CodedModel
 
 OFFSETS = (0, 1, 2, 3)
 PICTURE_IMAGES = 8  # validation images in the perturbation picture
@@ -52,7 +53,7 @@ def shift_codes(codes: torch.Tensor, grid: tuple[int, ...], offset: int) -> torc
     return x + width * y
 
 
-def offset_losses(model, data: ImageData, images: torch.Tensor, offsets=OFFSETS, batch_size: int = 128
+def offset_losses(model: CodedModel, data: ImageData, images: torch.Tensor, offsets=OFFSETS, batch_size: int = 128
                   ) -> dict[int, float]:
     """Mean reconstruction MSE of standardised uint8 `images` after shifting all codes by each offset."""
     device = next(model.parameters()).device
@@ -69,7 +70,8 @@ def offset_losses(model, data: ImageData, images: torch.Tensor, offsets=OFFSETS,
     return {o: t / n for o, t in total.items()}
 
 
-def codebook_images(model, level: str, base: dict[str, torch.Tensor], batch_size: int = 128) -> torch.Tensor:
+def codebook_images(model: CodedModel, level: str, base: dict[str, torch.Tensor], batch_size: int = 128
+                    ) -> torch.Tensor:
     """Decoded images (K, 3, H, W) of latents whose codes at `level` all equal k, for k = 0..K-1;
     the other levels keep the codes in `base` (one latent: {level: (1, h, w)})."""
     k_total = model.levels[level].codebook_size
@@ -114,7 +116,8 @@ def _thumbnails(images: torch.Tensor) -> torch.Tensor:
     return F.interpolate(images, scale_factor=THUMB / side, mode="area")
 
 
-def measure(model, data: ImageData, images: torch.Tensor | None = None, batch_size: int = 128) -> Topography:
+def measure(model: CodedModel, data: ImageData, images: torch.Tensor | None = None, batch_size: int = 128
+            ) -> Topography:
     """The offset losses, the smoothness ratio of every level and the pictures of a trained model
     on validation `images` (uint8; default data.val), decoding `batch_size` images at a time.
     The model is left in the mode it was in.

@@ -8,9 +8,9 @@ Shape contract (width h, code dim d, codebook K):
     >>> out.recon.shape, out.levels["vq"].indices.shape
     (torch.Size([2, 3, 32, 32]), torch.Size([2, 8, 8]))
 
-A model exposes `levels` (name -> quantiser); the trainer needs nothing else,
+A model exposes `levels` (name -> Quantizer, models/protocol.py); the trainer needs nothing else,
 so VQ-VAE-2 (models/vqvae2.py) plugs in with two levels. For topography, every
-model also maps images to integer codes and back:
+model also maps images to integer codes and back (CodedModel, models/protocol.py):
 
     encode_codes(images) -> {level: (B, h, w) long}    decode_codes(codes) -> images
 """
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.quantizer import KohonenQuantizer, QuantizerOutput
+from models.protocol import Quantizer, QuantizerOutput
 
 
 class ModelOutput(NamedTuple):
@@ -47,7 +47,7 @@ def residual_stack(channels: int, hidden: int, n: int = 2) -> nn.Sequential:
     return nn.Sequential(*[ResidualBlock(channels, hidden) for _ in range(n)], nn.ReLU())
 
 
-def nearest_codes(quantizer: KohonenQuantizer, latents: torch.Tensor) -> torch.Tensor:
+def nearest_codes(quantizer: Quantizer, latents: torch.Tensor) -> torch.Tensor:
     """k* (Eq. 12) of channels-last latents (B, h, w, d) -> (B, h, w), without touching the codebook."""
     return quantizer.nearest(latents.reshape(-1, quantizer.dim)).view(latents.shape[:-1])
 
@@ -61,9 +61,9 @@ def downsample4(in_channels: int, h: int) -> list[nn.Module]:
 
 
 class VQVAE(nn.Module):
-    """Encoder (downsample x4) -> KohonenQuantizer -> decoder (upsample x4)."""
+    """Encoder (downsample x4) -> quantiser -> decoder (upsample x4)."""
 
-    def __init__(self, quantizer: KohonenQuantizer, width: int = 128, in_channels: int = 3):
+    def __init__(self, quantizer: Quantizer, width: int = 128, in_channels: int = 3):
         super().__init__()
         h, d = width, quantizer.dim
         self.encoder = nn.Sequential(*downsample4(in_channels, h), nn.Conv2d(h, d, 1))

@@ -3,7 +3,7 @@
 The layout is the usual one of rosinality/vq-vae-2-pytorch, which the paper
 names as its reference implementation (Appendix A), with the residual blocks
 of models/vqvae.py (width h, 2 blocks of hidden width h/4: 32 at h = 128).
-Only the codebook rule differs: each level has its own KohonenQuantizer, hence
+Only the codebook rule differs: each level has its own quantiser (models/protocol.py), hence
 its own step counter t.
 
 Shape contract (width h, code dim d, image side S a multiple of 8):
@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.quantizer import KohonenQuantizer
+from models.protocol import Quantizer
 from models.vqvae import ModelOutput, downsample4, nearest_codes, residual_stack
 
 
@@ -31,7 +31,7 @@ class VQVAE2(nn.Module):
     """Bottom encoder (x4 down) -> top encoder (x2 down) -> top quantiser; the decoded top codes condition
     the bottom quantiser; the decoder upsamples both levels' codes (x4) to an image."""
 
-    def __init__(self, top: KohonenQuantizer, bottom: KohonenQuantizer, width: int = 128, in_channels: int = 3):
+    def __init__(self, top: Quantizer, bottom: Quantizer, width: int = 128, in_channels: int = 3):
         super().__init__()
         if top.dim != bottom.dim:
             # The decoder concatenates both levels' codes: one d for both, as in the paper (d = 64).
