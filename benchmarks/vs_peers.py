@@ -169,7 +169,7 @@ def train_run(name: str, seed: int, data: ImageData, steps: int, eval_every: int
     """One run of models.train.train: best and final validation metrics."""
     cfg = config(name, width, seed, batch_size=batch_size, lr=lr, steps=steps, eval_every=eval_every)
     last: dict = {}
-    result = train(cfg, report=lambda step, metrics, state: last.update(metrics), data=data, device="cpu")
+    result = train(cfg, report=lambda progress: last.update(progress.metrics), data=data, device="cpu")
     if result.status != "finished":
         return {"status": f"{result.status} at step {result.step}", "best": math.nan, "final": math.nan}
     return {"status": "finished", "best": result.best_val_loss, "final": last[M.VAL_LOSS],

@@ -1,13 +1,13 @@
 """The one shared trainer: every trial of every study runs `train(config, ...)`.
 
-It knows nothing of Ray or MLflow: after each validation it calls
-`report(step, metrics, state)` once, with the metrics (names from metrics.py)
-and the state to checkpoint, and it continues from a `resume` state it is given.
-After the last validation it also measures the trained model's topography
+It knows nothing of Ray or MLflow: after each validation it calls `report(Progress)`
+once, with the metrics (names from metrics.py), the state to checkpoint (models/checkpoint.py)
+and the status (running; finished at the last validation), and it continues from a `resume`
+state it is given. After the last validation it also measures the trained model's topography
 (models/topography.py): the offset losses and smoothness ratios join that report as
-summaries, with the best validation loss and the total times; the pictures (uint8
-tensors) go into that state under "pictures". A NaN/inf loss ends the trial with
-status "diverged": a report of what was measured at that step with state None. Loss
+summaries, with the best validation loss and the total times, and the pictures (uint8
+tensors) come with it. A NaN/inf loss ends the trial with a report of status "diverged",
+of what was measured at that step, with no state. Loss
 (Eq. 15 with per-element means, as the public implementations): MSE(x_hat, x) on
 standardised images + alpha * commitment.
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -39,11 +39,25 @@ from torch.nn.parallel import DistributedDataParallel
 import metrics as M
 from models import topography
 from models.build import build_model
+from models.checkpoint import TrainState
 from models.config import ConfigError, TrialConfig
 from models.data import ImageData, ImageFiles, load_data
 from models.loader import image_batches
+from models.protocol import perplexity
 
-Report = Callable[[int, dict, "dict | None"], None]  # (step, metrics, state to checkpoint; None: diverged)
+
+
+@dataclass
+class Progress:
+    """One report of the trainer: after each validation, or at the step whose loss was not finite."""
+    step: int
+    status: str  # M.RUNNING (more steps follow), M.FINISHED (the last validation) or M.DIVERGED (a NaN/inf loss)
+    metrics: dict[str, float]
+    state: TrainState | None = None  # to checkpoint, aliasing live tensors (save it before returning); none if diverged
+    pictures: dict[str, torch.Tensor] = field(default_factory=dict)  # topography pictures, at the last validation
+
+
+Report = Callable[[Progress], None]
 
 
 @dataclass
@@ -77,8 +91,7 @@ def evaluate(model: torch.nn.Module, data: ImageData, images: torch.Tensor, batc
     model.train(was_training)
     metrics = {M.VAL_LOSS: total / n}
     for name, c in counts.items():
-        p = c / c.sum()
-        metrics[M.val_perplexity(name)] = math.exp(-torch.special.xlogy(p, p).sum().item())
+        metrics[M.val_perplexity(name)] = perplexity(c).item()
         metrics[M.val_codes_used(name)] = float((c > 0).sum())
     return metrics
 
@@ -90,8 +103,8 @@ def check_device(cfg: TrialConfig, device: torch.device) -> None:
         raise ConfigError(f"precision=bf16 needs a CUDA device, got {device}; allowed on the CPU: fp32")
 
 
-def train(cfg: TrialConfig, report: Report | None = None, resume: dict | None = None, data: ImageData | None = None,
-          device: torch.device | str | None = None) -> TrainResult:
+def train(cfg: TrialConfig, report: Report | None = None, resume: TrainState | None = None,
+          data: ImageData | None = None, device: torch.device | str | None = None) -> TrainResult:
     """Train cfg's model on cfg's data for cfg.steps steps, validating every cfg.eval_every.
 
     Deterministic on CPU for a given cfg.seed; a resumed run continues exactly as
@@ -109,10 +122,10 @@ def train(cfg: TrialConfig, report: Report | None = None, resume: dict | None = 
     return _train(cfg, report, resume, data, device)
 
 
-def _train(cfg: TrialConfig, report: Report | None, resume: dict | None, data: ImageData | None,
+def _train(cfg: TrialConfig, report: Report | None, resume: TrainState | None, data: ImageData | None,
            device: torch.device) -> TrainResult:
     """train() after the device check (tests run bf16 autocast on the CPU through this)."""
-    report = report or (lambda step, metrics, state: None)
+    report = report or (lambda progress: None)
     data = data or load_data(cfg.dataset, cfg.data_dir, cfg.image_size)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     if cfg.batch_size % world:
@@ -126,11 +139,10 @@ def _train(cfg: TrialConfig, report: Report | None, resume: dict | None, data: I
     generator = torch.Generator().manual_seed(cfg.seed)
     step, best, train_time, eval_time = 0, math.inf, 0.0, 0.0  # total seconds in steps / in validation
     if resume is not None:
-        model.load_state_dict(resume["model"])  # optimizer state follows the model's device
-        optimizer.load_state_dict(resume["optimizer"])
-        generator.set_state(resume["generator"])
-        step, best, train_time = resume["step"], resume["best_val_loss"], resume["train_time"]
-        eval_time = resume["eval_time"]
+        model.load_state_dict(resume.model)  # optimizer state follows the model's device
+        optimizer.load_state_dict(resume.optimizer)
+        generator.set_state(resume.generator)
+        step, best, train_time, eval_time = resume.step, resume.best_val_loss, resume.train_time, resume.eval_time
 
     share = (rank, world)
     if isinstance(data.train, ImageFiles):  # decoded in loader processes; batch i depends on (seed, i) only
@@ -169,13 +181,13 @@ def _train(cfg: TrialConfig, report: Report | None, resume: dict | None, data: I
             interval_train = start - window_start
             diverged = window.diverged()  # the first step with a non-finite training loss, read only now
             if diverged is not None:
-                report(diverged[0], {M.TRAIN_LOSS: diverged[1]}, None)
+                report(Progress(diverged[0], M.DIVERGED, {M.TRAIN_LOSS: diverged[1]}))
                 return TrainResult(M.DIVERGED, diverged[0], _finite_or_nan(best))
             metrics = {**window.means(), **evaluate(model, data, data.val, cfg.batch_size),
                        M.TIME_TRAIN: interval_train}
             train_time += interval_train
             if not math.isfinite(metrics[M.VAL_LOSS]):
-                report(step, metrics, None)
+                report(Progress(step, M.DIVERGED, metrics))
                 return TrainResult(M.DIVERGED, step, _finite_or_nan(best))
             best = min(best, metrics[M.VAL_LOSS])
             pictures = {}
@@ -187,11 +199,9 @@ def _train(cfg: TrialConfig, report: Report | None, resume: dict | None, data: I
             eval_time += metrics[M.TIME_VAL]
             if step == cfg.steps:  # the trial's summaries (metrics.py)
                 metrics.update({M.VAL_BEST_LOSS: best, M.TIME_TRAIN_TOTAL: train_time, M.TIME_VAL_TOTAL: eval_time})
-            # The step is also the image-folder loader's position (models/loader.py).
-            report(step, metrics, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "generator": generator.get_state(), "step": step, "best_val_loss": best,
-                                   "train_time": train_time, "eval_time": eval_time, "config": cfg.to_params(),
-                                   "pictures": pictures})
+            state = TrainState(model.state_dict(), optimizer.state_dict(), generator.get_state(), step, best,
+                               train_time, eval_time, cfg.to_params(), metrics)
+            report(Progress(step, M.FINISHED if step == cfg.steps else M.RUNNING, metrics, state, pictures))
             window, window_start = _Window(step, device), time.perf_counter()
     return TrainResult(M.FINISHED, step, _finite_or_nan(best))
 
@@ -246,10 +256,11 @@ def main(argv: list[str]) -> int:
         return 2
     print(f"training {cfg.rule} on {cfg.dataset}: {cfg.to_params()}", flush=True)
 
-    def show(step, m, state):
-        perplexity = "  ".join(f"{M.column(k)} {v:.1f}" for k, v in m.items() if k.startswith(M.val_perplexity("")))
-        print(f"step {step:6d}  train {m.get(M.TRAIN_LOSS, math.nan):.4f}  val {m.get(M.VAL_LOSS, math.nan):.4f}  "
-              f"{perplexity}", flush=True)
+    def show(progress: Progress):
+        m = progress.metrics
+        perplexities = "  ".join(f"{M.column(k)} {v:.1f}" for k, v in m.items() if k.startswith(M.val_perplexity("")))
+        print(f"step {progress.step:6d}  train {m.get(M.TRAIN_LOSS, math.nan):.4f}  "
+              f"val {m.get(M.VAL_LOSS, math.nan):.4f}  {perplexities}", flush=True)
 
     try:
         check_device(cfg, default_device())

@@ -9,7 +9,7 @@ import time
 from ray import tune
 
 import metrics as M
-from sweep.tracking import diverged
+from sweep.report import TrialReport, ending
 
 WIDTH = 120
 
@@ -59,7 +59,7 @@ class Progress(tune.Callback):
     def _print(self, text: str, trials, ending=None, end_status: str = ""):
         # Tune calls on_trial_complete / on_trial_error before it updates the trial's status.
         status = [end_status if t is ending else t.status for t in trials]
-        n_diverged = sum(s == "TERMINATED" and diverged(t) for s, t in zip(status, trials))
+        n_diverged = sum(s == "TERMINATED" and ending(t) == M.DIVERGED for s, t in zip(status, trials))
         done = status.count("TERMINATED") + status.count("ERROR")
         elapsed = time.time() - self.start
         left = self.total - done
@@ -75,17 +75,19 @@ class Progress(tune.Callback):
         return self.name_of(trial.config)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        val = result["metrics"].get(M.VAL_LOSS, math.nan)
+        report = TrialReport.from_result(result)
+        val = report.metrics.get(M.VAL_LOSS, math.nan)
         if math.isfinite(val) and val < self.best[0]:
             self.best = (val, self._name(trial))
         if time.time() - self.last_line >= self.every:
-            self._print(f"{self._name(trial)}: step {result['step']} val {val:.4f}", trials)
+            self._print(f"{self._name(trial)}: step {report.step} val {val:.4f}", trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        best = (trial.last_result or {}).get("metrics", {}).get(M.VAL_BEST_LOSS, math.nan)
+        last = trial.last_result
+        best = TrialReport.from_result(last).metrics.get(M.VAL_BEST_LOSS, math.nan) if last else math.nan
         self.ended += 1
-        self._print(f"{'DIVERGED' if diverged(trial) else 'finished'} {self._name(trial)} (best val {best:.4f})",
-                    trials, trial, "TERMINATED")
+        word = "DIVERGED" if ending(trial) == M.DIVERGED else "finished"
+        self._print(f"{word} {self._name(trial)} (best val {best:.4f})", trials, trial, "TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.ended += 1

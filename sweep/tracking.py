@@ -30,6 +30,7 @@ import metrics as M
 from models.build import topography_note
 from sweep.parent import source_tags
 from sweep.plan import Plan
+from sweep.report import TrialReport, ending
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # training-runs view in the UI
 
@@ -128,22 +129,21 @@ class MlflowCallback(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self.run_id(trial)
-        step = int(result["step"])
-        if step <= self.logged_up_to[run_id]:
+        report = TrialReport.from_result(result)
+        if report.step <= self.logged_up_to[run_id]:
             return  # replayed from a checkpoint after a resume: already in the store
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, M.SUMMARY_STEP if M.is_summary(k) else step)
-                   for k, v in result["metrics"].items() if isinstance(v, (int, float)) and math.isfinite(v)]
-        tags = [RunTag("node_id", str(result.get("node_id", "")))]
-        self.client.log_batch(run_id, metrics=metrics, tags=tags)
-        if result.get("dataset") and run_id not in self.inputs_logged:  # MLflow keeps one record per data set
-            self.client.log_inputs(run_id, [dataset_input(result["dataset"], self.config_of(trial.config).data_dir)])
+        metrics = [Metric(k, float(v), now, M.SUMMARY_STEP if M.is_summary(k) else report.step)
+                   for k, v in report.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)]
+        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag("node_id", report.node_id)])
+        if report.dataset and run_id not in self.inputs_logged:  # MLflow keeps one record per data set
+            self.client.log_inputs(run_id, [dataset_input(report.dataset, self.config_of(trial.config).data_dir)])
             self.inputs_logged.add(run_id)
-        self.logged_up_to[run_id] = step
+        self.logged_up_to[run_id] = report.step
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
-        self.client.set_tag(run_id, M.STATUS_TAG, M.DIVERGED if diverged(trial) else M.FINISHED)
+        self.client.set_tag(run_id, M.STATUS_TAG, ending(trial))
         self._log_checkpoint(run_id, trial)
         self.client.set_terminated(run_id, "FINISHED")
 
@@ -168,7 +168,7 @@ class MlflowCallback(tune.Callback):
                 for picture in pictures:
                     shutil.copy(picture, own)
                 self.client.log_artifacts(run_id, str(own), artifact_path="pictures")
-                step = int((trial.last_result or {}).get("step", 0))
+                step = TrialReport.from_result(trial.last_result).step
                 for picture in pictures:
                     with Image.open(picture) as image:
                         self.client.log_image(run_id, image.convert("RGB"), key=picture.stem, step=step)
@@ -183,8 +183,3 @@ def dataset_input(dataset: dict, data_dir: str) -> DatasetInput:
     profile = {"train_images": dataset["train"], "val_images": dataset["val"]}
     record = Dataset(dataset["name"], dataset["digest"], "local", json.dumps(source), profile=json.dumps(profile))
     return DatasetInput(record, tags=[InputTag("mlflow.data.context", "training")])
-
-
-def diverged(trial) -> bool:
-    """Whether a terminated Ray trial stopped on a NaN/inf loss."""
-    return (trial.last_result or {}).get("status") == M.DIVERGED

@@ -1,13 +1,12 @@
 """The Ray Tune trainables: one trial = one run of the shared trainer, on one process or several.
 
 Ray's trial config is {"base": {...}, "arm": {...}, "seed": int}; the trial's
-TrialConfig is base <- arm <- seed. Each validation is reported to Tune as
-{"step", "node_id", "gpu_ids", "dataset", "metrics"} ("dataset": models.data.fingerprint) together with a checkpoint (model, optimiser,
-quantiser buffers, data-sampler position) in one report: the trainer's single
-report(step, metrics, state) event. A restarted trial continues from its last
+TrialConfig is base <- arm <- seed. Each report of the trainer (models/train.py's
+Progress) goes to Tune as a TrialReport (sweep/report.py: step, status, metrics, where it
+ran, the data set's fingerprint) together with a checkpoint (the trainer's TrainState,
+models/checkpoint.py, as state.pt) in one report. A restarted trial continues from its last
 checkpoint; the last checkpoint also holds the trial's topography pictures as PNG files.
-A divergence (the trainer's report with no state) is reported as {"step", "node_id",
-"metrics", "status": "diverged"}, with no checkpoint.
+A divergence is reported with status "diverged" and no checkpoint.
 
 - `run_trial`: the trial in the Tune trial's own process.
 - `run_workers_trial`: the trial as a Ray Train TorchTrainer of N worker processes
@@ -32,9 +31,11 @@ from PIL import Image
 from ray import tune
 
 import metrics as M
+from models.checkpoint import TrainState
 from models.config import TrialConfig
 from models.data import fingerprint, load_data
-from models.train import train
+from models.train import Progress, train
+from sweep.report import TrialReport
 
 STATE_FILE = "state.pt"
 
@@ -50,19 +51,12 @@ def _data(name: str, data_dir: str, size: int):
     return data, fingerprint(data)
 
 
-def load_state(path: str | Path) -> dict:
-    """A trial's saved state (tensors, numbers, strings and containers of them: the generator state is a
-    tensor and the config plain values). Read with weights_only=True, so a checkpoint that someone with write
-    access to the storage (an S3 bucket on a cluster) replaced cannot run code on the workers."""
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def resume_state(checkpoint) -> dict | None:
+def resume_state(checkpoint) -> TrainState | None:
     """The trainer's state in a Ray checkpoint, to resume from (None for no checkpoint)."""
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as d:
-        return load_state(Path(d) / STATE_FILE)
+        return TrainState.load(Path(d) / STATE_FILE)
 
 
 def placement() -> dict:
@@ -72,25 +66,21 @@ def placement() -> dict:
 
 
 def reporter(send, rank: int = 0, dataset: dict | None = None):
-    """The trainer's report(step, metrics, state): one Ray report per validation, carrying rank 0's state as
+    """The trainer's report(Progress): one Ray report per validation, carrying rank 0's state as
     a checkpoint when there is one (the topography pictures as PNG files beside it). `send` is
     tune.report or ray.train.report (which every worker calls, rank 0 with the checkpoint); `dataset`
     (models.data.fingerprint) goes with every report, for the run's record of its input."""
     where = {**placement(), "dataset": dataset or {}}
 
-    def report(step: int, metrics: dict, state: dict | None):
-        result = {"step": step, **where, "metrics": metrics}
-        if state is None:  # the run diverged: no checkpoint
-            send({**result, "status": M.DIVERGED})
-            return
-        if rank != 0:
+    def report(progress: Progress):
+        result = TrialReport(progress.step, progress.status, progress.metrics, **where).to_result()
+        if progress.state is None or rank != 0:  # diverged (no checkpoint), or not the worker that saves
             send(result)
             return
-        state["metrics"] = metrics  # re-reported by a resumed multi-worker run
         with tempfile.TemporaryDirectory() as d:
-            for name, picture in state.pop("pictures", {}).items():  # the topography pictures, at the end
+            for name, picture in progress.pictures.items():  # the topography pictures, at the end
                 Image.fromarray(picture.permute(1, 2, 0).numpy()).save(Path(d) / f"{name}.png")
-            torch.save(state, Path(d) / STATE_FILE)
+            progress.state.save(Path(d) / STATE_FILE)
             send(result, checkpoint=tune.Checkpoint.from_directory(d))
     return report
 
@@ -121,7 +111,7 @@ def run_workers_trial(config: dict, storage: str, workers: int, cpus: float, gpu
             callbacks=[TuneReportCallback()], checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             failure_config=ray.train.FailureConfig(max_failures=0)))  # Tune retries the trial
     result = trainer.fit()
-    if result.checkpoint is not None and result.metrics["step"] == trial_config(config).steps:
+    if result.checkpoint is not None and TrialReport.from_result(result.metrics).step == trial_config(config).steps:
         tune.report(result.metrics, checkpoint=result.checkpoint)
 
 
@@ -136,7 +126,8 @@ def _worker_loop(config: dict) -> None:
     rank = ray.train.get_context().get_world_rank()
     resume = resume_state(ray.train.get_checkpoint())
     if resume is not None:
-        ray.train.report({"step": resume["step"], **placement(), "metrics": resume["metrics"], "resumed": True})
+        status = M.FINISHED if resume.step == cfg.steps else M.RUNNING
+        ray.train.report(TrialReport(resume.step, status, resume.metrics, **placement(), resumed=True).to_result())
     data, dataset = _data(cfg.dataset, cfg.data_dir, cfg.image_size)
     train(cfg, report=reporter(ray.train.report, rank, dataset), resume=resume, data=data,
           device=ray.train.torch.get_device())

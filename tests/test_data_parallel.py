@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 from models.build import build_quantizer
 from models.config import TrialConfig
 from models.data import share_rows
-from models.train import train
+from models.train import Progress, train
 
 CASES = {  # name -> TrialConfig fields of the VQ rule
     "EMA-VQ N0=0 update-0=no": dict(neighbours="none", n0=0, update_empty=False),
@@ -62,11 +62,12 @@ def run_trainer(fields: dict, photos) -> tuple[list, dict]:
     """The shared trainer: (reports [(step, metrics)], last state)."""
     reports, last = [], {}
 
-    def report(step, metrics, state):
-        reports.append((step, {k: v for k, v in metrics.items() if not k.startswith("time/")}))  # wall clock
-        if state is not None:
-            last.update(model={k: v.clone() for k, v in state["model"].items()},
-                        optimizer=state["optimizer"]["state"])
+    def report(progress: Progress):
+        metrics = {k: v for k, v in progress.metrics.items() if not k.startswith("time/")}  # wall clock
+        reports.append((progress.step, metrics))
+        if progress.state is not None:
+            last.update(model={k: v.clone() for k, v in progress.state.model.items()},
+                        optimizer=progress.state.optimizer["state"])
 
     train(BASE.replace(**fields), report=report, data=photos, device="cpu")
     return reports, last

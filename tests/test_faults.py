@@ -30,12 +30,12 @@ from PIL import Image
 from analysis.report import write_report
 from analysis.store import read_sweep
 import metrics as M
+from models.checkpoint import TrainState
 from models.data import CIFAR
 from sweep import cluster, preflight
 from sweep.execute import _new_sweep
 from sweep.plan import make_plan
 from sweep.run import main
-from sweep.trainable import load_state
 from test_data import _RunsCommand, write_fake_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,13 +104,17 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"model": {}, "config": _RunsCommand(marker)}, tmp_path / "evil.pt")
     with pytest.raises(Exception, match="Weights only load failed"):
-        load_state(tmp_path / "evil.pt")
+        TrainState.load(tmp_path / "evil.pt")
     assert not marker.exists()
-    good = {"model": {"w": torch.ones(2)}, "generator": torch.Generator().manual_seed(3).get_state(),
-            "step": 4, "best_val_loss": float("inf"), "config": {"dataset": "photos", "lr": 1e-3, "n0": 1}}
-    torch.save(good, tmp_path / "state.pt")
-    loaded = load_state(tmp_path / "state.pt")
-    assert torch.equal(loaded["generator"], good["generator"]) and loaded["config"] == good["config"]
+    good = TrainState(model={"w": torch.ones(2)}, optimizer={"state": {}, "param_groups": [{"lr": 1e-3}]},
+                      generator=torch.Generator().manual_seed(3).get_state(), step=4, best_val_loss=float("inf"),
+                      train_time=1.5, eval_time=0.5, config={"dataset": "photos", "lr": 1e-3, "n0": 1},
+                      metrics={"val/loss": 0.25})
+    good.save(tmp_path / "state.pt")
+    loaded = TrainState.load(tmp_path / "state.pt")
+    assert torch.equal(loaded.generator, good.generator) and torch.equal(loaded.model["w"], good.model["w"])
+    assert (loaded.optimizer, loaded.step, loaded.config, loaded.metrics) == (good.optimizer, 4, good.config,
+                                                                             good.metrics)
 
 
 # ---------------------------------------------------------------- refusals before Ray starts

@@ -10,7 +10,8 @@ import torch
 from models.config import TrialConfig
 from models.data import load_image_folder, read_image
 from models.loader import SeededBatches, image_batches
-from models.train import train
+from models.checkpoint import TrainState
+from models.train import Progress, train
 from test_data import write_folder
 
 
@@ -62,16 +63,17 @@ def test_resumed_trial_sees_the_same_batches(folder):
     def run(resume=None):
         reports, states = [], {}
 
-        def report(step, metrics, state):
-            reports.append((step, {k: v for k, v in metrics.items() if not k.startswith("time/")}))  # wall clock
+        def report(progress: Progress):
+            metrics = {k: v for k, v in progress.metrics.items() if not k.startswith("time/")}  # wall clock
+            reports.append((progress.step, metrics))
             buffer = io.BytesIO()
-            torch.save(state, buffer)
-            states[step] = buffer.getvalue()
+            progress.state.save(buffer)
+            states[progress.step] = buffer.getvalue()
 
         train(cfg, report=report, resume=resume, data=folder, device="cpu")
         return reports, states
 
     reports, states = run()
     assert [s for s, _ in reports] == [2, 4, 6]
-    resumed, _ = run(torch.load(io.BytesIO(states[2]), weights_only=True))
+    resumed, _ = run(TrainState.load(io.BytesIO(states[2])))
     assert resumed == reports[1:]

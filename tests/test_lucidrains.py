@@ -80,7 +80,7 @@ def test_the_trainer_runs_lucidrains_and_says_it_measures_no_topography():
     cfg = TrialConfig(quantizer="lucidrains", decay=0.8, rotation_trick=True, commitment=1.0,
                       codebook_init="kmeans", dead_code_threshold=2, **TINY)
     reports = []
-    result = train(cfg, report=lambda step, m, state: reports.append((step, m)), device="cpu")
+    result = train(cfg, report=lambda p: reports.append((p.step, p.metrics)), device="cpu")
     assert result.status == "finished" and [s for s, _ in reports] == [3, 6]
     last = reports[-1][1]
     assert M.VAL_LOSS in last and M.val_perplexity("vq") in last

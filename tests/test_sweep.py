@@ -76,7 +76,7 @@ def test_smoke_sweep_logs_one_run_per_trial_and_records_divergence(smoke_sweep):
     # The curve logged is the trainer's own: rerun one trial directly and compare.
     ref = next(r for r in by_status["finished"] if r.data.params["neighbours"] == "hard")
     direct = []
-    train(TrialConfig.from_dict(ref.data.params), report=lambda s, m, _: direct.append((s, m["val/loss"])))
+    train(TrialConfig.from_dict(ref.data.params), report=lambda p: direct.append((p.step, p.metrics["val/loss"])))
     logged = history(client, ref)
     assert [s for s, _ in logged] == [s for s, _ in direct]
     assert [v for _, v in logged] == pytest.approx([v for _, v in direct], rel=1e-6)
@@ -186,7 +186,7 @@ def test_killed_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
         assert [s for s, _ in history(client, r)] == list(range(20, 201, 20))
     ref = runs[0]
     direct = []
-    train(TrialConfig.from_dict(ref.data.params), report=lambda s, m, _: direct.append((s, m["val/loss"])))
+    train(TrialConfig.from_dict(ref.data.params), report=lambda p: direct.append((p.step, p.metrics["val/loss"])))
     logged = history(client, ref)
     assert [s for s, _ in logged] == [s for s, _ in direct]
     assert [v for _, v in logged] == pytest.approx([v for _, v in direct], rel=1e-6)

@@ -110,9 +110,9 @@ def test_vqvae2_codebook_pictures_per_level(photos):
 def test_trainer_measures_topography_after_the_last_validation(photos):
     cfg = TrialConfig(width=16, codebook_size=64, code_dim=16, batch_size=16, steps=40, eval_every=20,
                       neighbours="hard")
-    reports, states = [], {}
-    train(cfg, report=lambda s, m, st: (reports.append((s, m)), states.update({s: st})), data=photos, device="cpu")
-    (_, first), (_, last) = reports
+    reports = []
+    train(cfg, report=reports.append, data=photos, device="cpu")
+    first, last = (r.metrics for r in reports)
     assert "topography/loss_offset_1" not in first and "topography/smoothness_vq" in last
     assert last["topography/loss_offset_0"] == pytest.approx(last["val/loss"], rel=1e-5)
-    assert states[20]["pictures"] == {} and set(states[40]["pictures"]) == {"codebook_vq", "perturbation"}
+    assert reports[0].pictures == {} and set(reports[1].pictures) == {"codebook_vq", "perturbation"}

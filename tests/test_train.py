@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from models.build import build_model
 from models.config import TrialConfig
 from models.quantizer import KohonenQuantizer
-from models.train import train
+from models.checkpoint import TrainState
+from models.train import Progress, train
 from models.vqvae import VQVAE
 
 TINY = TrialConfig(width=16, codebook_size=64, code_dim=16, batch_size=16, lr=1e-3, steps=60, eval_every=20, seed=0)
@@ -21,19 +22,19 @@ def run(cfg: TrialConfig, photos, resume=None):
     """train() on the shared photos on the CPU; returns (result, reports [(step, metrics)], checkpoints)."""
     reports, checkpoints = [], {}
 
-    def report(step, metrics, state):  # one event; the state is serialised at once, as the Ray trainable does
-        reports.append((step, dict(metrics)))
-        if state is not None:  # (the dict aliases live tensors)
+    def report(progress: Progress):  # one event; the state is serialised at once, as the Ray trainable does
+        reports.append((progress.step, dict(progress.metrics)))
+        if progress.state is not None:  # (it aliases live tensors)
             buffer = io.BytesIO()
-            torch.save(state, buffer)
-            checkpoints[step] = buffer.getvalue()
+            progress.state.save(buffer)
+            checkpoints[progress.step] = buffer.getvalue()
 
     result = train(cfg, report=report, resume=resume, data=photos, device="cpu")
     return result, reports, checkpoints
 
 
-def load_state(raw: bytes) -> dict:
-    return torch.load(io.BytesIO(raw), weights_only=False)
+def load_state(raw: bytes) -> TrainState:
+    return TrainState.load(io.BytesIO(raw))
 
 
 def comparable(metrics: dict) -> dict:
@@ -141,7 +142,7 @@ def test_reported_validation_metrics_recomputed(baseline, photos):
     _, reports, checkpoints = baseline
     state = load_state(checkpoints[60])
     model = build_model(TINY)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state.model)
     model.eval()
     with torch.no_grad():
         x = photos.normalise(photos.val)
@@ -156,14 +157,46 @@ def test_reported_validation_metrics_recomputed(baseline, photos):
 
 
 def test_checkpoint_contents(baseline):
-    """The checkpoint holds model, optimiser, generator, step and config; the quantiser's t equals the number
-    of training steps (validation does not advance it)."""
-    _, _, checkpoints = baseline
+    """The checkpoint holds model, optimiser, generator, step, config and the validation's metrics; the
+    quantiser's t equals the number of training steps (validation does not advance it)."""
+    _, reports, checkpoints = baseline
     state = load_state(checkpoints[20])
-    assert state["step"] == 20 and state["config"] == TINY.to_params()
-    assert int(state["model"]["levels.vq.step"]) == 20
-    assert int(load_state(checkpoints[60])["model"]["levels.vq.step"]) == 60
-    assert {"optimizer", "generator", "best_val_loss", "train_time"} <= set(state)
+    assert state.step == 20 and state.config == TINY.to_params() and state.metrics == dict(reports)[20]
+    assert int(state.model["levels.vq.step"]) == 20
+    assert int(load_state(checkpoints[60]).model["levels.vq.step"]) == 60
+    assert state.best_val_loss == dict(reports)[20]["val/loss"] and state.optimizer["state"]
+
+
+def test_a_checkpoint_saved_as_the_old_dict_resumes(baseline, photos):
+    """A state.pt written before the checkpoint was a record (a plain dict of the same nine keys, as
+    torch.save of the trainer's dict wrote it) loads and resumes exactly; a file without them is refused."""
+    _, reports, checkpoints = baseline
+    state = load_state(checkpoints[40])
+    buffer = io.BytesIO()
+    torch.save({"model": state.model, "optimizer": state.optimizer, "generator": state.generator, "step": 40,
+                "best_val_loss": state.best_val_loss, "train_time": state.train_time, "eval_time": state.eval_time,
+                "config": state.config, "metrics": state.metrics}, buffer)
+    _, resumed, _ = run(TINY, photos, resume=load_state(buffer.getvalue()))
+    assert [s for s, _ in resumed] == [60]
+    assert comparable(resumed[0][1]) == pytest.approx(comparable(dict(reports)[60]), rel=1e-6, abs=1e-9)
+    buffer = io.BytesIO()
+    torch.save({"model": state.model, "step": 40}, buffer)
+    with pytest.raises(ValueError, match="not a trainer checkpoint: it lacks .'optimizer', 'generator'"):
+        load_state(buffer.getvalue())
+
+
+def test_reports_say_how_the_trial_stands(photos):
+    """Every report but the last says running, the last finished; a run that diverges ends with a report
+    that says diverged and carries no state."""
+    statuses = []
+
+    def report(progress: Progress):
+        statuses.append((progress.step, progress.status, progress.state is not None))
+
+    train(TINY.replace(steps=40), report=report, data=photos, device="cpu")
+    train(TINY.replace(lr=1e12, steps=20, eval_every=10), report=report, data=photos, device="cpu")
+    (diverged_at, _, _) = statuses[-1]
+    assert statuses == [(20, "running", True), (40, "finished", True), (diverged_at, "diverged", False)]
 
 
 def test_same_seed_same_metrics(baseline, photos):
@@ -200,7 +233,7 @@ def test_resume_with_kmeans_init_continues_exactly(photos):
     k-means again on its first batch: the same metrics at step 40 as the uninterrupted run."""
     cfg = TINY.replace(codebook_init="kmeans", steps=40)
     _, reports, checkpoints = run(cfg, photos)
-    assert bool(load_state(checkpoints[20])["model"]["levels.vq.initialised"])
+    assert bool(load_state(checkpoints[20]).model["levels.vq.initialised"])
     _, resumed, _ = run(cfg, photos, resume=load_state(checkpoints[20]))
     assert [s for s, _ in resumed] == [40]
     want, got = comparable(dict(reports)[40]), comparable(resumed[0][1])
@@ -229,7 +262,7 @@ def test_ksom_hard_2d_trains(photos):
     assert result.status == "finished"
     val = [m["val/loss"] for _, m in reports]
     assert all(math.isfinite(v) for v in val) and val[-1] < val[0]
-    assert int(load_state(checkpoints[60])["model"]["levels.vq.step"]) == 60
+    assert int(load_state(checkpoints[60]).model["levels.vq.step"]) == 60
 
 
 # ---------------------------------------------------------------- precision and memory format
@@ -242,7 +275,7 @@ def test_bf16_training_close_to_fp32(baseline, photos):
     from models.train import _train
     reports, states = [], {}
     cfg = TINY.replace(precision="bf16")
-    result = _train(cfg, lambda step, m, state: (reports.append((step, dict(m))), states.update({step: state})),
+    result = _train(cfg, lambda p: (reports.append((p.step, dict(p.metrics))), states.update({p.step: p.state})),
                     None, photos, torch.device("cpu"))
     assert result.status == "finished"
     fp32 = dict(baseline[1])
@@ -251,7 +284,7 @@ def test_bf16_training_close_to_fp32(baseline, photos):
         assert m["val/loss"] == pytest.approx(fp32[step]["val/loss"], rel=0.02), step
         assert m["train/loss"] == pytest.approx(fp32[step]["train/loss"], rel=0.02), step
     assert any(m["val/loss"] != fp32[step]["val/loss"] for step, m in reports)
-    assert states[60]["model"]["levels.vq.weight"].dtype == torch.float32
+    assert states[60].model["levels.vq.weight"].dtype == torch.float32
 
 
 def test_bf16_refused_on_cpu(capsys):
@@ -271,9 +304,9 @@ def test_channels_last_same_result_other_layout(baseline, photos):
     same metrics as the default layout up to float rounding."""
     _, reports, checkpoints = baseline
     _, other, other_checkpoints = run(TINY.replace(channels_last=True), photos)
-    weight = load_state(other_checkpoints[60])["model"]["encoder.0.weight"]
+    weight = load_state(other_checkpoints[60]).model["encoder.0.weight"]
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
-    assert load_state(checkpoints[60])["model"]["encoder.0.weight"].is_contiguous()
+    assert load_state(checkpoints[60]).model["encoder.0.weight"].is_contiguous()
     expected = dict(reports)
     for step, m in other:
         for k, v in comparable(expected[step]).items():

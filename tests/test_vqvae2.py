@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from models.build import build_model
 from models.config import TrialConfig
 from models.quantizer import KohonenQuantizer
-from models.train import train
+from models.checkpoint import TrainState
+from models.train import Progress, train
 from models.vqvae import VQVAE, ResidualBlock
 from models.vqvae2 import VQVAE2
 
@@ -29,12 +30,12 @@ def run(cfg: TrialConfig, photos):
     """train() on the shared photos on the CPU; returns (result, reports [(step, metrics)], checkpoints)."""
     reports, checkpoints = [], {}
 
-    def report(step, metrics, state):  # serialise at once: the state aliases live tensors
-        reports.append((step, dict(metrics)))
-        if state is not None:
+    def report(progress: Progress):  # serialise at once: the state aliases live tensors
+        reports.append((progress.step, dict(progress.metrics)))
+        if progress.state is not None:
             buffer = io.BytesIO()
-            torch.save(state, buffer)
-            checkpoints[step] = buffer.getvalue()
+            progress.state.save(buffer)
+            checkpoints[progress.step] = buffer.getvalue()
 
     result = train(cfg, report=report, data=photos, device="cpu")
     return result, reports, checkpoints
@@ -182,7 +183,7 @@ def test_trains_and_reports_both_levels(baseline):
             assert 1.0 <= m[f"val/perplexity_{level}"] <= m[f"val/codes_used_{level}"] <= 64
     val = [m["val/loss"] for _, m in reports]
     assert val[-1] < val[0]
-    state = torch.load(io.BytesIO(checkpoints[60]), weights_only=False)["model"]
+    state = TrainState.load(io.BytesIO(checkpoints[60])).model
     assert int(state["levels.top.step"]) == 60 and int(state["levels.bottom.step"]) == 60
 
 
@@ -191,7 +192,7 @@ def test_reported_per_level_perplexity_recomputed(baseline, photos):
     recomputed from the step-60 checkpoint with encode_codes; val/loss recomputed with decode_codes."""
     _, reports, checkpoints = baseline
     model = build_model(TINY2)
-    model.load_state_dict(torch.load(io.BytesIO(checkpoints[60]), weights_only=False)["model"])
+    model.load_state_dict(TrainState.load(io.BytesIO(checkpoints[60])).model)
     model.eval()
     x = photos.normalise(photos.val)
     codes = model.encode_codes(x)

@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 from analysis.store import read_sweep
 import metrics as M
 from models.config import TrialConfig
-from models.train import train
+from models.checkpoint import TrainState
+from models.train import Progress, train
 from sweep.plan import make_plan
 from sweep.run import main
 
@@ -80,21 +81,20 @@ def test_two_worker_trial_killed_midway_resumes_to_the_uninterrupted_end_state(t
     assert run.data.tags[M.STATUS_TAG] == M.FINISHED and run.info.status == "FINISHED"
     history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, M.VAL_LOSS))
     assert [s for s, _ in history] == [10, 20, 30, 40]
-    state = torch.load(client.download_artifacts(run.info.run_id, "checkpoint/state.pt", str(tmp_path)),
-                       weights_only=True)
+    state = TrainState.load(client.download_artifacts(run.info.run_id, "checkpoint/state.pt", str(tmp_path)))
 
     direct, end = [], {}
 
-    def report(step, metrics, st):
-        direct.append((step, metrics[M.VAL_LOSS]))
-        if st is not None:
-            end.update({k: v.clone() for k, v in st["model"].items()})
+    def report(progress: Progress):
+        direct.append((progress.step, progress.metrics[M.VAL_LOSS]))
+        if progress.state is not None:
+            end.update({k: v.clone() for k, v in progress.state.model.items()})
 
     train(TrialConfig.from_dict(run.data.params), report=report, data=photos, device="cpu")
     assert [v for _, v in history] == pytest.approx([v for _, v in direct], rel=1e-4)
-    assert state["step"] == 40 and state["model"].keys() == end.keys()
+    assert state.step == 40 and state.model.keys() == end.keys()
     for k, v in end.items():
-        assert torch.allclose(state["model"][k].double(), v.double(), rtol=1e-4, atol=1e-5), k
+        assert torch.allclose(state.model[k].double(), v.double(), rtol=1e-4, atol=1e-5), k
 
 
 def test_workers_per_trial_option(capsys, tmp_path):

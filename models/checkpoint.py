@@ -1,0 +1,40 @@
+"""The trainer's checkpoint: what models/train.py hands over after each validation and resumes from.
+
+On disk (a sweep's state.pt, sweep/trainable.py) it is a plain dict of the fields below: tensors,
+numbers, strings and containers of them, so it is read with torch.load(weights_only=True) and a
+checkpoint that someone with write access to the storage (an S3 bucket on a cluster) replaced cannot
+run code on the workers. Checkpoints written before this record existed hold the same nine keys and load.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import IO
+
+import torch
+
+
+@dataclass
+class TrainState:
+    model: dict[str, torch.Tensor]  # the model's state_dict, quantiser buffers included
+    optimizer: dict  # AdamW's state_dict
+    generator: torch.Tensor  # the batch sampler's random generator (photos, CIFAR)
+    step: int  # training steps done; also the image-folder loader's position (models/loader.py)
+    best_val_loss: float  # inf before the first finite validation
+    train_time: float  # total seconds in training steps
+    eval_time: float  # total seconds in validation and topography
+    config: dict  # TrialConfig.to_params() of the run
+    metrics: dict[str, float]  # this validation's metrics: a resumed multi-worker trial reports them again
+
+    def save(self, f: str | Path | IO[bytes]) -> None:
+        """Write the state as a plain dict (its live tensors are copied out: save before training goes on)."""
+        torch.save(vars(self), f)
+
+    @classmethod
+    def load(cls, f: str | Path | IO[bytes]) -> TrainState:
+        """A saved state, its tensors on the CPU (the trainer moves them to the model's device)."""
+        saved = torch.load(f, map_location="cpu", weights_only=True)
+        missing = [field.name for field in fields(cls) if field.name not in saved]
+        if missing:
+            raise ValueError(f"{f} is not a trainer checkpoint: it lacks {missing}")
+        return cls(**{field.name: saved[field.name] for field in fields(cls)})

@@ -1,0 +1,37 @@
+"""The trial's report to Ray Tune: built by the trainables (sweep/trainable.py) from the trainer's
+Progress, read by the driver's callbacks (sweep/tracking.py, sweep/progress.py).
+
+Ray carries it as a dict (`to_result`) and adds its own keys (training_iteration, trial_id, ...);
+`from_result` takes back ours.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import metrics as M
+
+
+@dataclass
+class TrialReport:
+    step: int
+    status: str  # M.RUNNING, M.FINISHED (the last validation) or M.DIVERGED (a NaN/inf loss at `step`)
+    metrics: dict[str, float]  # names from metrics.py
+    node_id: str = ""  # the Ray node the trial ran on
+    gpu_ids: list[str] = field(default_factory=list)  # the GPUs Ray assigned to it
+    dataset: dict = field(default_factory=dict)  # models.data.fingerprint of its training data
+    resumed: bool = False  # a multi-worker trial's report of its checkpoint again, after a restart
+
+    def to_result(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_result(cls, result: dict) -> TrialReport:
+        # A sweep begun before the reports had a status and resumed now: those that lack one did not diverge.
+        return cls(**{"status": M.RUNNING, **{f.name: result[f.name] for f in fields(cls) if f.name in result}})
+
+
+def ending(trial) -> str:
+    """How a trial that Tune saw complete ended: M.DIVERGED if its last report says so, else M.FINISHED
+    (the trainer returns after its diverged report or after its last validation)."""
+    last = trial.last_result
+    return M.DIVERGED if last and TrialReport.from_result(last).status == M.DIVERGED else M.FINISHED
