@@ -2,9 +2,9 @@
 
 Run from the repository root:
 
-    python benchmarks/data_throughput.py                 # about 2 minutes on 2 idle cores
-    python benchmarks/data_throughput.py --quick         # smoke run
-    python benchmarks/data_throughput.py --out docs/results/benchmarks/data_throughput.txt
+    python -m benchmarks.data_throughput                 # about 2 minutes on 2 idle cores
+    python -m benchmarks.data_throughput --quick         # smoke run
+    python -m benchmarks.data_throughput --out docs/results/benchmarks/data_throughput.txt
 
 It measures, and prints:
 
@@ -39,13 +39,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run without installing the package
+from models.build import build_model
+from models.config import TrialConfig
+from models.data import ImageFiles, find_images
+from models.loader import image_batches
 
-from models.build import build_model  # noqa: E402
-from models.config import TrialConfig  # noqa: E402
-from models.data import ImageFiles, find_images  # noqa: E402
-from models.loader import image_batches  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SIZE, PHOTO = 256, (500, 375)
 PAPER_VQVAE2 = TrialConfig(model="vqvae2", image_size=SIZE, width=128, codebook_size=512, code_dim=64,
@@ -144,7 +143,7 @@ def main() -> None:
     wall = time.perf_counter() - start
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip() or "unknown"
-    header = [f"command: python benchmarks/data_throughput.py {' '.join(sys.argv[1:])}".rstrip(),
+    header = [f"command: python -m benchmarks.data_throughput {' '.join(sys.argv[1:])}".rstrip(),
               f"commit: {commit}", f"cores: {os.cpu_count()} (load average {os.getloadavg()[0]:.1f} at the end)",
               f"wall time: {wall:.0f} s", f"torch {torch.__version__}", ""]
     text = "\n".join(header + lines) + "\n"

@@ -3,11 +3,11 @@ grows with concurrent trials.
 
 Run from the repository root:
 
-    python benchmarks/scaling.py                  # default run, ~8 minutes on 2 idle cores
-    python benchmarks/scaling.py --quick          # smoke run on 1 thread, about a minute
-    python benchmarks/scaling.py --part update --ks 512 65536 131072
-    python benchmarks/scaling.py --part sweep --concurrency 1 2 4 8
-    python benchmarks/scaling.py --part search --ks 512 16384 65536 --ns 1024 16384
+    python -m benchmarks.scaling                  # default run, ~8 minutes on 2 idle cores
+    python -m benchmarks.scaling --quick          # smoke run on 1 thread, about a minute
+    python -m benchmarks.scaling --part update --ks 512 65536 131072
+    python -m benchmarks.scaling --part sweep --concurrency 1 2 4 8
+    python -m benchmarks.scaling --part search --ks 512 16384 65536 --ns 1024 16384
 
 It measures, and prints as tables:
 
@@ -16,7 +16,7 @@ It measures, and prints as tables:
    nearest-code search, K in --ks (default 512 ... 65536), with EMA-VQ, KSOM hard
    2D and KSOM gaussian 2D (paper form, Eq. 5); tau = 0.1 and the step counter t
    reset to 0 before each call (the widest neighbourhood of a run), as in
-   benchmarks/step_time.py. The released Gaussian form builds the dense K x K matrix
+   benchmarks/step_time.py (benchmarks/common.py builds both). The released Gaussian form builds the dense K x K matrix
    and is left out.
    - time: median over interleaved blocks (EMA, hard, gaussian, EMA, ...), and the
      ratio to EMA-VQ as the median of the per-round ratios (load that changes more
@@ -78,15 +78,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run without installing the package
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling step_time.py
+from analysis.store import read_sweep
+from benchmarks.common import EMA, QUANTISERS, by_quantiser, interleaved, print_checks, ratio, update_inputs
+import metrics as M
+from models.build import build_quantizer
+from models.config import TrialConfig
 
-from analysis.store import read_sweep  # noqa: E402
-import metrics as M  # noqa: E402
-from models.build import build_quantizer  # noqa: E402
-from models.config import TrialConfig  # noqa: E402
-from step_time import interleaved, print_checks  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the probes run as `python -m benchmarks.scaling` from here
 
 N_VECTORS, CODE_DIM = 8192, 64
 KS = (512, 2048, 8192, 32768, 65536)
@@ -94,12 +92,6 @@ QUICK_KS = (512, 8192)
 SEARCH_KS, SEARCH_NS = (512, 4096, 16384, 65536), (1024, 8192, 16384)
 QUICK_SEARCH_NS = (1024, 8192)
 SEARCH_TIME_TARGET = 1.1  # chunked / one-matrix search time at the largest (K, n)
-EMA = "EMA-VQ"
-QUANTISERS = {  # display name (TrialConfig.rule) -> config fields
-    EMA: dict(neighbours="none"),
-    "KSOM hard 2D": dict(neighbours="hard", grid_dim=2, tau=0.1),
-    "KSOM gaussian 2D": dict(neighbours="gaussian", grid_dim=2, tau=0.1, gaussian_form="paper"),
-}
 CALIBRATION = "calibration"
 UPDATE_TARGET, DENSE_SHARE_TARGET = 2.0, 0.1
 MB = 1e6
@@ -110,12 +102,9 @@ SWEEP_STUDY, SWEEP_SCALE = "sensitivity", "smoke"
 
 
 def setup(k: int, name: str) -> tuple:
-    """The quantiser and its update's inputs, as benchmarks/step_time.py builds them."""
-    torch.manual_seed(0)
-    quantizer = build_quantizer(TrialConfig(codebook_size=k, code_dim=CODE_DIM, **QUANTISERS[name])).train()
+    """The quantiser and its update's inputs (flat, indices, counts), as benchmarks/step_time.py builds them."""
     flat = torch.randn(N_VECTORS, CODE_DIM, generator=torch.Generator().manual_seed(0))
-    indices = quantizer.nearest(flat)
-    counts = torch.bincount(indices, minlength=k).to(flat.dtype)
+    quantizer, indices, counts = update_inputs(k, name, flat)
     return quantizer, flat, indices, counts
 
 
@@ -177,16 +166,13 @@ def measure_memory(ks: list[int], threads: int) -> dict[int, dict[str, dict]] | 
     for k in ks:
         results[k] = {}
         for name in (*QUANTISERS, CALIBRATION):
-            done = subprocess.run([sys.executable, __file__, "--probe", str(k), name, "--threads", str(threads)],
+            done = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--probe", str(k), name,
+                                   "--threads", str(threads)],
                                   env=env, capture_output=True, text=True, cwd=ROOT)
             if done.returncode != 0:
                 raise RuntimeError(f"memory probe K={k} {name} failed:\n{done.stderr[-2000:]}")
             results[k][name] = json.loads(done.stdout.strip().splitlines()[-1])
     return results
-
-
-def ratio(times: dict[str, list[float]], name: str) -> float:
-    return statistics.median(t / t_ema for t, t_ema in zip(times[name], times[EMA]))
 
 
 def print_updates(times: dict[int, dict[str, list[float]]], memory: dict | str) -> None:
@@ -197,17 +183,15 @@ def print_updates(times: dict[int, dict[str, list[float]]], memory: dict | str) 
     print("   state MB = w, m, N of the quantiser; dense KxK = one K x K float32 matrix (K^2 * 4 bytes)")
     print(f"{'K':>6}  {'grid':>7}  {'quantiser':<16}  {'update ms':>10}  {'/EMA-VQ':>7}  {'peak MB 1st':>11}  "
           f"{'steady':>8}  {'state MB':>8}  {'dense KxK':>10}")
-    for k, ts in times.items():
-        width, height = TrialConfig(codebook_size=k, grid_dim=2).grid
-        for name in QUANTISERS:
-            versus = "" if name == EMA else f"{ratio(ts, name):.2f}"
-            if isinstance(memory, dict):
-                m = memory[k][name]
-                mem = f"{m['first'] / MB:>11.1f}  {m['steady'] / MB:>8.1f}  {m['state'] / MB:>8.1f}"
-            else:
-                mem = f"{'n/a':>11}  {'n/a':>8}  {'n/a':>8}"
-            print(f"{k:>6}  {f'{width}x{height}':>7}  {name:<16}  {statistics.median(ts[name]) * 1e3:>10.3f}  "
-                  f"{versus:>7}  {mem}  {_bytes(k * k * 4):>10}")
+    for k, grid, name, ts in by_quantiser(times):
+        versus = "" if name == EMA else f"{ratio(ts, name):.2f}"
+        if isinstance(memory, dict):
+            m = memory[k][name]
+            mem = f"{m['first'] / MB:>11.1f}  {m['steady'] / MB:>8.1f}  {m['state'] / MB:>8.1f}"
+        else:
+            mem = f"{'n/a':>11}  {'n/a':>8}  {'n/a':>8}"
+        print(f"{k:>6}  {grid:>7}  {name:<16}  {statistics.median(ts[name]) * 1e3:>10.3f}  "
+              f"{versus:>7}  {mem}  {_bytes(k * k * 4):>10}")
     if isinstance(memory, dict):
         k = max(memory)
         c = memory[k][CALIBRATION]
@@ -276,8 +260,9 @@ def measure_searches(ks: list[int], ns: list[int], threads: int, repeats: int) -
 
 
 def _search_probe(k: int, n: int, threads: int, repeats: int, env: dict) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--probe-search", str(k), str(n), "--threads", str(threads),
-                           "--repeats", str(repeats)], env=env, capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--probe-search", str(k), str(n),
+                           "--threads", str(threads), "--repeats", str(repeats)],
+                          env=env, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"search probe K={k} n={n} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -2,9 +2,9 @@
 
 Run from the repository root:
 
-    python benchmarks/step_time.py                # default run, about 2 minutes on 2 idle cores
-    python benchmarks/step_time.py --quick        # smoke run
-    python benchmarks/step_time.py --threads 1 --repeats 40 --widths 128
+    python -m benchmarks.step_time                # default run, about 2 minutes on 2 idle cores
+    python -m benchmarks.step_time --quick        # smoke run
+    python -m benchmarks.step_time --threads 1 --repeats 40 --widths 128
 
 It measures, and prints as tables:
 
@@ -35,80 +35,21 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
-
-from models.build import build_model, build_quantizer  # noqa: E402
-from models.config import TrialConfig  # noqa: E402
+from benchmarks.common import (EMA, QUANTISERS, Timings, by_quantiser, interleaved, print_checks, print_steps,
+                               ratio, training_step, update_inputs)
+from models.build import build_model
+from models.config import TrialConfig
 
 BATCH, IMAGE_SIZE, CODE_DIM = 128, 32, 64
 LATENTS = BATCH * (IMAGE_SIZE // 4) ** 2  # vectors the quantiser sees per step: 8192
 STEP_K = 512
 UPDATE_KS = (512, 4096, 16384)
-EMA = "EMA-VQ"
-QUANTISERS = {  # display name (TrialConfig.rule) -> config fields
-    EMA: dict(neighbours="none"),
-    "KSOM hard 2D": dict(neighbours="hard", grid_dim=2, tau=0.1),
-    "KSOM gaussian 2D": dict(neighbours="gaussian", grid_dim=2, tau=0.1, gaussian_form="paper"),
-}
 STEP_QUANTISERS = (EMA, "KSOM hard 2D")
 STEP_TARGET, UPDATE_TARGET = 1.03, 2.0  # KSOM may cost at most 3 % more per training step
-
-Timings = dict[str, list[float]]  # quantiser name -> seconds per call in each round
-
-
-def interleaved(runs: dict[str, Callable[[], None]], repeats: int, warmup: int, block_seconds: float) -> Timings:
-    """Seconds per call of each run in `repeats` rounds of one block per run, after `warmup` calls each.
-
-    A block is as many calls as fill about `block_seconds`, judged from the last warm-up call.
-    """
-    block_calls = {}
-    for name, run in runs.items():
-        for _ in range(warmup - 1):
-            run()
-        start = time.perf_counter()
-        run()
-        block_calls[name] = max(1, round(block_seconds / (time.perf_counter() - start)))
-    times = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            for _ in range(block_calls[name]):
-                run()
-            times[name].append((time.perf_counter() - start) / block_calls[name])
-    return times
-
-
-def ratio(times: Timings, name: str) -> float:
-    """Median over the rounds of name's time / EMA-VQ's time in that round."""
-    return statistics.median(t / t_ema for t, t_ema in zip(times[name], times[EMA]))
-
-
-def training_step(cfg: TrialConfig, images: torch.Tensor) -> Callable[[], None]:
-    """One step of models/train.py's loop on a fixed batch (without the metric bookkeeping)."""
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-
-    def step():
-        out = model(images)
-        recon = F.mse_loss(out.recon, images)
-        loss = recon + cfg.commitment * out.commitment_loss
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"{cfg.rule} diverged during the benchmark")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-
-    return step
 
 
 def bench_steps(widths: list[int], repeats: int, warmup: int) -> dict[int, Timings]:
@@ -120,7 +61,8 @@ def bench_steps(widths: list[int], repeats: int, warmup: int) -> dict[int, Timin
         for name in STEP_QUANTISERS:
             cfg = TrialConfig(width=width, codebook_size=STEP_K, code_dim=CODE_DIM, batch_size=BATCH,
                               **QUANTISERS[name])
-            runs[name] = training_step(cfg, images)
+            torch.manual_seed(cfg.seed)  # as models/train.py builds it
+            runs[name] = training_step(build_model(cfg), images, cfg.commitment, cfg.lr, cfg.grad_clip)
         results[width] = interleaved(runs, repeats, warmup, block_seconds=1.0)  # several steps a block at width 128
     return results
 
@@ -131,11 +73,8 @@ def bench_quantisers(repeats: int, warmup: int) -> dict[int, dict[str, Timings]]
     results = {}
     for k in UPDATE_KS:
         forwards, updates = {}, {}
-        for name, fields in QUANTISERS.items():
-            torch.manual_seed(0)
-            quantizer = build_quantizer(TrialConfig(codebook_size=k, code_dim=CODE_DIM, **fields)).train()
-            indices = quantizer.nearest(flat)
-            counts = torch.bincount(indices, minlength=k).to(flat.dtype)
+        for name in QUANTISERS:
+            quantizer, indices, counts = update_inputs(k, name, flat)
 
             def forward(q=quantizer):
                 q.step.zero_()
@@ -151,30 +90,17 @@ def bench_quantisers(repeats: int, warmup: int) -> dict[int, dict[str, Timings]]
     return results
 
 
-def print_steps(results: dict[int, Timings]) -> None:
-    print(f"1. Full training step: batch {BATCH}, {IMAGE_SIZE}x{IMAGE_SIZE} images, K={STEP_K}, d={CODE_DIM}")
-    print(f"{'width':>5}  {'quantiser':<16}  {'ms/step':>9}  {'images/s':>9}  {'KSOM/EMA-VQ':>11}")
-    for width, times in results.items():
-        for name in STEP_QUANTISERS:
-            seconds = statistics.median(times[name])
-            versus = "" if name == EMA else f"{ratio(times, name):.3f}"
-            print(f"{width:>5}  {name:<16}  {seconds * 1e3:>9.1f}  {BATCH / seconds:>9.0f}  {versus:>11}")
-    print()
-
-
 def print_quantisers(results: dict[int, dict[str, Timings]]) -> None:
     print(f"2. Quantiser alone: N={LATENTS} vectors, d={CODE_DIM}, train mode, t=0")
     print("   forward = nearest-code search + update; update = quantizer.update(flat, indices, counts)")
     print(f"{'K':>6}  {'grid':>7}  {'quantiser':<16}  {'forward ms':>10}  {'ratio':>6}  "
           f"{'update ms':>10}  {'ratio':>6}")
-    for k, times in results.items():
-        width, height = TrialConfig(codebook_size=k, grid_dim=2).grid
-        for name in QUANTISERS:
-            cells = []
-            for kind in ("forward", "update"):
-                cells.append(f"{statistics.median(times[kind][name]) * 1e3:>10.3f}")
-                cells.append(f"{'' if name == EMA else f'{ratio(times[kind], name):.2f}':>6}")
-            print(f"{k:>6}  {f'{width}x{height}':>7}  {name:<16}  " + "  ".join(cells))
+    for k, grid, name, times in by_quantiser(results):
+        cells = []
+        for kind in ("forward", "update"):
+            cells.append(f"{statistics.median(times[kind][name]) * 1e3:>10.3f}")
+            cells.append(f"{'' if name == EMA else f'{ratio(times[kind], name):.2f}':>6}")
+        print(f"{k:>6}  {grid:>7}  {name:<16}  " + "  ".join(cells))
     print()
 
 
@@ -185,15 +111,6 @@ def print_targets(steps: dict[int, Timings], quantisers: dict[int, dict[str, Tim
     checks += [(f"update only {name} / EMA-VQ, K={k}", ratio(quantisers[k]["update"], name), UPDATE_TARGET)
                for name in QUANTISERS if name != EMA]
     print_checks(checks)
-
-
-def print_checks(checks: list[tuple[str, float, float]], heading: str = "3. Targets") -> None:
-    """The "Targets" section: one line per (label, measured value, upper bound)."""
-    print(heading)
-    label_width = max(len(label) for label, _, _ in checks)
-    for label, value, target in checks:
-        verdict = "met" if value <= target else "NOT met"
-        print(f"   {label:<{label_width}}  {value:8.4f} <= {target:<4}  {verdict}")
 
 
 def main() -> None:
@@ -215,7 +132,8 @@ def main() -> None:
           f"median of {repeats} interleaved blocks after {warmup} warm-up calls\n")
     start = time.perf_counter()
     steps = bench_steps(args.widths, repeats, warmup)
-    print_steps(steps)
+    print_steps(f"1. Full training step: batch {BATCH}, {IMAGE_SIZE}x{IMAGE_SIZE} images, K={STEP_K}, d={CODE_DIM}",
+                steps, BATCH, EMA, "KSOM/EMA-VQ")
     quantisers = bench_quantisers(repeats, warmup)
     print_quantisers(quantisers)
     print_targets(steps, quantisers)

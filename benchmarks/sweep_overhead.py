@@ -2,8 +2,8 @@
 
 Run from the repository root:
 
-    python benchmarks/sweep_overhead.py                    # robustness at cpu scale, 3 seeds (~10 min)
-    python benchmarks/sweep_overhead.py --scale smoke      # seconds-long trials: overhead dominates
+    python -m benchmarks.sweep_overhead                    # robustness at cpu scale, 3 seeds (~10 min)
+    python -m benchmarks.sweep_overhead --scale smoke      # seconds-long trials: overhead dominates
 
 It runs one study end to end with the platform's own code path (`sweep.execute.run_sweep`,
 local Ray, embedded MLflow store, analysis at the end) and prints:
@@ -20,21 +20,18 @@ local Ray, embedded MLflow store, analysis at the end) and prints:
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
 
-from mlflow.entities import Metric, Param  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-from analysis.load import load_sweep  # noqa: E402
-from analysis.store import read_sweep  # noqa: E402
-import metrics as M  # noqa: E402
-from sweep.execute import run_sweep  # noqa: E402
-from sweep.plan import make_plan  # noqa: E402
+from analysis.load import load_sweep
+from analysis.store import read_sweep
+import metrics as M
+from sweep.execute import run_sweep
+from sweep.plan import make_plan
 
 
 def logging_seconds_per_trial(meta: dict, trials, metrics) -> float:

@@ -2,9 +2,9 @@
 
 Run from the repository root (needs the bench extra: pip install -e ".[bench]"):
 
-    python benchmarks/vs_peers.py                 # default run, ~5 minutes on 2 idle cores
-    python benchmarks/vs_peers.py --quick         # smoke run on 1 thread, about a minute
-    python benchmarks/vs_peers.py --threads 1 --steps 2000 --seeds 5
+    python -m benchmarks.vs_peers                 # default run, ~5 minutes on 2 idle cores
+    python -m benchmarks.vs_peers --quick         # smoke run on 1 thread, about a minute
+    python -m benchmarks.vs_peers --threads 1 --steps 2000 --seeds 5
 
 Four quantisers, each one TrialConfig of the platform's quantiser registry
 (models/build.py: `quantizer` kohonen or lucidrains), in the same VQ-VAE, trained
@@ -49,24 +49,18 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling step_time.py
-
-import metrics as M  # noqa: E402
-from models.build import build_model, build_quantizer  # noqa: E402
-from models.config import TrialConfig  # noqa: E402
-from models.data import ImageData, load_data  # noqa: E402
-from models.config import ConfigError  # noqa: E402
-from models.lucidrains import vector_quantize  # noqa: E402
-from models.train import train  # noqa: E402
-from step_time import interleaved, print_checks  # noqa: E402
+from benchmarks import common
+from benchmarks.common import EMA, interleaved, print_checks, print_steps, ratio, training_step
+import metrics as M
+from models.build import build_model, build_quantizer
+from models.config import ConfigError, TrialConfig
+from models.data import ImageData, load_data
+from models.lucidrains import vector_quantize
+from models.train import train
 
 K, D = 512, 64
 STEP_BATCH, IMAGE_SIZE = 128, 32
@@ -74,13 +68,13 @@ CPU_SCALE = dict(width=32, batch_size=32, lr=1e-3, steps=800, eval_every=50, see
 STEP_TARGET = 1.0
 
 QUANTISERS = {  # display name -> TrialConfig fields (models/build.py's registry)
-    "EMA-VQ": dict(neighbours="none"),
-    "KSOM hard 2D": dict(neighbours="hard", grid_dim=2, tau=0.1),
+    EMA: common.QUANTISERS[EMA],
+    "KSOM hard 2D": common.QUANTISERS["KSOM hard 2D"],
     "lucidrains defaults": dict(quantizer="lucidrains", decay=0.8, rotation_trick=True, commitment=1.0,
                                 codebook_init="uniform"),
     "lucidrains closest": dict(quantizer="lucidrains"),  # decay 0.99, eps 1e-5, commitment 0.25, randn, straight-through
 }
-OURS = ("EMA-VQ", "KSOM hard 2D")
+OURS = (EMA, "KSOM hard 2D")
 REFERENCE = "lucidrains closest"
 NAMES = tuple(QUANTISERS)
 
@@ -119,46 +113,11 @@ def make_model(name: str, width: int, seed: int) -> nn.Module:
 # ---------------------------------------------------------------- 1. step time
 
 
-def training_step(model: nn.Module, images: torch.Tensor, commitment: float, lr: float = 1e-3) -> Callable[[], None]:
-    """One step of models/train.py's loop on a fixed batch (without the metric bookkeeping)."""
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-
-    def step():
-        out = model(images)
-        recon = F.mse_loss(out.recon, images)
-        loss = recon + commitment * out.commitment_loss
-        if not torch.isfinite(loss):
-            raise RuntimeError("a quantiser diverged during the benchmark")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-
-    return step
-
-
 def bench_steps(widths: list[int], repeats: int, warmup: int) -> dict[int, dict[str, list[float]]]:
     images = torch.randn(STEP_BATCH, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
     return {width: interleaved({name: training_step(make_model(name, width, 0), images, config(name, width).commitment) for name in NAMES},
                                repeats, warmup, block_seconds=0.3)
             for width in widths}
-
-
-def ratio(times: dict[str, list[float]], name: str) -> float:
-    """Median over the rounds of name's time / the reference's time in that round."""
-    return statistics.median(t / t_ref for t, t_ref in zip(times[name], times[REFERENCE]))
-
-
-def print_steps(results: dict[int, dict[str, list[float]]]) -> None:
-    print(f"1. Full training step: batch {STEP_BATCH}, {IMAGE_SIZE}x{IMAGE_SIZE} images, K={K}, d={D}")
-    print(f"{'width':>5}  {'quantiser':<19}  {'ms/step':>9}  {'images/s':>9}  {'/ ' + REFERENCE:>20}")
-    for width, times in results.items():
-        for name in NAMES:
-            seconds = statistics.median(times[name])
-            versus = "" if name == REFERENCE else f"{ratio(times, name):.3f}"
-            print(f"{width:>5}  {name:<19}  {seconds * 1e3:>9.1f}  {STEP_BATCH / seconds:>9.0f}  {versus:>20}")
-    print()
 
 
 # ---------------------------------------------------------------- 2. validation loss
@@ -250,7 +209,7 @@ def print_options() -> None:
         print(f"   {'':<{len(name)}}  resolved: " + ", ".join(f"{k}={v}" for k, v in resolved_options(q).items()))
     print("   lucidrains: the library's commitment weight is 1; the trainer multiplies by the config's commitment")
     torch.manual_seed(0)
-    ours = build_quantizer(config("EMA-VQ", 32))
+    ours = build_quantizer(config(EMA, 32))
     print(f"   ours: decay {ours.decay}, eps {ours.eps}, n0 {int(ours.ema_count[0])}, update_empty "
           f"{ours.update_empty}, straight-through, commitment {config('EMA-VQ', 32).commitment}, codebook ~ N(0, 1) "
           f"(max |w| {ours.weight.abs().max().item():.2f})\n")
@@ -262,7 +221,7 @@ def _dist_version() -> str:
 
 
 def print_targets(steps: dict[int, dict[str, list[float]]]) -> None:
-    checks = [(f"full step {name} / {REFERENCE}, width {width}", ratio(times, name), STEP_TARGET)
+    checks = [(f"full step {name} / {REFERENCE}, width {width}", ratio(times, name, REFERENCE), STEP_TARGET)
               for width, times in steps.items() for name in OURS]
     print_checks(checks)
 
@@ -302,7 +261,8 @@ def main() -> None:
     print_options()
     start = time.perf_counter()
     step_times = bench_steps(widths, repeats, warmup)
-    print_steps(step_times)
+    print_steps(f"1. Full training step: batch {STEP_BATCH}, {IMAGE_SIZE}x{IMAGE_SIZE} images, K={K}, d={D}",
+                step_times, STEP_BATCH, REFERENCE, "/ " + REFERENCE)
     runs = bench_quality(seeds, steps, args.eval_every, args.width, args.batch_size, args.lr)
     print_quality(runs, steps, args.eval_every, args.width, args.batch_size, args.lr)
     print_targets(step_times)

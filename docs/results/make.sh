@@ -51,9 +51,9 @@ sweep() {  # $1 = folder name under docs/results, rest = arguments of sweep.run
   collect "$name" "$dir"
 }
 
-bench() {  # $1 = script name under benchmarks/, rest = its arguments
+bench() {  # $1 = module name under benchmarks/ (run as python -m benchmarks.NAME), rest = its arguments
   local name=$1; shift
-  local cmd="python benchmarks/$name.py $*"
+  local cmd="python -m benchmarks.$name $*"
   echo "== $cmd" >&2
   mkdir -p "$OUT/benchmarks"
   local log; log=$(mktemp)
