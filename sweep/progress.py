@@ -56,9 +56,9 @@ class Progress(tune.Callback):
         self.__dict__.update(state)
         self._reset()
 
-    def _print(self, text: str, trials, ending=None, end_status: str = ""):
+    def _print(self, text: str, trials, ended=None, end_status: str = ""):
         # Tune calls on_trial_complete / on_trial_error before it updates the trial's status.
-        status = [end_status if t is ending else t.status for t in trials]
+        status = [end_status if t is ended else t.status for t in trials]
         n_diverged = sum(s == "TERMINATED" and ending(t) == M.DIVERGED for s, t in zip(status, trials))
         done = status.count("TERMINATED") + status.count("ERROR")
         elapsed = time.time() - self.start
