@@ -18,6 +18,7 @@ from models.data import (CIFAR, PHOTOS_TRAIN, PHOTOS_VAL, ImageData, ImageFiles,
                          find_images, fingerprint, load_cifar, load_data, load_image_folder, read_cifar, read_cifar_batch, read_image,
                          split_image_folder, tiles, verify_cifar)
 from models.train import train
+from helpers import RunsCommand, write_fake_cifar, write_folder, write_image
 
 # ---------------------------------------------------------------- photos
 
@@ -120,37 +121,6 @@ def test_load_data_dispatch_errors():
 # ---------------------------------------------------------------- CIFAR in the real python-pickle format
 
 
-def _images(n: int, seed: int) -> np.ndarray:
-    return np.random.RandomState(seed).randint(0, 256, size=(n, 3072), dtype=np.uint8)
-
-
-def write_fake_cifar(root: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Write a tiny CIFAR in the official layout (10 images per CIFAR-10 batch, 50 + 10 for CIFAR-100).
-
-    Returns (train rows (50, 3072) in file order, test rows (10, 3072))."""
-    if name == "cifar10":
-        folder = root / "cifar-10-batches-py"
-        folder.mkdir(parents=True)
-        train = []
-        for i in range(1, 6):
-            rows = _images(10, i)
-            train.append(rows)
-            with open(folder / f"data_batch_{i}", "wb") as f:
-                pickle.dump({b"batch_label": b"training batch", b"labels": list(range(10)), b"data": rows,
-                             b"filenames": [b"x.png"] * 10}, f)
-        test = _images(10, 99)
-        with open(folder / "test_batch", "wb") as f:
-            pickle.dump({b"labels": list(range(10)), b"data": test}, f)
-        return np.concatenate(train), test
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    train, test = _images(50, 7), _images(10, 8)
-    for fname, rows in (("train", train), ("test", test)):
-        with open(folder / fname, "wb") as f:
-            pickle.dump({b"fine_labels": [0] * len(rows), b"coarse_labels": [0] * len(rows), b"data": rows}, f)
-    return train, test
-
-
 def fake_cifar(root: Path, name: str):
     """The ImageData of a fake CIFAR read by the same reader and split as the real one (no md5 check:
     only the official files pass that)."""
@@ -191,24 +161,13 @@ def test_public_loader_refuses_a_fake_cifar_naming_the_file(name, tmp_path):
             load(name, tmp_path, download=False)
 
 
-class _RunsCommand:
-    """A pickle payload that would create `marker` when unpickled (os.system through __reduce__)."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-        return os.system, (f"touch {self.marker}",)
-
-
 def test_malicious_batch_is_refused_without_running(tmp_path):
     """A data_batch_1 whose pickle calls os.system is refused naming the file and the global, by the reader
     (restricted unpickler) and by the public loader (md5); the command never runs."""
     write_fake_cifar(tmp_path, "cifar10")
     marker = tmp_path / "pwned"
     batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
-    batch.write_bytes(pickle.dumps({b"data": _RunsCommand(marker), b"labels": []}))
+    batch.write_bytes(pickle.dumps({b"data": RunsCommand(marker), b"labels": []}))
     with pytest.raises(ValueError, match=r"data_batch_1 is not a CIFAR batch: .*global (posix|os)\.system"):
         read_cifar_batch(batch)
     with pytest.raises(ValueError, match="data_batch_1 has md5"):
@@ -331,27 +290,6 @@ def test_download_with_matching_checksum_unpacks_then_checks_files_and_counts(tm
 
 
 # ---------------------------------------------------------------- folders of images (written with Pillow)
-
-
-def write_image(path: Path, width: int, height: int, seed: int = 0, mode: str = "RGB") -> Path:
-    """A random image of the given size and mode, saved in the format the suffix names."""
-    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
-    pixels = np.random.RandomState(seed).randint(0, 256, size=(height, width, channels), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels.squeeze(-1) if mode == "L" else pixels, mode).save(path)
-    return path
-
-
-def write_folder(root: Path, n: int, size: int = 12) -> list[str]:
-    """n random PNG/JPEG/BMP/WebP images of mixed sizes, modes and nesting under root; their sorted paths."""
-    paths = []
-    for i in range(n):
-        suffix = (".png", ".JPG", ".jpeg", ".bmp", ".webp")[i % 5]
-        mode = ("RGB", "L", "RGBA")[i % 3] if suffix in (".png", ".webp") else ("RGB", "L")[i % 2]
-        w, h = size + i % 7, size + 2 * (i % 3)  # non-square, both orientations, never below `size`
-        paths.append(write_image(root / f"group{i % 3}" / ("deep" if i % 2 else "") / f"img{i:03d}{suffix}",
-                                 w, h, seed=i, mode=mode))
-    return sorted(str(p) for p in paths)
 
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)

@@ -36,7 +36,7 @@ from sweep import cluster, preflight
 from sweep.execute import _new_sweep
 from sweep.plan import make_plan
 from sweep.run import main
-from test_data import _RunsCommand, write_fake_cifar
+from helpers import RunsCommand, write_fake_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["--scale", "smoke", "--set", "steps=100", "--set", "eval_every=20"]  # 4 trials of 5 validations
@@ -102,7 +102,7 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     """A state.pt replaced by someone who can write the checkpoint storage does not run on the worker;
     the trainer's own states (tensors, generator state, plain config) load."""
     marker = tmp_path / "pwned"
-    torch.save({"model": {}, "config": _RunsCommand(marker)}, tmp_path / "evil.pt")
+    torch.save({"model": {}, "config": RunsCommand(marker)}, tmp_path / "evil.pt")
     with pytest.raises(Exception, match="Weights only load failed"):
         TrainState.load(tmp_path / "evil.pt")
     assert not marker.exists()
@@ -208,7 +208,7 @@ def test_cifar_that_is_not_the_official_files_is_refused_without_running_them(tm
     marker = tmp_path / "pwned"
     import pickle
     (tmp_path / "data" / "cifar-10-batches-py" / "data_batch_1").write_bytes(
-        pickle.dumps({b"data": _RunsCommand(marker), b"labels": []}))
+        pickle.dumps({b"data": RunsCommand(marker), b"labels": []}))
     with pytest.raises(SystemExit) as exit_info:
         main(["sensitivity", "--scale", "smoke", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"),
               "--results-dir", str(tmp_path / "results")])

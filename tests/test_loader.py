@@ -7,12 +7,12 @@ import io
 import pytest
 import torch
 
+from models.checkpoint import TrainState
 from models.config import TrialConfig
 from models.data import load_image_folder, read_image
 from models.loader import SeededBatches, image_batches
-from models.checkpoint import TrainState
 from models.train import Progress, train
-from test_data import write_folder
+from helpers import write_folder
 
 
 def test_batch_i_depends_only_on_seed_and_i():
