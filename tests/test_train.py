@@ -79,13 +79,29 @@ def test_vqvae_parameter_count_matches_spec_layout():
 
 
 def test_gradients_reach_the_encoder_through_straight_through():
-    """The reconstruction loss reaches encoder weights (straight-through estimator), the codebook has no grad."""
+    """The reconstruction loss's gradient crosses the quantiser unchanged (straight-through estimator): the
+    encoder's output gets exactly the gradient of the quantised latents, and reaches the first encoder
+    layer; the codebook gets no gradient and is no parameter (it learns only by Eqs. 16-21)."""
     torch.manual_seed(0)
     model = build_model(TINY)
+    latents = []
+
+    def keep(module, inputs, z):  # the encoder's output, its gradient kept
+        z.retain_grad()
+        latents.append(z)
+
+    model.encoder.register_forward_hook(keep)
     out = model(torch.randn(4, 3, 32, 32))
+    quantized = out.levels["vq"].quantized
+    quantized.retain_grad()
     F.mse_loss(out.recon, torch.zeros_like(out.recon)).backward()
+    (z,) = latents  # (B, d, h, w); the quantiser works channels-last
+    assert quantized.grad.abs().sum() > 0 and torch.equal(z.grad.permute(0, 2, 3, 1), quantized.grad)
     first_conv = model.encoder[0].weight
     assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
+    codebook = model.levels["vq"].weight
+    assert codebook.grad is None and not codebook.requires_grad
+    assert all(p is not codebook for p in model.parameters())
 
 
 def test_model_checkpoint_round_trip():
