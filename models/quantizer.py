@@ -47,9 +47,9 @@ from models.protocol import QuantizerOutput, perplexity
 
 
 # Bytes of distances the nearest-code search holds at once, by device. On a CPU, tiles of 1024 x 1024
-# float32 scores stay in cache between the product, the bias and the minimum: about half the time of one
-# n x K matrix at K = 65,536 (benchmarks/scaling.py, idle 2-core machine). On a GPU, larger tiles keep
-# the kernel launches few.
+# float32 scores stay in cache between the product, the bias and the minimum, which makes the search
+# faster than one n x K matrix (python -m benchmarks.scaling --part search: the times are in
+# docs/results/benchmarks/scaling.txt). On a GPU, larger tiles keep the kernel launches few.
 SEARCH_BUDGET = {"cpu": 4 * 2**20, "cuda": 64 * 2**20}
 KMEANS_ITERS = 10  # Lloyd iterations of the k-means init (vector-quantize-pytorch's default)
 

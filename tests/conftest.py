@@ -11,8 +11,8 @@ import shutil
 import pytest
 import torch
 
-# Tiny models on a shared 2-core machine: intra-op threads only add contention
-# (measured: one VQ-VAE step of width 16 takes ~15 ms on 1 thread, >1 s on 2 under load).
+# Tiny models on a shared 2-core machine: intra-op threads only add contention (threads of one tiny
+# step wait on each other and on the other tests' processes).
 torch.set_num_threads(1)
 
 
