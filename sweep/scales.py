@@ -48,30 +48,31 @@ PAPER_CIFAR_RESOURCES = (1, 0.25)
 
 
 # step_seconds: wall seconds per training step of one trial (1 CPU thread), its validations and end-of-trial
-# topography included, measured on the 2-core development machine (AMD EPYC, idle, 2026-11-25): cpu from
-# the 24-trial robustness sweep (8 min 18 s, 2 trials at a time, 800 steps each: (498 s - 15 s) / (12 x 800),
-# docs/results/robustness/run.txt); smoke and paper from the same trainer at each scale (models.train.train,
-# 1 thread): 0.62x and 43x the cpu scale's cost per step. The paper scale's figure is for this CPU;
-# on its GPU a step is far cheaper.
+# topography included, on the 2-core development machine: cpu from the robustness sweep's wall time over its
+# trials' steps, less STARTUP_SECONDS (docs/results/robustness/run.txt: 24 trials of 800 steps, 2 at a time);
+# smoke and paper from the same trainer timed at each scale (models.train.train, 1 thread). The paper
+# scale's figure is for this CPU; on its GPU a step is far cheaper.
 STARTUP_SECONDS = 15.0  # Ray start, MLflow store, and the report at the end
+CPU_MODEL = dict(dataset="photos", width=32, codebook_size=512, code_dim=64, batch_size=32, lr=1e-3)
+
+
+def cpu_scale(name: str, description: str, steps: int, eval_every: int) -> Scale:
+    """The cpu model and resources (1 CPU, 3 seeds) trained for `steps` steps."""
+    return Scale(name, description, dict(CPU_MODEL, steps=steps, eval_every=eval_every), seeds=3, cpus=1, gpus=0,
+                 step_seconds=0.0503)
 
 
 SCALES = {s.name: s for s in [
     Scale("smoke", "seconds per trial; for tests and CI",
           dict(dataset="photos", width=16, codebook_size=64, code_dim=16, batch_size=16, lr=1e-3,
                steps=40, eval_every=20), seeds=1, cpus=1, gpus=0, step_seconds=0.031),
-    Scale("cpu", "minutes on a laptop CPU (the default without a GPU)",
-          dict(dataset="photos", width=32, codebook_size=512, code_dim=64, batch_size=32, lr=1e-3,
-               steps=800, eval_every=50), seeds=3, cpus=1, gpus=0, step_seconds=0.0503),
+    cpu_scale("cpu", "minutes on a laptop CPU (the default without a GPU)", steps=800, eval_every=50),
     # The cpu settings run longer. At 3,000 steps both rules are still improving (docs/results/*-long),
     # so cpu-long is not where EMA-VQ has converged; cpu-xl (10,000 steps) asks whether it ends level
     # with KSOM (sweep/studies/convergence.yaml).
-    Scale("cpu-long", "the cpu settings for 3,000 steps (both rules still improving)",
-          dict(dataset="photos", width=32, codebook_size=512, code_dim=64, batch_size=32, lr=1e-3,
-               steps=3_000, eval_every=100), seeds=3, cpus=1, gpus=0, step_seconds=0.0503),
-    Scale("cpu-xl", "the cpu settings for 10,000 steps: the convergence run",
-          dict(dataset="photos", width=32, codebook_size=512, code_dim=64, batch_size=32, lr=1e-3,
-               steps=10_000, eval_every=250), seeds=3, cpus=1, gpus=0, step_seconds=0.0503),
+    cpu_scale("cpu-long", "the cpu settings for 3,000 steps (both rules still improving)", steps=3_000,
+              eval_every=100),
+    cpu_scale("cpu-xl", "the cpu settings for 10,000 steps: the convergence run", steps=10_000, eval_every=250),
     Scale("paper", "the paper's settings (Appendix A): CIFAR VQ-VAE, four trials per GPU, or VQ-VAE-2 on image "
                    "folders, one GPU per trial",
           dict(dataset="cifar10", model="vqvae", image_size=32, width=128, codebook_size=512, code_dim=64,
