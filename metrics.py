@@ -81,6 +81,16 @@ def smoothness(level: str) -> str:
     return f"{TOPOGRAPHY}smoothness_{level}"
 
 
+def value_texts(values: Iterable) -> dict:
+    """How the swept values of one field print in run names (sweep) and table rows (analysis) alike: floats
+    with the fewest significant digits, at least the six of '%g', that tell all of `values` apart
+    (0.001 and 0.0010000001 -> '0.001' and '0.0010000001'); other values as str()."""
+    values = set(values)
+    floats = [v for v in values if isinstance(v, float)]
+    digits = next((d for d in range(6, 18) if len({f"{v:.{d}g}" for v in floats}) == len(floats)), 17)
+    return {v: f"{v:.{digits}g}" if isinstance(v, float) else str(v) for v in values}
+
+
 def is_summary(name: str) -> bool:
     """Whether `name` is an end-of-trial summary (logged once) rather than a per-validation series."""
     return name.startswith(TOPOGRAPHY) or name in (VAL_BEST_LOSS, TIME_TRAIN_TOTAL, TIME_VAL_TOTAL)

@@ -61,13 +61,14 @@ class Layout:
 
     @classmethod
     def from_plan(cls, plan: dict) -> "Layout":
-        """The layout of a sweep's plan (sweep.json "plan"): the paper's for its four studies, else
+        """The layout of a sweep's plan (sweep.json "plan"): the paper's for its four studies (as shipped), else
         rows = the swept fields (quantiser first), groups = the swept fields outside the reference
         arm, thresholds from the plan's steps_<p> metrics, caption from its description."""
         name = plan.get("study", "")
-        if name in LAYOUTS:
-            return LAYOUTS[name]
         swept, reference = tuple(plan.get("swept", ())), dict(plan.get("reference") or {})
+        if name in LAYOUTS and set(swept) <= set(LAYOUTS[name].rows):  # not when --grid added an axis: its
+            return LAYOUTS[name]                                        # values would share rows
+
         thresholds = tuple(int(m[6:]) for m in plan.get("metrics", ()) if m.startswith("steps_")) or (10, 20)
         order = tuple(sorted(swept, key=lambda f: f != "neighbours"))
         caption = plan.get("description", name).replace("_", "\\_") + (f" ({plan['table']})." if plan.get("table")
@@ -294,10 +295,13 @@ def neighbour_labels(kinds) -> dict:
     return {"none": "EMA-VQ", **({k: "KSOM" for k in ksom} if len(ksom) == 1 else LABELS["neighbours"])}
 
 
-def _row_labels(key: dict, layout: Layout, kinds) -> list[str]:
+def _row_labeller(layout: Layout, kinds, summary: pd.DataFrame):
+    """key -> the row's label cells: the fields' display names, or their values with the digits that tell
+    the summary's values apart (metrics.value_texts: two rows never print alike)."""
     labels = {**LABELS, "neighbours": neighbour_labels(kinds)}
-    return [labels.get(f, {}).get(key[f], f"{key[f]:g}" if isinstance(key[f], float) else str(key[f]))
-            for f in layout.columns]
+    texts = {f: M.value_texts(summary[f].dropna()) for f in layout.columns if f in summary}
+    return lambda key: [labels.get(f, {}).get(key[f]) or texts.get(f, {}).get(key[f], str(key[f]))
+                        for f in layout.columns]
 
 
 def _blank_repeats(rows: list[list[str]], layout: Layout, keys: list[dict]) -> tuple[list[list[str]], list[int]]:
@@ -332,6 +336,7 @@ def _main_grid(tidy: pd.DataFrame, summary: pd.DataFrame, study: str, fmt: str, 
                        c.removeprefix(SMOOTH) if len(levels) > 1 else ""), 0, 2)
                   for c in topo if c.startswith(SMOOTH)]
     keys, labels, cells = [], [], []
+    row_labels = _row_labeller(layout, tidy.get("neighbours", pd.Series(dtype=str)).unique(), summary)
     for _, rows in tidy.groupby(list(layout.rows), sort=False, dropna=False):
         key = {f: rows.iloc[0][f] for f in layout.rows}
         by_col = rows.set_index("column")
@@ -352,7 +357,7 @@ def _main_grid(tidy: pd.DataFrame, summary: pd.DataFrame, study: str, fmt: str, 
                 count += f"+{c['unfinished']}"
             row_cells.append((count, "", False, ""))
         keys.append(key)
-        labels.append(_row_labels(key, layout, tidy.get("neighbours", pd.Series(dtype=str)).unique()))
+        labels.append(row_labels(key))
         cells.append(row_cells)
     heads = [h for _, h, _, _ in specs] + ([("Seeds", "s/d/c")] if part == "main" else [])
     pm = [any(row[i][1] for row in cells) for i in range(len(heads))]
@@ -368,14 +373,14 @@ def _comparison_grid(comp: pd.DataFrame, summary: pd.DataFrame, study: str, fmt:
     pct = PCT[fmt]
     names = {LOSS: ("Loss", ls, 1)}
     names.update({STEPS.format(p): (f"Steps +{p}{pct}", -ss, 1 if ss else 0) for p in layout.thresholds})
-    kinds = summary.get("neighbours", pd.Series(dtype=str)).unique()
+    row_labels = _row_labeller(layout, summary.get("neighbours", pd.Series(dtype=str)).unique(), summary)
     headers = _headers(layout, fmt)
     rows, cells, sections, previous = [], [], {}, None
     for _, r in comp.iterrows():
         key = {f: r[f] for f in layout.rows}
         if key != previous:
             sections[len(rows)] = ", ".join(v if f == "neighbours" else f"{h} = {v}" for f, h, v in
-                                            zip(layout.columns, headers, _row_labels(key, layout, kinds)))
+                                            zip(layout.columns, headers, row_labels(key)))
             previous = key
         smooth = [c for c in comp.column.unique() if c.startswith(SMOOTH)]
         level = r["column"].removeprefix(SMOOTH) if len(smooth) > 1 else ""

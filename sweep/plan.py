@@ -9,9 +9,12 @@ MLflow here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import re
 from dataclasses import dataclass, field
 
+import metrics as M
 from models.config import RENAMED, ConfigError, TrialConfig, field_names, renamed
 from sweep.scales import SCALES, STARTUP_SECONDS, default_scale
 from sweep.study import MAX_TRIALS, Study, load_study
@@ -66,8 +69,15 @@ class Plan:
         fields = self.swept or sorted(set().union(*self.arms))  # sweeps planned before studies were files
         if "arm" not in fields:  # the VQ rule first, swept or not
             fields = ["neighbours"] + [f for f in fields if f not in ("neighbours", "quantizer")]
-        parts = [self.label(arm) if name == "arm" else _short(name, cfg, fields) for name in fields]
+        parts = [self.label(arm) if name == "arm" else _short(name, cfg, fields, self._texts) for name in fields]
         return " ".join([p for p in parts if p] + [f"seed={seed}"])
+
+    @functools.cached_property
+    def _texts(self) -> dict:
+        """field -> {value: its text in run names} over the arms (metrics.value_texts: values that print
+        alike with '%g' get the digits that tell them apart); the arms are fixed once planned."""
+        fields = set().union(*self.arms) if self.arms else set()
+        return {f: M.value_texts(arm.get(f, self.base.get(f)) for arm in self.arms) for f in fields}
 
 
 def check_resources(cpus: float, gpus: float, workers: int) -> None:
@@ -147,18 +157,21 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
                               f"allowed: a batch size divisible by {workers}")
     values = {name: {repr(getattr(c, name)) for c in configs} for name in swept}
     rows = study.rows() if study.labels else [n for n in swept if n in study.axes or len(values[n]) > 1]
-    return Plan(study.name, scale, base, arms, seed_list, cpus, gpus, workers, swept=rows,
+    plan = Plan(study.name, scale, base, arms, seed_list, cpus, gpus, workers, swept=rows,
                 labels=study.grid_labels() if study.labels else [],
                 reference=dict(study.reference), metrics=list(study.metrics), analysis=dict(study.analysis),
                 table=study.table,
                 description=study.description, source=study.source)
+    check_names(plan)
+    return plan
 
 
 SHORT = {"n0": "N0={}", "update_empty": "update-0={}", "grid_dim": "{}D", "tau": "tau={}"}
 
 
-def _short(name: str, cfg: TrialConfig, fields: list[str]) -> str:
-    """One swept field in a run name: the VQ rule for `neighbours`, else e.g. 'N0=1', 'tau=0.1', 'lr=0.0003'."""
+def _short(name: str, cfg: TrialConfig, fields: list[str], texts: dict) -> str:
+    """One swept field in a run name: the VQ rule for `neighbours`, else e.g. 'N0=1', 'tau=0.1', 'lr=0.0003'
+    (floats as `texts` prints them)."""
     value = getattr(cfg, name)
     if name == "neighbours":
         return "lucidrains" if cfg.quantizer == "lucidrains" else "EMA-VQ" if value == "none" else f"KSOM {value}"
@@ -167,8 +180,26 @@ def _short(name: str, cfg: TrialConfig, fields: list[str]) -> str:
     if isinstance(value, bool):
         value = "yes" if value else "no"
     elif isinstance(value, float):
-        value = f"{value:g}"
+        value = texts.get(name, {}).get(value, f"{value:g}")
     return SHORT.get(name, name + "={}").format(value)
+
+
+def file_name(run_name: str) -> str:
+    """A run name as a folder name: 'KSOM hard 2D tau=0.1 N0=1 ...' -> 'KSOM-hard-2D-tau0.1-N01-...'."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", run_name.replace("=", "")).strip("-")
+
+
+def check_names(plan: Plan) -> None:
+    """Every configuration has a run name (and pictures folder) of its own, else ConfigError naming both."""
+    seen: dict[str, dict] = {}
+    for arm in plan.arms:
+        name = plan.run_name(arm, plan.seeds[0])
+        for key, what in ((name, "run name"), (file_name(name), "pictures folder")):
+            if (key, what) in seen:
+                raise ConfigError(f"study {plan.study!r}: configurations {seen[key, what]} and {arm} would share "
+                                  f"the {what} {key!r}; allowed: labels or values that tell them apart in "
+                                  "letters or digits")
+            seen[key, what] = arm
 
 
 def parse_overrides(pairs: list[str]) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 import tempfile
 import time
@@ -29,7 +28,7 @@ from analysis.store import artifact_location
 import metrics as M
 from models.build import topography_note
 from sweep.parent import source_tags
-from sweep.plan import Plan
+from sweep.plan import Plan, file_name
 from sweep.report import TrialReport, ending
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # training-runs view in the UI
@@ -55,11 +54,6 @@ def mark_unfinished(tracking_uri: str, exp_id: str, parent_run_id: str) -> int:
             client.set_tag(run.info.run_id, M.STATUS_TAG, M.INTERRUPTED)
             client.set_terminated(run.info.run_id, "KILLED")
     return sum(run.data.tags.get(M.STATUS_TAG) in (M.FINISHED, M.DIVERGED) for run in runs)
-
-
-def file_name(run_name: str) -> str:
-    """A run name as a folder name: 'KSOM hard 2D tau=0.1 N0=1 ...' -> 'KSOM-hard-2D-tau0.1-N01-...'."""
-    return re.sub(r"[^A-Za-z0-9.]+", "-", run_name.replace("=", "")).strip("-")
 
 
 def trial_run_name(plan: Plan, config: dict) -> str:

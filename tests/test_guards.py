@@ -207,3 +207,55 @@ def test_max_trials_raises_the_cap(capsys):
 
     assert main(["sensitivity", "--scale", "smoke", "--seeds", "3", "--max-trials", "12", "--dry-run"]) == 0
     assert "12 trials (4 arms x 3 seeds)" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- names that would collide
+
+
+def test_values_that_print_alike_get_the_digits_that_tell_them_apart(capsys, tmp_path):
+    """--grid lr=0.001,0.0010000001: two run names, two pictures folders, two table rows, each its own."""
+    import metrics as M
+    import pandas as pd
+    from analysis.report import write_report
+    from sweep.plan import file_name
+    from sweep.run import main
+
+    assert M.value_texts([0.001, 0.0010000001, 0.3]) == {0.001: "0.001", 0.0010000001: "0.0010000001",
+                                                         0.3: "0.3"}
+    assert M.value_texts([1e-3, 3e-4, True, "hard"]) == {1e-3: "0.001", 3e-4: "0.0003", True: "True", "hard": "hard"}
+    assert main(["comparison", "--scale", "smoke", "--seeds", "1", "--grid", "lr=0.001,0.0010000001",
+                 "--dry-run"]) == 0
+    names = [ln.strip() for ln in capsys.readouterr().out.splitlines()[2:]]
+    assert names == [f"{rule} lr={lr} seed=0" for lr in ("0.001", "0.0010000001")
+                     for rule in ("EMA-VQ", "KSOM hard", "KSOM gaussian")]
+    assert len({file_name(n) for n in names}) == 6
+
+    plan = make_plan("comparison", "smoke", seeds=1, grid={"lr": ["0.001", "0.0010000001"]})
+    rows, points = [], []
+    for i, arm in enumerate(plan.arms):
+        run_id = f"r{i}"
+        rows.append({"run_id": run_id, "run_name": plan.run_name(arm, 0), "status": "finished", "seed": 0,
+                     "steps": 40, **arm})
+        points += [(run_id, M.VAL_LOSS, 20, 0.5 + i), (run_id, M.VAL_LOSS, 40, 0.4 + i)]
+    from dataclasses import asdict
+    text = write_report(pd.DataFrame(rows), pd.DataFrame(points, columns=["run_id", "metric", "step", "value"]),
+                        "comparison", tmp_path, plan=asdict(plan))
+    rows = [line.split()[:2] for line in text.splitlines() if line.endswith("1/0/0")]
+    assert len(rows) == 6 and ["EMA-VQ", "0.001"] in rows and ["EMA-VQ", "0.0010000001"] in rows, text
+    sections = [line for line in text.splitlines() if line.startswith("KSOM hard, lr = ")]
+    assert sections == ["KSOM hard, lr = 0.001", "KSOM hard, lr = 0.0010000001"], text
+
+
+def test_configurations_whose_names_differ_only_in_punctuation_are_refused(tmp_path, capsys):
+    from sweep.run import main
+
+    study = tmp_path / "punct.yaml"
+    study.write_text("name: punct\ndescription: two labels, one folder\narms:\n"
+                     "  - {label: KSOM (hard), neighbours: hard}\n  - {label: KSOM hard, neighbours: gaussian}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(study), "--scale", "smoke", "--dry-run"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "python -m sweep.run: error: study 'punct': configurations {'neighbours': 'hard'} and {'neighbours': "
+        "'gaussian'} would share the pictures folder 'KSOM-hard-seed0'; allowed: labels or values that tell them "
+        "apart in letters or digits\n")
