@@ -29,6 +29,18 @@ or failed (an error).
 
 In the analysis a metric's column (summary.parquet) is its name without the group, e.g.
 `val/perplexity_vq` -> `perplexity_vq`, `topography/loss_offset_1` -> `loss_offset_1`.
+
+The per-trial summary columns the analysis derives from these (analysis.summary computes them, a
+study file's `metrics:` and the tables name them) are named here too (paper Sec. 4.1):
+
+| column | what |
+|---|---|
+| `result` | the trial is a result: it finished or diverged (other statuses are counted, not averaged) |
+| `final_loss` | best validation loss of the trial (as the released code) |
+| `steps_<p>` | first validated step within +p % of the final loss (`steps_to(p)`, p in `THRESHOLDS`) |
+| `diverged` | the trial stopped on a NaN/inf loss (the column is named as that status, `DIVERGED`) |
+| `collapsed` | fewer than 5 % of the codes used on validation at some level |
+| `late_improvement` | what the best validation loss still fell over the last 20 % of the steps |
 """
 from __future__ import annotations
 
@@ -49,6 +61,28 @@ SUMMARY_STEP = 0
 STATUS_TAG = "status"
 RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed"
 INTERRUPTED = "interrupted"  # stopped by a signal or an outage before it ended; a resume continues it
+
+# Per-trial summary columns (summary.parquet).
+RESULT = "result"
+FINAL_LOSS = "final_loss"
+STEPS = "steps_"  # prefix of steps_to(p)
+THRESHOLDS = (10, 20)  # the percentages of steps_to the summary holds (paper Tables 1-4)
+COLLAPSED = "collapsed"
+LATE_IMPROVEMENT = "late_improvement"
+
+
+def steps_to(percent: int | str) -> str:
+    """The summary column of the first validated step within +percent % of the final loss."""
+    return f"{STEPS}{percent}"
+
+
+def threshold(column: str) -> int:
+    """The percentage of a steps_to column: threshold('steps_20') == 20."""
+    return int(column.removeprefix(STEPS))
+
+
+# What a study's tables can show per trial (a study file's `metrics:`).
+SUMMARY_METRICS = (FINAL_LOSS,) + tuple(steps_to(p) for p in THRESHOLDS)
 
 
 def train_perplexity(level: str) -> str:

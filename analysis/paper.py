@@ -8,7 +8,9 @@ evaluated the same way on the paper's numbers and on ours:
     python -m analysis.paper docs/results      # writes docs/results/README.md
 
 The folder holds one sub-folder per study with the sweep's tables/, figures/ and
-run.txt (the command and its wall time), as docs/results/make.sh lays it out.
+run.txt (the command and its wall time), as docs/results/make.sh lays it out. The
+tables are set in the layouts of the studies' files (--studies, default
+sweep/studies: the shipped ones, read from the repository root).
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ import pandas as pd
 
 from analysis.stats import ALPHA, welch
 from analysis.summary import CONVERGENCE_TOLERANCE, CONVERGENCE_WINDOW
-from analysis.tables import LABELS, LAYOUTS, RATIO, mark_best, to_markdown
+from analysis.tables import LABELS, RATIO, Layout, mark_best, to_markdown
+from analysis.tables.layout import read_layout
 import metrics as M
 
 STUDIES = ("sensitivity", "comparison", "robustness", "ablation")
@@ -50,32 +53,39 @@ PAPER = {
 }
 PAPER_SEEDS = 10
 PAPER_STEPS = 30_000
+STUDY_FILES = Path("sweep/studies")  # the shipped study files, from the repository root
 
 
-def paper_table(study: str) -> pd.DataFrame:
-    """The paper's CIFAR-10 numbers of `study` as a tidy table (losses and steps in natural units)."""
+def study_layouts(folder: str | Path = STUDY_FILES) -> dict[str, Layout]:
+    """The layouts of the paper's studies, from their study files <folder>/<study>.yaml."""
+    return {s: read_layout(Path(folder) / f"{s}.yaml") for s in STUDIES}
+
+
+def paper_table(study: str, layout: Layout) -> pd.DataFrame:
+    """The paper's CIFAR-10 numbers of `study` as a tidy table (losses and steps in natural units),
+    bold within the groups of the study's `layout`."""
     fields, rows = PAPER[study]
-    columns = ["final_loss"] + [f"steps_{p}" for p in LAYOUTS[study].thresholds]
+    columns = [M.FINAL_LOSS] + [M.steps_to(p) for p in layout.thresholds]
     records = []
     for row in rows:
         key, numbers = row[:len(fields)], row[len(fields):]
         for i, col in enumerate(columns):
-            unit = 1e-3 if col == "final_loss" else 1e3
+            unit = 1e-3 if col == M.FINAL_LOSS else 1e3
             records.append({**dict(zip(fields, key)), "column": col, "mean": numbers[2 * i] * unit,
-                            "std": numbers[2 * i + 1] * unit, "n": PAPER_SEEDS, "seeds": PAPER_SEEDS, "diverged": 0,
-                            "collapsed": 0})
-    return mark_best(pd.DataFrame(records), LAYOUTS[study])
+                            "std": numbers[2 * i + 1] * unit, "n": PAPER_SEEDS, "seeds": PAPER_SEEDS, M.DIVERGED: 0,
+                            M.COLLAPSED: 0})
+    return mark_best(pd.DataFrame(records), layout)
 
 
 PAPER_SUMMARY = pd.DataFrame({"steps": [PAPER_STEPS], "scale": ["paper (CIFAR-10)"]})
 
 
-def paper_markdown(study: str) -> str:
+def paper_markdown(study: str, layout: Layout) -> str:
     """The paper's CIFAR-10 table in our layout (bold by our rule on its mean, std and 10 seeds)."""
-    return to_markdown(paper_table(study), PAPER_SUMMARY, study)
+    return to_markdown(paper_table(study, layout), PAPER_SUMMARY, layout)
 
 
-def _mean(tidy: pd.DataFrame, column: str = "final_loss", stat: str = "mean", **row) -> float:
+def _mean(tidy: pd.DataFrame, column: str = M.FINAL_LOSS, stat: str = "mean", **row) -> float:
     """The `stat` ("mean" or "std") of `column` in the table row whose fields equal `row`; NaN if absent."""
     sel = tidy[tidy.column == column]
     for field, value in row.items():
@@ -105,7 +115,7 @@ def _n0_zero_worse_and_unstable(t):
 
 def _ksom_matches_best_ema(t, slack: float = 1.05):
     best = _mean(t, n0=1, update_empty=True, neighbours="none")
-    ksom = t[(t.column == "final_loss") & (t.neighbours == "hard")]["mean"]
+    ksom = t[(t.column == M.FINAL_LOSS) & (t.neighbours == "hard")]["mean"]
     worst = float(ksom.max())
     return worst <= slack * best, (f"worst KSOM config {worst * 1e3:.1f} vs best EMA-VQ {best * 1e3:.1f} "
                                    f"(within {100 * (slack - 1):.0f} % or better)")
@@ -118,14 +128,14 @@ def _ksom_beats_ema_in_every_config(t):
 
 
 def _ksom_faster_to_20(t):
-    ema = _mean(t, "steps_20", neighbours="none")
-    ksom = {n: _mean(t, "steps_20", neighbours=n) for n in ("hard", "gaussian")}
+    ema = _mean(t, M.steps_to(20), neighbours="none")
+    ksom = {n: _mean(t, M.steps_to(20), neighbours=n) for n in ("hard", "gaussian")}
     return all(v < ema for v in ksom.values()), (f"EMA-VQ {ema:.0f}, hard {ksom['hard']:.0f}, "
                                                  f"Gaussian {ksom['gaussian']:.0f} steps")
 
 
 def _ablation_similar(t, spread: float = 1.10):
-    losses = t[t.column == "final_loss"]["mean"]
+    losses = t[t.column == M.FINAL_LOSS]["mean"]
     ratio = float(losses.max() / losses.min())
     return ratio <= spread, f"max / min loss over the 8 variants = {ratio:.3f} (similar: <= {spread})"
 
@@ -158,11 +168,11 @@ CLAIMS = [
 ]
 
 
-def check_claims(ours: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def check_claims(ours: dict[str, pd.DataFrame], layouts: dict[str, Layout]) -> pd.DataFrame:
     """One row per claim: the paper's reading, ours, and whether they agree."""
     rows = []
     for c in CLAIMS:
-        paper = c.check(paper_table(c.study)) if c.on_paper else (True, "shown in Figures 4-5")
+        paper = c.check(paper_table(c.study, layouts[c.study])) if c.on_paper else (True, "shown in Figures 4-5")
         mine = c.check(ours[c.study]) if c.study in ours else (False, "study not run")
         rows.append({"study": c.study, "claim": c.text, "paper": paper[0], "paper_numbers": paper[1],
                      "ours": mine[0], "our_numbers": mine[1], "agrees": paper[0] == mine[0]})
@@ -171,9 +181,9 @@ def check_claims(ours: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def _outcomes(tidy: pd.DataFrame) -> str:
     """'N trials, d diverged, c collapsed' from a tidy table's per-row counts."""
-    rows = tidy[tidy.column == "final_loss"]
-    return (f"{int(rows.seeds.sum())} trials, {int(rows.diverged.sum())} diverged, "
-            f"{int(rows.get('collapsed', pd.Series([0])).sum())} collapsed")
+    rows = tidy[tidy.column == M.FINAL_LOSS]
+    return (f"{int(rows.seeds.sum())} trials, {int(rows[M.DIVERGED].sum())} diverged, "
+            f"{int(rows.get(M.COLLAPSED, pd.Series([0])).sum())} collapsed")
 
 
 def _label(row: dict, fields: tuple[str, ...]) -> str:
@@ -182,19 +192,25 @@ def _label(row: dict, fields: tuple[str, ...]) -> str:
                      f"{LABELS.get(f, {}).get(row[f], row[f])}" for f in fields)
 
 
-def convergence_markdown(summary: pd.DataFrame, study: str) -> str:
-    """Per configuration: how many seeds converged (the best validation loss fell by at most
-    CONVERGENCE_TOLERANCE over the last CONVERGENCE_WINDOW of the steps) and that late improvement."""
-    fields = LAYOUTS[study].rows
+def convergence_markdown(summary: pd.DataFrame, layout: Layout) -> str:
+    """Per configuration (the rows of the study's `layout`): how many seeds converged (the best
+    validation loss fell by at most CONVERGENCE_TOLERANCE over the last CONVERGENCE_WINDOW of the
+    steps) and that late improvement."""
+    fields = layout.rows
     lines = [f"| configuration | converged seeds | late improvement, mean (max) |", "|---|---:|---:|"]
-    done = summary[summary.get("result", True) & ~summary.diverged]
+    done = _results(summary)
     for key, g in done.groupby(list(fields), sort=False):
         row = dict(zip(fields, key if isinstance(key, tuple) else (key,)))
-        late = g.late_improvement.dropna()
+        late = g[M.LATE_IMPROVEMENT].dropna()
         ok = int((late <= CONVERGENCE_TOLERANCE).sum())
         lines.append(f"| {_label(row, fields)} | {ok} of {len(g)} | {100 * late.mean():.1f} % "
                      f"({100 * late.max():.1f} %) |")
     return "\n".join(lines)
+
+
+def _results(summary: pd.DataFrame) -> pd.DataFrame:
+    """The trials that are results and did not diverge."""
+    return summary[summary.get(M.RESULT, True) & ~summary[M.DIVERGED]]
 
 
 def _loss(values) -> str:
@@ -205,16 +221,16 @@ def long_run_claims(summary: pd.DataFrame) -> list[tuple[str, bool, str]]:
     """The paper's central claims on a run long enough to converge, tested with Welch's t-test at
     ALPHA: the well-configured EMA-VQ (N0 = 1, update-0 yes) ends where KSOM hard ends (not
     significantly worse), and KSOM reaches +10 % / +20 % of its final loss in fewer steps."""
-    done = summary[summary.get("result", True) & ~summary.diverged]
+    done = _results(summary)
     well = done[(done.n0 == 1) & done.update_empty]
     ema, ksom = well[well.neighbours == "none"], well[well.neighbours == "hard"]
-    w = welch(ema.final_loss, ksom.final_loss)
+    w = welch(ema[M.FINAL_LOSS], ksom[M.FINAL_LOSS])
     caught_up = w.diff <= 0 or not w.p < ALPHA
     claims = [("EMA-VQ (N0 = 1, update-0 yes) catches up with KSOM hard 2D", caught_up,
-               f"loss x10^3: EMA-VQ {_loss(ema.final_loss)} vs KSOM {_loss(ksom.final_loss)}; EMA-VQ - KSOM = "
+               f"loss x10^3: EMA-VQ {_loss(ema[M.FINAL_LOSS])} vs KSOM {_loss(ksom[M.FINAL_LOSS])}; EMA-VQ - KSOM = "
                f"{1e3 * w.diff:.1f} (95 % CI {1e3 * w.ci_low:.1f} to {1e3 * w.ci_high:.1f}), p = {w.p:.3f}")]
-    for p in (10, 20):
-        col = f"steps_{p}"
+    for p in M.THRESHOLDS:
+        col = M.steps_to(p)
         ws = welch(ksom[col], ema[col])
         claims.append((f"KSOM reaches +{p} % of its final loss sooner", ws.diff < 0 and ws.p < ALPHA,
                        f"steps: KSOM {ksom[col].mean():.0f} ± {ksom[col].std(ddof=1):.0f} vs EMA-VQ "
@@ -223,7 +239,7 @@ def long_run_claims(summary: pd.DataFrame) -> list[tuple[str, bool, str]]:
     return claims
 
 
-def long_run_section(sub: Path, study: str) -> list[str]:
+def long_run_section(sub: Path, study: str, layout: Layout) -> list[str]:
     """README lines for a study's long run in folder `sub` (<study>-long/)."""
     summary = pd.read_parquet(sub / "summary.parquet")
     steps = int(summary.steps.max())
@@ -236,7 +252,7 @@ def long_run_section(sub: Path, study: str) -> list[str]:
     lines += [f"Converged? A seed has converged when its best validation loss fell by at most "
               f"{100 * CONVERGENCE_TOLERANCE:.0f} % over the last {100 * CONVERGENCE_WINDOW:.0f} % of the steps "
               f"(late improvement = (best loss up to step {(1 - CONVERGENCE_WINDOW) * steps:,.0f} - final) / final):",
-              "", convergence_markdown(summary, study), "",
+              "", convergence_markdown(summary, layout), "",
               f"The paper's central claims on this run (Welch's t-test, alpha = {ALPHA}; diverged seeds left out):",
               "", "| claim | holds | numbers |", "|---|---|---|"]
     lines += [f"| {text} | **{yes(holds)}** | {numbers} |" for text, holds, numbers in long_run_claims(summary)]
@@ -247,12 +263,13 @@ def long_run_section(sub: Path, study: str) -> list[str]:
     return lines
 
 
-def write_readme(folder: str | Path, header: str = "") -> Path:
-    """docs/results/README.md from the studies' outputs in `folder`; returns its path."""
-    folder = Path(folder)
+def write_readme(folder: str | Path, header: str = "", layouts: dict[str, Layout] | None = None) -> Path:
+    """docs/results/README.md from the studies' outputs in `folder`, set in `layouts` (default: the
+    shipped study files'); returns its path."""
+    folder, layouts = Path(folder), layouts or study_layouts()
     ours = {s: pd.read_parquet(folder / s / "tables" / f"{s}.parquet") for s in STUDIES
             if (folder / s / "tables" / f"{s}.parquet").exists()}
-    claims = check_claims(ours)
+    claims = check_claims(ours, layouts)
     yes = lambda b: "yes" if b else "no"  # noqa: E731
     lines = [header.strip(), "", "## Where the orderings agree with the paper, and where they do not", "",
              "| claim | paper (CIFAR-10) | ours (cpu scale) | agrees |", "|---|---|---|---|"]
@@ -263,13 +280,13 @@ def write_readme(folder: str | Path, header: str = "") -> Path:
             continue
         sub = folder / study
         run = (sub / "run.txt").read_text().strip() if (sub / "run.txt").exists() else ""
-        lines += ["", f"## {study} ({LAYOUTS[study].caption.split('(')[-1].rstrip(').')})", "", "```", run, "```", "",
+        lines += ["", f"## {study} ({layouts[study].caption.split('(')[-1].rstrip(').')})", "", "```", run, "```", "",
                   f"Ours ({_outcomes(ours[study])}):", "", (sub / "tables" / f"{study}.md").read_text().strip(), ""]
         for extra in (f"{study}_topography", f"{study}_vs_reference"):
             if (sub / "tables" / f"{extra}.md").exists():
                 lines += [(sub / "tables" / f"{extra}.md").read_text().strip(), ""]
         lines += ["The paper (CIFAR-10, 10 seeds; bold by the same Welch + Holm rule on its published means and "
-                  "stds, so it can differ from the paper's own bold):", "", paper_markdown(study), ""]
+                  "stds, so it can differ from the paper's own bold):", "", paper_markdown(study, layouts[study]), ""]
         figures = sorted((sub / "figures").glob("*.png"))
         lines += [" ".join(f"[{p.stem}]({study}/figures/{p.name})" for p in figures)]
         for name in ("topography", "perturbation"):
@@ -277,7 +294,7 @@ def write_readme(folder: str | Path, header: str = "") -> Path:
                 lines += ["", f"![{study} {name}]({study}/figures/{name}.png)"]
     for study in LONG_STUDIES:
         if (folder / f"{study}-long" / "summary.parquet").exists():
-            lines += long_run_section(folder / f"{study}-long", study)
+            lines += long_run_section(folder / f"{study}-long", study, layouts[study])
     out = folder / "README.md"
     out.write_text("\n".join(lines) + "\n")
     return out
@@ -288,9 +305,11 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", help="e.g. docs/results: one sub-folder per study")
     p.add_argument("--header", type=Path, help="a Markdown file to put on top of the README")
+    p.add_argument("--studies", type=Path, default=STUDY_FILES,
+                   help=f"the folder of the studies' files, whose layouts set the tables (default {STUDY_FILES})")
     args = p.parse_args(argv)
     header = args.header.read_text() if args.header else "# Results"
-    print(f"wrote {write_readme(args.folder, header)}")
+    print(f"wrote {write_readme(args.folder, header, study_layouts(args.studies))}")
     return 0
 
 

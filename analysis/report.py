@@ -30,6 +30,7 @@ from analysis.store import StoreMissing, read_sweep
 from analysis.summary import RESULT_STATUSES, summarise
 from analysis.tables import (Layout, comparison_latex, comparison_markdown, comparison_numbers, comparison_text,
                              RATIO, SMOOTH, TEXT_WIDTH, table_numbers, to_latex, to_markdown, to_text)
+import metrics as M
 
 
 def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: str | Path,
@@ -46,8 +47,20 @@ def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: s
     results = trials[trials.status.isin(RESULT_STATUSES)]
     summary = summarise(trials, metrics)
     summary.to_parquet(out / "summary.parquet", index=False)
+    texts = write_tables(summary, name, study, out / "tables")
+    texts.append(outcomes(summary))
+    text = "\n\n".join(texts)
+    figures = write_figures(results, metrics[metrics.run_id.isin(results.run_id)], study, out / "figures")
+    write_sensitivity(summary[summary.status.isin(RESULT_STATUSES)], study, out / "figures")
+    if tracking_uri:
+        figures += write_pictures(results, study, tracking_uri, out / "figures")
+    return text + missing_note(trials, bool(figures))
+
+
+def write_tables(summary: pd.DataFrame, name: str, study: "str | Layout", tables: Path) -> list[str]:
+    """Write tables/<name>{,_topography,_vs_reference}.{parquet,tex,md,txt} of a per-trial summary in the
+    layout `study` (a Layout, or a study known only by name); returns the tables as text."""
     tidy = table_numbers(summary, study)
-    tables = out / "tables"
     tables.mkdir(exist_ok=True)
     tidy.to_parquet(tables / f"{name}.parquet", index=False)
     texts = []
@@ -66,13 +79,7 @@ def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: s
         (tables / f"{file}.md").write_text(comparison_markdown(comp, summary, study) + "\n")
         texts.append(comparison_text(comp, summary, study))
         (tables / f"{file}.txt").write_text(texts[-1] + "\n")
-    texts.append(outcomes(summary))
-    text = "\n\n".join(texts)
-    figures = write_figures(results, metrics[metrics.run_id.isin(results.run_id)], study, out / "figures")
-    write_sensitivity(summary[summary.status.isin(RESULT_STATUSES)], study, out / "figures")
-    if tracking_uri:
-        figures += write_pictures(results, study, tracking_uri, out / "figures")
-    return text + missing_note(trials, bool(figures))
+    return texts
 
 
 def missing_note(trials: pd.DataFrame, any_figure: bool) -> str:
@@ -92,7 +99,7 @@ def missing_note(trials: pd.DataFrame, any_figure: bool) -> str:
 def outcomes(summary: pd.DataFrame) -> str:
     """The trials that diverged or collapsed, by configuration and seeds (or that none did)."""
     lines = []
-    for flag in ("diverged", "collapsed"):
+    for flag in (M.DIVERGED, M.COLLAPSED):
         hit = summary[summary[flag].astype(bool)] if flag in summary else summary.iloc[:0]
         configs = {}
         for name in hit.get("run_name", pd.Series(dtype=str)).astype(str):

@@ -22,9 +22,10 @@ from scipy import stats as st  # noqa: E402
 from analysis.figures import save  # noqa: E402
 from analysis.stats import describe  # noqa: E402
 from analysis.tables import layout_for  # noqa: E402
+import metrics as M  # noqa: E402
 
 MIN_VALUES = 3  # fewer values make a comparison, which the tables show
-TITLES = {"final_loss": "final validation loss", "steps_10": "steps to +10 % of it", "steps_20": "steps to +20 % of it"}
+TITLES = {M.FINAL_LOSS: "final validation loss", **{M.steps_to(p): f"steps to +{p} % of it" for p in M.THRESHOLDS}}
 
 
 def numeric_axes(summary: pd.DataFrame, study) -> list[str]:
@@ -49,7 +50,7 @@ def write_sensitivity(summary: pd.DataFrame, study, folder: str | Path) -> list[
     """Write figures/sensitivity_<field>.{png,pdf} for every numeric axis; returns the paths."""
     folder = Path(folder)
     layout = layout_for(study, summary)
-    columns = ["final_loss"] + [f"steps_{p}" for p in layout.thresholds if f"steps_{p}" in summary]
+    columns = [M.FINAL_LOSS] + [M.steps_to(p) for p in layout.thresholds if M.steps_to(p) in summary]
     written = []
     for axis in numeric_axes(summary, study):
         others = [f for f in layout.rows if f != axis]

@@ -24,7 +24,6 @@ import pandas as pd
 
 import metrics as M
 
-THRESHOLDS = (10, 20)
 CONVERGENCE_WINDOW = 0.2  # the last 20 % of a trial's steps
 CONVERGENCE_TOLERANCE = 0.02  # converged: its best validation loss fell by at most 2 % over that window
 # A trial is a result when it ran to its last step or stopped on a NaN/inf loss. Trials still running,
@@ -65,9 +64,10 @@ def collapsed(codes_used: dict[str, float], codebook_size: int) -> bool:
 
 
 def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial: the trial's columns plus result (status finished or diverged), final_loss,
-    steps_10, steps_20, diverged, collapsed, perplexity_/codes_used_{level}, loss_offset_{o} and
-    smoothness_{level} (NaN where absent, and everywhere for a trial that is not a result).
+    """One row per trial: the trial's columns plus the summary columns metrics.py names (result: status
+    finished or diverged, final_loss, steps_10, steps_20, diverged, collapsed, late_improvement) and
+    perplexity_/codes_used_{level}, loss_offset_{o} and smoothness_{level} (NaN where absent, and
+    everywhere for a trial that is not a result).
     Raises metrics.MissingMetric when trials finished but no validation loss was logged."""
     if (trials.get(M.STATUS_TAG, pd.Series(dtype=str)) == M.FINISHED).any():
         M.require(metrics.metric.unique(), [M.VAL_LOSS], "the sweep's logged metrics")
@@ -80,15 +80,15 @@ def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         diverged = trial.get(M.STATUS_TAG) == M.DIVERGED
         finite = val[np.isfinite(val.value.to_numpy(dtype=float))]
         final = math.nan if diverged or finite.empty else float(finite.value.min())
-        row = {**trial, "result": result, "final_loss": final, "diverged": diverged}
-        for p in THRESHOLDS:
-            row[f"steps_{p}"] = steps_to_threshold(finite.step, finite.value, final, p)
-        row["late_improvement"] = late_improvement(finite.step, finite.value, final)
+        row = {**trial, M.RESULT: result, M.FINAL_LOSS: final, M.DIVERGED: diverged}
+        for p in M.THRESHOLDS:
+            row[M.steps_to(p)] = steps_to_threshold(finite.step, finite.value, final, p)
+        row[M.LATE_IMPROVEMENT] = late_improvement(finite.step, finite.value, final)
         for name in sorted(set(m.metric)):
             if name.startswith(LAST_VALUE):
                 last = m[m.metric == name].sort_values("step").value
                 row[M.column(name)] = float(last.iloc[-1]) if not diverged else math.nan
         codes = {k.removeprefix(CODE_USE_COLUMNS[1]): v for k, v in row.items() if k.startswith(CODE_USE_COLUMNS[1])}
-        row["collapsed"] = collapsed(codes, int(trial.get("codebook_size", 0)))
+        row[M.COLLAPSED] = collapsed(codes, int(trial.get("codebook_size", 0)))
         rows.append(row)
     return pd.DataFrame(rows)

@@ -38,6 +38,7 @@ class Plan:
     reference: dict = field(default_factory=dict)  # the arm others are compared with (within the other axes)
     metrics: list[str] = field(default_factory=list)  # per-trial summaries the tables show
     analysis: dict = field(default_factory=dict)  # the study's `analysis:` block (analysis/factorial.py)
+    layout: dict = field(default_factory=dict)  # the study's `layout:` block (analysis.tables.layout)
     table: str = ""  # the paper table the study mirrors
     description: str = ""
     source: str = ""  # the study file
@@ -160,8 +161,7 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
     plan = Plan(study.name, scale, base, arms, seed_list, cpus, gpus, workers, swept=rows,
                 labels=study.grid_labels() if study.labels else [],
                 reference=dict(study.reference), metrics=list(study.metrics), analysis=dict(study.analysis),
-                table=study.table,
-                description=study.description, source=study.source)
+                layout=dict(study.layout), table=study.table, description=study.description, source=study.source)
     check_names(plan)
     return plan
 

@@ -16,6 +16,9 @@
     analysis:                             # optional analyses beyond the tables (analysis/factorial.py):
       factorial: [n0, update_empty]       #   a linear model on log(final loss) over these two-level axes
       equivalence: 0.05                   #   TOST of each arm against the reference, margin 5 % of its loss
+    layout:                               # optional: how the tables are set (analysis/tables/layout.py);
+      rows: [n0, update_empty, neighbours]  #   what is not given is derived from the study
+      caption: "Robustness of KSOM ... (paper Table 3)."
 
 Every trial is fixed <- one combination of the axes <- one arm. The four paper
 studies (Tables 1-4) and the others shipped with the package live in
@@ -33,15 +36,18 @@ from pathlib import Path
 
 import yaml
 
+from analysis.tables.layout import LayoutError, check_block
+import metrics as M
 from models.config import RENAMED, ConfigError, TrialConfig, field_names, parse_value, renamed
 
 SHIPPED = Path(__file__).with_name("studies")
-KEYS = ("name", "description", "table", "fixed", "axes", "arms", "seeds", "reference", "metrics", "analysis")
+KEYS = ("name", "description", "table", "fixed", "axes", "arms", "seeds", "reference", "metrics", "analysis",
+        "layout")
 ANALYSES = ("factorial", "equivalence")  # the `analysis:` keys (analysis/factorial.py)
 REQUIRED = ("name", "description")
 # Per-trial summaries a table can show: the final (best) validation loss and the steps to reach
 # +10 % / +20 % of it (paper Sec. 4.1, Tables 1-4).
-METRICS = ("final_loss", "steps_10", "steps_20")
+METRICS = M.SUMMARY_METRICS
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 # A grid larger than this is refused unless --max-trials raises it: a typo such as a thousand values on
 # three axes would otherwise plan a billion trials without a word.
@@ -67,6 +73,7 @@ class Study:
     reference: dict = field(default_factory=dict)
     metrics: list = field(default_factory=lambda: list(METRICS[:2]))
     analysis: dict = field(default_factory=dict)  # "factorial": [axes], "equivalence": margin (a fraction)
+    layout: dict = field(default_factory=dict)  # the checked `layout:` block (analysis.tables.layout)
     source: str = ""  # the file it was read from
     from_grid: tuple = ()  # axes given on the command line (--grid), named so in messages
     lines: dict = field(default_factory=dict, repr=False, compare=False)  # key path -> line, for messages
@@ -109,9 +116,13 @@ class Study:
         arms, labels = ([], []) if arms == [{}] else (arms, labels)
         fixed = {k: v for k, v in self.fixed.items() if k != name}
         reference = {k: v for k, v in self.reference.items() if k != name}
+        layout = dict(self.layout)  # an axis makes a row (a new one the innermost), and is compared within
+        for key in ("rows", "order", "groups"):
+            if key in layout and name not in layout[key]:
+                layout[key] = layout[key] + [name]
         study = dataclasses.replace(self, fixed=fixed, axes={**self.axes, name: values}, arms=arms,
                                     labels=labels if any(labels) else [], reference=reference,
-                                    from_grid=(*self.from_grid, name))
+                                    from_grid=(*self.from_grid, name), layout=layout)
         study = dataclasses.replace(study, analysis=_analysis(study, study.analysis))
         _check_grid(study)
         return study
@@ -217,6 +228,11 @@ def parse_study(text: str, source: str, max_trials: int = MAX_TRIALS) -> Study:
     else:
         study = dataclasses.replace(study, reference=_fields(study, "reference", reference))
     study = dataclasses.replace(study, analysis=_analysis(study, data.get("analysis") or {}))
+    try:
+        layout = check_block(data.get("layout") or {}, study.rows(), study.metrics)
+    except LayoutError as e:
+        raise _error(study, ("layout",) + e.path, e.value, e.allowed, e.problem) from None
+    study = dataclasses.replace(study, layout=layout)
     _check_grid(study)
     return study
 
@@ -285,6 +301,15 @@ def _check_grid(study: Study) -> None:
         except ConfigError as e:
             name = next((n for n in merged if str(e).startswith(f"{n}=")), next(iter(merged), ""))
             raise _error(study, _where(study, name, config), merged.get(name), None, str(e)) from None
+    rows = study.layout.get("rows")
+    if rows:
+        seen = {}
+        for config, label in zip(study.grid(), study.grid_labels()):
+            key = tuple(repr(label if r == "arm" else config.get(r, study.fixed.get(r))) for r in rows)
+            if key in seen:
+                raise _error(study, ("layout", "rows"), rows, "row fields that tell every configuration apart",
+                             f"{seen[key]} and {config} share a row")
+            seen[key] = config
     swept = study.swept()
     if "arm" in study.reference:
         return

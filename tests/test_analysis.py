@@ -25,7 +25,9 @@ from analysis.store import read_sweep
 from analysis.summary import steps_to_threshold, summarise
 from analysis.tables import (WRAP_WIDTH, Layout, comparison_latex, comparison_numbers, table_numbers, to_latex,
                              to_text)
+from analysis.tables.layout import read_layout
 from metrics import MissingMetric
+from sweep.study import SHIPPED
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,7 +96,7 @@ def test_bold_is_per_group_in_the_robustness_table():
                     rows.append({"run_id": f"{n0}{upd}{nb}{seed}", "n0": n0, "update_empty": upd, "neighbours": nb,
                                  "seed": seed, "final_loss": loss + 0.01 * seed, "steps_10": 100.0, "diverged": False,
                                  "steps": 300})
-    t = table_numbers(pd.DataFrame(rows), "robustness")
+    t = table_numbers(pd.DataFrame(rows), read_layout(SHIPPED / "robustness.yaml"))
     best = t[(t.column == "final_loss") & t.best]
     assert sorted(zip(best.n0, best.update_empty, best.neighbours)) == [
         (0, False, "none"), (0, True, "hard"), (1, False, "none"), (1, True, "hard")]
@@ -167,10 +169,12 @@ def assert_fits_a_column(tables: list[str], tmp_path: Path) -> None:
 def test_every_generated_table_fits_a_column_of_a_two_column_paper(smoke_sweep, tmp_path):
     """All tables of the smoke sweep, and the four paper tables in our layout, compile in
     \\documentclass[twocolumn]{article} with booktabs alone and without any overfull box."""
-    from analysis.paper import PAPER_SUMMARY, STUDIES, paper_table
+    from analysis.paper import PAPER_SUMMARY, STUDIES, paper_table, study_layouts
     tables = [p.read_text() for p in sorted((smoke_sweep / "tables").glob("*.tex"))]
     assert len(tables) == 3
-    tables += [to_latex(paper_table(s), PAPER_SUMMARY, s, label=f"tab:paper-{s}") for s in STUDIES]
+    layouts = study_layouts(SHIPPED)
+    tables += [to_latex(paper_table(s, layouts[s]), PAPER_SUMMARY, layouts[s], label=f"tab:paper-{s}")
+               for s in STUDIES]
     assert_fits_a_column(tables, tmp_path)
 
 

@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 
 from analysis.paper import convergence_markdown, long_run_claims
+from analysis.tables.layout import read_layout
+from sweep.study import SHIPPED
 from analysis.summary import late_improvement
 
 
@@ -47,6 +49,6 @@ def test_ema_does_not_catch_up_when_clearly_worse():
 
 
 def test_convergence_table_counts_the_converged_seeds():
-    table = convergence_markdown(_trials([0.04] * 3, [0.04] * 3, [1] * 3, [1] * 3), "comparison")
+    table = convergence_markdown(_trials([0.04] * 3, [0.04] * 3, [1] * 3, [1] * 3), read_layout(SHIPPED / "comparison.yaml"))
     # late improvements 0, 1 and 2 %: all three within the 2 % tolerance; mean 1.0 %, max 2.0 %
     assert "| EMA-VQ | 3 of 3 | 1.0 % (2.0 %) |" in table and "| KSOM hard | 3 of 3 |" in table

@@ -7,11 +7,18 @@ import shutil
 import pandas as pd
 import pytest
 
-from analysis.paper import STUDIES, check_claims, paper_markdown, paper_table, write_readme
+from analysis.paper import STUDIES, check_claims, paper_markdown, paper_table, study_layouts, write_readme
+from sweep.study import SHIPPED
+
+LAYOUTS = study_layouts(SHIPPED)  # the paper's four studies as their study files set them
+
+
+def paper(study: str):
+    return paper_table(study, LAYOUTS[study])
 
 
 def test_paper_tables_carry_the_papers_numbers_and_bold():
-    t = paper_table("robustness")
+    t = paper("robustness")
     assert len(t) == 8 * 2 and set(t.column) == {"final_loss", "steps_10"}
     row = t[(t.n0 == 0) & ~t.update_empty & (t.neighbours == "none") & (t.column == "final_loss")].iloc[0]
     assert row["mean"] == pytest.approx(0.1488) and row["std"] == pytest.approx(0.011)
@@ -25,15 +32,15 @@ def test_paper_tables_carry_the_papers_numbers_and_bold():
         (1, True, "none")]
     p = t[(t.n0 == 1) & t.update_empty & (t.neighbours == "hard") & (t.column == "final_loss")].p_vs_best.iloc[0]
     assert p == pytest.approx(0.1147, abs=1e-3)
-    steps = paper_table("comparison").query("column == 'steps_20'").set_index("neighbours")["mean"]
+    steps = paper("comparison").query("column == 'steps_20'").set_index("neighbours")["mean"]
     assert steps.to_dict() == pytest.approx({"none": 3700.0, "hard": 2500.0, "gaussian": 3000.0})
-    md = paper_markdown("ablation")
+    md = paper_markdown("ablation", LAYOUTS["ablation"])
     assert "|  | 2D | 0.01 | **51.7 ± 0.2** |" in md and "Steps (×10³) +20%" in md
     assert "| Hard | 1D | 0.1 | **52.0 ± 0.2** | **5.3 ± 0.5** | 3.1 ± 0.3 | 10/0/0 |" in md  # steps / 10^3
 
 
 def test_claims_on_the_papers_own_numbers():
-    claims = check_claims({s: paper_table(s) for s in STUDIES}).set_index("claim")
+    claims = check_claims({s: paper(s) for s in STUDIES}, LAYOUTS).set_index("claim")
     assert claims.paper.sum() == len(claims) - 1  # all hold in the paper but one:
     assert not claims.loc["KSOM beats EMA-VQ in every configuration of Table 3", "paper"]  # 52.1 vs 51.9
     measured = claims.drop(index=[c for c in claims.index if "topologically ordered" in c])
@@ -43,23 +50,23 @@ def test_claims_on_the_papers_own_numbers():
 
 
 def test_a_claim_that_fails_on_our_numbers_is_reported_as_disagreeing():
-    ours = {s: paper_table(s) for s in STUDIES}
+    ours = {s: paper(s) for s in STUDIES}
     t = ours["sensitivity"]
     off = (t.n0 == 1) & ~t.update_empty & (t.column == "final_loss")
     ours["sensitivity"] = t.assign(mean=t["mean"].where(~off, 0.04))  # update-0 off now better than on
-    row = check_claims(ours).set_index("claim").loc["EMA-VQ with update-0 off is worse (Table 1)"]
+    row = check_claims(ours, LAYOUTS).set_index("claim").loc["EMA-VQ with update-0 off is worse (Table 1)"]
     assert row.paper and not row.ours and not row.agrees
     assert "N0=1: 40.0 off vs 51.9 on" in row.our_numbers
 
 
 def test_topography_claim_reads_the_topography_columns():
-    t = paper_table("comparison")
+    t = paper("comparison")
     extra = []
     for n, growth, smooth in (("none", 3.0, 1.0), ("hard", 1.2, 0.5), ("gaussian", 1.3, 0.6)):
         extra += [{"neighbours": n, "column": f"loss_ratio_{o}", "mean": growth ** o} for o in (1, 2, 3)]
         extra.append({"neighbours": n, "column": "smoothness_vq", "mean": smooth})
     ours = {"comparison": pd.concat([t, pd.DataFrame(extra)], ignore_index=True)}
-    row = check_claims(ours).set_index("study").loc["comparison"].iloc[-1]
+    row = check_claims(ours, LAYOUTS).set_index("study").loc["comparison"].iloc[-1]
     assert row.ours and row.agrees and "hard: loss x1.2 / x1.44 / x1.73 at shift +1/+2/+3" in row.our_numbers
 
 
@@ -69,7 +76,7 @@ def test_readme_from_a_sweeps_outputs(smoke_sweep, tmp_path):
     shutil.copytree(smoke_sweep / "tables", study / "tables")
     shutil.copytree(smoke_sweep / "figures", study / "figures")
     (study / "run.txt").write_text("$ python -m sweep.run robustness --scale smoke\nwall time 0 min 30 s")
-    readme = write_readme(tmp_path, "# Results here").read_text()
+    readme = write_readme(tmp_path, "# Results here", LAYOUTS).read_text()
     assert readme.startswith("# Results here")
     assert "| KSOM is as good as the best EMA-VQ in every configuration (Table 3) | yes:" in readme
     assert "study not run" in readme  # the three studies that did not run are said to be missing

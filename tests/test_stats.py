@@ -10,7 +10,11 @@ import pandas as pd
 import pytest
 
 from analysis.stats import describe, holm, welch
-from analysis.tables import LAYOUTS, Layout, comparison_numbers, mark_best, table_numbers, to_latex, to_text
+from analysis.tables import Layout, comparison_numbers, mark_best, table_numbers, to_latex, to_text
+from analysis.tables.layout import read_layout
+from sweep.study import SHIPPED
+
+COMPARISON = read_layout(SHIPPED / "comparison.yaml")  # the paper's Table 2, as its study file sets it
 
 T975_DF4 = 2.776  # Student t, 97.5 % quantile, 4 degrees of freedom (any printed t table)
 
@@ -72,7 +76,7 @@ def _tidy(rows):
 
 
 def test_bold_separated_overlapping_holm_and_one_seed():
-    layout = LAYOUTS["comparison"]
+    layout = COMPARISON
     diff = 3.2 * math.sqrt(2 / 3)  # n = 3, std 1 on both sides: t = 3.2 with df = 4 exactly
     p = p_two_sided_df4(3.2)
     assert 0.025 < p < 0.05
@@ -106,7 +110,7 @@ def _summary(losses: dict, steps: dict, codes: dict | None = None) -> pd.DataFra
 def test_comparison_table_by_hand():
     s = _summary({"none": [0.4, 0.5, 0.6, math.nan], "hard": [0.1, 0.2, 0.3]},
                  {"none": [300, 200, 100, 0], "hard": [100, 100, 200]})
-    c = comparison_numbers(s, "comparison").set_index("column")
+    c = comparison_numbers(s, COMPARISON).set_index("column")
     loss = c.loc["final_loss"]
     se = math.sqrt(0.01 / 3 + 0.01 / 3)
     assert loss["diff"] == pytest.approx(-0.3) and (loss.n, loss.n_ref) == (3, 3)  # the diverged seed is out
@@ -120,27 +124,31 @@ def test_collapsed_seeds_are_counted_and_left_out_of_steps():
     s = _summary({"none": [0.4, 0.5, 0.6], "hard": [0.1, 0.2, 0.3]},
                  {"none": [20, 200, 100], "hard": [100, 100, 200]},
                  codes={"none": [True, False, False], "hard": [False, False, False]})
-    t = table_numbers(s, "comparison").set_index(["neighbours", "column"])
+    t = table_numbers(s, COMPARISON).set_index(["neighbours", "column"])
     assert t.loc[("none", "final_loss"), "n"] == 3 and t.loc[("none", "final_loss"), "mean"] == pytest.approx(0.5)
     assert t.loc[("none", "steps_10"), "n"] == 2 and t.loc[("none", "steps_10"), "mean"] == 150  # not the 20
     assert t.loc[("none", "steps_10"), "collapsed"] == 1
-    text = to_text(t.reset_index(), s, "comparison")
+    text = to_text(t.reset_index(), s, COMPARISON)
     row = next(line for line in text.splitlines() if line.startswith("EMA-VQ"))
     assert "150 ± 71† *" in row and row.endswith("3/0/1")
-    assert "\\dagger" in to_latex(t.reset_index(), s, "comparison")
+    assert "\\dagger" in to_latex(t.reset_index(), s, COMPARISON)
 
 
 def test_one_seed_table_has_no_bold_and_says_why():
     s = _summary({"none": [0.4], "hard": [0.1]}, {"none": [300], "hard": [100]})
-    t = table_numbers(s, "comparison")
+    t = table_numbers(s, COMPARISON)
     assert not t.best.any()
-    assert "No bold: fewer than 2 seeds" in to_latex(t, s, "comparison")
-    assert np.isnan(comparison_numbers(s, "comparison").p).all()
+    assert "No bold: fewer than 2 seeds" in to_latex(t, s, COMPARISON)
+    assert np.isnan(comparison_numbers(s, COMPARISON).p).all()
 
 
 def test_layout_from_a_plan():
-    """A sweep's plan gives the paper's layout for a paper study, else one from its swept axes."""
-    assert Layout.from_plan({"study": "robustness", "swept": ["n0"]}) is LAYOUTS["robustness"]
+    """A sweep's plan gives the layout its study file's block sets, the rest derived from its swept axes."""
+    block = Layout.from_plan({"study": "r", "swept": ["n0", "neighbours"], "reference": {"neighbours": "none"},
+                              "layout": {"order": ["n0", "neighbours"], "caption": "$\\tau$ (Table 9).",
+                                         "headers": {"n0": "$N$"}}})
+    assert (block.rows, block.group, block.columns, block.caption, block.headers) == (
+        ("n0", "neighbours"), ("n0",), ("n0", "neighbours"), "$\\tau$ (Table 9).", {"n0": "$N$"})
     layout = Layout.from_plan({"study": "lr_sweep", "swept": ["lr", "neighbours"], "reference": {"neighbours": "none"},
                                "metrics": ["final_loss", "steps_20"], "description": "lr x quantiser"})
     assert (layout.rows, layout.group, layout.thresholds, layout.columns) == (
@@ -158,7 +166,7 @@ def test_figure_bands_are_geometric_and_colours_follow_the_quantiser():
         10 * math.exp(sd)) and low > 0  # an arithmetic band (50.5 +- 70) would cross zero
     trials = pd.DataFrame({"neighbours": ["hard", "none", "hard", "none"], "n0": [1, 1, 0, 0],
                            "update_empty": True, "seed": 0})
-    look = styles(trials, "robustness")
+    look = styles(trials, read_layout(SHIPPED / "robustness.yaml"))
     assert look.config.tolist() == ["EMA-VQ N0=0 Update-0=Yes", "KSOM hard N0=0 Update-0=Yes",
                                     "EMA-VQ N0=1 Update-0=Yes", "KSOM hard N0=1 Update-0=Yes"]  # paper order
     assert look.colour.tolist() == [COLOURS["none"], COLOURS["hard"]] * 2

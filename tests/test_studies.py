@@ -109,6 +109,20 @@ reference: {tau: 0.1}
     (GOOD.replace("neighbours: hard", "neighbours: hard\n  kmeans_init: true"), [
         ":5:", "fixed.kmeans_init='kmeans_init'", "kmeans_init is no longer a config field: it is replaced by "
         "codebook_init (kmeans_init: true is codebook_init: kmeans; allowed: randn, uniform, kmeans)"]),
+    # the layout block (analysis/tables/layout.py)
+    (GOOD + "layout: [tau]\n", [":8:", "layout=['tau']", "allowed: a mapping with keys rows, order, groups"]),
+    (GOOD + "layout:\n  row: [tau]\n", [":9:", "key 'row' is unknown", "allowed: the keys rows, order"]),
+    (GOOD + "layout:\n  rows: []\n", [":9:", "layout.rows=[]", "allowed: a non-empty list of distinct names out "
+                                                                 "of the fields the study sweeps: tau"]),
+    (GOOD + "layout:\n  rows: [tau, lr]\n", [":9:", "layout.rows[1]='lr'", "unknown or repeated"]),
+    (GOOD.replace("[0.1, 1.0]", "[0.1, 1.0]\n  n0: [0, 1]") + "layout:\n  rows: [tau]\n", [
+        ":10:", "layout.rows=['tau']", "share a row", "allowed: row fields that tell every configuration apart"]),
+    (GOOD + "layout:\n  order: [tau, tau]\n", [":9:", "layout.order[1]='tau'", "unknown or repeated"]),
+    (GOOD + "layout:\n  groups: [n0]\n", [":9:", "layout.groups[0]='n0'", "out of the row fields: tau"]),
+    (GOOD + "layout:\n  thresholds: [20]\n", [
+        ":9:", "layout.thresholds[0]=20", "allowed: a list of the steps thresholds the study's metrics show: [10]"]),
+    (GOOD + "layout:\n  caption: 3\n", [":9:", "layout.caption=3", "allowed: a non-empty string (LaTeX allowed)"]),
+    (GOOD + "layout:\n  headers: {lr: x}\n", [":9:", "layout.headers.lr='lr'", "not a row field"]),
 ])
 def test_bad_study_files_are_refused_in_one_line_before_anything_runs(text, expected, tmp_path, capsys):
     """Each refusal names the file, the key (and its line), the value and what is allowed; exit 2."""

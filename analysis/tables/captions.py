@@ -1,0 +1,77 @@
+"""Captions of a study's tables: the study's own caption (its layout), the scale, steps and seeds,
+and a definition of every column, in LaTeX or plain text (Markdown and the terminal).
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.stats import ALPHA
+from analysis.summary import COLLAPSE_FRACTION
+from analysis.tables.formats import DAGGER, PCT, PM, TIMES, plain
+from analysis.tables.layout import FIELD_NOTES, LABELS, Layout, header, layout_for
+from analysis.tables.numbers import loss_scale, steps_scale
+
+
+def _scale_note(summary: pd.DataFrame) -> tuple[str, str]:
+    """(scale name, steps per trial) for captions."""
+    scale = str(summary["scale"].iloc[0]) if "scale" in summary and len(summary) else "?"
+    steps = int(summary["steps"].max()) if "steps" in summary and len(summary) else 0
+    return scale, f"{steps:,}"
+
+
+def caption(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", part: str, fmt: str) -> str:
+    """Caption defining every column of the main or topography table, for LaTeX or plain text."""
+    layout = layout_for(study, summary)
+    latex = fmt == "latex"
+    pm, pct, dagger = PM[fmt], PCT[fmt], DAGGER[fmt]
+    scale, steps = _scale_note(summary)
+    seeds = sorted(set(tidy["seeds"])) if len(tidy) else [0]
+    seeds_text = "-".join(map(str, (seeds[0], seeds[-1]))) if len(seeds) > 1 else str(seeds[0])
+    ls = loss_scale(summary)
+    unit = TIMES[fmt]
+    txt = layout.caption if latex else plain(layout.caption)
+    notes = [FIELD_NOTES[f][0 if latex else 1] for f in layout.columns if f in FIELD_NOTES]
+    parts = [txt, f"Scale {scale}, {steps} training steps, {seeds_text} seeds per configuration."]
+    parts += ["; ".join(notes) + "."] if notes else []
+    enough = (tidy["n"] >= 2).any() if len(tidy) else False
+    bold = (f"Bold: the lowest mean of its column{' and group' if layout.group else ''} and every configuration "
+            f"not significantly different from it (two-sided Welch $t$-test, Holm correction over the table's "
+            f"comparisons, $\\alpha={ALPHA}$); cells averaging fewer than 2 seeds are never bold."
+            if enough else "No bold: fewer than 2 seeds per configuration, so no test can separate them.")
+    if not latex:
+        bold = bold.replace("$t$", "t").replace("$\\alpha=", "alpha = ").replace("$)", ")")
+    if part == "main":
+        parts += [f"Loss {unit(ls)}: best validation MSE on per-channel standardised images. "
+                  f"Steps: first validated step within +{'/+'.join(map(str, layout.thresholds))}{pct} of that loss"
+                  + (f", shown {unit(3)[1:-1]}" if steps_scale(summary) else "") + ".",
+                  f"Mean {pm} sample std over the seeds that did not diverge (--: no seed left); "
+                  f"{dagger}: collapsed seeds (fewer than {COLLAPSE_FRACTION:.0%} of the K codes used on validation "
+                  f"at some level) are left out of that steps mean, which averages the s - d - c seeds of its "
+                  f"row.".replace("%", pct),
+                  "Seeds s/d/c: trials with a result / of them diverged / of them collapsed"
+                  + (" (+n: trials without a result)." if tidy.get("unfinished", pd.Series([0])).sum() else "."),
+                  bold]
+    else:
+        parts += ["Loss ratio at shift +o: validation loss with every code moved by (o, o) on the grid (clamped at "
+                  "the border), divided by the same model's unshifted loss; geometric mean over seeds (the ratio "
+                  "is multiplicative and spans orders of magnitude; its spread is in the topography figure).",
+                  f"Smoothness: mean distance between decoded images of grid neighbours over that of random code "
+                  f"pairs (1 = no order; lower = smoother), mean {pm} sample std. " + bold]
+    return " ".join(parts)
+
+
+def comparison_caption(summary: pd.DataFrame, study: "str | Layout", fmt: str) -> str:
+    """Caption of the comparison table."""
+    layout = layout_for(study, summary)
+    ref = ", ".join(f"{header(layout, f, fmt)} = {LABELS.get(f, {}).get(v, v)}" for f, v in layout.reference.items())
+    within = f" within the same {', '.join(header(layout, f, fmt) for f in layout.group)}" if layout.group else ""
+    scale, steps = _scale_note(summary)
+    text = (f"{layout.name}: each configuration minus the reference arm ({ref}){within}; scale {scale}, {steps} steps. "
+            f"$\\Delta$: difference of means (loss and steps in the main table's units); 95\\% CI: Welch; $p$: "
+            f"two-sided Welch $t$-test, not adjusted (Holm-adjusted in the Parquet); $g$: Hedges' $g$; $n$: seeds "
+            f"averaged, configuration/reference (diverged left out; collapsed left out of steps). "
+            f"-- where a side has fewer than 2 seeds.")
+    if fmt != "latex":
+        text = text.replace("$\\Delta$", "Δ").replace("\\%", "%").replace("$p$", "p").replace("$t$", "t").replace(
+            "$g$", "g").replace("$n$", "n")
+    return text

@@ -1,0 +1,158 @@
+"""Set a table as LaTeX, Markdown or text: one neutral grid (label columns, data columns with value /
+spread / bold / mark) in three formats, so that the three always carry the same cells; and the
+symbols each format writes (plus-minus, dagger, powers of ten, per cent).
+"""
+from __future__ import annotations
+
+import re
+import textwrap
+from dataclasses import dataclass, field
+
+TEXT_WIDTH = 120  # the terminal tables' limit
+
+PM = {"latex": "$\\pm$", "text": "±", "md": "±"}
+DAGGER = {"latex": "$^\\dagger$", "text": "†", "md": "†"}
+TIMES = {"latex": lambda e: f"($\\times 10^{{{e}}}$)", "text": lambda e: f"(×10{_sup(e)})",
+         "md": lambda e: f"(×10{_sup(e)})"}
+PCT = {"latex": "\\%", "text": "%", "md": "%"}
+PM_COLUMNS = "r@{\\extracolsep{0pt}\\,$\\pm$\\,}r"  # mean and std, right-aligned: decimal points line up
+
+
+def plain(tex: str) -> str:
+    """A caption or header written in LaTeX as plain text (Markdown and the terminal)."""
+    return tex.replace("$", "").replace("\\tau", "τ").replace("N_k^{(0)}", "N0").replace("\\", "")
+
+
+def _sup(e: int) -> str:
+    return str(e).translate(str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻"))
+
+
+@dataclass
+class Grid:
+    labels: list[str]  # headers of the label columns
+    heads: list[tuple[str, str]]  # per data column: (spanning header, sub-header)
+    rows: list[list[str]]  # label cells per row ("" repeats the row above)
+    cells: list[list[tuple[str, str, bool, str]]]  # (value, spread or "", bold, mark) per data column
+    breaks: list[int]  # rows after which a new group starts
+    pm: list[bool]  # per data column: has a value +- spread pair
+    sections: dict = field(default_factory=dict)  # row index -> a label row set before it
+
+
+# A label longer than WRAP characters (an arm's name such as "lucidrains k-means + dead codes") is set
+# in a paragraph column of WRAP_WIDTH, ragged right, so that the table still fits the column.
+WRAP, WRAP_WIDTH = 14, "7em"
+
+
+def as_latex(grid: Grid, caption: str, label: str) -> str:
+    # tabular* spreads the room left in the column between the columns (at least 2 x 1.5 pt each), but
+    # never between a mean and its std: the "+-" separator switches the stretch off, the next one back on.
+    wrap = [max((len(str(row[j])) for row in grid.rows), default=0) > WRAP for j in range(len(grid.labels))]
+    spec = "@{\\extracolsep{\\fill}}" + "".join(f"p{{{WRAP_WIDTH}}}" if w else "l" for w in wrap)
+    for k, pm in enumerate(grid.pm):
+        spec += PM_COLUMNS if pm else "r"
+        if pm and k + 1 < len(grid.pm):
+            spec += "@{\\extracolsep{\\fill}\\hspace{2\\tabcolsep}}"
+    width = [2 if pm else 1 for pm in grid.pm]
+    top, cmid, sub = [""] * len(grid.labels), [], list(grid.labels)
+    col = len(grid.labels) + 1
+    for i, j in _spans(grid.heads):
+        span = sum(width[i:j + 1])
+        top.append(f"\\multicolumn{{{span}}}{{c}}{{{grid.heads[i][0]}}}" if span > 1 else grid.heads[i][0])
+        if grid.heads[i][1]:
+            cmid.append(f"\\cmidrule(lr){{{col}-{col + span - 1}}}")
+        sub += [f"\\multicolumn{{{width[k]}}}{{c}}{{{grid.heads[k][1]}}}" if width[k] > 1 else grid.heads[k][1]
+                for k in range(i, j + 1)]
+        col += span
+    lines = ["\\begin{table}[tbp]", "\\footnotesize", "\\setlength{\\tabcolsep}{1.5pt}",
+             f"\\caption{{{caption}}}", f"\\label{{{label}}}",
+             f"\\begin{{tabular*}}{{\\columnwidth}}{{{spec}}}", "\\toprule"]
+    if any(h[1] for h in grid.heads):  # spanning headers over sub-headers
+        lines += [" & ".join(top) + " \\\\", " ".join(cmid), " & ".join(sub) + " \\\\", "\\midrule"]
+    else:
+        lines += [" & ".join(grid.labels + [h[0] for h in grid.heads]) + " \\\\", "\\midrule"]
+    ncols = len(grid.labels) + sum(width)
+    for i, (labels, cells) in enumerate(zip(grid.rows, grid.cells)):
+        if i in grid.breaks or (i in grid.sections and i > 0):
+            lines.append("\\addlinespace")
+        if i in grid.sections:
+            lines.append(f"\\multicolumn{{{ncols}}}{{l}}{{\\emph{{{grid.sections[i]}}}}} \\\\")
+        parts = [f"\\raggedright {text}" if w and text else text for text, w in zip(labels, wrap)]
+        for (value, spread, bold, mark), pm in zip(cells, grid.pm):
+            value, spread = _minus(value), _minus(spread)
+            b = (lambda s: f"\\textbf{{{s}}}") if bold else (lambda s: s)
+            if pm and spread:
+                parts += [b(value), b(spread) + mark]
+            elif pm:  # no spread (n = 1 or nothing to average): value where the means are, no +-
+                parts += [f"\\multicolumn{{1}}{{r@{{}}}}{{{b(value)}}}", f"\\multicolumn{{1}}{{l}}{{{mark}}}"]
+            else:
+                parts.append(b(value) + mark)
+        lines.append(" & ".join(parts) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular*}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _minus(text: str) -> str:
+    """A number's minus sign as LaTeX's minus, not a hyphen (also inside "[-1.0, -0.5]")."""
+    return re.sub(r"(?<![\w.])-(?=\d)", "$-$", text)
+
+
+def _plain_cells(grid: Grid, fmt: str) -> list[list[str]]:
+    out = []
+    for labels, cells in zip(grid.rows, grid.cells):
+        row = list(labels)
+        for value, spread, bold, mark in cells:
+            text = f"{value} {PM[fmt]} {spread}" if spread else value
+            row.append((f"**{text}**{mark}" if fmt == "md" else f"{text}{mark} *") if bold else text + mark)
+        out.append(row)
+    return out
+
+
+def _head_text(head: tuple[str, str]) -> str:
+    return " ".join(h for h in head if h)
+
+
+def as_markdown(grid: Grid, caption: str) -> str:
+    header = grid.labels + [_head_text(h) for h in grid.heads]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "---|" * len(grid.labels) + "---:|" * len(grid.heads)]
+    for i, row in enumerate(_plain_cells(grid, "md")):
+        if i in grid.sections:
+            lines.append(f"| *{grid.sections[i]}* |" + " |" * len(grid.heads))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n\n" + caption
+
+
+def _spans(heads: list[tuple[str, str]]) -> list[tuple[int, int]]:
+    """(first, last) data columns sharing a spanning header (equal and with sub-headers)."""
+    spans, i = [], 0
+    while i < len(heads):
+        j = i
+        while j + 1 < len(heads) and heads[i][1] and heads[j + 1][0] == heads[i][0]:
+            j += 1
+        spans.append((i, j))
+        i = j + 1
+    return spans
+
+
+def as_text(grid: Grid, note: str) -> str:
+    nl = len(grid.labels)
+    body = _plain_cells(grid, "text")
+    sub = grid.labels + [h[1] for h in grid.heads]
+    widths = [max(len(r[i]) for r in [sub] + body) for i in range(len(sub))]
+    spans = _spans(grid.heads)
+    for i, j in spans:  # a spanning header wider than its columns widens the last of them
+        inner = sum(widths[nl + i:nl + j + 1]) + 2 * (j - i)
+        widths[nl + j] += max(0, len(grid.heads[i][0]) - inner)
+    top = [" " * w for w in widths[:nl]] + [grid.heads[i][0].rjust(sum(widths[nl + i:nl + j + 1]) + 2 * (j - i))
+                                            for i, j in spans]
+    fmt_row = lambda r: "  ".join(c.ljust(w) if i < nl else c.rjust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+    lines = (["  ".join(top).rstrip()] if any(h[1] for h in grid.heads) else []) + [
+        fmt_row(sub if any(h[1] for h in grid.heads) else grid.labels + [h[0] for h in grid.heads])]
+    for i, r in enumerate(body):
+        if i in grid.breaks or (i in grid.sections and i > 0):
+            lines.append("")
+        if i in grid.sections:
+            lines.append(grid.sections[i])
+        lines.append(fmt_row(r))
+    return "\n".join(lines) + "\n" + textwrap.fill(note, TEXT_WIDTH)

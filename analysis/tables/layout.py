@@ -1,0 +1,181 @@
+"""How a study's tables are set: which config fields make a row and in which order, which groups
+share a bold and a reference arm, which step thresholds are shown, the caption; and how config
+fields and their values are named in tables and figures.
+
+A layout comes from the study file alone: its optional `layout:` block (checked here, so that a
+study file is refused with its file and line before anything runs: sweep/study.py) and its
+`reference`, carried by the sweep's plan into sweep.json. Without a block the layout is derived
+from the plan (`Layout.from_plan`); without a plan (a store read by study name) from the fields
+that vary in the summary (`layout_for`).
+
+    layout:
+      rows: [n0, update_empty, neighbours]   # the fields that make a row, outermost first (sort order)
+      order: [neighbours, n0, update_empty]  # display order of the row fields (default: the quantiser first)
+      groups: [n0, update_empty]             # bold and the reference comparison are within these
+      thresholds: [10]                       # steps to +p % shown (each needs steps_<p> in metrics)
+      caption: "Robustness of KSOM (hard, 2D, $\\tau=0.1$) ... (paper Table 3)."   # LaTeX allowed
+      headers: {n0: "$N_k^{(0)}$"}           # column headers of row fields (LaTeX allowed)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from analysis.summary import CODE_USE_COLUMNS, TOPOGRAPHY_COLUMNS
+from analysis.tables.formats import plain
+import metrics as M
+
+BLOCK_KEYS = ("rows", "order", "groups", "thresholds", "caption", "headers")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a study's table is set: which config fields make a row, which groups share a bold
+    and a reference arm, which step thresholds are shown."""
+    rows: tuple[str, ...]  # config fields that make a row, outermost first (the sort order)
+    group: tuple[str, ...] = ()  # bold and the reference comparison are within groups of these fields
+    thresholds: tuple[int, ...] = M.THRESHOLDS
+    caption: str = ""
+    reference: dict = field(default_factory=dict)  # the reference arm of each group: field -> value
+    order: tuple[str, ...] = ()  # display order of the row fields (default: rows)
+    headers: dict = field(default_factory=dict)  # row field -> column header (LaTeX), over HEADERS
+
+    name: str = ""  # the study's name (labels and captions)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.order or self.rows
+
+    @classmethod
+    def from_plan(cls, plan: dict) -> "Layout":
+        """The layout of a sweep's plan (sweep.json "plan"): what the study's `layout:` block sets,
+        the rest derived: rows = the swept fields, display order quantiser first, groups = the row
+        fields outside the reference arm, thresholds from the plan's steps_<p> metrics, caption
+        from its description and paper table."""
+        name = plan.get("study", "")
+        block = plan.get("layout") or {}
+        reference = dict(plan.get("reference") or {})
+        rows = tuple(block.get("rows", plan.get("swept", ())))
+        thresholds = tuple(M.threshold(m) for m in plan.get("metrics", ()) if m.startswith(M.STEPS)) or M.THRESHOLDS
+        caption = plan.get("description", name).replace("_", "\\_") + (f" ({plan['table']})." if plan.get("table")
+                                                                         else ".")
+        return cls(rows, tuple(block.get("groups", (f for f in rows if f not in reference))),
+                   tuple(block.get("thresholds", thresholds)), block.get("caption", caption), reference,
+                   tuple(block.get("order", sorted(rows, key=lambda f: f != "neighbours"))),
+                   dict(block.get("headers", {})), name)
+
+
+def read_layout(study_file: str | Path) -> Layout:
+    """The layout a study file sets by itself: its name, reference, metrics and `layout:` block, as
+    yaml reads them (the sweep checked them when it ran). For a study whose block names its rows, as
+    the paper's four do (their results folders hold no sweep.json); a sweep's layout is its plan's."""
+    data = yaml.safe_load(Path(study_file).read_text())
+    return Layout.from_plan({**data, "study": data["name"]})
+
+
+# How config fields and their values are shown: headers and caption notes (LaTeX, plain), value labels.
+HEADERS = {"n0": ("$N_k^{(0)}$", "N0"), "update_empty": ("Upd.-0", "Update-0"),
+           "neighbours": ("Quantiser", "Quantiser"), "grid_dim": ("Grid", "Grid"), "tau": ("$\\tau$", "tau")}
+FIELD_NOTES = {"n0": ("$N_k^{(0)}$: initial EMA count of every code", "N0: initial EMA count of every code"),
+               "update_empty": ("Upd.-0: whether codes with no member in the batch are updated (update-0)",
+                                "Update-0: whether codes with no member in the batch are updated"),
+               "tau": ("$\\tau$: shrinking step of the neighbourhood", "tau: shrinking step of the neighbourhood")}
+ROW_ORDER = {"none": 0, "hard": 1, "gaussian": 2}
+LABELS = {"neighbours": {"none": "EMA-VQ", "hard": "KSOM hard", "gaussian": "KSOM Gauss."},
+          "update_empty": {True: "Yes", False: "No"}, "grid_dim": {1: "1D", 2: "2D"}}
+# Summary columns that never make a row: the trial's identity and status, and its measured numbers.
+SKIP = {"run_id", "run_name", "seed", "ray_trial_id", "node_id", M.STATUS_TAG, "parent_run_id", M.RESULT,
+        M.FINAL_LOSS, M.DIVERGED, M.COLLAPSED, M.LATE_IMPROVEMENT}
+
+
+def header(layout: Layout, name: str, fmt: str) -> str:
+    """The column header of row field `name` in format `fmt` ("latex", "md", "text"): the study's
+    own (its `headers`, in LaTeX), else HEADERS, else the field's name."""
+    latex = fmt == "latex"
+    if name in layout.headers:
+        return layout.headers[name] if latex else plain(layout.headers[name])
+    return HEADERS.get(name, (name.replace("_", "\\_"), name))[0 if latex else 1]
+
+
+def layout_for(study: "str | Layout", summary: pd.DataFrame) -> Layout:
+    """The layout itself when given one (e.g. Layout.from_plan); for a study known only by name
+    one row per combination of the fields that vary, no reference arm."""
+    if isinstance(study, Layout):
+        return study
+    varying = [c for c in summary.columns if c not in SKIP and not c.startswith(
+        (M.STEPS,) + CODE_USE_COLUMNS + TOPOGRAPHY_COLUMNS) and summary[c].nunique(dropna=False) > 1]
+    return Layout(tuple(varying), (), M.THRESHOLDS, f"Study {study}.", name=study)
+
+
+def paper_order(frame: pd.DataFrame, study: "str | Layout") -> pd.DataFrame:
+    """Rows sorted as the paper's table: by the layout's fields, EMA-VQ before KSOM (stable otherwise)."""
+    return frame.sort_values(list(layout_for(study, frame).rows), kind="stable",
+                             key=lambda col: col.map(ROW_ORDER).fillna(col) if col.name == "neighbours" else col)
+
+
+class LayoutError(ValueError):
+    """A study's `layout:` block is malformed: `path` (keys below `layout`), the value, what is allowed."""
+
+    def __init__(self, path: tuple, value, allowed: str, problem: str | None = None):
+        super().__init__(path, value, allowed, problem)
+        self.path, self.value, self.allowed, self.problem = path, value, allowed, problem
+
+
+def check_block(block, rows: list[str], metrics: list[str]) -> dict:
+    """The `layout:` block of a study whose configurations are told apart by `rows` and whose
+    tables show `metrics`, checked (that its rows still tell every configuration apart is the
+    study's to check: it knows the grid); raises LayoutError naming the first bad key. The
+    block's lists come back as lists, so that it is plain data in sweep.json."""
+    if not isinstance(block, dict):
+        raise LayoutError((), block, f"a mapping with keys {', '.join(BLOCK_KEYS)}")
+    for key in block:
+        if key not in BLOCK_KEYS:
+            raise LayoutError((key,), block[key], f"the keys {', '.join(BLOCK_KEYS)}", f"key {key!r} is unknown")
+    out = {}
+    if "rows" in block:
+        out["rows"] = _names(block["rows"], ("rows",), rows, "the fields the study sweeps")
+    shown = out.get("rows", rows)
+    if "order" in block:
+        out["order"] = _names(block["order"], ("order",), shown, "the row fields")
+        if sorted(out["order"]) != sorted(shown):
+            raise LayoutError(("order",), block["order"], f"each row field once: {', '.join(shown)}")
+    if "groups" in block:
+        out["groups"] = _names(block["groups"], ("groups",), shown, "the row fields", empty=True)
+    if "thresholds" in block:
+        value, shows = block["thresholds"], [M.threshold(m) for m in metrics if m.startswith(M.STEPS)]
+        allowed = f"a list of the steps thresholds the study's metrics show: {shows}"
+        if not isinstance(value, list) or not value:
+            raise LayoutError(("thresholds",), value, allowed)
+        for i, p in enumerate(value):
+            if p not in shows or isinstance(p, bool) or value.index(p) != i:
+                raise LayoutError(("thresholds", i), p, allowed, "not among the study's metrics, or repeated")
+        out["thresholds"] = list(value)
+    if "caption" in block:
+        if not isinstance(block["caption"], str) or not block["caption"].strip():
+            raise LayoutError(("caption",), block["caption"], "a non-empty string (LaTeX allowed)")
+        out["caption"] = block["caption"].strip()
+    if "headers" in block:
+        headers = block["headers"]
+        if not isinstance(headers, dict):
+            raise LayoutError(("headers",), headers, "a mapping of row field: header (LaTeX allowed)")
+        for name, text in headers.items():
+            if name not in shown:
+                raise LayoutError(("headers", name), name, f"a row field: {', '.join(shown)}", "not a row field")
+            if not isinstance(text, str) or not text.strip():
+                raise LayoutError(("headers", name), text, "a non-empty string (LaTeX allowed)")
+        out["headers"] = dict(headers)
+    return out
+
+
+def _names(value, path: tuple, allowed: list[str], what: str, empty: bool = False) -> list[str]:
+    """A list of distinct names out of `allowed`."""
+    text = f"a {'' if empty else 'non-empty '}list of distinct names out of {what}: {', '.join(allowed)}"
+    if not isinstance(value, list) or (not value and not empty):
+        raise LayoutError(path, value, text)
+    for i, name in enumerate(value):
+        if name not in allowed or value.index(name) != i:
+            raise LayoutError(path + (i,), name, text, "unknown or repeated")
+    return list(value)

@@ -1,0 +1,154 @@
+"""The numbers of a study's tables, as tidy frames (analysis.tables.render sets them as text).
+
+main         one row per configuration (the layout's row fields, in the paper's row order): best
+             validation loss and steps to +p % of it, mean +- sample std (n - 1) over seeds; the
+             seeds / diverged / collapsed / unfinished counts of the row. Diverged trials are left
+             out of every mean; collapsed ones (analysis.summary) count in the loss but not in the steps.
+topography   per configuration, the validation loss with every code shifted by +1, +2, +3 on the
+             grid as a multiple of the same model's unshifted loss (geometric mean over seeds: the
+             ratio is multiplicative and spans orders of magnitude for EMA-VQ, whose dead codes
+             decode to noise, so an arithmetic mean would be one seed's), and the smoothness ratio
+             (paper Sec. 4.3), mean +- std.
+vs reference each configuration minus the study's reference arm within its group (Table 3: KSOM
+             minus EMA-VQ for the same N0 / update-0): difference of means, Welch 95 % CI, Welch
+             p-value (and Holm-adjusted) and Hedges' g.
+
+Bold (main and topography smoothness) is decided by statistics, not by the mean alone: within
+each group and column, the lowest mean of the configurations with >= 2 seeds, and every
+configuration not significantly different from it (two-sided Welch t-test, Holm correction over
+all comparisons of the table, alpha 0.05; analysis.stats).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis.stats import ALPHA, describe, holm, welch, welch_from_stats
+from analysis.tables.layout import Layout, layout_for, paper_order
+import metrics as M
+
+TOPOGRAPHY_OFFSETS = (1, 2, 3)  # offset 0 is the model's own loss
+OFFSET, SMOOTH, RATIO = M.column(M.offset_loss("")), M.column(M.smoothness("")), "loss_ratio_"  # column prefixes
+
+
+def loss_scale(summary: pd.DataFrame) -> int:
+    """Losses are shown x10^3, or x10^4 for the face data sets (as the paper)."""
+    faces = summary.get("dataset", pd.Series(dtype=str)).astype(str).str.contains("celeba|afhq|face").any()
+    return 4 if faces else 3
+
+
+def steps_scale(summary: pd.DataFrame) -> int:
+    """Steps are shown x10^3 at the paper's scale (>= 10,000 steps), else as they are."""
+    return 3 if summary.get("steps", pd.Series([0])).max() >= 10_000 else 0
+
+
+def topography_columns(summary: pd.DataFrame) -> list[str]:
+    """The topography columns of the tables: loss ratio at shift 1..3 and smoothness per level."""
+    ratios = [f"{RATIO}{o}" for o in TOPOGRAPHY_OFFSETS if f"{OFFSET}{o}" in summary]
+    return ratios + sorted(c for c in summary.columns if c.startswith(SMOOTH))
+
+
+def _with_ratios(summary: pd.DataFrame) -> pd.DataFrame:
+    """loss_ratio_o = validation loss with codes shifted by o / the same model's unshifted loss
+    (loss_offset_0 where measured, else the trial's final loss)."""
+    base = summary[f"{OFFSET}0"] if f"{OFFSET}0" in summary else summary[M.FINAL_LOSS]
+    return summary.assign(**{f"{RATIO}{o}": summary[f"{OFFSET}{o}"] / base
+                             for o in TOPOGRAPHY_OFFSETS if f"{OFFSET}{o}" in summary})
+
+
+def _counts(g: pd.DataFrame) -> dict:
+    """seeds (trials with a result), diverged, collapsed, unfinished (no result: failed or still running)."""
+    result = g[M.RESULT].astype(bool) if M.RESULT in g else pd.Series(True, index=g.index)
+    collapsed = g[M.COLLAPSED].astype(bool) if M.COLLAPSED in g else pd.Series(False, index=g.index)
+    return {"seeds": int(result.sum()), M.DIVERGED: int((g[M.DIVERGED].astype(bool) & result).sum()),
+            M.COLLAPSED: int((collapsed & result).sum()), "unfinished": int((~result).sum())}
+
+
+def _values(g: pd.DataFrame, column: str) -> pd.Series:
+    """The values of `column` that enter a mean: no diverged trial; steps also without collapsed ones."""
+    keep = ~g[M.DIVERGED].astype(bool)
+    if column.startswith(M.STEPS) and M.COLLAPSED in g:
+        keep &= ~g[M.COLLAPSED].astype(bool)
+    return g.loc[keep, column]
+
+
+def _groups(summary: pd.DataFrame, study: "str | Layout"):
+    """(key dict, trials) per configuration, in the paper's row order."""
+    rows = list(layout_for(study, summary).rows)
+    for key, g in paper_order(summary, study).groupby(rows, sort=False, dropna=False):
+        yield dict(zip(rows, key if isinstance(key, tuple) else (key,))), g
+
+
+def table_numbers(summary: pd.DataFrame, study: "str | Layout") -> pd.DataFrame:
+    """Tidy table: one row per (configuration, column) with agg ('mean' or 'geometric'), mean, std
+    (for 'geometric': the geometric mean and the x/ geometric std factor), n averaged, the row's
+    seeds / diverged / collapsed / unfinished counts, best (bold) and p_vs_best (Holm-adjusted)."""
+    layout = layout_for(study, summary)
+    summary = _with_ratios(summary)
+    columns = [M.FINAL_LOSS] + [M.steps_to(p) for p in layout.thresholds] + topography_columns(summary)
+    records = []
+    for key, g in _groups(summary, study):
+        for col in columns:
+            values = _values(g, col)
+            if col.startswith(RATIO):
+                mean, std, n = describe(np.log(values.where(values > 0)))
+                mean, std, agg = math.exp(mean), math.exp(std), "geometric"
+            else:
+                (mean, std, n), agg = describe(values), "mean"
+            records.append({**key, "column": col, "agg": agg, "mean": mean, "std": std, "n": n, **_counts(g)})
+    return mark_best(pd.DataFrame(records), layout)
+
+
+def mark_best(tidy: pd.DataFrame, layout: Layout) -> pd.DataFrame:
+    """Add `best` (bold) and `p_vs_best`: per group and column (lower is better), the lowest mean of
+    the configurations with >= 2 values and every one whose Welch test against it is not significant
+    after Holm's correction over all comparisons in the table. Geometric (ratio) columns get no bold."""
+    tidy = tidy.reset_index(drop=True)
+    eligible = (tidy["n"] >= 2) & tidy["mean"].notna() & (tidy.get("agg", "mean") == "mean")
+    best = pd.Series(False, index=tidy.index)
+    tests = {}  # row index -> raw p against its group's best
+    for _, g in tidy[eligible].groupby(list(layout.group) + ["column"], dropna=False):
+        top = g["mean"].idxmin()
+        best[top] = True
+        b = tidy.loc[top]
+        for i, r in g.drop(index=top).iterrows():
+            tests[i] = welch_from_stats(r["mean"], r["std"], r["n"], b["mean"], b["std"], b["n"]).p
+    adjusted = pd.Series(holm(list(tests.values())), index=list(tests), dtype=float)
+    p_vs_best = adjusted.reindex(tidy.index)
+    best |= p_vs_best >= ALPHA
+    return tidy.assign(best=best, p_vs_best=p_vs_best)
+
+
+def _matches(frame: pd.DataFrame, values: dict) -> pd.Series:
+    sel = pd.Series(True, index=frame.index)
+    for f, v in values.items():
+        sel &= frame[f] == v
+    return sel
+
+
+def comparison_numbers(summary: pd.DataFrame, study: "str | Layout") -> pd.DataFrame:
+    """Each configuration minus the reference arm of its group, per column (loss, steps, smoothness):
+    diff of means, Welch 95 % CI, p, Holm-adjusted p over the table, Hedges' g, n and n_ref.
+    Empty when the study names no reference arm or a group lacks it."""
+    layout = layout_for(study, summary)
+    columns = [M.FINAL_LOSS] + [M.steps_to(p) for p in layout.thresholds] + sorted(
+        c for c in summary.columns if c.startswith(SMOOTH))
+    if not layout.reference:
+        return pd.DataFrame()
+    records = []
+    for key, g in _groups(summary, study):
+        if all(key.get(f) == v for f, v in layout.reference.items()):
+            continue
+        where = {f: key[f] for f in layout.group}
+        ref = summary[_matches(summary, {**where, **layout.reference})]
+        if ref.empty:
+            continue
+        for col in columns:
+            a, b = _values(g, col), _values(ref, col)
+            w = welch(a, b)
+            records.append({**key, "column": col, "diff": w.diff, "ci_low": w.ci_low, "ci_high": w.ci_high,
+                            "p": w.p, "g": w.g, "n": int(np.isfinite(a).sum()), "n_ref": int(np.isfinite(b).sum())})
+    out = pd.DataFrame(records)
+    return out.assign(p_holm=holm(out["p"])) if len(out) else out
