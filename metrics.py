@@ -44,6 +44,7 @@ study file's `metrics:` and the tables name them) are named here too (paper Sec.
 """
 from __future__ import annotations
 
+import re
 from typing import Callable, Iterable
 
 TRAIN_LOSS = "train/loss"
@@ -113,6 +114,10 @@ def offset_loss(offset: int | str) -> str:
 def smoothness(level: str) -> str:
     """Smoothness ratio of `level`'s decoded codebook on its grid (summary)."""
     return f"{TOPOGRAPHY}smoothness_{level}"
+
+
+# What names a study: its MLflow experiment, its sweep folders and its table files (no path separators).
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def value_texts(values: Iterable) -> dict:

@@ -26,7 +26,7 @@ from analysis.figures import write_figures
 from analysis.load import load_runs, pooled_runs, write_parquet
 from analysis.pictures import write_pictures
 from analysis.sensitivity import write_sensitivity
-from analysis.store import StoreMissing, read_sweep
+from analysis.store import BadSweep, StoreMissing, read_sweep, trust_notice
 from analysis.summary import RESULT_STATUSES, summarise
 from analysis.tables import (Layout, comparison_latex, comparison_markdown, comparison_numbers, comparison_text,
                              RATIO, SMOOTH, TEXT_WIDTH, table_numbers, to_latex, to_markdown, to_text)
@@ -111,19 +111,28 @@ def outcomes(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def report_sweep(sweep_dir: str | Path) -> str:
-    """Tables and figures of the sweep in sweep_dir (read from its MLflow runs) into that folder.
-    Raises StoreMissing (naming the path) when the folder or its store is not there."""
-    meta = read_sweep(sweep_dir)
+def report_sweep(sweep_dir: str | Path, tracking_uri: str | None = None) -> str:
+    """Tables and figures of the sweep in sweep_dir (read from its MLflow runs, in `tracking_uri` when given)
+    into that folder. Raises StoreMissing (naming the path) when the folder or its store is not there,
+    BadSweep when its sweep.json is not a sweep's or names a store outside the results folder."""
+    meta = read_sweep(sweep_dir, tracking_uri=tracking_uri)
     trials, metrics = load_runs(meta["tracking_uri"], meta["study"], meta["parent_run_id"])
     return write_report(trials, metrics, meta["study"], meta["dir"], meta["tracking_uri"], meta.get("plan"))
+
+
+def refuse(message: str):
+    """Bad input: one line on stderr, exit status 2 (nothing written)."""
+    print(f"python -m analysis.report: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep_dir", nargs="?", help="a sweep folder (holds sweep.json)")
-    p.add_argument("--tracking-uri", help="read the newest sweep of --study from this MLflow store instead")
+    p.add_argument("--tracking-uri", help="read the newest sweep of --study from this MLflow store instead; with a "
+                                          "sweep folder: the store to read it from (needed when its sweep.json "
+                                          "names a store outside its results folder)")
     p.add_argument("--study", help="the study (MLflow experiment) to read with --tracking-uri")
     p.add_argument("--out", default="report", help="output folder with --tracking-uri (default report/)")
     p.add_argument("--all-sweeps", action="store_true", help="with --tracking-uri: pool every sweep of --study "
@@ -131,16 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.sweep_dir:
         try:
-            print(report_sweep(args.sweep_dir))
-        except StoreMissing as e:
-            p.error(str(e))
-        print(f"written into {Path(args.sweep_dir).resolve()}")
+            meta = read_sweep(args.sweep_dir, tracking_uri=args.tracking_uri)
+        except (StoreMissing, BadSweep) as e:
+            refuse(str(e))
+        print(trust_notice("reporting", "report", meta["dir"]))
+        print(report_sweep(args.sweep_dir, args.tracking_uri))
+        print(f"written into {meta['dir']}")
     elif args.tracking_uri and args.study:
         try:
             trials, metrics, what = pooled_runs(args.tracking_uri, args.study, args.all_sweeps)
         except (ValueError, StoreMissing) as e:
-            print(f"python -m analysis.report: error: {e}", file=sys.stderr)  # one line, exit 2
-            raise SystemExit(2) from None
+            refuse(str(e))
         print(f"reading {what}")
         print(write_report(trials, metrics, args.study, args.out, args.tracking_uri))
         print(f"written into {Path(args.out).resolve()}")

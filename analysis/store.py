@@ -23,6 +23,8 @@ from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 from mlflow.tracking import get_tracking_uri
 
+import metrics as M
+
 DATABASE = "mlflow.db"
 ARTIFACTS = "mlartifacts"
 SCHEME = "mlflow-artifacts"
@@ -60,20 +62,70 @@ def check_store(tracking_uri: str, refers: str = "") -> None:
                            f"{DATABASE} and {ARTIFACTS}/")
 
 
-def read_sweep(sweep_dir: str | Path, check: bool = True) -> dict:
+class BadSweep(ValueError):
+    """A sweep.json that is not what a sweep wrote, or names a store outside its results folder."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+# sweep.json: key -> the type every sweep writes there (the embedded store's file name, or the URI).
+SWEEP_TYPES = {"dir": str, "study": str, "plan": dict, "experiment_id": str, "parent_run_id": str,
+               "ray_name": str, "store": (str, type(None)), "tracking_uri": (str, type(None)),
+               "ray_storage": (str, type(None))}
+# The plan's parts the report reads: key -> type of the value, and of its items.
+PLAN_TYPES = {"study": (str, None), "swept": (list, str), "metrics": (list, str), "labels": (list, str),
+              "reference": (dict, None), "description": (str, None), "table": (str, None)}
+LOCAL_SCHEMES = ("", "sqlite", "file")  # stores that are files of this machine
+
+
+def trust_notice(doing: str, verb: str, sweep_dir: str | Path, things: str = "sweep.json") -> str:
+    """The line a command prints before it acts on a folder's sweep.json (and checkpoints)."""
+    return f"{doing} {sweep_dir}: trusting its {things} ({verb} only folders your own sweeps wrote)"
+
+
+def read_sweep(sweep_dir: str | Path, check: bool = True, tracking_uri: str | None = None) -> dict:
     """The sweep.json of `sweep_dir` with its paths resolved where the folder is now: `dir` (the
     sweep folder), `results_dir`, `tracking_uri` and `ray_storage`. Raises StoreMissing when the
-    sweep has no sweep.json or (with `check`) its embedded store is missing."""
+    sweep has no sweep.json or (with `check`) its embedded store is missing, and BadSweep (one line)
+    when the file is not what a sweep writes or names a store of this machine outside its results
+    folder, which is opened only when the user passes it as `tracking_uri` (--tracking-uri): MLflow
+    would write its schema into whatever SQLite file it names."""
     sweep_dir = Path(sweep_dir).expanduser().resolve()
     meta_file = sweep_dir / "sweep.json"
     if not meta_file.is_file():
         raise StoreMissing(f"no sweep.json in {sweep_dir}; give a folder a sweep printed at its start")
-    meta = json.loads(meta_file.read_text())
+    allowed = "allowed: the sweep.json a sweep wrote (restore it, or start the sweep again)"
+    try:
+        meta = json.loads(meta_file.read_bytes().decode("utf-8"))
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise BadSweep(f"{meta_file} is not a sweep's ({type(e).__name__}: {e}); {allowed}") from None
+    if not isinstance(meta, dict):
+        raise BadSweep(f"{meta_file} is not a sweep's (a JSON {type(meta).__name__}); {allowed}")
+    missing = [k for k, kind in SWEEP_TYPES.items() if not isinstance(meta.get(k), kind)]
+    if missing:
+        raise BadSweep(f"{meta_file} lacks {missing} (or they are not what a sweep writes); {allowed}")
+    plan = meta["plan"]
+    wrong = [k for k, (kind, item) in PLAN_TYPES.items() if k in plan and not (
+        isinstance(plan[k], kind) and (item is None or all(isinstance(v, item) for v in plan[k])))]
+    if wrong or not M.STUDY_NAME.fullmatch(meta["study"]) or plan.get("study", meta["study"]) != meta["study"]:
+        raise BadSweep(f"{meta_file} is not a sweep's (study {meta['study']!r}, plan keys {wrong}); {allowed}")
     results_dir = sweep_dir.parent
     meta.update(dir=str(sweep_dir), results_dir=str(results_dir))
-    if meta.get("store"):  # the embedded store, relative to the results folder
+    if meta["store"] is not None:  # the embedded store, a file name in the results folder
+        if Path(meta["store"]).name != meta["store"] or meta["store"] in ("", ".", ".."):
+            raise BadSweep(f"{meta_file} names the store {meta['store']!r}, not a file of its results folder "
+                           f"{results_dir}; {allowed}")
         meta["tracking_uri"] = f"sqlite:///{results_dir / meta['store']}"
-    meta["ray_storage"] = meta.get("ray_storage") or str(sweep_dir)
+    elif meta["tracking_uri"] is None:
+        raise BadSweep(f"{meta_file} names no store (neither 'store' nor 'tracking_uri'); {allowed}")
+    if tracking_uri:
+        meta["tracking_uri"] = tracking_uri  # the user's own choice
+    elif meta["store"] is None and urlparse(meta["tracking_uri"]).scheme.split("+")[0] in LOCAL_SCHEMES:
+        raise BadSweep(f"{meta_file} names the store {meta['tracking_uri']}, outside its results folder "
+                       f"{results_dir}; allowed: --tracking-uri {meta['tracking_uri']} to open it (if you trust it), "
+                       "or a sweep folder whose store lies beside it")
+    meta["ray_storage"] = meta["ray_storage"] or str(sweep_dir)
     if check:
         check_store(meta["tracking_uri"], f" (named by {meta_file})")
     return meta

@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from analysis.report import report_sweep
-from analysis.store import embedded_database, embedded_uri, write_sweep
+from analysis.store import embedded_database, embedded_uri, trust_notice, write_sweep
 from sweep.parent import finish_parent_run, start_parent_run
 from sweep.lock import exclusive, hold_sweep, release_sweep
 from sweep.plan import Plan
@@ -84,8 +84,7 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
     else:
         meta = resume
         hold_sweep(Path(meta["dir"]))  # taken already by `python -m sweep.run --resume`: refused there
-        print(f"resuming {meta['dir']}: trusting its sweep.json and checkpoints (resume only folders your own "
-              "sweeps wrote)", flush=True)
+        print(trust_notice("resuming", "resume", meta["dir"], "sweep.json and checkpoints"), flush=True)
     try:
         return _run(plan, meta, resume is not None, address, max_concurrent, max_failures, session_start)
     finally:

@@ -77,36 +77,32 @@ def plan_from_args(args) -> Plan:
                      grid=parse_grid(args.grid), workers=args.workers_per_trial, max_trials=args.max_trials)
 
 
-SWEEP_KEYS = ("dir", "study", "plan", "tracking_uri", "experiment_id", "parent_run_id", "ray_storage", "ray_name")
+def read_sweep_json(sweep_dir: Path, tracking_uri: str | None = None) -> tuple[Plan, dict]:
+    """(plan, metadata) of a sweep folder; anything but a complete sweep.json is a ConfigError naming it
+    (analysis.store.read_sweep checks the file; its plan must also be a valid Plan here)."""
+    from analysis.store import BadSweep, StoreMissing, read_sweep  # imports MLflow: only when resuming
 
-
-def read_sweep_json(sweep_dir: Path) -> tuple[Plan, dict]:
-    """(plan, metadata) of a sweep folder; anything but a complete sweep.json is a ConfigError naming it."""
     meta_file = sweep_dir / "sweep.json"
     if not meta_file.is_file():
         raise ConfigError(f"--resume {sweep_dir}: no sweep.json there; give the folder a sweep printed at its start")
-    allowed = "allowed: the sweep.json a sweep wrote (restore it, or start the sweep again)"
-    from analysis.store import StoreMissing, check_store, read_sweep  # imports MLflow: only when resuming
-
     try:
-        meta = read_sweep(sweep_dir, check=False)  # its paths resolved where the folder is now
-        missing = [k for k in SWEEP_KEYS if not isinstance(meta.get(k), (str, dict))]
-        if missing:
-            raise ConfigError(f"{meta_file} lacks {missing}; {allowed}")
-        plan = Plan(**meta["plan"])
-        plan.trials()
-    except (ValueError, TypeError, AttributeError, KeyError, UnicodeDecodeError) as e:  # JSONDecodeError: ValueError
-        raise ConfigError(f"{meta_file} is not a sweep's ({type(e).__name__}: {e}); {allowed}") from None
-    try:
-        check_store(meta["tracking_uri"], f" (named by {meta_file})")
+        meta = read_sweep(sweep_dir, tracking_uri=tracking_uri)  # its paths resolved where the folder is now
+    except BadSweep as e:
+        raise ConfigError(str(e)) from None
     except StoreMissing as e:
         raise ConfigError(f"--resume {sweep_dir}: {e}") from None
+    try:
+        plan = Plan(**meta["plan"])
+        plan.trials()
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
+        raise ConfigError(f"{meta_file} is not a sweep's ({type(e).__name__}: {e}); allowed: the sweep.json a "
+                          "sweep wrote (restore it, or start the sweep again)") from None
     return plan, meta
 
 
 def resume_plan(args) -> tuple[Plan, dict]:
     """The stored plan of the sweep in args.resume; a different grid on the command line is refused."""
-    stored, meta = read_sweep_json(Path(args.resume).expanduser().resolve())
+    stored, meta = read_sweep_json(Path(args.resume).expanduser().resolve(), args.tracking_uri)
     grid_options = (args.study, args.scale, args.seeds, args.set, args.grid, args.dataset, args.data_dir,
                     args.cpus_per_trial, args.gpus_per_trial, args.workers_per_trial)
     if any(option for option in grid_options):

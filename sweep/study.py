@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -48,7 +47,6 @@ REQUIRED = ("name", "description")
 # Per-trial summaries a table can show: the final (best) validation loss and the steps to reach
 # +10 % / +20 % of it (paper Sec. 4.1, Tables 1-4).
 METRICS = M.SUMMARY_METRICS
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 # A grid larger than this is refused unless --max-trials raises it: a typo such as a thousand values on
 # three axes would otherwise plan a billion trials without a word.
 MAX_TRIALS = 10_000
@@ -189,7 +187,7 @@ def parse_study(text: str, source: str, max_trials: int = MAX_TRIALS) -> Study:
     for key in REQUIRED:
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise _error(partial, (key,), data.get(key), "a non-empty string", f"{key} is missing or empty")
-    if not NAME.fullmatch(data["name"]):
+    if not M.STUDY_NAME.fullmatch(data["name"]):
         raise _error(partial, ("name",), data["name"], "letters, digits, '-' and '_' (it names folders and the "
                                                        "MLflow experiment)")
     table = data.get("table") or ""

@@ -160,9 +160,10 @@ VALID_META = {"dir": "/x", "study": "sensitivity", "tracking_uri": "sqlite:////x
     ("truncated-sweep-json", lambda t: _malformed(t, json.dumps(VALID_META)[:40]),
      "{t}/old-sweep/sweep.json is not a sweep's (JSONDecodeError"),
     ("sweep-json-missing-keys", lambda t: _malformed(t, json.dumps({"dir": "/x"})),
-     "{t}/old-sweep/sweep.json lacks ['study', 'plan', 'tracking_uri'"),
+     "{t}/old-sweep/sweep.json lacks ['study', 'plan', 'experiment_id', 'parent_run_id', 'ray_name'] (or they are "
+     "not what a sweep writes)"),
     ("sweep-json-bad-plan", lambda t: _malformed(t, json.dumps({**VALID_META, "plan": {"study": 3}})),
-     "{t}/old-sweep/sweep.json is not a sweep's (TypeError"),
+     "{t}/old-sweep/sweep.json is not a sweep's (study 'sensitivity', plan keys ['study'])"),
     ("disk-too-small", lambda t: ["robustness", "--set", "width=40000"], "GB free, the sweep needs about"),
 ])
 def test_refused_before_ray_starts(case, argv, message, tmp_path, capsys):

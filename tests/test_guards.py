@@ -6,6 +6,7 @@ and that nothing was created.
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -259,3 +260,69 @@ def test_configurations_whose_names_differ_only_in_punctuation_are_refused(tmp_p
         "python -m sweep.run: error: study 'punct': configurations {'neighbours': 'hard'} and {'neighbours': "
         "'gaussian'} would share the pictures folder 'KSOM-hard-seed0'; allowed: labels or values that tell them "
         "apart in letters or digits\n")
+
+
+# ---------------------------------------------------------------- the report trusts nothing it reads
+
+GOOD_SWEEP = {"dir": "old-sweep", "study": "sensitivity", "plan": {"study": "sensitivity", "swept": ["n0"]},
+              "experiment_id": "1", "parent_run_id": "abc", "ray_name": "ray", "store": "mlflow.db",
+              "tracking_uri": None, "ray_storage": None}
+ALLOWED_SWEEP = "allowed: the sweep.json a sweep wrote (restore it, or start the sweep again)"
+
+
+def _unrelated_database(folder: Path) -> Path:
+    import sqlite3
+
+    path = folder / "elsewhere" / "accounts.db"
+    path.parent.mkdir()
+    with sqlite3.connect(path) as db:
+        db.execute("create table accounts (name text)")
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: json.dumps(GOOD_SWEEP)[:50], "{d}/sweep.json is not a sweep's (JSONDecodeError: Unterminated string "
+                                            "starting at: line 1 column 46 (char 45)); " + ALLOWED_SWEEP),
+    (lambda t: b"\xff\xfe", "{d}/sweep.json is not a sweep's (UnicodeDecodeError: 'utf-8' codec can't decode byte "
+                            "0xff in position 0: invalid start byte); " + ALLOWED_SWEEP),
+    (lambda t: "[1, 2]", "{d}/sweep.json is not a sweep's (a JSON list); " + ALLOWED_SWEEP),
+    (lambda t: json.dumps({**GOOD_SWEEP, "parent_run_id": 7}),
+     "{d}/sweep.json lacks ['parent_run_id'] (or they are not what a sweep writes); " + ALLOWED_SWEEP),
+    (lambda t: json.dumps({**GOOD_SWEEP, "study": "../../x", "plan": {"study": "../../x"}}),
+     "{d}/sweep.json is not a sweep's (study '../../x', plan keys []); " + ALLOWED_SWEEP),
+    (lambda t: json.dumps({**GOOD_SWEEP, "plan": {"swept": 3}}),
+     "{d}/sweep.json is not a sweep's (study 'sensitivity', plan keys ['swept']); " + ALLOWED_SWEEP),
+    (lambda t: json.dumps({**GOOD_SWEEP, "store": "../elsewhere/accounts.db"}),
+     "{d}/sweep.json names the store '../elsewhere/accounts.db', not a file of its results folder {r}; "
+     + ALLOWED_SWEEP),
+    (lambda t: json.dumps({**GOOD_SWEEP, "store": None, "tracking_uri": f"sqlite:///{t}/elsewhere/accounts.db"}),
+     "{d}/sweep.json names the store sqlite:///{t}/elsewhere/accounts.db, outside its results folder {r}; allowed: "
+     "--tracking-uri sqlite:///{t}/elsewhere/accounts.db to open it (if you trust it), or a sweep folder whose "
+     "store lies beside it"),
+    (lambda t: json.dumps(GOOD_SWEEP), "no MLflow store at {r}/mlflow.db (named by {d}/sweep.json); give the "
+                                       "results folder that holds mlflow.db and mlartifacts/"),
+])
+def test_a_sweep_json_that_is_not_a_sweeps_is_refused_by_report_and_resume(edit, message, tmp_path, capsys):
+    """The report validates sweep.json as --resume does: one line, exit 2, nothing written; a store outside
+    the results folder is never opened (an unrelated SQLite file stays as it was) unless passed explicitly."""
+    from analysis.report import main as report
+    from sweep.run import main as sweep
+
+    unrelated = _unrelated_database(tmp_path)
+    before = unrelated.read_bytes()
+    results = tmp_path / "results"
+    folder = results / "old-sweep"
+    folder.mkdir(parents=True)
+    text = edit(tmp_path)
+    (folder / "sweep.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+    line = message.format(d=folder, r=results, t=tmp_path)
+    for command, prog in ((report, "analysis.report"), (sweep, "sweep.run")):
+        argv = [str(folder)] if prog == "analysis.report" else ["--resume", str(folder)]
+        with pytest.raises(SystemExit) as exit_info:
+            command(argv)
+        captured = capsys.readouterr()
+        assert exit_info.value.code == 2 and captured.out == "", captured.out
+        expected = line if prog == "analysis.report" or "no MLflow store" not in line else f"--resume {folder}: {line}"
+        assert captured.err == f"python -m {prog}: error: {expected}\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["sweep.json"] and sorted(results.iterdir()) == [folder]
+    assert unrelated.read_bytes() == before

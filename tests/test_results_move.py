@@ -40,7 +40,8 @@ def test_a_moved_results_folder_regenerates_its_report_notebook_and_artifacts(mo
     (moved / "summary.parquet").unlink()
     done = _run("-m", "analysis.report", str(moved))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "KSOM" in done.stdout
+    assert done.stdout.startswith(f"reporting {moved}: trusting its sweep.json (report only folders your own sweeps "
+                                  "wrote)\n") and "KSOM" in done.stdout
     for name in ("summary.parquet", "figures/loss.png", "figures/perturbation.png", "figures/codebook_vq.png"):
         assert (moved / name).stat().st_size > 0, name  # the pictures come from the copy's artifacts
 
