@@ -75,7 +75,7 @@ SWEEP_TYPES = {"dir": str, "study": str, "plan": dict, "experiment_id": str, "pa
                "ray_storage": (str, type(None))}
 # The plan's parts the report reads: key -> type of the value, and of its items.
 PLAN_TYPES = {"study": (str, None), "swept": (list, str), "metrics": (list, str), "labels": (list, str),
-              "reference": (dict, None), "description": (str, None), "table": (str, None)}
+              "reference": (dict, None), "description": (str, None), "table": (str, None), "layout": (dict, None)}
 LOCAL_SCHEMES = ("", "sqlite", "file")  # stores that are files of this machine
 
 
