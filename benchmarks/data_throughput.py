@@ -8,7 +8,7 @@ Run from the repository root:
 
 It measures, and prints:
 
-1. Loader images/s at 256 px (models/loader.py: the Dataset + DataLoader the trainer uses for
+1. Loader images/s at 256 px (models/data/loader.py: the Dataset + DataLoader the trainer uses for
    image folders) with 0, 1 and 2 loader processes (--workers), on a generated folder of
    --images JPEGs of 500 x 375 px (ImageNet's typical size; smooth random content, quality 90),
    batch --batch: decode, RGB, resize of the shorter side to 256, centre crop, collate. Timed over
@@ -42,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from models.build import build_model
 from models.config import TrialConfig
 from models.data import ImageFiles, find_images
-from models.loader import image_batches
+from models.data.loader import image_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,8 +119,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         files = write_jpegs(Path(tmp), args.images)
         rates = {w: loader_rate(files, w, args.batch, args.batches) for w in args.workers}
-    lines.append(f"1. Loader (models/loader.py) at {SIZE} px: {args.images} generated JPEGs of {PHOTO[0]} x {PHOTO[1]}, "
-                 f"batch {args.batch}, {args.batches} timed batches")
+    lines.append(f"1. Loader (models/data/loader.py) at {SIZE} px: {args.images} generated JPEGs of "
+                 f"{PHOTO[0]} x {PHOTO[1]}, batch {args.batch}, {args.batches} timed batches")
     lines.append(f"{'loader processes':>16}  {'images/s':>9}  {'per process':>11}")
     for w, r in rates.items():
         lines.append(f"{w:>16}  {r:>9.1f}  {r / max(w, 1):>11.1f}")

@@ -19,7 +19,7 @@ class TrainState:
     model: dict[str, torch.Tensor]  # the model's state_dict, quantiser buffers included
     optimizer: dict  # AdamW's state_dict
     generator: torch.Tensor  # the batch sampler's random generator (photos, CIFAR)
-    step: int  # training steps done; also the image-folder loader's position (models/loader.py)
+    step: int  # training steps done; also the image-folder loader's position (models/data/loader.py)
     best_val_loss: float  # inf before the first finite validation
     train_time: float  # total seconds in training steps
     eval_time: float  # total seconds in validation and topography

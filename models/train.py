@@ -42,7 +42,7 @@ from models.build import build_model
 from models.checkpoint import TrainState
 from models.config import ConfigError, TrialConfig
 from models.data import ImageData, ImageFiles, load_data
-from models.loader import image_batches
+from models.data.loader import image_batches
 from models.protocol import perplexity
 
 
@@ -111,7 +111,7 @@ def train(cfg: TrialConfig, report: Report | None = None, resume: TrainState | N
     the uninterrupted one. A NaN/inf loss stops the run with status "diverged"
     (its last report holds what was measured at that step, and no state). `device` defaults to the first
     GPU if any. The state given to `report` holds the live tensors: save it before returning. Image
-    folders are decoded by cfg.loader_workers DataLoader processes (models/loader.py).
+    folders are decoded by cfg.loader_workers DataLoader processes (models/data/loader.py).
     cfg.precision "bf16" (GPU only: ConfigError on another device) runs the networks' training forward
     under bfloat16 autocast, the quantisers in float32 (models/quantizer.py); validation runs in float32,
     so validation losses compare across precisions. cfg.channels_last puts the networks' weights and the

@@ -36,7 +36,7 @@ class Scale:
 
 
 # The paper's VQ-VAE-2 experiments (Appendix A): 256 x 256 images, 5 seeds; a whole GPU and 4 CPUs
-# each (2 of them decode the image folder: models/loader.py).
+# each (2 of them decode the image folder: models/data/loader.py).
 PAPER_VQVAE2 = (dict(model="vqvae2", image_size=256, batch_size=128, lr=3e-4), 5)
 PAPER_VQVAE2_RESOURCES = (4, 1)
 # The CIFAR VQ-VAE (width 128, batch 256) uses a small part of a GPU: 0.26 GFLOP per image forward and

@@ -12,11 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from models import data as data_module
 from models.config import TrialConfig
 from models.data import (CIFAR, PHOTOS_TRAIN, PHOTOS_VAL, ImageData, ImageFiles, cifar_data, download_cifar,
-                         find_images, fingerprint, load_cifar, load_data, load_image_folder, read_cifar, read_cifar_batch, read_image,
-                         split_image_folder, tiles, verify_cifar)
+                         find_images, fingerprint, folders, load_cifar, load_data, load_image_folder, read_cifar,
+                         read_cifar_batch, read_image, split_image_folder, tiles, verify_cifar)
 from models.train import train
 from helpers import RunsCommand, write_fake_cifar, write_folder, write_image
 
@@ -274,7 +273,7 @@ def test_download_with_matching_checksum_unpacks_then_checks_files_and_counts(tm
     folder (no temporary file or folder left); load_cifar still refuses its files by their own md5, and with
     those set to the fake's too, by the image counts (50 + 10, not 50,000 + 10,000)."""
     archive, md5 = _fake_archive(tmp_path, "cifar10")
-    monkeypatch.setitem(data_module.CIFAR["cifar10"], "md5", md5)
+    monkeypatch.setitem(CIFAR["cifar10"], "md5", md5)
     target = tmp_path / "data"
     folder = download_cifar("cifar10", target, url=archive.as_uri())
     assert folder == target / "cifar-10-batches-py"
@@ -283,7 +282,7 @@ def test_download_with_matching_checksum_unpacks_then_checks_files_and_counts(tm
     with pytest.raises(ValueError, match="data_batch_1 has md5"):
         load_cifar("cifar10", target, download=False)
     files = {f: hashlib.md5((folder / f).read_bytes()).hexdigest() for f in CIFAR["cifar10"]["files"]}
-    monkeypatch.setitem(data_module.CIFAR["cifar10"], "files", files)
+    monkeypatch.setitem(CIFAR["cifar10"], "files", files)
     with pytest.raises(ValueError, match="holds 50 training and 10 test images; cifar10 has 50000 and 10000"):
         load_cifar("cifar10", target, download=False)
     assert fake_cifar(target, "cifar10").val.shape == (10, 3, 32, 32)
@@ -374,8 +373,8 @@ def test_load_image_folder_images_and_statistics(tmp_path, monkeypatch):
     """Validation = the first VAL_CAP validation files decoded into uint8 (M, 3, size, size); training = a lazy
     ImageFiles over the training files; mean/std over the training files i * n // m, m = min(n, STATS_CAP)."""
     write_folder(tmp_path, 45)
-    monkeypatch.setattr(data_module, "VAL_CAP", 1)
-    monkeypatch.setattr(data_module, "STATS_CAP", 4)
+    monkeypatch.setattr(folders, "VAL_CAP", 1)
+    monkeypatch.setattr(folders, "STATS_CAP", 4)
     data = load_image_folder(tmp_path, 12)
     train_paths, val_paths = split_image_folder(tmp_path)
     assert data.name == "imagefolder" and data.size == 12 and data.test is None

@@ -1,4 +1,4 @@
-"""Image folders through torch.utils.data (models/loader.py): the seeded batch sampler, decoding in
+"""Image folders through torch.utils.data (models/data/loader.py): the seeded batch sampler, decoding in
 loader processes, process shares, and a resumed trial that sees the same batches as an uninterrupted one."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from models.checkpoint import TrainState
 from models.config import TrialConfig
 from models.data import load_image_folder, read_image
-from models.loader import SeededBatches, image_batches
+from models.data.loader import SeededBatches, image_batches
 from models.train import Progress, train
 from helpers import write_folder
 

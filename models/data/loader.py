@@ -27,7 +27,8 @@ from itertools import count
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from models.data import ImageFiles, read_image, share_rows
+from models.data.files import ImageFiles, read_image
+from models.data.images import share_rows
 
 PREFETCH = 2  # batches in flight per loader process
 

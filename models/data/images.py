@@ -1,0 +1,98 @@
+"""ImageData, what every data set becomes, and what is computed of one: per-process shares of a batch,
+the per-channel statistics, the fingerprint a run records."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+from models.data.files import ImageFiles
+
+# Validation is 20 % of the CIFAR training split, chosen with this seed as in the released code;
+# image folders without train/ and val/ subfolders draw their validation files with it too.
+VAL_SEED = 0xC1CAFA52
+
+
+@dataclass
+class ImageData:
+    """Training images, validation tiles and the normalisation of one data set."""
+
+    name: str
+    train: list[torch.Tensor] | torch.Tensor | ImageFiles  # uint8, each (3, H, W) with H, W >= size
+    val: torch.Tensor  # uint8 (M, 3, size, size)
+    test: torch.Tensor | None  # uint8, like val, where the data set has a test split
+    size: int
+    mean: torch.Tensor  # (3,) float, training split, in [0, 255]
+    std: torch.Tensor  # (3,)
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> float, standardised per channel."""
+        return (images.float() - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
+
+    def to_uint8(self, images: torch.Tensor) -> torch.Tensor:
+        """The inverse of `normalise`, clamped to [0, 255] (for pictures)."""
+        x = images * self.std.view(1, 3, 1, 1) + self.mean.view(1, 3, 1, 1)
+        return x.round().clamp(0, 255).to(torch.uint8)
+
+    def train_batch(self, batch_size: int, generator: torch.Generator, share: tuple[int, int] = (0, 1)) -> torch.Tensor:
+        """A standardised batch of random crops, drawn with `generator` (deterministic).
+
+        share = (r, W): the same random draws as the whole batch, but only its rows `share_rows`
+        (process r of W in data-parallel training); the W shares stacked are the whole batch.
+        """
+        rows = share_rows(batch_size, share)
+        if isinstance(self.train, (torch.Tensor, ImageFiles)):  # whole images, in memory or decoded now
+            idx = torch.randint(len(self.train), (batch_size,), generator=generator)
+            return self.normalise(self.train[idx[rows]])
+        # Pick a photo in proportion to its number of crop positions, then a position.
+        positions = torch.tensor([(p.shape[1] - self.size + 1) * (p.shape[2] - self.size + 1) for p in self.train],
+                                 dtype=torch.float64)
+        which = torch.multinomial(positions, batch_size, replacement=True, generator=generator)
+        u = torch.rand(batch_size, 2, generator=generator, dtype=torch.float64)
+        crops = []
+        for i, (uy, ux) in zip(which[rows].tolist(), u[rows].tolist()):
+            photo = self.train[i]
+            y = int(uy * (photo.shape[1] - self.size + 1))
+            x = int(ux * (photo.shape[2] - self.size + 1))
+            crops.append(photo[:, y:y + self.size, x:x + self.size])
+        return self.normalise(torch.stack(crops))
+
+
+def share_rows(batch_size: int, share: tuple[int, int]) -> slice:
+    """Rows r*B/W ... (r+1)*B/W - 1 of a batch of B: process r's share of W (B must divide by W)."""
+    rank, world = share
+    if batch_size % world or not 0 <= rank < world:
+        raise ValueError(f"share {share} of batch_size={batch_size}: allowed ranks 0..W-1 and W dividing the batch")
+    size = batch_size // world
+    return slice(rank * size, (rank + 1) * size)
+
+
+def fingerprint(data: ImageData) -> dict:
+    """What identifies a data set in a run's record: {"name", "digest", "train", "val"}, the digest the
+    first 16 hex digits of a SHA-256 over the validation images and the training images held in memory
+    (photos, CIFAR), or, for an image folder decoded batch by batch, over its training files' paths
+    relative to their common folder (reading 1.3 M ImageNet files only to hash them would take hours);
+    "train" / "val" count the training images (photos: whole photographs) and validation images."""
+    digest = hashlib.sha256()
+    if isinstance(data.train, ImageFiles):
+        root = os.path.commonpath(data.train.paths) if len(data.train) > 1 else os.path.dirname(data.train.paths[0])
+        digest.update("\n".join(os.path.relpath(p, root) for p in data.train.paths).encode())
+    else:
+        for image in data.train:  # a list of photos, or the rows of a tensor
+            digest.update(image.contiguous().numpy().tobytes())
+    digest.update(data.val.contiguous().numpy().tobytes())
+    return {"name": data.name, "digest": digest.hexdigest()[:16], "train": len(data.train), "val": len(data.val)}
+
+
+def channel_stats(images) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std over uint8 tensors whose channel axis is dim -3, chunk by chunk."""
+    total, squares, n = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), 0
+    for im in images:
+        x = im.double().movedim(-3, 0).reshape(3, -1)
+        total += x.sum(1)
+        squares += x.square().sum(1)
+        n += x.shape[1]
+    mean = total / n
+    return mean.float(), (squares / n - mean.square()).sqrt().float()
