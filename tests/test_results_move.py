@@ -12,9 +12,14 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from nbclient import NotebookClient
+from PIL import Image
+
+from sweep.tracking import file_name
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # every test reads the smoke sweep
@@ -34,16 +39,34 @@ def test_sweep_json_has_no_absolute_paths(smoke_sweep):
     assert exp.artifact_location == "mlflow-artifacts:/robustness"
 
 
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGBA"))
+
+
 def test_a_moved_results_folder_regenerates_its_report_notebook_and_artifacts(moved, monkeypatch):
+    """The report of the moved copy, regenerated from its store and artifacts alone, equals what the sweep
+    wrote before the move: the same summary, tables (byte for byte, and printed) and figures (pixel for
+    pixel; the codebook and perturbation pictures come from the copy's artifacts)."""
     assert not (moved / "sweep.json").read_text().count(str(moved.parent))
-    shutil.rmtree(moved / "figures")
+    summary = pd.read_parquet(moved / "summary.parquet")
+    tables = {p.name: p.read_bytes() for p in (moved / "tables").iterdir()}
+    figures = {p.name: pixels(p) for p in (moved / "figures").glob("*.png")}
+    assert {"robustness.txt", "robustness.tex", "robustness.md"} <= set(tables)
+    assert {"loss.png", "perturbation.png", "codebook_vq.png"} <= set(figures)
+    for folder in ("figures", "tables"):
+        shutil.rmtree(moved / folder)
     (moved / "summary.parquet").unlink()
     done = _run("-m", "analysis.report", str(moved))
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith(f"reporting {moved}: trusting its sweep.json (report only folders your own sweeps "
-                                  "wrote)\n") and "KSOM" in done.stdout
-    for name in ("summary.parquet", "figures/loss.png", "figures/perturbation.png", "figures/codebook_vq.png"):
-        assert (moved / name).stat().st_size > 0, name  # the pictures come from the copy's artifacts
+                                  "wrote)\n")
+    pd.testing.assert_frame_equal(pd.read_parquet(moved / "summary.parquet"), summary)
+    assert {p.name: p.read_bytes() for p in (moved / "tables").iterdir()} == tables
+    assert tables["robustness.txt"].decode().strip() in done.stdout
+    assert sorted(p.name for p in (moved / "figures").glob("*.png")) == sorted(figures)
+    for name, before in figures.items():
+        assert np.array_equal(pixels(moved / "figures" / name), before), name
 
     nb = nbformat.read(ROOT / "notebooks/analysis.ipynb", as_version=4)
     monkeypatch.setenv("SWEEP_DIR", str(moved))
@@ -56,12 +79,14 @@ def test_a_moved_results_folder_regenerates_its_report_notebook_and_artifacts(mo
                          "meta = read_sweep(sys.argv[1]); client = MlflowClient(meta['tracking_uri'])\n"
                          "runs = client.search_runs([meta['experiment_id']], 'tags.status = \"finished\"')\n"
                          "print(len(runs), [a.path for a in client.list_artifacts(runs[0].info.run_id, 'pictures')])\n"
+                         "print(runs[0].info.run_name)\n"
                          "print(client.download_artifacts(runs[0].info.run_id, 'pictures/perturbation.png'))",
                    str(moved))
     assert listing.returncode == 0, listing.stderr[-3000:]
-    count, local = listing.stdout.strip().splitlines()
+    count, run_name, local = listing.stdout.strip().splitlines()
     assert count == "16 ['pictures/codebook_vq.png', 'pictures/perturbation.png']"
-    assert Path(local).stat().st_size > 0
+    # The artifact read through the moved store is the picture the sweep also copied into its folder.
+    assert Path(local).read_bytes() == (moved / "pictures" / file_name(run_name) / "perturbation.png").read_bytes()
 
 
 def test_a_missing_store_is_one_line_and_creates_nothing(moved):
