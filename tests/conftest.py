@@ -49,7 +49,7 @@ def reference_matrix(kind: str, grid: tuple[int, ...], t: int, tau: float, form:
 
 @pytest.fixture(scope="session")
 def photos():
-    """The embedded `photos` data set, loaded once for the whole session (~2 s)."""
+    """The embedded `photos` data set, loaded once for the whole session."""
     from models.data import load_photos
     return load_photos()
 

@@ -400,7 +400,7 @@ def _start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
          "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240  # about 7 s when idle; much longer on a loaded 2-core machine
+    deadline = time.time() + 240  # generous: seconds when idle, much longer on a loaded 2-core machine
     while time.time() < deadline:
         try:
             if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:

@@ -286,7 +286,7 @@ def test_ksom_hard_2d_trains(photos):
 
 def test_bf16_training_close_to_fp32(baseline, photos):
     """precision=bf16 (run here through the trainer's CPU autocast, which train() itself refuses): 60 steps
-    report validation losses within 2 % of float32's (measured: 0.5 % at step 60) and are not the same
+    report validation losses within 2 % of float32's and are not the same
     numbers (autocast did run); the codebook stays float32."""
     from models.train import _train
     reports, states = [], {}
