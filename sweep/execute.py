@@ -27,12 +27,13 @@ from analysis.store import embedded_database, embedded_uri, trust_notice, write_
 from sweep.parent import finish_parent_run, start_parent_run
 from sweep.lock import exclusive, hold_sweep, release_sweep
 from sweep.plan import Plan
-from sweep.progress import Progress, plan_line
+from sweep.progress import Progress, library_log, plan_line
 from sweep.tracking import MlflowCallback, experiment_id, mark_unfinished, trial_run_name
 from sweep.trainable import run_trial, run_workers_trial, trial_config
 from sweep.ui import browse_hint
 
 EXIT_FAILED, EXIT_OUTAGE = 1, 3  # exit statuses besides 0, 2 (refused) and 128 + signal (stopped)
+LIBRARY_LOG = "sweep.log"  # in the sweep folder: what Ray and MLflow print (sweep/progress.py)
 
 
 class SweepEnded(Exception):
@@ -73,22 +74,25 @@ class _StopSignals:
 def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, storage: str | None = None,
               address: str | None = None, resume: dict | None = None, max_concurrent: int = 0,
               max_failures: int = 2) -> Path:
-    """Run every trial of `plan` (or continue the sweep described by `resume`); returns the sweep folder."""
+    """Run every trial of `plan` (or continue the sweep described by `resume`); returns the sweep folder.
+    What libraries print meanwhile goes to the sweep folder's LIBRARY_LOG."""
     session_start = time.time()
-    if resume is None:
+    sweep_dir = Path(resume["dir"]) if resume else _new_folder(plan, Path(results_dir).resolve())
+    with library_log(sweep_dir / LIBRARY_LOG):
+        if resume is None:
+            try:
+                meta = _new_sweep(plan, sweep_dir, tracking_uri, storage)
+            except Exception as e:  # the tracking store failed between the checks and the start: nothing ran
+                raise SweepEnded(f"error: {_what_failed(e, tracking_uri or 'store')}; nothing ran, start the sweep "
+                                 "again", EXIT_OUTAGE) from None
+        else:
+            meta = resume
+            hold_sweep(sweep_dir)  # taken already by `python -m sweep.run --resume`: refused there
+            print(trust_notice("resuming", "resume", meta["dir"], "sweep.json and checkpoints"), flush=True)
         try:
-            meta = _new_sweep(plan, Path(results_dir).resolve(), tracking_uri, storage)
-        except Exception as e:  # the tracking store failed between the checks and the start: nothing ran
-            raise SweepEnded(f"error: {_what_failed(e, tracking_uri or 'store')}; nothing ran, start the sweep "
-                             "again", EXIT_OUTAGE) from None
-    else:
-        meta = resume
-        hold_sweep(Path(meta["dir"]))  # taken already by `python -m sweep.run --resume`: refused there
-        print(trust_notice("resuming", "resume", meta["dir"], "sweep.json and checkpoints"), flush=True)
-    try:
-        return _run(plan, meta, resume is not None, address, max_concurrent, max_failures, session_start)
-    finally:
-        release_sweep(Path(meta["dir"]))
+            return _run(plan, meta, resume is not None, address, max_concurrent, max_failures, session_start)
+        finally:
+            release_sweep(sweep_dir)
 
 
 def _run(plan: Plan, meta: dict, resumed: bool, address: str | None, max_concurrent: int, max_failures: int,
@@ -96,6 +100,7 @@ def _run(plan: Plan, meta: dict, resumed: bool, address: str | None, max_concurr
     """run_sweep once the sweep folder exists and this driver holds its lock."""
     sweep_dir = Path(meta["dir"])
     print(f"sweep folder: {sweep_dir}\n  resume with: python -m sweep.run --resume {sweep_dir}\n"
+          f"  library messages (Ray, MLflow): {sweep_dir / LIBRARY_LOG}\n"
           f"{browse_hint(meta['tracking_uri'], meta['experiment_id'])}", flush=True)
 
     # One checkpoint per validation is the point (resume loses nothing); Tune warns about the
@@ -112,11 +117,12 @@ def _run(plan: Plan, meta: dict, resumed: bool, address: str | None, max_concurr
                          f"python -m sweep.run --resume {sweep_dir}", EXIT_OUTAGE) from None
     trainable = _trainable(plan, meta)
     n_trials = len(plan.arms) * len(plan.seeds)
-    print(plan_line(plan, _at_once(plan, n_trials, max_concurrent)), flush=True)
+    at_once = _at_once(plan, n_trials, max_concurrent)
+    print(plan_line(plan, at_once), flush=True)
     if not resumed:
         callbacks = [MlflowCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
                                     plan, trial_config, sweep_dir / "pictures"),
-                     Progress(n_trials, functools.partial(trial_run_name, plan))]
+                     Progress(n_trials, functools.partial(trial_run_name, plan), trial_config, at_once)]
         tuner = tune.Tuner(
             trainable,
             param_space={"base": plan.base, "arm": tune.grid_search(plan.arms), "seed": tune.grid_search(plan.seeds)},
@@ -221,17 +227,21 @@ def _mark(meta: dict, parent_status: str, skip: bool = False) -> tuple[int | Non
     return ended, f"sweep run {parent_status}, unfinished trial runs KILLED; "
 
 
-def _new_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None, storage: str | None) -> dict:
-    """Create the sweep folder, its MLflow parent run and sweep.json."""
+def _new_folder(plan: Plan, results_dir: Path) -> Path:
+    """A new sweep folder in `results_dir`, named by the study, the scale and the time."""
     while True:  # a short random suffix: sweeps started in the same second get different folders
         name = f"{plan.study}-{plan.scale}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-        sweep_dir = results_dir / name
         try:
-            sweep_dir.mkdir(parents=True)
-            break
+            (results_dir / name).mkdir(parents=True)
+            return results_dir / name
         except FileExistsError:
             continue
-    tracking_uri = tracking_uri or embedded_uri(results_dir)
+
+
+def _new_sweep(plan: Plan, sweep_dir: Path, tracking_uri: str | None, storage: str | None) -> dict:
+    """The MLflow parent run of the new sweep in `sweep_dir` (made by _new_folder), and its sweep.json."""
+    name = sweep_dir.name
+    tracking_uri = tracking_uri or embedded_uri(sweep_dir.parent)
     database = embedded_database(tracking_uri)
     try:
         # Opening a new sqlite store creates and migrates its tables, which two sweeps starting into one new
@@ -244,7 +254,8 @@ def _new_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None, storage:
                 "ray_storage": storage or str(sweep_dir), "ray_name": name if storage else "ray"}
         meta["parent_run_id"] = start_parent_run(client, exp_id, plan, meta)
     except Exception:
-        sweep_dir.rmdir()  # still empty: no half-made sweep folder is left behind
+        (sweep_dir / LIBRARY_LOG).unlink(missing_ok=True)  # nothing else is in it: no half-made sweep folder
+        sweep_dir.rmdir()
         raise
     hold_sweep(sweep_dir)  # before sweep.json: no resume can name the folder until then
     write_sweep(meta)  # paths relative to the results folder, so that it can move

@@ -6,10 +6,16 @@ written with plain Python loops so that the tests never check the code against i
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Tiny models on a shared 2-core machine: intra-op threads only add contention (threads of one tiny
 # step wait on each other and on the other tests' processes).
@@ -85,6 +91,35 @@ def smoke_sweep(tmp_path_factory):
         ray.shutdown()
 
 
+USER_STUDY = """\
+# my question: how do the learning rate and the codebook size interact for KSOM?
+name: lr-by-k
+description: learning rate x codebook size, KSOM hard 2D
+fixed: {neighbours: hard, grid_dim: 2, tau: 0.1}
+axes:
+  lr: [0.0003, 0.001, 0.003]
+  codebook_size: [16, 64]
+reference: {lr: 0.001}
+metrics: [final_loss, steps_10]
+"""
+
+
+@pytest.fixture(scope="session")
+def user_study_sweep(tmp_path_factory):
+    """`python -m sweep.run lr-by-k.yaml`, a user's two-axis study (6 trials), at cpu scale with short trials
+    (240 steps, validated every 20), in its own process as a user runs it, its output not a terminal;
+    returns (the finished process, its results folder). The study test reads what it wrote, the progress
+    test what it printed."""
+    folder = tmp_path_factory.mktemp("user-study")
+    study = folder / "lr-by-k.yaml"
+    study.write_text(USER_STUDY)
+    done = subprocess.run([sys.executable, "-m", "sweep.run", str(study), "--scale", "cpu", "--seeds", "1", "--set",
+                           "steps=240", "--set", "eval_every=20", "--results-dir", str(folder / "results")], cwd=ROOT,
+                          env={**os.environ, "RAY_ADDRESS": "local", "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=900)
+    return done, folder / "results"
+
+
 @pytest.fixture
 def moved(smoke_sweep, tmp_path):
     """The smoke sweep's whole results folder copied to a new place, the original out of reach
@@ -100,7 +135,7 @@ def moved(smoke_sweep, tmp_path):
         away.rename(original)
 
 
-SWEEP_FIXTURES = {"smoke_sweep", "moved"}  # each runs a real Ray sweep the first time a test asks for it
+SWEEP_FIXTURES = {"smoke_sweep", "moved", "user_study_sweep"}  # each runs a real Ray sweep the first time a test asks for it
 
 
 def pytest_collection_modifyitems(items):

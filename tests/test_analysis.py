@@ -257,16 +257,16 @@ def test_the_readme_command_opens_the_notebook_in_jupyterlab(tmp_path):
 
 
 @pytest.mark.slow
-def test_notebook_runs_top_to_bottom(smoke_sweep):
+def test_notebook_runs_top_to_bottom(moved, monkeypatch):
+    """On the smoke sweep's results moved to another folder (the original out of reach): every cell runs and
+    shows the sweep's numbers, tables and pictures, read through the copy's own store and artifacts."""
     nb = nbformat.read(ROOT / "notebooks/analysis.ipynb", as_version=4)
-    os.environ["SWEEP_DIR"] = str(smoke_sweep)
-    try:
-        NotebookClient(nb, timeout=300, kernel_name="python3",
-                       resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
-    finally:
-        del os.environ["SWEEP_DIR"]
+    monkeypatch.setenv("SWEEP_DIR", str(moved))
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
     outputs = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", ""))
                       for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
+    assert f"sweep: {moved}" in outputs
     assert "robustness at smoke scale: 18 trials, 2 diverged" in outputs
     assert "trials match 'n0 == 1'" in outputs and "| KSOM |" in outputs and "Loss ratio at shift" in outputs
     assert "95% CI" in outputs  # the comparison against the reference arm

@@ -33,7 +33,7 @@ import metrics as M
 from models.checkpoint import TrainState
 from models.data import CIFAR
 from sweep import cluster, preflight
-from sweep.execute import _new_sweep
+from sweep.execute import _new_folder
 from sweep.plan import make_plan
 from sweep.run import main
 from helpers import RunsCommand, write_fake_cifar
@@ -261,8 +261,8 @@ def test_gpus_an_autoscaler_can_add_are_awaited(gpu_less_cluster, tmp_path, caps
 
 def test_sweeps_started_in_the_same_second_get_their_own_folders(tmp_path):
     plan = make_plan("sensitivity", "smoke", seeds=1)
-    metas = [_new_sweep(plan, tmp_path, None, None) for _ in range(3)]
-    assert len({m["dir"] for m in metas}) == 3 and all(Path(m["dir"], "sweep.json").exists() for m in metas)
+    folders = [_new_folder(plan, tmp_path) for _ in range(3)]
+    assert len(set(folders)) == 3 and all(f.is_dir() and f.parent == tmp_path for f in folders)
 
 
 # ---------------------------------------------------------------- stopping, failing and resuming

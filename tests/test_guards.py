@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.execute import _new_sweep
+from sweep.execute import _new_folder, _new_sweep
 from sweep.lock import DRIVER_LOCK, Locked, hold_sweep, release_sweep
 from sweep.plan import make_plan
 from test_faults import ROOT, assert_one_run_per_trial_with_every_step, error_lines, run, sweep_cmd, sweep_meta
@@ -84,7 +84,7 @@ def _start_sweep(results: str, barrier, answers) -> None:
     plan = make_plan("sensitivity", "smoke", seeds=1)
     barrier.wait()
     try:
-        answers.put(_new_sweep(plan, Path(results), None, None)["experiment_id"])
+        answers.put(_new_sweep(plan, _new_folder(plan, Path(results)), None, None)["experiment_id"])
     except Exception as e:  # noqa: BLE001 - reported to the test
         answers.put(f"{type(e).__name__}: {e}"[:300])
 

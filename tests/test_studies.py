@@ -238,31 +238,13 @@ def test_parity_is_the_full_factorial_of_decay_init_and_commitment_for_three_rul
 
 # ---------------------------------------------------------------- a user's study, end to end
 
-USER_STUDY = """\
-# my question: how do the learning rate and the codebook size interact for KSOM?
-name: lr-by-k
-description: learning rate x codebook size, KSOM hard 2D
-fixed: {neighbours: hard, grid_dim: 2, tau: 0.1}
-axes:
-  lr: [0.0003, 0.001, 0.003]
-  codebook_size: [16, 64]
-reference: {lr: 0.001}
-metrics: [final_loss, steps_10]
-"""
-
-
 @pytest.mark.slow
-def test_a_user_written_two_axis_study_runs_end_to_end(tmp_path):
-    """`python -m sweep.run my.yaml` at smoke scale: one MLflow run per trial named by the axes, the
-    tables grouped by both axes with the reference comparison, the sensitivity figure for lr."""
-    study = tmp_path / "lr-by-k.yaml"
-    study.write_text(USER_STUDY)
-    env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "sweep.run", str(study), "--scale", "smoke", "--set", "steps=20",
-                           "--set", "eval_every=10", "--results-dir", str(tmp_path / "results")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+def test_a_user_written_two_axis_study_runs_end_to_end(user_study_sweep):
+    """`python -m sweep.run my.yaml` (conftest.USER_STUDY, cpu scale): one MLflow run per trial named by the axes,
+    the tables grouped by both axes with the reference comparison, the sensitivity figure for lr."""
+    done, results = user_study_sweep
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    sweep_dir = next((tmp_path / "results").glob("lr-by-k-smoke-*"))
+    sweep_dir = next(results.glob("lr-by-k-cpu-*"))
     meta = read_sweep(sweep_dir)
     assert meta["plan"]["swept"] == ["lr", "codebook_size"] and meta["plan"]["reference"] == {"lr": 0.001}
     client = MlflowClient(meta["tracking_uri"])
@@ -273,7 +255,7 @@ def test_a_user_written_two_axis_study_runs_end_to_end(tmp_path):
     for r in runs:
         assert r.data.tags["status"] == "finished" and r.data.tags["rule"] == "KSOM hard 2D"
         assert r.data.tags["topography"] == "measured"
-        assert TrialConfig.from_dict(r.data.params).steps == 20
+        assert TrialConfig.from_dict(r.data.params).steps == 240
     tidy = pd.read_parquet(sweep_dir / "tables" / "lr-by-k.parquet")
     assert {(lr, k) for lr, k in zip(tidy.lr, tidy.codebook_size)} == {
         (lr, k) for lr in (0.0003, 0.001, 0.003) for k in (16, 64)}
