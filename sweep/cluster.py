@@ -86,26 +86,31 @@ def gcs_address() -> str:
     return ray.get_runtime_context().gcs_address
 
 
+def reachable(address: str) -> bool:
+    """Whether the GCS at host:port accepts a connection (the kernel answers for a busy one)."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=POLL_SECONDS).close()
+        return True
+    except OSError:
+        return False
+
+
 class Watch:
     """While in the block, polls the GCS at `address` (host:port) every POLL_SECONDS in a daemon thread;
     after LOST_AFTER failed polls in a row it calls `on_lost()` (once), from that thread."""
 
     def __init__(self, address: str, on_lost):
-        host, _, port = address.rpartition(":")
-        self.where, self.on_lost = (host, int(port)), on_lost
+        self.address, self.on_lost = address, on_lost
         self.stopped = threading.Event()
 
     def _poll(self):
         failed = 0
         while not self.stopped.wait(POLL_SECONDS):
-            try:
-                socket.create_connection(self.where, timeout=POLL_SECONDS).close()
-                failed = 0
-            except OSError:
-                failed += 1
-                if failed >= LOST_AFTER and not self.stopped.is_set():
-                    self.on_lost()
-                    return
+            failed = 0 if reachable(self.address) else failed + 1
+            if failed >= LOST_AFTER and not self.stopped.is_set():
+                self.on_lost()
+                return
 
     def __enter__(self):
         threading.Thread(target=self._poll, name="cluster-watch", daemon=True).start()

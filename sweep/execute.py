@@ -2,8 +2,8 @@
 
 A sweep that does not end with every trial finished (or diverged) raises SweepEnded, whose message is
 the one line to print and whose `code` is the exit status: 1 when trials failed (after the report of
-what exists), 130 / 143 when SIGINT / SIGTERM stopped it, 3 when the tracking store, the disk or the
-driver failed. Every case leaves a state that `python -m sweep.run --resume DIR` completes.
+what exists), 130 / 143 when SIGINT / SIGTERM stopped it, 3 when the tracking store, the disk, the Ray
+cluster under it (noticed within seconds: sweep/cluster.py) or the driver failed. Every case leaves a state that `python -m sweep.run --resume DIR` completes.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -22,12 +23,15 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+import metrics as M
 from analysis.report import report_sweep
 from analysis.store import embedded_database, embedded_uri, trust_notice, write_sweep
+from sweep import cluster
 from sweep.parent import finish_parent_run, start_parent_run
 from sweep.lock import exclusive, hold_sweep, release_sweep
 from sweep.plan import Plan
 from sweep.progress import Progress, library_log, plan_line
+from sweep.report import TrialReport
 from sweep.tracking import MlflowCallback, experiment_id, mark_unfinished, trial_run_name
 from sweep.trainable import run_trial, run_workers_trial, trial_config
 from sweep.ui import browse_hint
@@ -109,6 +113,9 @@ def _run(plan: Plan, meta: dict, resumed: bool, address: str | None, max_concurr
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables of Ray's own; Progress prints
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    gcs = cluster.gcs_address()
+    print(f"cluster: {gcs} ({'started by this sweep, it ends with it' if cluster.started_here() else 'found running'})",
+          flush=True)
     client = MlflowClient(meta["tracking_uri"])
     try:
         client.set_terminated(meta["parent_run_id"], "RUNNING")
@@ -136,21 +143,37 @@ def _run(plan: Plan, meta: dict, resumed: bool, address: str | None, max_concurr
                                    resume_errored=True)
     start = time.time()
     resume_hint = f"resume with: python -m sweep.run --resume {sweep_dir}"
-    with _StopSignals() as stop:
+
+    def cluster_lost() -> SweepEnded:
+        ended, marked = _mark(meta, "FAILED")
+        return SweepEnded(f"error: the Ray cluster at {gcs} went away; {ended if ended is not None else '?'} of "
+                          f"{n_trials} trials finished; {marked}{resume_hint} (on a running cluster: --address, or "
+                          "none for a local one)", EXIT_OUTAGE)
+
+    def end_now():  # from the watch's thread: Ray's own calls would wait a minute on the lost cluster, then abort
+        print(cluster_lost(), file=sys.stderr, flush=True)
+        release_sweep(sweep_dir)
+        os._exit(EXIT_OUTAGE)
+
+    with _StopSignals() as stop, cluster.Watch(gcs, end_now):
         try:
             results = tuner.fit()
         except KeyboardInterrupt:
             results = None
-        except Exception as e:  # the tracking store, the disk or the driver itself failed mid-sweep
+        except Exception as e:  # the tracking store, the disk, the cluster or the driver itself failed mid-sweep
+            if not cluster.reachable(gcs):
+                raise cluster_lost() from None
             raise SweepEnded(f"error: {_what_failed(e, meta['tracking_uri'])}; "
                              f"{_mark(meta, 'FAILED', skip=_store_down(e))[1]}{resume_hint}", EXIT_OUTAGE) from None
+    if results is not None and any(r.error is not None for r in results) and not cluster.reachable(gcs):
+        raise cluster_lost()  # its trials failed because their nodes went
     if stop.received is not None or results is None:
         ended, marked = _mark(meta, "KILLED")  # the store knows which trials ended (Tune also counts those
         if ended is None:                      # it stopped)
             ended = results.num_terminated if results is not None else 0
         code = 128 + (stop.received or signal.SIGINT)
         raise SweepEnded(f"interrupted: {ended} of {n_trials} trials finished; {marked}{resume_hint}", code)
-    failed = [r for r in results if r.error is not None]
+    failed = [r for r in results if r.error is not None or _data_error(r)]
     print(f"sweep done in {time.time() - start:.0f} s: {len(results)} trials, {len(failed)} failed\n", flush=True)
     print(report_sweep(sweep_dir), flush=True)
     finish_parent_run(client, meta["parent_run_id"], plan, meta, time.time() - session_start)
@@ -158,11 +181,19 @@ def _run(plan: Plan, meta: dict, resumed: bool, address: str | None, max_concurr
           f"results: {sweep_dir} (tables/, figures/, *.parquet)", flush=True)
     if failed:
         client.set_terminated(meta["parent_run_id"], "FAILED")
-        names = "; ".join(f"{trial_run_name(plan, r.config)} ({r.path}/error.txt)" for r in failed)
-        raise SweepEnded(f"failed: {len(failed)} of {n_trials} trials: {names}; {resume_hint} (retries them)",
-                         EXIT_FAILED)
+        names = "; ".join(f"{trial_run_name(plan, r.config)} ({_data_error(r) or f'{r.path}/error.txt'})"
+                          for r in failed)
+        retry = (f"{resume_hint} (retries them)" if any(r.error is not None for r in failed) else
+                 "fix the data and start the sweep again (a resume does not retry a data error)")
+        raise SweepEnded(f"failed: {len(failed)} of {n_trials} trials: {names}; {retry}", EXIT_FAILED)
     client.set_terminated(meta["parent_run_id"], "FINISHED")
     return sweep_dir
+
+
+def _data_error(result) -> str:
+    """The data error a trial ended on ("" for none): its last report's, as sweep.report.data_error."""
+    report = TrialReport.from_result(result.metrics) if result.metrics else None
+    return report.error if report is not None and report.status == M.FAILED else ""
 
 
 def _trainable(plan: Plan, meta: dict):

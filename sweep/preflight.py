@@ -4,7 +4,8 @@
 creates nothing: not the results folder, not the data folder, not a Ray session. It checks, in order:
 the results dir (a writable folder, or creatable in one), the tracking URI (a known scheme; a server
 that answers /health within TIMEOUT seconds), the image size the data set can give, the data set
-(present and checked, or its download host reachable), the free disk space against an estimate of
+(present and checked, or its download host reachable; every file of an image folder listed once and
+its header read: sweep/images.py), the free disk space against an estimate of
 what the sweep writes, and the CPUs and GPUs a trial asks for (a node of the cluster the sweep will
 run on holds them, or a node type its autoscaler may add).
 """
@@ -23,7 +24,8 @@ import torch
 from models.build import build_model
 from models.config import ConfigError, TrialConfig
 from models.data import CIFAR, IMAGE_FOLDERS, PHOTO_SHORT_SIDE, split_image_folder, verify_cifar
-from sweep import cluster
+from models.data.folders import VAL_CAP
+from sweep import cluster, images
 
 TIMEOUT = 3.0  # seconds a tracking server or the data set's host has to answer
 # MLflow's tracking stores by URI scheme (mlflow.tracking._tracking_service.utils), "" = a local path.
@@ -130,9 +132,14 @@ def check_data(cfg: TrialConfig) -> None:
                               "to download it") from None
     elif cfg.dataset in IMAGE_FOLDERS:
         try:
-            split_image_folder(cfg.data_dir)
+            train, val = split_image_folder(cfg.data_dir)
         except (OSError, ValueError) as e:
             raise ConfigError(f"dataset={cfg.dataset}: {e}") from None
+        used = train + val[:VAL_CAP]  # every file a trial reads
+        bad = images.check_files(used, cfg.data_dir)
+        if bad:
+            raise ConfigError(f"dataset={cfg.dataset}: {images.refusal(bad, len(used))}; allowed: image files "
+                              "whose headers Pillow reads (fix or remove these)")
 
 
 def estimate_bytes(configs: list[TrialConfig]) -> int:

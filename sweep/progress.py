@@ -26,7 +26,7 @@ from pathlib import Path
 from ray import tune
 
 import metrics as M
-from sweep.report import TrialReport, ending
+from sweep.report import TrialReport, data_error, ending
 
 WIDTH = 120
 # Library warnings that ask the user to act (trials that cannot start) stay on the terminal.
@@ -144,6 +144,8 @@ class Progress(tune.Callback):
         # Tune calls on_trial_complete / on_trial_error before it updates the trial's status.
         status = [end_status if t is ended else t.status for t in self.trials]
         n_diverged = sum(s == "TERMINATED" and ending(t) == M.DIVERGED for s, t in zip(status, self.trials))
+        n_failed = status.count("ERROR") + sum(s == "TERMINATED" and ending(t) == M.FAILED
+                                               for s, t in zip(status, self.trials))  # data errors end, not err
         done = status.count("TERMINATED") + status.count("ERROR")
         unseen, unseen_steps = self._unseen()
         steps = sum(self._steps(t) for t in self.trials) + unseen * unseen_steps
@@ -154,7 +156,7 @@ class Progress(tune.Callback):
         eta = "" if eta is None else f" | ETA {'≤ ' if self.upper_bound else ''}{duration(eta)}" + (
             " (upper bound: early stopping)" if self.upper_bound else "")
         line = (f"[{time.strftime('%H:%M:%S', time.gmtime(now - self.start))}] {done}/{self.total} done "
-                f"({n_diverged} diverged, {status.count('ERROR')} failed), {status.count('RUNNING')} running"
+                f"({n_diverged} diverged, {n_failed} failed), {status.count('RUNNING')} running"
                 f"{share}{eta}")
         best = f" | best val {self.best[0]:.4f} ({self.best[1]})" if math.isfinite(self.best[0]) else ""
         return fit(line + best if len(line + best) <= WIDTH else line)  # the best run is dropped first
@@ -230,7 +232,7 @@ class Progress(tune.Callback):
         last = _last(trial)
         best = last.metrics.get(M.VAL_BEST_LOSS, math.nan) if last else math.nan
         result = (f"DIVERGED at step {self._step(trial)}" if ending(trial) == M.DIVERGED else
-                  f"finished, best val {best:.4f}")
+                  f"FAILED ({data_error(trial)})" if ending(trial) == M.FAILED else f"finished, best val {best:.4f}")
         self._emit(f"{result}: {self.name_of(trial.config)}", ended=trial, end_status="TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -14,12 +14,14 @@ import metrics as M
 @dataclass
 class TrialReport:
     step: int
-    status: str  # M.RUNNING, M.FINISHED (the last validation) or M.DIVERGED (a NaN/inf loss at `step`)
+    status: str  # M.RUNNING, M.FINISHED (the last validation), M.DIVERGED (a NaN/inf loss at `step`) or
+    # M.FAILED (its data cannot be used: `error` says why; the trial ends at once, without retries)
     metrics: dict[str, float]  # names from metrics.py
     node_id: str = ""  # the Ray node the trial ran on
     gpu_ids: list[str] = field(default_factory=list)  # the GPUs Ray assigned to it
     dataset: dict = field(default_factory=dict)  # models.data.fingerprint of its training data
     resumed: bool = False  # a multi-worker trial's report of its checkpoint again, after a restart
+    error: str = ""  # one line, with status M.FAILED
 
     def to_result(self) -> dict:
         return asdict(self)
@@ -31,7 +33,14 @@ class TrialReport:
 
 
 def ending(trial) -> str:
-    """How a trial that Tune saw complete ended: M.DIVERGED if its last report says so, else M.FINISHED
-    (the trainer returns after its diverged report or after its last validation)."""
+    """How a trial that Tune saw complete ended: M.DIVERGED or M.FAILED if its last report says so, else
+    M.FINISHED (the trainer returns after such a report or after its last validation)."""
     last = trial.last_result
-    return M.DIVERGED if last and TrialReport.from_result(last).status == M.DIVERGED else M.FINISHED
+    status = TrialReport.from_result(last).status if last else M.FINISHED
+    return status if status in (M.DIVERGED, M.FAILED) else M.FINISHED
+
+
+def data_error(trial) -> str:
+    """The one line of a trial that ended on a data error ("" for any other)."""
+    last = trial.last_result
+    return TrialReport.from_result(last).error if last and ending(trial) == M.FAILED else ""

@@ -29,7 +29,7 @@ import metrics as M
 from models.build import topography_note
 from sweep.parent import source_tags
 from sweep.plan import Plan, file_name
-from sweep.report import TrialReport, ending
+from sweep.report import TrialReport, data_error, ending
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # training-runs view in the UI
 
@@ -138,6 +138,10 @@ class MlflowCallback(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
         self.client.set_tag(run_id, M.STATUS_TAG, ending(trial))
+        if ending(trial) == M.FAILED:  # its data could not be used: nothing was trained
+            self.client.set_tag(run_id, "error", data_error(trial))
+            self.client.set_terminated(run_id, "FAILED")
+            return
         self._log_checkpoint(run_id, trial)
         self.client.set_terminated(run_id, "FINISHED")
 

@@ -33,7 +33,7 @@ from ray import tune
 import metrics as M
 from models.checkpoint import TrainState
 from models.config import TrialConfig
-from models.data import fingerprint, load_data
+from models.data import DataError, fingerprint, load_data
 from models.train import Progress, train
 from sweep.report import TrialReport
 
@@ -86,12 +86,19 @@ def reporter(send, rank: int = 0, dataset: dict | None = None):
 
 
 def run_trial(config: dict) -> None:
-    """One trial in one process: a Tune function trainable."""
+    """One trial in one process: a Tune function trainable. A data error ends it with a failed report (one
+    line, no retries: the same files would fail again)."""
     cfg = trial_config(config)
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     torch.set_num_threads(max(1, int(cpus)))
-    data, dataset = _data(cfg.dataset, cfg.data_dir, cfg.image_size)
-    train(cfg, report=reporter(tune.report, dataset=dataset), resume=resume_state(tune.get_checkpoint()), data=data)
+    try:
+        data, dataset = _data(cfg.dataset, cfg.data_dir, cfg.image_size)
+        train(cfg, report=reporter(tune.report, dataset=dataset), resume=resume_state(tune.get_checkpoint()),
+              data=data)
+    except DataError as e:
+        # Raised in a DataLoader process, its message holds that process's traceback: the last line is ours.
+        line = str(e).strip().splitlines()[-1].removeprefix(f"{DataError.__module__}.DataError: ")
+        tune.report(TrialReport(0, M.FAILED, {}, error=line).to_result())
 
 
 def run_workers_trial(config: dict, storage: str, workers: int, cpus: float, gpus: float) -> None:

@@ -304,13 +304,16 @@ def test_sigterm_and_ctrl_c_stop_cleanly_and_resume_completes(tmp_path):
 
 
 def _broken_training_images(root: Path) -> Path:
-    """An image folder whose validation images are fine and whose training files are not images."""
+    """An image folder whose validation images are fine and whose training files are truncated PNGs: their
+    headers pass the preflight, their pixels do not decode."""
     for i in range(3):
         pixels = np.random.RandomState(i).randint(0, 256, (40, 40, 3), dtype=np.uint8)
         (root / "val").mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(root / "val" / f"{i}.png")
         (root / "train").mkdir(exist_ok=True)
-        (root / "train" / f"{i}.png").write_bytes(b"not a png")
+        Image.fromarray(pixels).save(root / "train" / f"{i}.png")
+        whole = (root / "train" / f"{i}.png").read_bytes()
+        (root / "train" / f"{i}.png").write_bytes(whole[:len(whole) // 2])
     return root
 
 
@@ -322,21 +325,25 @@ def one_store(tmp_path_factory):
 
 @pytest.mark.slow
 def test_failed_trials_fail_the_sweep_and_the_report_still_comes(one_store, tmp_path):
-    """Every trial fails inside Ray (unreadable training files, --max-failures 0): exit 1, one line naming the
-    trials, the sweep's run FAILED, the trials' runs FAILED; the report is written, says what is missing."""
+    """Every trial fails inside Ray on its data (training files that decode only halfway): each once, without
+    retries or tracebacks; exit 1, one line naming the trials and the file, the sweep's run FAILED, the
+    trials' runs FAILED; the report is written, says what is missing."""
     data = _broken_training_images(tmp_path / "images")
     cmd = [*sweep_cmd("sensitivity", one_store, "--dataset", "imagefolder", "--data-dir", str(data)),
-           "--seeds", "1", "--max-failures", "0"]
+           "--seeds", "1"]
     code, out, err = run(cmd)
     assert code == 1, out[-2000:] + err[-3000:]
     (line,) = error_lines(err)
-    assert line.startswith("failed: 4 of 4 trials: EMA-VQ N0=0 update-0=no seed=0 (") and "error.txt" in line
-    assert line.endswith("(retries them)") and "resume with: python -m sweep.run --resume" in line
+    assert line.startswith(f"failed: 4 of 4 trials: EMA-VQ N0=0 update-0=no seed=0 (cannot read image "
+                           f"{data}/train/0.png: ") and "Traceback" not in err
+    assert line.endswith("; fix the data and start the sweep again (a resume does not retry a data error)")
     meta = read_sweep(next(p for p in one_store.glob("*/sweep.json")).parent)
     client = MlflowClient(meta["tracking_uri"])
     assert client.get_run(meta["parent_run_id"]).info.status == "FAILED"
     runs = child_runs(meta["tracking_uri"], "sensitivity", meta["parent_run_id"])
     assert len(runs) == 4 and all(r.info.status == "FAILED" and r.data.tags["status"] == "failed" for r in runs)
+    assert all(r.data.tags["error"].startswith(f"cannot read image {data}/train/0.png: ") for r in runs)
+    assert not list(Path(meta["dir"]).rglob("error.txt"))  # no trial raised: none was retried
     assert "missing: 4 of 4 trials are not results (4 failed)" in out
     assert (Path(meta["dir"]) / "tables" / "sensitivity.txt").exists()
 

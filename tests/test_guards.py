@@ -326,3 +326,188 @@ def test_a_sweep_json_that_is_not_a_sweeps_is_refused_by_report_and_resume(edit,
         assert captured.err == f"python -m {prog}: error: {expected}\n"
     assert sorted(p.name for p in folder.iterdir()) == ["sweep.json"] and sorted(results.iterdir()) == [folder]
     assert unrelated.read_bytes() == before
+
+
+# ---------------------------------------------------------------- losing the cluster
+
+
+@pytest.mark.slow
+def test_losing_the_cluster_ends_the_sweep_and_resume_on_a_new_one_completes(tmp_path):
+    """A sweep on a cluster its test started (ray.cluster_utils.Cluster) says which cluster it found; the
+    cluster stops mid-run: within seconds one line (what was lost, how many trials finished, the resume
+    command), exit 3, the sweep's run FAILED and unfinished trial runs KILLED. --resume on a new cluster
+    completes: one run per trial, every validation step once."""
+    import time
+
+    from mlflow.tracking import MlflowClient
+    from ray.cluster_utils import Cluster
+
+    results = tmp_path / "results"
+    first = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    address, lost_at = first.address, {}
+
+    def stop_cluster(proc):
+        first.shutdown()
+        lost_at["t"] = time.time()
+
+    try:
+        code, out, err = run(sweep_cmd("sensitivity", results, "--address", address, "--max-concurrent", "2"),
+                             stop_at="1/4 done", action=stop_cluster)
+    finally:
+        first.shutdown()
+    took = time.time() - lost_at["t"]
+    meta = sweep_meta(results)
+    assert code == 3, out[-2000:] + err[-3000:]
+    assert f"cluster: {address} (found running)" in out, out
+    (line,) = error_lines(err)
+    ended = int(line.split("; ")[1].split()[0])
+    assert 1 <= ended < 4
+    assert line == (f"error: the Ray cluster at {address} went away; {ended} of 4 trials finished; sweep run "
+                    f"FAILED, unfinished trial runs KILLED; resume with: python -m sweep.run --resume {meta['dir']} "
+                    "(on a running cluster: --address, or none for a local one)")
+    assert took < 45, took  # Ray alone waits 60 s for a lost GCS, then aborts with its tracebacks
+    assert MlflowClient(meta["tracking_uri"]).get_run(meta["parent_run_id"]).info.status == "FAILED"
+    assert not (Path(meta["dir"]) / DRIVER_LOCK).exists()
+
+    second = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    address = second.address
+    try:
+        code, out, err = run([sys.executable, "-m", "sweep.run", "--resume", meta["dir"], "--address", address])
+    finally:
+        second.shutdown()
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert f"cluster: {address} (found running)" in out
+    assert_one_run_per_trial_with_every_step(meta, 4, [20, 40, 60, 80, 100])
+
+
+# ---------------------------------------------------------------- image folders that lie
+
+
+def _images(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        pixels = np.random.RandomState(seed + i).randint(0, 256, (40, 40, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+        paths.append(folder / f"{i}.png")
+    return paths
+
+
+def _sixteen_bit(path: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.full((40, 40), 40_000, dtype=np.uint16)).save(path)
+    return path
+
+
+def _refused_line(data: Path, capsys) -> str:
+    from sweep.run import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sensitivity", "--scale", "smoke", "--dataset", "imagefolder", "--data-dir", str(data),
+              "--results-dir", str(data.parent / "results")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    assert not (data.parent / "results").exists()
+    return err.removeprefix("python -m sweep.run: error: ").removesuffix("\n")
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    return tmp_path / "cache"
+
+
+OPEN_FAILS = "cannot be opened as an image (UnidentifiedImageError: cannot identify image file '{p}')"
+ALLOWED_IMAGES = "; allowed: image files whose headers Pillow reads (fix or remove these)"
+
+
+@pytest.mark.parametrize("spoil, problem", [
+    (lambda p: p.write_bytes(b""), OPEN_FAILS),
+    (lambda p: p.write_text("a text file named .png"), OPEN_FAILS),
+    (_sixteen_bit, "mode I;16 does not convert to 8-bit RGB without losing its range; allowed: 8-bit modes"),
+])
+def test_an_image_file_whose_header_is_bad_is_refused_in_preflight(spoil, problem, tmp_path, own_cache, capsys):
+    """A zero-byte file, a text file named .png, a 16-bit PNG: named with what is wrong, exit 2."""
+    data = tmp_path / "images"
+    _images(data / "train", 4)
+    _images(data / "val", 2, seed=10)
+    bad = data / "train" / "2.png"
+    spoil(bad)
+    assert _refused_line(data, capsys) == (f"dataset=imagefolder: 1 of 6 image files cannot be used: {bad} "
+                                           f"({problem.format(p=bad)})" + ALLOWED_IMAGES)
+
+
+def test_many_bad_files_are_counted_and_the_first_named(tmp_path, own_cache, capsys):
+    data = tmp_path / "images"
+    _images(data / "train", 6)
+    _images(data / "val", 2, seed=10)
+    for i in range(5):
+        (data / "train" / f"{i}.png").write_bytes(b"")
+    line = _refused_line(data, capsys)
+    named = "; ".join(f"{data}/train/{i}.png ({OPEN_FAILS.format(p=data / 'train' / f'{i}.png')})" for i in range(3))
+    assert line == f"dataset=imagefolder: 5 of 8 image files cannot be used: {named} and 2 more" + ALLOWED_IMAGES
+
+
+def test_linked_folders_list_each_file_once_and_never_on_both_sides(tmp_path, own_cache, capsys):
+    """A link from a folder to itself and one to its parent (which grew the listing without end): each file
+    once, training and validation disjoint; a train/ and val/ that share a file are refused."""
+    from models.data import split_image_folder
+
+    flat = tmp_path / "flat"
+    _images(flat, 41)
+    (flat / "self").symlink_to(flat)
+    (flat / "sub").mkdir()
+    (flat / "sub" / "up").symlink_to(flat)
+    train, val = split_image_folder(flat)
+    assert len(train) + len(val) == 41 and len(set(train + val)) == 41 and not set(train) & set(val)
+    assert all("self" not in p and "up" not in p for p in train + val)
+
+    data = tmp_path / "images"
+    _images(data / "train", 3)
+    _images(data / "val", 2, seed=10)
+    (data / "val" / "copy.png").symlink_to(data / "train" / "1.png")
+    assert _refused_line(data, capsys) == (
+        f"dataset=imagefolder: 1 image files are both in {data}/train and {data}/val (first: {data}/val/copy.png); "
+        "allowed: training and validation folders that share no file")
+
+
+def test_the_manifest_is_reused_for_unchanged_files(tmp_path, own_cache):
+    """Verdicts are kept by path, size and modification time: a file changed behind an unchanged size and
+    time is not read again (the cache is trusted); touching it makes it checked again."""
+    from sweep.images import check_files
+
+    paths = [str(p) for p in _images(tmp_path / "images", 3)]
+    assert check_files(paths, str(tmp_path / "images")) == []
+    assert len(list(own_cache.rglob("*.parquet"))) == 1
+    victim = Path(paths[1])
+    info = victim.stat()
+    victim.write_bytes(b"x" * info.st_size)  # same size
+    os.utime(victim, ns=(info.st_atime_ns, info.st_mtime_ns))  # same time
+    assert check_files(paths, str(tmp_path / "images")) == []  # from the manifest
+    os.utime(victim, ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))
+    ((path, problem),) = check_files(paths, str(tmp_path / "images"))
+    assert path == paths[1] and problem.startswith("cannot be opened as an image")
+
+
+def test_pixels_that_cannot_be_standardised_are_a_data_error(tmp_path):
+    """A data set whose red channel is one value: a DataError naming it (the trial fails on it once, as a data
+    error), not a division by zero that the first step would report as a diverged model."""
+    import numpy as np
+    from PIL import Image
+
+    from models.data import DataError, load_image_folder
+
+    for i in range(4):
+        pixels = np.random.RandomState(i).randint(0, 256, (40, 40, 3), dtype=np.uint8)
+        pixels[..., 0] = 128
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+    with pytest.raises(DataError) as info:
+        load_image_folder(tmp_path, size=32)
+    assert str(info.value) == ("channel R of the training images has zero variance (every pixel 128), so they cannot "
+                               "be standardised; allowed: images whose pixels vary in every channel")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from models.data.cifar import (CIFAR, CIFAR_COUNTS, cifar_data, download_cifar, load_cifar, read_cifar,
                                read_cifar_batch, verify_cifar)
-from models.data.files import ImageFiles, read_image
+from models.data.files import DataError, ImageFiles, read_image
 from models.data.folders import IMAGE_EXTENSIONS, IMAGE_FOLDERS, find_images, load_image_folder, split_image_folder
 from models.data.images import VAL_SEED, ImageData, fingerprint, share_rows
 from models.data.photos import PHOTO_SHORT_SIDE, PHOTOS_TRAIN, PHOTOS_VAL, load_photos, tiles

@@ -13,15 +13,23 @@ from PIL import Image
 DECODE_THREADS = 4  # image decoding runs in C with the GIL released, so threads overlap
 
 
+class DataError(ValueError):
+    """The data a trial reads cannot be used (a file that does not decode, pixels that cannot be
+    standardised): the trial fails at once with this one line, without retries."""
+
+    def __reduce__(self):  # DataLoader workers and Ray carry it between processes
+        return DataError, self.args
+
+
 def read_image(path: str | Path, size: int) -> torch.Tensor:
     """One image file -> uint8 (3, size, size): converted to RGB (grey replicated, alpha dropped), resized so
     that its shorter side is `size` (bilinear, antialiased: Pillow widens the filter when it shrinks), and
-    centre-cropped to size x size. An unreadable file is a ValueError naming it."""
+    centre-cropped to size x size. An unreadable file is a DataError naming it."""
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")  # decodes the whole file, so broken files fail here
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e
+        raise DataError(f"cannot read image {path}: {e}") from None
     w, h = image.size
     scale = size / min(w, h)
     w, h = max(size, round(w * scale)), max(size, round(h * scale))

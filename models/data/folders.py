@@ -19,20 +19,44 @@ VAL_CAP = 2000  # validation images held in memory (uint8 at 256 px: 393 MB)
 STATS_CAP = 1000  # training images the mean/std are computed from
 
 
-def find_images(folder: str | Path) -> list[str]:
-    """The image files under `folder` (any depth, symlinked folders followed, hidden files and folders
-    skipped), as sorted path strings; none is a FileNotFoundError naming the folder and the extensions."""
-    found = []
-    # followlinks: a mixture such as CelebA-HQ + AFHQ is naturally a folder of links to the two data sets.
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        # Hidden files are skipped: macOS leaves "._name.jpg" companions that are not images.
-        found += [os.path.join(root, f) for f in files
-                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+def _walk_images(folder: str | Path) -> dict[str, str]:
+    """real path -> path of every image file under `folder` (any depth, symbolic links followed, hidden files
+    and folders skipped), each file once (the first path the walk meets, entries in sorted order, names it) and
+    each folder once, so that a link to a folder above it is not followed round and round. None is a
+    FileNotFoundError naming the folder and the extensions."""
+    found: dict[str, str] = {}
+    seen_dirs: set[str] = set()
+    stack = [str(folder)]
+    while stack:
+        path = stack.pop()
+        real_dir = os.path.realpath(path)
+        if real_dir in seen_dirs:
+            continue
+        seen_dirs.add(real_dir)
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError:  # unreadable folders and links to nowhere hold nothing we can train on
+            continue
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):  # macOS leaves "._name.jpg" companions that are not images
+                continue
+            if entry.is_dir():  # follows links: a mixture such as CelebA-HQ + AFHQ is naturally a folder of links
+                subdirs.append(entry.path)
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():
+                real = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real_dir, entry.name)
+                found.setdefault(real, entry.path)
+        stack += reversed(subdirs)
     if not found:
         raise FileNotFoundError(f"{folder} holds no images; allowed extensions (any case, searched recursively): "
                                 f"{' '.join(IMAGE_EXTENSIONS)}")
-    return sorted(found)
+    return found
+
+
+def find_images(folder: str | Path) -> list[str]:
+    """The image files under `folder` (`_walk_images`: each file and folder once, links followed), as sorted path
+    strings."""
+    return sorted(_walk_images(folder).values())
 
 
 def split_image_folder(data_dir: str | Path) -> tuple[list[str], list[str]]:
@@ -49,7 +73,13 @@ def split_image_folder(data_dir: str | Path) -> tuple[list[str], list[str]]:
     if not folder.is_dir():
         raise FileNotFoundError(f"data_dir {folder} does not exist or is not a folder")
     if (folder / "train").is_dir() and (folder / "val").is_dir():
-        train, val = find_images(folder / "train"), find_images(folder / "val")
+        train, val = _walk_images(folder / "train"), _walk_images(folder / "val")
+        shared = train.keys() & val.keys()
+        if shared:
+            first = ", ".join(sorted(val[real] for real in shared)[:3])
+            raise ValueError(f"{len(shared)} image files are both in {folder / 'train'} and {folder / 'val'} (first: "
+                             f"{first}); allowed: training and validation folders that share no file")
+        train, val = sorted(train.values()), sorted(val.values())
         return train, [val[i] for i in np.random.RandomState(VAL_SEED).permutation(len(val))]
     files = find_images(folder)
     if len(files) < 2:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models.data.files import ImageFiles
+from models.data.files import DataError, ImageFiles
 
 # Validation is 20 % of the CIFAR training split, chosen with this seed as in the released code;
 # image folders without train/ and val/ subfolders draw their validation files with it too.
@@ -95,4 +95,9 @@ def channel_stats(images) -> tuple[torch.Tensor, torch.Tensor]:
         squares += x.square().sum(1)
         n += x.shape[1]
     mean = total / n
-    return mean.float(), (squares / n - mean.square()).sqrt().float()
+    std = (squares / n - mean.square()).clamp(min=0).sqrt()
+    for c in range(3):
+        if std[c] < 0.01:  # one value (up to rounding): nothing to standardise
+            raise DataError(f"channel {'RGB'[c]} of the training images has zero variance (every pixel {mean[c]:.0f}), "
+                            "so they cannot be standardised; allowed: images whose pixels vary in every channel")
+    return mean.float(), std.float()
