@@ -29,6 +29,7 @@ HOST = socket.gethostname()
 # ---------------------------------------------------------------- one driver per sweep folder
 
 
+@pytest.mark.slow
 def test_a_second_driver_of_a_running_sweep_is_refused(tmp_path):
     """While a sweep runs, `--resume` of its folder is refused: one line naming the driver (PID, host),
     exit 2, nothing trained or logged (the first driver's runs hold every step once); the lock goes with it."""
