@@ -145,7 +145,7 @@ class Progress(tune.Callback):
         status = [end_status if t is ended else t.status for t in self.trials]
         n_diverged = sum(s == "TERMINATED" and ending(t) == M.DIVERGED for s, t in zip(status, self.trials))
         n_failed = status.count("ERROR") + sum(s == "TERMINATED" and ending(t) == M.FAILED
-                                               for s, t in zip(status, self.trials))  # data errors end, not err
+                                               for s, t in zip(status, self.trials))  # a data error ends a trial
         done = status.count("TERMINATED") + status.count("ERROR")
         unseen, unseen_steps = self._unseen()
         steps = sum(self._steps(t) for t in self.trials) + unseen * unseen_steps
