@@ -251,7 +251,7 @@ class KohonenQuantizer(nn.Module):
         if data_parallel():  # c_k and S_k of the whole batch: every process then makes the same update
             dist.all_reduce(stats)
         # Spread counts and sums together: s = A^T c (Eq. 20), M = A^T S (Eq. 19).
-        spread = self.neighbourhood.spread(stats, int(self.step))
+        spread = self.neighbourhood.spread(stats, self.step)
         s, m = spread[:, 0], spread[:, 1:]
         g = self.decay
         count = g * self.ema_count + (1 - g) * s

@@ -131,8 +131,7 @@ def _train(cfg: TrialConfig, report: Report | None, resume: TrainState | None, d
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} does not split evenly over {world} processes")
     torch.manual_seed(cfg.seed)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = build_model(cfg).to(device, memory_format=memory_format)  # 4D conv weights only; codebooks are 2D
+    model, memory_format = place_model(cfg, device)
     # The quantisers keep their buffers equal by all-reducing their statistics: no buffer broadcast.
     net = DistributedDataParallel(model, forward_sync_buffers=False) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -156,21 +155,9 @@ def _train(cfg: TrialConfig, report: Report | None, resume: TrainState | None, d
             return data.train_batch(cfg.batch_size, generator, share).to(device, non_blocking=True)
 
     model.train()
-    window, window_start = _Window(step, device), time.perf_counter()  # since the last validation
+    window, window_start = Window(step, device), time.perf_counter()  # since the last validation
     while step < cfg.steps:
-        x = next_batch().contiguous(memory_format=memory_format)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            out = net(x)
-        recon = F.mse_loss(out.recon.float(), x)
-        loss = recon + cfg.commitment * out.commitment_loss
-        losses = torch.stack([recon.detach(), out.commitment_loss.detach()])
-        if world > 1:  # the whole batch's means (equal shares), so every process takes the same decisions
-            dist.all_reduce(losses)
-            losses /= world
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        losses, out = train_step(net, optimizer, cfg, next_batch().contiguous(memory_format=memory_format), world)
         step += 1
         window.add(losses, out.levels)
 
@@ -202,15 +189,44 @@ def _train(cfg: TrialConfig, report: Report | None, resume: TrainState | None, d
             state = TrainState(model.state_dict(), optimizer.state_dict(), generator.get_state(), step, best,
                                train_time, eval_time, cfg.to_params(), metrics)
             report(Progress(step, M.FINISHED if step == cfg.steps else M.RUNNING, metrics, state, pictures))
-            window, window_start = _Window(step, device), time.perf_counter()
+            window, window_start = Window(step, device), time.perf_counter()
     return TrainResult(M.FINISHED, step, _finite_or_nan(best))
+
+
+def place_model(cfg: TrialConfig, device: torch.device) -> tuple[torch.nn.Module, torch.memory_format]:
+    """cfg's model on `device`, and the memory format of its weights that the batches take too
+    (cfg.channels_last: channels-last; only the 4D conv weights change, the codebooks are 2D)."""
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    return build_model(cfg).to(device, memory_format=memory_format), memory_format
+
+
+def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrialConfig, x: torch.Tensor,
+               world: int = 1):
+    """One optimisation step on the batch x: forward (the networks under bfloat16 autocast when
+    cfg.precision is "bf16"; the codebook update happens inside it), loss = MSE + alpha * commitment
+    (Eq. 15) in float32, backward, gradient clipping, AdamW. Returns (losses, output): the reconstruction
+    and commitment losses, detached and, data parallel, averaged over the `world` processes (so every
+    process takes the same decisions), and the model's output. Nothing is read back to the host."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        out = net(x)
+    recon = F.mse_loss(out.recon.float(), x)
+    loss = recon + cfg.commitment * out.commitment_loss
+    losses = torch.stack([recon.detach(), out.commitment_loss.detach()])
+    if world > 1:  # the whole batch's means (equal shares)
+        dist.all_reduce(losses)
+        losses /= world
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return losses, out
 
 
 def _finite_or_nan(x: float) -> float:
     return x if math.isfinite(x) else math.nan
 
 
-class _Window:
+class Window:
     """The training metrics since the last validation, summed on the device: a step queues its additions
     and never waits for the GPU (no host sync per step); they are read once, at the validation. It also
     keeps the first step whose training losses were not finite, and that step's loss."""

