@@ -598,13 +598,14 @@ def frames(plan: Plan, configs: list[TrialConfig], results: list[dict]):
 
 
 def write_tables(plan: Plan, configs: list[TrialConfig], results: list[dict], out_dir: Path, log: Log) -> None:
-    """trials/metrics/summary Parquet files and the study's main table (.md, .txt) in out_dir."""
-    from analysis.load import write_parquet
+    """trials/metrics/summary Parquet files (analysis/load.py's names) and the study's main table (.md,
+    .txt) in out_dir. Neither MLflow nor analysis.report (which imports it) is needed: GPU machines may lack it."""
     from analysis.summary import summarise
     from analysis.tables import Layout, table_numbers, to_markdown, to_text
 
     trials, metrics = frames(plan, configs, results)
-    write_parquet(trials, metrics, out_dir)
+    trials.to_parquet(out_dir / "trials.parquet", index=False)
+    metrics.to_parquet(out_dir / "metrics.parquet", index=False)
     summary = summarise(trials, metrics)
     summary.to_parquet(out_dir / "summary.parquet", index=False)
     layout = Layout.from_plan(dataclasses.asdict(plan))
