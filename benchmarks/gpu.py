@@ -63,6 +63,7 @@ from pathlib import Path
 import torch
 
 import metrics as M
+from benchmarks.common import EMA, QUANTISERS, ratio
 from models.build import build_quantizer
 from models.config import TrialConfig
 from models.train import Window, default_device, place_model, train, train_step
@@ -73,11 +74,6 @@ from sweep.study import Study, load_study
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = TrialConfig.from_dict({**SCALES["paper"].config, "dataset": "photos"})  # CIFAR needs a download
 PAPER_VQVAE2 = TrialConfig.from_dict({**PAPER.to_params(), **SCALES["paper"].datasets["imagefolder"][0]})
-QUANTISERS = {  # display name (TrialConfig.rule) -> config fields
-    "EMA-VQ": dict(neighbours="none"),
-    "KSOM hard 2D": dict(neighbours="hard", grid_dim=2, tau=0.1),
-    "KSOM gaussian 2D": dict(neighbours="gaussian", grid_dim=2, tau=0.1, gaussian_form="paper"),
-}
 VARIANTS = {"fp32": {}, "bf16": dict(precision="bf16"), "channels-last": dict(channels_last=True),
             "bf16 + channels-last": dict(precision="bf16", channels_last=True)}
 PACKING = (1, 2, 4, 8)
@@ -405,7 +401,8 @@ def recommend(rates: dict[int, float]) -> int:
 def part_packing(log: Log, box: Box, steps: int, fields: dict, levels=PACKING) -> None:
     via_ray = ray_available()
     log(f"3. Packing: n paper-scale EMA-VQ trials on the photos ({steps} steps, one validation) sharing the GPU, "
-        f"1/n GPU each, {'through a Ray Tune sweep' if via_ray else 'as n trainer processes (Ray/MLflow not installed)'}"
+        f"1/n GPU each, "
+        f"{'through a Ray Tune sweep' if via_ray else 'as n trainer processes (Ray/MLflow not installed)'}"
         f"; fields {fields or 'fp32'}")
     log(f"   {'n':>2}  {'s/step/trial':>12}  {'paper trials/GPU-h':>18}  {'GPU MB/trial':>12}  {'torch MB/trial':>14}")
     rates, per_step = {}, {}
@@ -474,7 +471,8 @@ def part_vqvae2(log: Log, device: torch.device, box: Box, fields: dict, images: 
             rate = cfg.batch_size / seconds_per_step(step, device, steps=steps, rounds=1)
             del batches  # stops the loader processes
             verdict = "keeps up" if rate >= KEEPS_UP * gpu_rate else "does NOT keep up"
-            log(f"   {workers:>2} loader processes: {rate:.0f} images/s ({rate / gpu_rate:.0%} of the GPU's): {verdict}")
+            log(f"   {workers:>2} loader processes: {rate:.0f} images/s ({rate / gpu_rate:.0%} of the GPU's): "
+                f"{verdict}")
     log()
 
 
@@ -490,8 +488,8 @@ def step_ratios(k: int, device: torch.device, fields: dict, rounds: int = 5, ste
     for _ in range(rounds):
         for name, step in runs.items():
             times[name].append(seconds_per_step(step, device, steps=steps, rounds=1, warmup=0))
-    return {name: statistics.median(t / e for t, e in zip(times[name], times["EMA-VQ"]))
-            for name in runs if name != "EMA-VQ"} | {"EMA-VQ ms": statistics.median(times["EMA-VQ"]) * 1e3}
+    ratios = {name: ratio(times, name) for name in runs if name != EMA}
+    return ratios | {"EMA-VQ ms": statistics.median(times[EMA]) * 1e3}
 
 
 def part_ratio(log: Log, device: torch.device, box: Box, fields: dict) -> None:
