@@ -25,7 +25,7 @@ stops, says so, and hands over to the next. The parts:
    GPU-hour, the GPU's memory per trial (nvidia-smi), and the packing to use: the fewest trials per GPU
    within 5 % of the best rate.
 4. A VQ-VAE-2 step at 256 px (batch 128, the paper's VQ-VAE-2 settings) fed by the image-folder loader
-   (models/loader.py) from a folder of generated JPEGs (500 x 375, as ImageNet's): images/s with 4, 8
+   (models/data/loader.py) from a folder of generated JPEGs (500 x 375, as ImageNet's): images/s with 4, 8
    and 15 loader processes against the same step on a batch already on the GPU; the loader keeps up
    when it reaches 90 % of that.
 5. The KSOM / EMA-VQ step ratio on the GPU at K = 512 and K = 16,384 (KSOM hard and Gaussian 2D;
@@ -444,7 +444,7 @@ def part_packing(log: Log, box: Box, steps: int, fields: dict, levels=PACKING) -
 def part_vqvae2(log: Log, device: torch.device, box: Box, fields: dict, images: int = 512, steps: int = 15) -> None:
     from benchmarks.data_throughput import write_jpegs
     from models.data import load_image_folder
-    from models.loader import image_batches
+    from models.data.loader import image_batches
 
     cfg = PAPER_VQVAE2.replace(**fields)
     log(f"4. VQ-VAE-2 step at {cfg.image_size} px (batch {cfg.batch_size}, width {cfg.width}, K={cfg.codebook_size}; "

@@ -148,3 +148,24 @@ def test_paper_steps_plan_is_the_comparison_arms_at_paper_length():
                for c in configs)
     assert plan.gpus == 0.25 and plan.study == "comparison"
     assert TrialConfig.from_dict(configs[2].to_params()).tau == 0.1
+
+
+@pytest.mark.slow
+def test_loader_and_ratio_parts_on_the_cpu(tmp_path, monkeypatch):
+    """Parts 4 and 5 at toy size on the CPU: the loader-fed VQ-VAE-2 step against the same step on a ready batch,
+    and the KSOM / EMA-VQ ratios for each K, written as measured."""
+    monkeypatch.setattr(gpu, "PAPER", gpu.PAPER.replace(**TOY))
+    monkeypatch.setattr(gpu, "PAPER_VQVAE2", gpu.PAPER_VQVAE2.replace(**{**TOY, "batch_size": 4}, image_size=64))
+    monkeypatch.setattr(gpu, "LOADER_WORKERS", (1,))
+    monkeypatch.setattr(gpu, "RATIO_KS", (64, 256))
+    out = tmp_path / "gpu.txt"
+    log, cpu = gpu.Log(out), torch.device("cpu")
+    gpu.part_vqvae2(log, cpu, gpu.Box(300), {"channels_last": True}, images=16, steps=2)
+    gpu.part_ratio(log, cpu, gpu.Box(300), {})
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("4. VQ-VAE-2 step at 64 px (batch 4")
+    assert lines[1].startswith("   batch already on the GPU: ") and lines[2].startswith("    1 loader processes: ")
+    assert lines[2].endswith(("keeps up", "does NOT keep up"))
+    ratios = [line for line in lines if line.strip().startswith("K=")]
+    assert [line.split(":")[0].replace(" ", "") for line in ratios] == ["K=64", "K=256"]
+    assert all("KSOM hard 2D / EMA-VQ" in line and "KSOM gaussian 2D / EMA-VQ" in line for line in ratios)
