@@ -11,12 +11,15 @@ only inputs of the analysis; it never imports the trainer or Ray (only the metri
 """
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from analysis.store import check_store, read_sweep
+from analysis.store import BadSweep, check_plan, check_store, read_sweep
 import metrics as M
 
 TRIAL_TAGS = (M.STATUS_TAG, "study", "scale", "rule", "arm", "topography", "ray_trial_id", "node_id")
@@ -72,10 +75,31 @@ def sweep_runs(tracking_uri: str, study: str) -> list:
     return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
 
 
-def pooled_runs(tracking_uri: str, study: str, all_sweeps: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """(trials, metrics, what was read) of the newest sweep of `study`, or with all_sweeps of every sweep,
-    which must share one base config (the parent runs' params): pooling different step counts or data
-    would average incomparable numbers, so that is a ValueError naming the sweeps and the fields."""
+def logged_plan(tracking_uri: str, parent) -> dict | None:
+    """The plan of the sweep whose parent run is `parent`, from the sweep.json uploaded with its report
+    (None before the report was written); BadSweep when that file is not a sweep's."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = MlflowClient(tracking_uri).download_artifacts(parent.info.run_id, "sweep.json", folder)
+        except (MlflowException, OSError):
+            return None
+        where = f"the sweep.json of run {parent.info.run_name}"
+        try:
+            record = json.loads(Path(path).read_bytes().decode("utf-8"))
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise BadSweep(f"{where} is not a sweep's ({type(e).__name__}: {e})") from None
+        plan = record.get("plan") if isinstance(record, dict) else None
+        if not isinstance(plan, dict):
+            raise BadSweep(f"{where} is not a sweep's (it holds no plan)")
+        return check_plan(plan, str(record.get("study")), where)
+
+
+def pooled_runs(tracking_uri: str, study: str,
+                all_sweeps: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, str, dict | None]:
+    """(trials, metrics, what was read, the newest sweep's plan or None) of the newest sweep of `study`,
+    or with all_sweeps of every sweep, which must share one base config (the parent runs' params):
+    pooling different step counts or data would average incomparable numbers, so that is a ValueError
+    naming the sweeps and the fields."""
     parents = sweep_runs(tracking_uri, study)
     if not parents:
         raise ValueError(f"no sweep of {study!r} at {tracking_uri}")
@@ -93,13 +117,13 @@ def pooled_runs(tracking_uri: str, study: str, all_sweeps: bool = False) -> tupl
     metrics = pd.concat([m for _, m in frames], ignore_index=True)
     names = ", ".join(p.info.run_name for p in chosen)
     what = f"{len(chosen)} sweeps ({names})" if all_sweeps else f"sweep {names} (the newest of {len(parents)})"
-    return trials, metrics, what
+    return trials, metrics, what, logged_plan(tracking_uri, first)
 
 
 def load_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, metrics) of the sweep whose folder (with its sweep.json) is sweep_dir, wherever it is now."""
-    meta = read_sweep(sweep_dir)
-    return load_runs(meta["tracking_uri"], meta["study"], meta["parent_run_id"])
+    sweep = read_sweep(sweep_dir)
+    return load_runs(sweep.tracking_uri, sweep.study, sweep.parent_run_id)
 
 
 def write_parquet(trials: pd.DataFrame, metrics: pd.DataFrame, folder: str | Path) -> None:

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from analysis.figures import config_label, title  # noqa: E402
-from analysis.tables import paper_order  # noqa: E402
+from analysis.tables import Layout, paper_order  # noqa: E402
 
 TITLES = {"perturbation": "original, then codes shifted by +0, +1, +2, +3 on the grid",
           "codebook": "code k decoded at its grid position G(k)"}
@@ -51,7 +51,7 @@ def _save_small(fig, folder: Path, name: str) -> list[Path]:
     return paths
 
 
-def write_pictures(trials: pd.DataFrame, study: str, tracking_uri: str, folder: str | Path) -> list[Path]:
+def write_pictures(trials: pd.DataFrame, study: "str | Layout", tracking_uri: str, folder: str | Path) -> list[Path]:
     """figures/{perturbation,codebook_<level>}.{png,pdf}: one panel per configuration (its first
     finished seed, named in the panel's title), each file under 1 MB."""
     folder = Path(folder)

@@ -115,9 +115,9 @@ def report_sweep(sweep_dir: str | Path, tracking_uri: str | None = None) -> str:
     """Tables and figures of the sweep in sweep_dir (read from its MLflow runs, in `tracking_uri` when given)
     into that folder. Raises StoreMissing (naming the path) when the folder or its store is not there,
     BadSweep when its sweep.json is not a sweep's or names a store outside the results folder."""
-    meta = read_sweep(sweep_dir, tracking_uri=tracking_uri)
-    trials, metrics = load_runs(meta["tracking_uri"], meta["study"], meta["parent_run_id"])
-    return write_report(trials, metrics, meta["study"], meta["dir"], meta["tracking_uri"], meta.get("plan"))
+    sweep = read_sweep(sweep_dir, tracking_uri=tracking_uri)
+    trials, metrics = load_runs(sweep.tracking_uri, sweep.study, sweep.parent_run_id)
+    return write_report(trials, metrics, sweep.study, sweep.dir, sweep.tracking_uri, sweep.plan)
 
 
 def refuse(message: str):
@@ -130,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep_dir", nargs="?", help="a sweep folder (holds sweep.json)")
-    p.add_argument("--tracking-uri", help="read the newest sweep of --study from this MLflow store instead; with a "
-                                          "sweep folder: the store to read it from (needed when its sweep.json "
-                                          "names a store outside its results folder)")
+    p.add_argument("--tracking-uri", help="read the newest sweep of --study from this MLflow store instead (its "
+                                          "tables set as the plan its parent run holds says); with a sweep folder: "
+                                          "the store to read it from (needed when its sweep.json names a store "
+                                          "outside its results folder)")
     p.add_argument("--study", help="the study (MLflow experiment) to read with --tracking-uri")
     p.add_argument("--out", default="report", help="output folder with --tracking-uri (default report/)")
     p.add_argument("--all-sweeps", action="store_true", help="with --tracking-uri: pool every sweep of --study "
@@ -140,19 +141,19 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.sweep_dir:
         try:
-            meta = read_sweep(args.sweep_dir, tracking_uri=args.tracking_uri)
+            sweep = read_sweep(args.sweep_dir, tracking_uri=args.tracking_uri)
         except (StoreMissing, BadSweep) as e:
             refuse(str(e))
-        print(trust_notice("reporting", "report", meta["dir"]))
+        print(trust_notice("reporting", "report", sweep.dir))
         print(report_sweep(args.sweep_dir, args.tracking_uri))
-        print(f"written into {meta['dir']}")
+        print(f"written into {sweep.dir}")
     elif args.tracking_uri and args.study:
         try:
-            trials, metrics, what = pooled_runs(args.tracking_uri, args.study, args.all_sweeps)
+            trials, metrics, what, plan = pooled_runs(args.tracking_uri, args.study, args.all_sweeps)
         except (ValueError, StoreMissing) as e:
             refuse(str(e))
         print(f"reading {what}")
-        print(write_report(trials, metrics, args.study, args.out, args.tracking_uri))
+        print(write_report(trials, metrics, args.study, args.out, args.tracking_uri, plan))
         print(f"written into {Path(args.out).resolve()}")
     else:
         p.error("give a sweep folder, or --tracking-uri with --study")

@@ -15,6 +15,7 @@ tracking server (`--tracking-uri http://...`) keeps the server's own artifact lo
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -62,6 +63,36 @@ def check_store(tracking_uri: str, refers: str = "") -> None:
                            f"{DATABASE} and {ARTIFACTS}/")
 
 
+@dataclass
+class Sweep:
+    """A sweep's sweep.json, the one record the sweep writes (sweep/execute.py) and everyone reads:
+    where its runs are (MLflow store, experiment, parent run), where Tune keeps its state, and the plan
+    it runs (sweep.plan.Plan as a dict: the analysis reads its study's layout there without importing
+    the sweep). Paths are as the folder is now; on disk they are relative to the results folder."""
+
+    name: str  # the sweep folder's name, also its parent run's
+    study: str
+    scale: str
+    dir: Path  # the sweep folder (on disk: its name)
+    base: dict  # the config every trial shares
+    plan: dict  # the Plan (sweep/plan.py) as a dict
+    tracking_uri: str  # on disk: null when the store is the results folder's own (`store`)
+    experiment_id: str
+    ray_storage: str  # on disk: null when it is the sweep folder
+    ray_name: str
+    parent_run_id: str
+
+    @property
+    def results_dir(self) -> Path:
+        """The results folder the sweep folder sits in (its MLflow store's, when embedded)."""
+        return self.dir.parent
+
+    @property
+    def tune_path(self) -> str:
+        """Where Tune keeps this sweep's experiment (what Tuner.restore takes)."""
+        return f"{self.ray_storage.rstrip('/')}/{self.ray_name}"
+
+
 class BadSweep(ValueError):
     """A sweep.json that is not what a sweep wrote, or names a store outside its results folder."""
 
@@ -84,67 +115,76 @@ def trust_notice(doing: str, verb: str, sweep_dir: str | Path, things: str = "sw
     return f"{doing} {sweep_dir}: trusting its {things} ({verb} only folders your own sweeps wrote)"
 
 
-def read_sweep(sweep_dir: str | Path, check: bool = True, tracking_uri: str | None = None) -> dict:
+def check_plan(plan: dict, study: str, where: str | Path) -> dict:
+    """`plan` when its study is `study` and the parts the report reads have their types (PLAN_TYPES);
+    BadSweep naming `where` (the sweep.json that holds it) otherwise."""
+    wrong = [k for k, (kind, item) in PLAN_TYPES.items() if k in plan and not (
+        isinstance(plan[k], kind) and (item is None or all(isinstance(v, item) for v in plan[k])))]
+    if wrong or not M.STUDY_NAME.fullmatch(study) or plan.get("study", study) != study:
+        raise BadSweep(f"{where} is not a sweep's (study {study!r}, plan keys {wrong}); allowed: the sweep.json a "
+                       "sweep wrote (restore it, or start the sweep again)")
+    return plan
+
+
+def read_sweep(sweep_dir: str | Path, check: bool = True, tracking_uri: str | None = None) -> Sweep:
     """The sweep.json of `sweep_dir` with its paths resolved where the folder is now: `dir` (the
-    sweep folder), `results_dir`, `tracking_uri` and `ray_storage`. Raises StoreMissing when the
-    sweep has no sweep.json or (with `check`) its embedded store is missing, and BadSweep (one line)
-    when the file is not what a sweep writes or names a store of this machine outside its results
-    folder, which is opened only when the user passes it as `tracking_uri` (--tracking-uri): MLflow
-    would write its schema into whatever SQLite file it names."""
+    sweep folder), `tracking_uri` and `ray_storage`. Raises StoreMissing when the sweep has no
+    sweep.json or (with `check`) its embedded store is missing, and BadSweep (one line) when the
+    file is not what a sweep writes or names a store of this machine outside its results folder,
+    which is opened only when the user passes it as `tracking_uri` (--tracking-uri): MLflow would
+    write its schema into whatever SQLite file it names."""
     sweep_dir = Path(sweep_dir).expanduser().resolve()
     meta_file = sweep_dir / "sweep.json"
     if not meta_file.is_file():
         raise StoreMissing(f"no sweep.json in {sweep_dir}; give a folder a sweep printed at its start")
     allowed = "allowed: the sweep.json a sweep wrote (restore it, or start the sweep again)"
     try:
-        meta = json.loads(meta_file.read_bytes().decode("utf-8"))
+        record = json.loads(meta_file.read_bytes().decode("utf-8"))
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise BadSweep(f"{meta_file} is not a sweep's ({type(e).__name__}: {e}); {allowed}") from None
-    if not isinstance(meta, dict):
-        raise BadSweep(f"{meta_file} is not a sweep's (a JSON {type(meta).__name__}); {allowed}")
-    missing = [k for k, kind in SWEEP_TYPES.items() if not isinstance(meta.get(k), kind)]
+    if not isinstance(record, dict):
+        raise BadSweep(f"{meta_file} is not a sweep's (a JSON {type(record).__name__}); {allowed}")
+    missing = [k for k, kind in SWEEP_TYPES.items() if not isinstance(record.get(k), kind)]
     if missing:
         raise BadSweep(f"{meta_file} lacks {missing} (or they are not what a sweep writes); {allowed}")
-    plan = meta["plan"]
-    wrong = [k for k, (kind, item) in PLAN_TYPES.items() if k in plan and not (
-        isinstance(plan[k], kind) and (item is None or all(isinstance(v, item) for v in plan[k])))]
-    if wrong or not M.STUDY_NAME.fullmatch(meta["study"]) or plan.get("study", meta["study"]) != meta["study"]:
-        raise BadSweep(f"{meta_file} is not a sweep's (study {meta['study']!r}, plan keys {wrong}); {allowed}")
+    plan = check_plan(record["plan"], record["study"], meta_file)
     results_dir = sweep_dir.parent
-    meta.update(dir=str(sweep_dir), results_dir=str(results_dir))
-    if meta["store"] is not None:  # the embedded store, a file name in the results folder
-        if Path(meta["store"]).name != meta["store"] or meta["store"] in ("", ".", ".."):
-            raise BadSweep(f"{meta_file} names the store {meta['store']!r}, not a file of its results folder "
+    record.setdefault("store", None)  # a sweep logged to a tracking server has none
+    if record["store"] is not None:  # the embedded store, a file name in the results folder
+        if Path(record["store"]).name != record["store"] or record["store"] in ("", ".", ".."):
+            raise BadSweep(f"{meta_file} names the store {record['store']!r}, not a file of its results folder "
                            f"{results_dir}; {allowed}")
-        meta["tracking_uri"] = f"sqlite:///{results_dir / meta['store']}"
-    elif meta["tracking_uri"] is None:
+        record["tracking_uri"] = f"sqlite:///{results_dir / record['store']}"
+    elif record["tracking_uri"] is None:
         raise BadSweep(f"{meta_file} names no store (neither 'store' nor 'tracking_uri'); {allowed}")
     if tracking_uri:
-        meta["tracking_uri"] = tracking_uri  # the user's own choice
-    elif meta["store"] is None and urlparse(meta["tracking_uri"]).scheme.split("+")[0] in LOCAL_SCHEMES:
-        raise BadSweep(f"{meta_file} names the store {meta['tracking_uri']}, outside its results folder "
-                       f"{results_dir}; allowed: --tracking-uri {meta['tracking_uri']} to open it (if you trust it), "
+        record["tracking_uri"] = tracking_uri  # the user's own choice
+    elif record["store"] is None and urlparse(record["tracking_uri"]).scheme.split("+")[0] in LOCAL_SCHEMES:
+        raise BadSweep(f"{meta_file} names the store {record['tracking_uri']}, outside its results folder "
+                       f"{results_dir}; allowed: --tracking-uri {record['tracking_uri']} to open it (if you trust it), "
                        "or a sweep folder whose store lies beside it")
-    meta["ray_storage"] = meta["ray_storage"] or str(sweep_dir)
+    sweep = Sweep(name=record.get("name", sweep_dir.name), study=record["study"],
+                  scale=record.get("scale", plan.get("scale", "")), dir=sweep_dir,
+                  base=record.get("base", plan.get("base", {})), plan=plan, tracking_uri=record["tracking_uri"],
+                  experiment_id=record["experiment_id"], ray_storage=record.get("ray_storage") or str(sweep_dir),
+                  ray_name=record["ray_name"], parent_run_id=record["parent_run_id"])
     if check:
-        check_store(meta["tracking_uri"], f" (named by {meta_file})")
-    return meta
+        check_store(sweep.tracking_uri, f" (named by {meta_file})")
+    return sweep
 
 
-def write_sweep(meta: dict) -> Path:
-    """Write sweep.json into meta["dir"] with the paths relative to the results folder: the sweep
+def write_sweep(sweep: Sweep) -> Path:
+    """Write sweep.json into sweep.dir with the paths relative to the results folder: the sweep
     folder by its name, the embedded store as `store`, local Ray storage left out (it is the sweep
     folder). Returns the file."""
-    sweep_dir = Path(meta["dir"])
-    record = {k: v for k, v in meta.items() if k not in ("results_dir",)}
-    record["dir"] = sweep_dir.name
-    database = embedded_database(meta["tracking_uri"])
-    if database is not None and database.parent == sweep_dir.parent:
+    record = {**asdict(sweep), "dir": sweep.dir.name}
+    database = embedded_database(sweep.tracking_uri)
+    if database is not None and database.parent == sweep.results_dir:
         record.update(store=database.name, tracking_uri=None)
-    if Path(meta["ray_storage"]) == sweep_dir:
+    if Path(sweep.ray_storage) == sweep.dir:
         record["ray_storage"] = None
-    (sweep_dir / "sweep.json").write_text(json.dumps(record, indent=2))
-    return sweep_dir / "sweep.json"
+    (sweep.dir / "sweep.json").write_text(json.dumps(record, indent=2))
+    return sweep.dir / "sweep.json"
 
 
 def _artifact_repository(artifact_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None):

@@ -368,8 +368,8 @@ def sweep_trials(plan: Plan, at_once: int, box: Box) -> list[dict]:
             finally:
                 ray.shutdown()
         meta = read_sweep(sweep_dir)
-        runs = MlflowClient(meta["tracking_uri"]).search_runs(
-            [meta["experiment_id"]], filter_string=f"tags.mlflow.parentRunId = '{meta['parent_run_id']}'")
+        runs = MlflowClient(meta.tracking_uri).search_runs(
+            [meta.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{meta.parent_run_id}'")
     return [{"status": r.data.tags.get(M.STATUS_TAG), "steps": plan.trials()[0].steps, "peak_mb": math.nan,
              "train_s": r.data.metrics.get(M.TIME_TRAIN_TOTAL, math.nan),
              "val_s": r.data.metrics.get(M.TIME_VAL_TOTAL, math.nan)} for r in runs]

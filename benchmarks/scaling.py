@@ -316,9 +316,9 @@ def sweep_rate(concurrency: int, trials_per_slot: int, steps: int, eval_every: i
             if ray.is_initialized():
                 ray.shutdown()
         meta = read_sweep(sweep_dir)
-        client = MlflowClient(meta["tracking_uri"])
-        runs = client.search_runs([meta["experiment_id"]],
-                                  filter_string=f"tags.mlflow.parentRunId = '{meta['parent_run_id']}'")
+        client = MlflowClient(meta.tracking_uri)
+        runs = client.search_runs([meta.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{meta.parent_run_id}'")
     finished = [r for r in runs if r.info.status == "FINISHED"]
     span = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1e3
     train_time = sum(r.data.metrics.get(M.TIME_TRAIN_TOTAL, 0.0) for r in finished)

@@ -28,20 +28,20 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from analysis.load import load_sweep
-from analysis.store import read_sweep
+from analysis.store import Sweep, read_sweep
 import metrics as M
 from sweep.execute import run_sweep
 from sweep.plan import make_plan
 
 
-def logging_seconds_per_trial(meta: dict, trials, metrics) -> float:
+def logging_seconds_per_trial(meta: Sweep, trials, metrics) -> float:
     """Replay one trial's logging (params, one log_batch per validation) and time it."""
-    client = MlflowClient(meta["tracking_uri"])
+    client = MlflowClient(meta.tracking_uri)
     run_id = trials.run_id.iloc[0]
     params = {k: str(v) for k, v in trials.iloc[0].items() if k not in ("run_id", "run_name", "parent_run_id")}
     points = metrics[metrics.run_id == run_id]
     start = time.perf_counter()
-    run = client.create_run(meta["experiment_id"], run_name="logging-benchmark", tags={"benchmark": "1"})
+    run = client.create_run(meta.experiment_id, run_name="logging-benchmark", tags={"benchmark": "1"})
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
     for step, batch in points.groupby("step"):
         client.log_batch(run.info.run_id, metrics=[Metric(m, float(v), 0, int(step))

@@ -25,7 +25,7 @@ from ray import tune
 
 import metrics as M
 from analysis.report import report_sweep
-from analysis.store import embedded_database, embedded_uri, trust_notice, write_sweep
+from analysis.store import Sweep, embedded_database, embedded_uri, trust_notice, write_sweep
 from sweep import cluster
 from sweep.parent import finish_parent_run, start_parent_run
 from sweep.lock import exclusive, hold_sweep, release_sweep
@@ -76,12 +76,12 @@ class _StopSignals:
 
 
 def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, storage: str | None = None,
-              address: str | None = None, resume: dict | None = None, max_concurrent: int = 0,
+              address: str | None = None, resume: Sweep | None = None, max_concurrent: int = 0,
               max_failures: int = 2) -> Path:
     """Run every trial of `plan` (or continue the sweep described by `resume`); returns the sweep folder.
     What libraries print meanwhile goes to the sweep folder's LIBRARY_LOG."""
     session_start = time.time()
-    sweep_dir = Path(resume["dir"]) if resume else _new_folder(plan, Path(results_dir).resolve())
+    sweep_dir = resume.dir if resume else _new_folder(plan, Path(results_dir).resolve())
     with library_log(sweep_dir / LIBRARY_LOG):
         if resume is None:
             try:
@@ -92,20 +92,20 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
         else:
             meta = resume
             hold_sweep(sweep_dir)  # taken already by `python -m sweep.run --resume`: refused there
-            print(trust_notice("resuming", "resume", meta["dir"], "sweep.json and checkpoints"), flush=True)
+            print(trust_notice("resuming", "resume", meta.dir, "sweep.json and checkpoints"), flush=True)
         try:
             return _run(plan, meta, resume is not None, address, max_concurrent, max_failures, session_start)
         finally:
             release_sweep(sweep_dir)
 
 
-def _run(plan: Plan, meta: dict, resumed: bool, address: str | None, max_concurrent: int, max_failures: int,
+def _run(plan: Plan, meta: Sweep, resumed: bool, address: str | None, max_concurrent: int, max_failures: int,
          session_start: float) -> Path:
     """run_sweep once the sweep folder exists and this driver holds its lock."""
-    sweep_dir = Path(meta["dir"])
+    sweep_dir = meta.dir
     print(f"sweep folder: {sweep_dir}\n  resume with: python -m sweep.run --resume {sweep_dir}\n"
           f"  library messages (Ray, MLflow): {sweep_dir / LIBRARY_LOG}\n"
-          f"{browse_hint(meta['tracking_uri'], meta['experiment_id'])}", flush=True)
+          f"{browse_hint(meta.tracking_uri, meta.experiment_id)}", flush=True)
 
     # One checkpoint per validation is the point (resume loses nothing); Tune warns about the
     # experiment snapshots that follow. Trials print nothing of their own, so their logs stay on the nodes.
@@ -116,18 +116,18 @@ def _run(plan: Plan, meta: dict, resumed: bool, address: str | None, max_concurr
     gcs = cluster.gcs_address()
     print(f"cluster: {gcs} ({'started by this sweep, it ends with it' if cluster.started_here() else 'found running'})",
           flush=True)
-    client = MlflowClient(meta["tracking_uri"])
+    client = MlflowClient(meta.tracking_uri)
     try:
-        client.set_terminated(meta["parent_run_id"], "RUNNING")
+        client.set_terminated(meta.parent_run_id, "RUNNING")
     except Exception as e:  # noqa: BLE001 - the tracking store failed before any trial started
-        raise SweepEnded(f"error: {_what_failed(e, meta['tracking_uri'])}; nothing ran; resume with: "
+        raise SweepEnded(f"error: {_what_failed(e, meta.tracking_uri)}; nothing ran; resume with: "
                          f"python -m sweep.run --resume {sweep_dir}", EXIT_OUTAGE) from None
     trainable = _trainable(plan, meta)
     n_trials = len(plan.arms) * len(plan.seeds)
     at_once = _at_once(plan, n_trials, max_concurrent)
     print(plan_line(plan, at_once), flush=True)
     if not resumed:
-        callbacks = [MlflowCallback(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"],
+        callbacks = [MlflowCallback(meta.tracking_uri, meta.experiment_id, meta.parent_run_id,
                                     plan, trial_config, sweep_dir / "pictures"),
                      Progress(n_trials, functools.partial(trial_run_name, plan), trial_config, at_once)]
         tuner = tune.Tuner(
@@ -135,11 +135,11 @@ def _run(plan: Plan, meta: dict, resumed: bool, address: str | None, max_concurr
             param_space={"base": plan.base, "arm": tune.grid_search(plan.arms), "seed": tune.grid_search(plan.seeds)},
             tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, reuse_actors=True),
             run_config=tune.RunConfig(
-                name=meta["ray_name"], storage_path=meta["ray_storage"], callbacks=callbacks, verbose=0,
+                name=meta.ray_name, storage_path=meta.ray_storage, callbacks=callbacks, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
     else:
-        tuner = tune.Tuner.restore(f"{meta['ray_storage'].rstrip('/')}/{meta['ray_name']}", trainable,
+        tuner = tune.Tuner.restore(meta.tune_path, trainable,
                                    resume_errored=True)
     start = time.time()
     resume_hint = f"resume with: python -m sweep.run --resume {sweep_dir}"
@@ -163,7 +163,7 @@ def _run(plan: Plan, meta: dict, resumed: bool, address: str | None, max_concurr
         except Exception as e:  # the tracking store, the disk, the cluster or the driver itself failed mid-sweep
             if not cluster.reachable(gcs):
                 raise cluster_lost() from None
-            raise SweepEnded(f"error: {_what_failed(e, meta['tracking_uri'])}; "
+            raise SweepEnded(f"error: {_what_failed(e, meta.tracking_uri)}; "
                              f"{_mark(meta, 'FAILED', skip=_store_down(e))[1]}{resume_hint}", EXIT_OUTAGE) from None
     if results is not None and any(r.error is not None for r in results) and not cluster.reachable(gcs):
         raise cluster_lost()  # its trials failed because their nodes went
@@ -176,17 +176,17 @@ def _run(plan: Plan, meta: dict, resumed: bool, address: str | None, max_concurr
     failed = [r for r in results if r.error is not None or _data_error(r)]
     print(f"sweep done in {time.time() - start:.0f} s: {len(results)} trials, {len(failed)} failed\n", flush=True)
     print(report_sweep(sweep_dir), flush=True)
-    finish_parent_run(client, meta["parent_run_id"], plan, meta, time.time() - session_start)
-    print(f"\n{browse_hint(meta['tracking_uri'], meta['experiment_id'])}\n"
+    finish_parent_run(client, meta, plan, time.time() - session_start)
+    print(f"\n{browse_hint(meta.tracking_uri, meta.experiment_id)}\n"
           f"results: {sweep_dir} (tables/, figures/, *.parquet)", flush=True)
     if failed:
-        client.set_terminated(meta["parent_run_id"], "FAILED")
+        client.set_terminated(meta.parent_run_id, "FAILED")
         names = "; ".join(f"{trial_run_name(plan, r.config)} ({_data_error(r) or f'{r.path}/error.txt'})"
                           for r in failed)
         retry = (f"{resume_hint} (retries them)" if any(r.error is not None for r in failed) else
                  "fix the data and start the sweep again (a resume does not retry a data error)")
         raise SweepEnded(f"failed: {len(failed)} of {n_trials} trials: {names}; {retry}", EXIT_FAILED)
-    client.set_terminated(meta["parent_run_id"], "FINISHED")
+    client.set_terminated(meta.parent_run_id, "FINISHED")
     return sweep_dir
 
 
@@ -196,13 +196,13 @@ def _data_error(result) -> str:
     return report.error if report is not None and report.status == M.FAILED else ""
 
 
-def _trainable(plan: Plan, meta: dict):
+def _trainable(plan: Plan, meta: Sweep):
     """One process per trial in Tune's own trial actor, or a Ray Train run of plan.workers processes whose
     workers hold the trial's CPUs and GPUs (the Tune trial that drives them holds only a token 1 MiB of
     Ray's memory resource: Tune refuses an empty request, and any CPU share would break whole-CPU packing)."""
     if plan.workers == 1:
         return tune.with_resources(run_trial, {"cpu": plan.cpus, "gpu": plan.gpus})
-    storage = f"{meta['ray_storage'].rstrip('/')}/{meta['ray_name']}"
+    storage = meta.tune_path
     driver = tune.with_parameters(run_workers_trial, storage=storage, workers=plan.workers, cpus=plan.cpus,
                                   gpus=plan.gpus)
     return tune.with_resources(driver, {"memory": 2**20})
@@ -245,14 +245,14 @@ def _what_failed(e: Exception, tracking_uri: str) -> str:
     return f"the driver failed: {type(root).__name__}: {str(root).splitlines()[0][:200] if str(root) else ''}"
 
 
-def _mark(meta: dict, parent_status: str, skip: bool = False) -> tuple[int | None, str]:
+def _mark(meta: Sweep, parent_status: str, skip: bool = False) -> tuple[int | None, str]:
     """Mark the sweep's parent run `parent_status` and its unfinished child runs KILLED (tag status
     interrupted); (trials that ended, or None when the store could not be read; the text for the line)."""
     if skip:
         return None, "runs left RUNNING in the store; "
     try:
-        ended = mark_unfinished(meta["tracking_uri"], meta["experiment_id"], meta["parent_run_id"])
-        MlflowClient(meta["tracking_uri"]).set_terminated(meta["parent_run_id"], parent_status)
+        ended = mark_unfinished(meta.tracking_uri, meta.experiment_id, meta.parent_run_id)
+        MlflowClient(meta.tracking_uri).set_terminated(meta.parent_run_id, parent_status)
     except Exception as e:  # noqa: BLE001 - the store may be what failed; the line says so
         return None, f"runs not marked ({type(e).__name__}); "
     return ended, f"sweep run {parent_status}, unfinished trial runs KILLED; "
@@ -269,7 +269,7 @@ def _new_folder(plan: Plan, results_dir: Path) -> Path:
             continue
 
 
-def _new_sweep(plan: Plan, sweep_dir: Path, tracking_uri: str | None, storage: str | None) -> dict:
+def _new_sweep(plan: Plan, sweep_dir: Path, tracking_uri: str | None, storage: str | None) -> Sweep:
     """The MLflow parent run of the new sweep in `sweep_dir` (made by _new_folder), and its sweep.json."""
     name = sweep_dir.name
     tracking_uri = tracking_uri or embedded_uri(sweep_dir.parent)
@@ -280,10 +280,9 @@ def _new_sweep(plan: Plan, sweep_dir: Path, tracking_uri: str | None, storage: s
         with exclusive(database.with_name(database.name + ".lock")) if database else contextlib.nullcontext():
             client = MlflowClient(tracking_uri)
             exp_id = experiment_id(client, plan.study, tracking_uri)
-        meta = {"name": name, "study": plan.study, "scale": plan.scale, "dir": str(sweep_dir), "base": plan.base,
-                "plan": asdict(plan), "tracking_uri": tracking_uri, "experiment_id": exp_id,
-                "ray_storage": storage or str(sweep_dir), "ray_name": name if storage else "ray"}
-        meta["parent_run_id"] = start_parent_run(client, exp_id, plan, meta)
+        meta = Sweep(name=name, study=plan.study, scale=plan.scale, dir=sweep_dir, base=plan.base, plan=asdict(plan),
+                     tracking_uri=tracking_uri, experiment_id=exp_id, ray_storage=storage or str(sweep_dir),
+                     ray_name=name if storage else "ray", parent_run_id=start_parent_run(client, exp_id, plan, name))
     except Exception:
         (sweep_dir / LIBRARY_LOG).unlink(missing_ok=True)  # nothing else is in it: no half-made sweep folder
         sweep_dir.rmdir()

@@ -23,6 +23,7 @@ from mlflow.utils.git_utils import get_git_commit
 from mlflow.utils.mlflow_tags import (MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE,
                                       MLFLOW_USER)
 
+from analysis.store import Sweep
 import metrics as M
 
 SOURCE = "python -m sweep.run"
@@ -78,11 +79,11 @@ def describe(plan, name: str, wall: float | None = None, outcome: str = "", tabl
     return "\n".join(lines) + "\n"
 
 
-def start_parent_run(client: MlflowClient, exp_id: str, plan, meta: dict) -> str:
-    """The run that stands for one sweep; trials nest under it."""
-    run = client.create_run(exp_id, run_name=meta["name"], tags={
+def start_parent_run(client: MlflowClient, exp_id: str, plan, name: str) -> str:
+    """The run that stands for one sweep (named as its folder); trials nest under it."""
+    run = client.create_run(exp_id, run_name=name, tags={
         **source_tags(), "study": plan.study, "scale": plan.scale, "kind": "sweep",
-        MLFLOW_RUN_NOTE: describe(plan, meta["name"])})
+        MLFLOW_RUN_NOTE: describe(plan, name)})
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in settings(plan).items()])
     return run.info.run_id
 
@@ -96,19 +97,18 @@ def outcome(summary_file: Path, total: int) -> str:
             f"{failed} failed or unfinished")
 
 
-def finish_parent_run(client: MlflowClient, parent_run_id: str, plan, meta: dict, session_wall: float) -> None:
-    """Write the answer into the parent run once the report is written: description with the main
-    table, wall time, artifacts (its status is the caller's: FAILED when a trial failed)."""
-    sweep_dir = Path(meta["dir"])
-    text = outcome(sweep_dir / "summary.parquet", len(plan.arms) * len(plan.seeds))
-    wall = client.get_run(parent_run_id).data.metrics.get(SWEEP_WALL, 0.0) + session_wall
-    table_file = sweep_dir / "tables" / f"{plan.study}.md"
+def finish_parent_run(client: MlflowClient, sweep: Sweep, plan, session_wall: float) -> None:
+    """Write the answer into the sweep's parent run once the report is written: description with the
+    main table, wall time, artifacts (its status is the caller's: FAILED when a trial failed)."""
+    text = outcome(sweep.dir / "summary.parquet", len(plan.arms) * len(plan.seeds))
+    wall = client.get_run(sweep.parent_run_id).data.metrics.get(SWEEP_WALL, 0.0) + session_wall
+    table_file = sweep.dir / "tables" / f"{plan.study}.md"
     table = table_file.read_text() if table_file.exists() else ""
-    client.log_batch(parent_run_id, metrics=[Metric(SWEEP_WALL, wall, 0, M.SUMMARY_STEP)])
-    client.set_tag(parent_run_id, MLFLOW_RUN_NOTE, describe(plan, meta["name"], wall, text, table))
+    client.log_batch(sweep.parent_run_id, metrics=[Metric(SWEEP_WALL, wall, 0, M.SUMMARY_STEP)])
+    client.set_tag(sweep.parent_run_id, MLFLOW_RUN_NOTE, describe(plan, sweep.name, wall, text, table))
     for name in ARTIFACTS:
-        path = sweep_dir / name
+        path = sweep.dir / name
         if path.is_dir():
-            client.log_artifacts(parent_run_id, str(path), artifact_path=name)
+            client.log_artifacts(sweep.parent_run_id, str(path), artifact_path=name)
         elif path.exists():
-            client.log_artifact(parent_run_id, str(path))
+            client.log_artifact(sweep.parent_run_id, str(path))

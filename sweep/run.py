@@ -21,11 +21,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models.config import DATASETS, ConfigError, field_names
 from sweep.plan import Plan, make_plan, parse_grid, parse_overrides
 from sweep.scales import SCALES
 from sweep.study import MAX_TRIALS, shipped_names
+
+if TYPE_CHECKING:  # analysis.store imports MLflow: only when resuming (read_sweep_json)
+    from analysis.store import Sweep
 
 
 def parser() -> argparse.ArgumentParser:
@@ -77,8 +81,8 @@ def plan_from_args(args) -> Plan:
                      grid=parse_grid(args.grid), workers=args.workers_per_trial, max_trials=args.max_trials)
 
 
-def read_sweep_json(sweep_dir: Path, tracking_uri: str | None = None) -> tuple[Plan, dict]:
-    """(plan, metadata) of a sweep folder; anything but a complete sweep.json is a ConfigError naming it
+def read_sweep_json(sweep_dir: Path, tracking_uri: str | None = None) -> tuple[Plan, Sweep]:
+    """(plan, sweep.json) of a sweep folder; anything but a complete sweep.json is a ConfigError naming it
     (analysis.store.read_sweep checks the file; its plan must also be a valid Plan here)."""
     from analysis.store import BadSweep, StoreMissing, read_sweep  # imports MLflow: only when resuming
 
@@ -92,7 +96,7 @@ def read_sweep_json(sweep_dir: Path, tracking_uri: str | None = None) -> tuple[P
     except StoreMissing as e:
         raise ConfigError(f"--resume {sweep_dir}: {e}") from None
     try:
-        plan = Plan(**meta["plan"])
+        plan = Plan(**meta.plan)
         plan.trials()
     except (ValueError, TypeError, AttributeError, KeyError) as e:
         raise ConfigError(f"{meta_file} is not a sweep's ({type(e).__name__}: {e}); allowed: the sweep.json a "
@@ -100,7 +104,7 @@ def read_sweep_json(sweep_dir: Path, tracking_uri: str | None = None) -> tuple[P
     return plan, meta
 
 
-def resume_plan(args) -> tuple[Plan, dict]:
+def resume_plan(args) -> tuple[Plan, Sweep]:
     """The stored plan of the sweep in args.resume; a different grid on the command line is refused."""
     stored, meta = read_sweep_json(Path(args.resume).expanduser().resolve(), args.tracking_uri)
     grid_options = (args.study, args.scale, args.seeds, args.set, args.grid, args.dataset, args.data_dir,
@@ -156,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             plan, meta = resume_plan(args)
             if not args.dry_run:
                 from sweep.lock import hold_sweep
-                hold_sweep(Path(meta["dir"]))  # one driver per sweep folder, held until this process ends
+                hold_sweep(meta.dir)  # one driver per sweep folder, held until this process ends
         elif not args.study:
             p.error("give a STUDY (or --resume SWEEP_DIR)")
         else:
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dry_run:
             from sweep.preflight import check
             results_dir = None if meta else Path(args.results_dir)
-            check(plan, results_dir, meta["tracking_uri"] if meta else args.tracking_uri, args.address)
+            check(plan, results_dir, meta.tracking_uri if meta else args.tracking_uri, args.address)
     except ConfigError as e:
         refuse(str(e))
     if args.dry_run:

@@ -200,7 +200,7 @@ def test_report_cli_regenerates(smoke_sweep, tmp_path, capsys):
     assert report_main([str(smoke_sweep)]) == 0
     out = capsys.readouterr().out
     assert "(×10³)" in out and "KSOM" in out and "collapsed (" in out and "diverged (2 of 18)" in out
-    uri = read_sweep(smoke_sweep)["tracking_uri"]
+    uri = read_sweep(smoke_sweep).tracking_uri
     assert report_main(["--tracking-uri", uri, "--study", "robustness", "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r/tables/robustness.tex").exists()
     with pytest.raises(SystemExit):

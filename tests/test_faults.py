@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from analysis.report import write_report
-from analysis.store import read_sweep
+from analysis.store import Sweep, read_sweep
 import metrics as M
 from models.checkpoint import TrainState
 from models.data import CIFAR
@@ -82,18 +82,18 @@ def child_runs(tracking_uri: str, study: str, parent: str) -> list:
 
 
 def assert_one_run_per_trial_with_every_step(meta: dict, n_trials: int, steps: list[int]):
-    client = MlflowClient(meta["tracking_uri"])
-    runs = child_runs(meta["tracking_uri"], meta["study"], meta["parent_run_id"])
+    client = MlflowClient(meta.tracking_uri)
+    runs = child_runs(meta.tracking_uri, meta.study, meta.parent_run_id)
     assert len(runs) == n_trials and len({r.data.tags["ray_trial_id"] for r in runs}) == n_trials
     for r in runs:
         assert r.info.status == "FINISHED" and r.data.tags["status"] == "finished", r.info.run_name
         for metric in (M.VAL_LOSS, M.TRAIN_LOSS):
             logged = sorted(m.step for m in client.get_metric_history(r.info.run_id, metric))
             assert logged == steps, (r.info.run_name, metric, logged)  # each step once: nothing lost or doubled
-    assert client.get_run(meta["parent_run_id"]).info.status == "FINISHED"
+    assert client.get_run(meta.parent_run_id).info.status == "FINISHED"
 
 
-def sweep_meta(results: Path) -> dict:
+def sweep_meta(results: Path) -> Sweep:
     (found,) = results.glob("*/sweep.json")
     return read_sweep(found.parent)  # its paths resolved (sweep.json holds them relative to the results folder)
 
@@ -279,20 +279,20 @@ def test_sigterm_and_ctrl_c_stop_cleanly_and_resume_completes(tmp_path):
     meta = sweep_meta(results)
     assert code == 143, out[-2000:] + err[-2000:]
     (line,) = error_lines(err)
-    assert line.startswith("interrupted: ") and line.endswith(f"resume with: python -m sweep.run --resume {meta['dir']}")
+    assert line.startswith("interrupted: ") and line.endswith(f"resume with: python -m sweep.run --resume {meta.dir}")
     ended = int(line.split()[1])
     assert 1 <= ended < 4 and f"interrupted: {ended} of 4 trials finished; " in line
-    client = MlflowClient(meta["tracking_uri"])
-    assert client.get_run(meta["parent_run_id"]).info.status == "KILLED"
-    runs = child_runs(meta["tracking_uri"], "sensitivity", meta["parent_run_id"])
+    client = MlflowClient(meta.tracking_uri)
+    assert client.get_run(meta.parent_run_id).info.status == "KILLED"
+    runs = child_runs(meta.tracking_uri, "sensitivity", meta.parent_run_id)
     assert sum(r.data.tags["status"] == "finished" for r in runs) == ended
     assert all(r.info.status == "KILLED" for r in runs if r.data.tags["status"] != "finished")
-    assert not (Path(meta["dir"]) / "tables").exists()  # no report of a half-run sweep
+    assert not (meta.dir / "tables").exists()  # no report of a half-run sweep
 
-    resume = [sys.executable, "-m", "sweep.run", "--resume", meta["dir"]]
+    resume = [sys.executable, "-m", "sweep.run", "--resume", meta.dir]
     code, out, err = run(resume, stop_at=f"{ended + 1}/4 done",
                          action=lambda p: os.killpg(p.pid, signal.SIGINT))
-    assert f"resuming {meta['dir']}: trusting its sweep.json and checkpoints" in out
+    assert f"resuming {meta.dir}: trusting its sweep.json and checkpoints" in out
     if code != 0:  # stopped before the last trial ended (else the sweep had finished by then)
         assert code == 130, out[-2000:] + err[-2000:]
         (line,) = error_lines(err)
@@ -338,14 +338,14 @@ def test_failed_trials_fail_the_sweep_and_the_report_still_comes(one_store, tmp_
                            f"{data}/train/0.png: ") and "Traceback" not in err
     assert line.endswith("; fix the data and start the sweep again (a resume does not retry a data error)")
     meta = read_sweep(next(p for p in one_store.glob("*/sweep.json")).parent)
-    client = MlflowClient(meta["tracking_uri"])
-    assert client.get_run(meta["parent_run_id"]).info.status == "FAILED"
-    runs = child_runs(meta["tracking_uri"], "sensitivity", meta["parent_run_id"])
+    client = MlflowClient(meta.tracking_uri)
+    assert client.get_run(meta.parent_run_id).info.status == "FAILED"
+    runs = child_runs(meta.tracking_uri, "sensitivity", meta.parent_run_id)
     assert len(runs) == 4 and all(r.info.status == "FAILED" and r.data.tags["status"] == "failed" for r in runs)
     assert all(r.data.tags["error"].startswith(f"cannot read image {data}/train/0.png: ") for r in runs)
-    assert not list(Path(meta["dir"]).rglob("error.txt"))  # no trial raised: none was retried
+    assert not list(meta.dir.rglob("error.txt"))  # no trial raised: none was retried
     assert "missing: 4 of 4 trials are not results (4 failed)" in out
-    assert (Path(meta["dir"]) / "tables" / "sensitivity.txt").exists()
+    assert (meta.dir / "tables" / "sensitivity.txt").exists()
 
 
 @pytest.mark.slow
@@ -444,10 +444,10 @@ def test_tracking_server_outage_ends_resumable_and_resume_loses_nothing(tmp_path
     (line,) = error_lines(err)
     meta = sweep_meta(tmp_path / "results")
     assert line == (f"error: MLflow tracking server {url} unreachable beyond its retries; runs left RUNNING in the "
-                    f"store; resume with: python -m sweep.run --resume {meta['dir']}")
+                    f"store; resume with: python -m sweep.run --resume {meta.dir}")
     server = _start_mlflow_server(tmp_path, port)
     try:
-        code, out, err = run([sys.executable, "-m", "sweep.run", "--resume", meta["dir"]], env=env)
+        code, out, err = run([sys.executable, "-m", "sweep.run", "--resume", meta.dir], env=env)
         assert code == 0, out[-3000:] + err[-3000:]
         assert_one_run_per_trial_with_every_step(meta, 4, [20, 40, 60, 80, 100])
     finally:
@@ -487,9 +487,9 @@ def test_full_disk_ends_resumable_and_resume_loses_nothing(small_disk):
     assert code in (1, 3), out[-2000:] + err[-3000:]  # the store (3) or a trial's checkpoint (1) hit it first
     (line,) = error_lines(err)
     meta = sweep_meta(results)
-    assert line.endswith(f"python -m sweep.run --resume {meta['dir']}") or "(retries them)" in line
+    assert line.endswith(f"python -m sweep.run --resume {meta.dir}") or "(retries them)" in line
     assert code == 1 or line.startswith("error: disk full")
     (small_disk / "filler").unlink()
-    code, out, err = run([sys.executable, "-m", "sweep.run", "--resume", meta["dir"]])
+    code, out, err = run([sys.executable, "-m", "sweep.run", "--resume", meta.dir])
     assert code == 0, out[-3000:] + err[-3000:]
     assert_one_run_per_trial_with_every_step(meta, 4, [20, 40, 60, 80, 100])

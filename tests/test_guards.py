@@ -39,7 +39,7 @@ def test_a_second_driver_of_a_running_sweep_is_refused(tmp_path):
     def resume_while_running(proc):
         meta = sweep_meta(results)
         second["meta"], second["pid"] = meta, proc.pid
-        second["result"] = subprocess.run([sys.executable, "-m", "sweep.run", "--resume", meta["dir"]], cwd=ROOT,
+        second["result"] = subprocess.run([sys.executable, "-m", "sweep.run", "--resume", meta.dir], cwd=ROOT,
                                           capture_output=True, text=True, timeout=300,
                                           env={**os.environ, "RAY_ADDRESS": "local"})
 
@@ -47,10 +47,10 @@ def test_a_second_driver_of_a_running_sweep_is_refused(tmp_path):
                          action=resume_while_running)
     assert code == 0, out[-2000:] + err[-3000:]
     meta, refused = second["meta"], second["result"]
-    lock = Path(meta["dir"]) / DRIVER_LOCK
+    lock = meta.dir / DRIVER_LOCK
     assert refused.returncode == 2 and refused.stdout == "", refused.stdout + refused.stderr
     (line,) = refused.stderr.splitlines()
-    assert line.startswith(f"python -m sweep.run: error: --resume {meta['dir']}: another driver runs this sweep "
+    assert line.startswith(f"python -m sweep.run: error: --resume {meta.dir}: another driver runs this sweep "
                            f"(PID {second['pid']} on host {HOST} since ")
     assert line.endswith(f"UTC; lock {lock}); allowed: one driver per sweep folder: wait for it to end, or stop it "
                          "(its lock is released when it exits)")
@@ -85,7 +85,7 @@ def _start_sweep(results: str, barrier, answers) -> None:
     plan = make_plan("sensitivity", "smoke", seeds=1)
     barrier.wait()
     try:
-        answers.put(_new_sweep(plan, _new_folder(plan, Path(results)), None, None)["experiment_id"])
+        answers.put(_new_sweep(plan, _new_folder(plan, Path(results)), None, None).experiment_id)
     except Exception as e:  # noqa: BLE001 - reported to the test
         answers.put(f"{type(e).__name__}: {e}"[:300])
 
@@ -364,16 +364,16 @@ def test_losing_the_cluster_ends_the_sweep_and_resume_on_a_new_one_completes(tmp
     ended = int(line.split("; ")[1].split()[0])
     assert 1 <= ended < 4
     assert line == (f"error: the Ray cluster at {address} went away; {ended} of 4 trials finished; sweep run "
-                    f"FAILED, unfinished trial runs KILLED; resume with: python -m sweep.run --resume {meta['dir']} "
+                    f"FAILED, unfinished trial runs KILLED; resume with: python -m sweep.run --resume {meta.dir} "
                     "(on a running cluster: --address, or none for a local one)")
     assert took < 45, took  # Ray alone waits 60 s for a lost GCS, then aborts with its tracebacks
-    assert MlflowClient(meta["tracking_uri"]).get_run(meta["parent_run_id"]).info.status == "FAILED"
-    assert not (Path(meta["dir"]) / DRIVER_LOCK).exists()
+    assert MlflowClient(meta.tracking_uri).get_run(meta.parent_run_id).info.status == "FAILED"
+    assert not (meta.dir / DRIVER_LOCK).exists()
 
     second = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     address = second.address
     try:
-        code, out, err = run([sys.executable, "-m", "sweep.run", "--resume", meta["dir"], "--address", address])
+        code, out, err = run([sys.executable, "-m", "sweep.run", "--resume", meta.dir, "--address", address])
     finally:
         second.shutdown()
     assert code == 0, out[-3000:] + err[-3000:]

@@ -65,14 +65,14 @@ def ui(moved):
 def test_deep_link_opens_the_runs_table_in_chromium(ui):
     sweep_dir, base, link = ui
     meta = read_sweep(sweep_dir)
-    assert link == f"{base}/#/experiments/{meta['experiment_id']}/runs?workflowType=machine_learning"
+    assert link == f"{base}/#/experiments/{meta.experiment_id}/runs?workflowType=machine_learning"
     text = rendered_text(link, sweep_dir.parent.parent / "chromium-profile")
     assert text.lstrip().startswith("Runs - Experiment"), text[:500]
-    assert meta["name"] in text and "19 matching runs" in text, text[:3000]  # the parent and its 18 trials
+    assert meta.name in text and "19 matching runs" in text, text[:3000]  # the parent and its 18 trials
     assert "Detect Issues" not in text and "Token Usage" not in text  # not the GenAI overview
 
     client = MlflowClient(base)  # the server serves the copy's artifacts (mlflow-artifacts: URIs)
-    runs = client.search_runs([meta["experiment_id"]], "tags.status = 'finished'")
+    runs = client.search_runs([meta.experiment_id], "tags.status = 'finished'")
     assert len(runs) == 16
     assert [a.path for a in client.list_artifacts(runs[0].info.run_id, "pictures")] == [
         "pictures/codebook_vq.png", "pictures/perturbation.png"]
@@ -90,8 +90,8 @@ def test_parent_run_holds_the_answer_and_child_runs_read(smoke_sweep):
     """The sweep's parent run: settings as params, a description with the grid and the main table, the
     report as artifacts, MLflow's source fields; child runs named by what the study sweeps, each a tag."""
     meta = read_sweep(smoke_sweep)
-    client = MlflowClient(meta["tracking_uri"])
-    parent = client.get_run(meta["parent_run_id"])
+    client = MlflowClient(meta.tracking_uri)
+    parent = client.get_run(meta.parent_run_id)
     params = parent.data.params
     assert (params["study"], params["scale"], params["seeds"], params["trials"]) == ("robustness", "smoke", "0,1", "18")
     assert params["swept"] == "n0,update_empty,neighbours,lr" and params["base.steps"] == "40"
@@ -104,24 +104,24 @@ def test_parent_run_holds_the_answer_and_child_runs_read(smoke_sweep):
     # The sweep's wall time: at least the span of its trials, at most the parent run's life plus the store's
     # creation before the parent run (generous under load); the description shows the same value.
     wall = parent.data.metrics["time/sweep_wall_s"]
-    children = client.search_runs([meta["experiment_id"]], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = client.search_runs([meta.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     span = (max(r.info.end_time for r in children) - min(r.info.start_time for r in children)) / 1e3
     assert span <= wall <= (parent.info.end_time - parent.info.start_time) / 1e3 + 60, (span, wall)
     assert f"| wall time | {wall / 60:.1f} min |" in note
     top = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"tables", "figures", "summary.parquet", "sweep.json"} <= top
     assert "tables/robustness.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "tables")}
-    for run in (parent, *client.search_runs([meta["experiment_id"]], "tags.status = 'finished'")):
+    for run in (parent, *client.search_runs([meta.experiment_id], "tags.status = 'finished'")):
         tags = run.data.tags
         assert tags["mlflow.user"] and tags["mlflow.source.name"] == "python -m sweep.run"
         assert len(tags["mlflow.source.git.commit"]) == 40
-    child = client.search_runs([meta["experiment_id"]], "tags.n0 = '1' and tags.neighbours = 'hard' and "
+    child = client.search_runs([meta.experiment_id], "tags.n0 = '1' and tags.neighbours = 'hard' and "
                                "tags.update_empty = 'True' and tags.seed = '0'")
     assert [r.info.run_name for r in child] == ["KSOM hard N0=1 update-0=yes lr=0.001 seed=0"]
     (record,) = child[0].inputs.dataset_inputs  # the data set, once although every validation carries it
     assert (record.dataset.name, len(record.dataset.digest)) == ("photos", 16)
     assert json.loads(record.dataset.profile) == {"train_images": 7, "val_images": 288}
     assert all(r.inputs.dataset_inputs[0].dataset.digest == record.dataset.digest
-               for r in client.search_runs([meta["experiment_id"]], "tags.status = 'finished'"))
+               for r in client.search_runs([meta.experiment_id], "tags.status = 'finished'"))
     images = [a.path for a in client.list_artifacts(child[0].info.run_id, "images")]
     assert any(p.startswith("images/perturbation") for p in images), images  # log_image with a key

@@ -69,8 +69,8 @@ def test_a_moved_results_folder_regenerates_its_report_and_artifacts(moved):
     # the notebook on a moved copy: test_analysis.test_notebook_runs_top_to_bottom
 
     listing = _run("-c", "import sys; from analysis.store import read_sweep; from mlflow import MlflowClient\n"
-                         "meta = read_sweep(sys.argv[1]); client = MlflowClient(meta['tracking_uri'])\n"
-                         "runs = client.search_runs([meta['experiment_id']], 'tags.status = \"finished\"')\n"
+                         "meta = read_sweep(sys.argv[1]); client = MlflowClient(meta.tracking_uri)\n"
+                         "runs = client.search_runs([meta.experiment_id], 'tags.status = \"finished\"')\n"
                          "print(len(runs), [a.path for a in client.list_artifacts(runs[0].info.run_id, 'pictures')])\n"
                          "print(runs[0].info.run_name)\n"
                          "print(client.download_artifacts(runs[0].info.run_id, 'pictures/perturbation.png'))",

@@ -50,9 +50,9 @@ def test_smoke_sweep_logs_one_run_per_trial_and_records_divergence(smoke_sweep):
     """Every trial is one child run with all config fields as params and its validation curve;
     a trial whose loss becomes NaN is tagged diverged while the others finish."""
     meta = read_sweep(smoke_sweep)
-    client, runs = child_runs(meta["tracking_uri"], "robustness")
+    client, runs = child_runs(meta.tracking_uri, "robustness")
     assert len(runs) == 18  # 8 arms x 2 seeds + the diverging arm x 2 seeds
-    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {meta["parent_run_id"]}
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {meta.parent_run_id}
     by_status = {}
     for r in runs:
         by_status.setdefault(r.data.tags["status"], []).append(r)
@@ -135,7 +135,7 @@ def test_multi_node_sweep_uses_both_worker_nodes(tmp_path):
         ray.init(address=cluster.address, log_to_driver=False)
         plan = make_plan("sensitivity", "smoke", seeds=1)
         run_sweep(plan, results_dir=tmp_path)
-        _, runs = child_runs(read_sweep(next(tmp_path.glob("*/sweep.json")).parent)["tracking_uri"],
+        _, runs = child_runs(read_sweep(next(tmp_path.glob("*/sweep.json")).parent).tracking_uri,
                              "sensitivity")
         assert len(runs) == 4 and all(r.data.tags["status"] == "finished" for r in runs)
         used = {r.data.tags["node_id"] for r in runs}
@@ -168,7 +168,7 @@ def test_killed_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
     assert any("ETA" in line for line in seen if line.startswith("[")), "".join(seen)
     sweep_dir = next(tmp_path.glob("sensitivity-smoke-*"))
     meta = read_sweep(sweep_dir)
-    _, before = child_runs(meta["tracking_uri"], "sensitivity")
+    _, before = child_runs(meta.tracking_uri, "sensitivity")
     assert 2 <= sum(r.data.tags["status"] == "finished" for r in before) < 8
 
     # A changed grid is refused; the same grid (or --resume alone) continues.
@@ -179,7 +179,7 @@ def test_killed_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    client, runs = child_runs(meta["tracking_uri"], "sensitivity")
+    client, runs = child_runs(meta.tracking_uri, "sensitivity")
     assert len(runs) == 8
     assert len({r.data.tags["ray_trial_id"] for r in runs}) == 8
     assert all(r.data.tags["status"] == "finished" and r.info.status == "FINISHED" for r in runs)

@@ -64,7 +64,7 @@ def test_two_worker_trial_killed_midway_resumes_to_the_uninterrupted_end_state(t
         proc.wait()
     sweep_dir = next(tmp_path.glob("sensitivity-smoke-*"))
     meta = read_sweep(sweep_dir)
-    assert meta["plan"]["workers"] == 2
+    assert meta.plan["workers"] == 2
 
     done = subprocess.run([sys.executable, "-m", "sweep.run", "--resume", str(sweep_dir)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -76,8 +76,8 @@ def test_two_worker_trial_killed_midway_resumes_to_the_uninterrupted_end_state(t
     resumed = [r["step"] for r in results if r.get("resumed")]
     assert resumed and 10 <= resumed[0] < 40, results  # restarted from a checkpoint, not from step 0
 
-    client = MlflowClient(meta["tracking_uri"])
-    (run,) = [r for r in client.search_runs([meta["experiment_id"]]) if "mlflow.parentRunId" in r.data.tags]
+    client = MlflowClient(meta.tracking_uri)
+    (run,) = [r for r in client.search_runs([meta.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
     assert run.data.tags[M.STATUS_TAG] == M.FINISHED and run.info.status == "FINISHED"
     history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, M.VAL_LOSS))
     assert [s for s, _ in history] == [10, 20, 30, 40]
@@ -129,7 +129,7 @@ def test_four_quarter_gpu_trials_share_one_gpu(tmp_path):
     results = [json.loads(f.read_text().splitlines()[0]) for f in (sweep_dir / "ray").glob("*/result.json")]
     assert len(results) == 4 and all(r["gpu_ids"] == ["0"] for r in results), results
     meta = read_sweep(sweep_dir)
-    runs = [r for r in MlflowClient(meta["tracking_uri"]).search_runs([meta["experiment_id"]])
+    runs = [r for r in MlflowClient(meta.tracking_uri).search_runs([meta.experiment_id])
             if "mlflow.parentRunId" in r.data.tags]
     assert len(runs) == 4 and all(r.data.tags[M.STATUS_TAG] == M.FINISHED for r in runs)
     assert max(r.info.start_time for r in runs) < min(r.info.end_time for r in runs)  # all four at once

@@ -1,0 +1,68 @@
+"""sweep.json as one record (analysis.store.Sweep): read with its paths resolved where the folder is
+now and written back in the same format (its refusals: tests/test_guards.py); and a report read from
+the MLflow store alone sets the tables as the sweep folder's does."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from analysis.report import main as report_main
+from analysis.store import Sweep, read_sweep, write_sweep
+
+# A sweep.json as sweeps wrote it before Sweep was a record (and before plans carried a layout):
+# keys in this order, the embedded store by name, Tune's storage left out (the sweep folder's own).
+OLD = {"name": "robustness-smoke-20261129-203934-53ce", "study": "robustness", "scale": "smoke",
+       "dir": "robustness-smoke-20261129-203934-53ce", "base": {"lr": 0.001, "steps": 40},
+       "plan": {"study": "robustness", "scale": "smoke", "base": {"lr": 0.001, "steps": 40},
+                "arms": [{"n0": 0, "update_empty": False, "neighbours": "none"}], "seeds": [0, 1], "cpus": 1,
+                "gpus": 0, "workers": 1, "swept": ["n0", "update_empty", "neighbours"], "labels": [],
+                "reference": {"neighbours": "none"}, "metrics": ["final_loss", "steps_10"], "table": "Table 3",
+                "description": "robustness", "source": "/somewhere/else/sweep/studies/robustness.yaml"},
+       "tracking_uri": None, "experiment_id": "3", "ray_storage": None, "ray_name": "ray",
+       "parent_run_id": "df480390048040c48fe41a963b0a410f", "store": "mlflow.db"}
+
+
+def test_an_old_sweep_json_loads_where_its_folder_is_now_and_writes_back_unchanged(tmp_path):
+    folder = tmp_path / "moved-results" / OLD["dir"]
+    folder.mkdir(parents=True)
+    text = json.dumps(OLD, indent=2)
+    (folder / "sweep.json").write_text(text)
+    sweep = read_sweep(folder, check=False)  # no store here: check=True would refuse (StoreMissing)
+    assert isinstance(sweep, Sweep)
+    assert (sweep.dir, sweep.results_dir, sweep.ray_storage) == (folder, folder.parent, str(folder))
+    assert sweep.tracking_uri == f"sqlite:///{folder.parent / 'mlflow.db'}"
+    assert (sweep.name, sweep.study, sweep.scale, sweep.experiment_id, sweep.parent_run_id, sweep.ray_name) == (
+        OLD["name"], "robustness", "smoke", "3", OLD["parent_run_id"], "ray")
+    assert sweep.plan == OLD["plan"] and sweep.base == OLD["base"] and sweep.tune_path == f"{folder}/ray"
+    (folder / "sweep.json").unlink()
+    write_sweep(sweep)
+    assert (folder / "sweep.json").read_text() == text  # the same file, byte for byte
+
+
+def test_a_sweep_on_a_tracking_server_keeps_its_uri_and_storage(tmp_path):
+    folder = tmp_path / OLD["dir"]
+    folder.mkdir()
+    record = {**OLD, "tracking_uri": "http://tracking:5000", "ray_storage": "s3://bucket/sweeps",
+              "ray_name": OLD["name"]}
+    del record["store"]
+    (folder / "sweep.json").write_text(json.dumps(record, indent=2))
+    sweep = read_sweep(folder)  # a server: nothing to check on this machine
+    assert (sweep.tracking_uri, sweep.ray_storage) == ("http://tracking:5000", "s3://bucket/sweeps")
+    assert sweep.tune_path == f"s3://bucket/sweeps/{OLD['name']}"
+    write_sweep(sweep)
+    assert json.loads((folder / "sweep.json").read_text()) == record
+
+
+@pytest.mark.slow
+def test_report_from_the_store_alone_sets_the_tables_as_the_sweep_folder(smoke_sweep, tmp_path):
+    """--tracking-uri --study reads the sweep's plan from its parent run (the sweep.json uploaded with its
+    report), so its tables are the sweep folder's, byte for byte (the study file's layout and caption)."""
+    uri = read_sweep(smoke_sweep).tracking_uri
+    assert report_main(["--tracking-uri", uri, "--study", "robustness", "--out", str(tmp_path / "r")]) == 0
+    ours = sorted(p.name for p in (smoke_sweep / "tables").glob("*.*") if p.suffix != ".parquet")
+    assert len(ours) == 9 and sorted(p.name for p in (tmp_path / "r/tables").glob("*.*")
+                                     if p.suffix != ".parquet") == ours
+    for name in ours:
+        assert (tmp_path / "r/tables" / name).read_bytes() == (smoke_sweep / "tables" / name).read_bytes(), name
+    assert "(paper Table 3)" in (tmp_path / "r/tables/robustness.tex").read_text()
