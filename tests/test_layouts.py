@@ -103,25 +103,15 @@ def test_an_axis_added_on_the_command_line_joins_the_layout():
     assert got.columns == ("neighbours", "n0", "update_empty", "lr") and got.group == ("n0", "update_empty", "lr")
 
 
-GOOD = """\
-name: my-study
-description: a user's study
-fixed:
-  neighbours: hard
-axes:
-  tau: [0.1, 1.0]
-  n0: [0, 1]
-reference: {tau: 0.1}
-layout:
-  rows: [n0, tau]
-  caption: "My $\\\\tau$ study"
-"""
+STUDY = ("name: my-study\ndescription: a user's study\nfixed: {neighbours: hard}\n"
+         "axes: {tau: [0.1, 1.0], n0: [0, 1]}\nreference: {tau: 0.1}\n"
+         "layout: {rows: [n0, tau], caption: 'My $\\tau$ study'}\n")
 
 
 def test_a_good_layout_block_reaches_the_plan():
     """The checked block travels in the plan (and so in sweep.json); what it leaves out is derived.
     (Bad blocks: tests/test_studies.py, with the other refusals of a study file.)"""
-    plan = make_plan(parse_study(GOOD, "my-study.yaml"), "smoke")
+    plan = make_plan(parse_study(STUDY, "my-study.yaml"), "smoke")
     assert plan.layout == {"rows": ["n0", "tau"], "caption": "My $\\tau$ study"}
     got = Layout.from_plan(dataclasses.asdict(plan))
     assert (got.rows, got.columns, got.group, got.caption) == (("n0", "tau"), ("n0", "tau"), ("n0",),
