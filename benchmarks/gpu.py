@@ -37,7 +37,8 @@ and paper_step_seconds (one trial's wall seconds per step at that packing, valid
 `--paper-steps` runs the comparison study's EMA-VQ and KSOM hard 2D arms on the photos at the paper's
 length (30,000 steps x batch 256), two seeds each, as many at once as gpu.txt's trials_per_gpu, and
 writes trials/metrics/summary Parquet files and the study's tables under docs/results/paper-steps/, with
-what it printed in run.txt (each trial's validations also stream to reports/<run>.jsonl as they happen).
+what it printed in run.txt; each trial's validations also go to reports.jsonl as they happen (one line
+[run, step, metrics] each), so a run cut short keeps them.
 
 Without a GPU both print what they would run, and the first also the CPU figures it can measure in
 seconds; they write nothing and exit 0.
@@ -81,7 +82,7 @@ PACKING_SLACK = 0.05  # the fewest trials per GPU within 5 % of the best rate
 LOADER_WORKERS = (4, 8, 15)
 KEEPS_UP = 0.9
 RATIO_KS = (512, 16_384)
-BOXES = {"quantiser": 40, "steps": 40, "compile": 150, "packing": 150, "vqvae2": 60, "ratio": 40}  # seconds
+BOXES = {"quantiser": 40, "steps": 40, "compile": 120, "packing": 180, "vqvae2": 60, "ratio": 40}  # seconds
 
 
 class Log:
@@ -301,7 +302,8 @@ class GpuMemory:
 
 def trial_main(params: dict, reports_file: str | None) -> dict:
     """(In a process of its own) one trial through models.train.train; its times and peak memory, and each
-    validation's metrics appended to `reports_file` (JSON lines) as it happens."""
+    validation's metrics appended to `reports_file` as it happens: a JSON line [run name, step, metrics]
+    (one short write per line in append mode, so trials sharing the file do not mix their lines)."""
     cfg, device = TrialConfig.from_dict(params), default_device()
     torch.set_num_threads(1)  # the trial's 1 CPU (Ray sets the same for a 1-CPU trial)
     reports = []
@@ -310,7 +312,7 @@ def trial_main(params: dict, reports_file: str | None) -> dict:
         reports.append([progress.step, progress.metrics])
         if reports_file:
             with open(reports_file, "a") as f:
-                f.write(json.dumps(reports[-1]) + "\n")
+                f.write(json.dumps([run_name(cfg), *reports[-1]]) + "\n")
 
     result = train(cfg, report=report, device=device)
     last = reports[-1][1] if reports else {}
@@ -319,7 +321,7 @@ def trial_main(params: dict, reports_file: str | None) -> dict:
             "peak_mb": torch.cuda.max_memory_reserved(device) / 2**20 if device.type == "cuda" else math.nan}
 
 
-def run_trials(configs: list[TrialConfig], at_once: int, box: Box, reports_dir: Path | None = None) -> list[dict]:
+def run_trials(configs: list[TrialConfig], at_once: int, box: Box, reports: Path | None = None) -> list[dict]:
     """Each config as a trainer process (`--trial`), `at_once` at a time; their results in order
     ({"error": ...} for one that failed or ran past the box)."""
     pending, running, results = list(enumerate(configs)), {}, [None] * len(configs)
@@ -327,8 +329,8 @@ def run_trials(configs: list[TrialConfig], at_once: int, box: Box, reports_dir: 
         while pending and len(running) < at_once:
             i, cfg = pending.pop(0)
             args = [sys.executable, "-m", "benchmarks.gpu", "--trial", json.dumps(cfg.to_params())]
-            if reports_dir:
-                args += ["--reports", str(reports_dir / f"{run_name(cfg)}.jsonl")]
+            if reports:
+                args += ["--reports", str(reports)]
             # Output into files, not pipes: a trial's warnings could fill a pipe nobody reads until it ends.
             out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
             running[i] = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=err, text=True), out, err
@@ -573,9 +575,8 @@ def paper_steps(log: Log, device: torch.device, out_dir: Path) -> int:
     if device.type != "cuda":
         log("no GPU here: nothing run. On a GPU it writes " + str(out_dir.relative_to(ROOT)) + "/")
         return 0
-    reports = out_dir / "reports"
-    reports.mkdir(parents=True, exist_ok=True)
-    results = run_trials(configs, at_once, Box(math.inf), reports)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = run_trials(configs, at_once, Box(math.inf), out_dir / "reports.jsonl")
     write_tables(plan, configs, results, out_dir, log)
     return 0 if all(r.get("status") in (M.FINISHED, M.DIVERGED) for r in results) else 1
 
@@ -618,8 +619,11 @@ def write_tables(plan: Plan, configs: list[TrialConfig], results: list[dict], ou
 
 
 def header(log: Log, device: torch.device) -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
+    try:  # a copy of the working tree on a lent machine may have neither git nor .git
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip() or "unknown"
+    except OSError:
+        commit = "unknown"
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     log(f"## device check {when}: {torch.cuda.get_device_name(device)} (torch {torch.__version__}, "
         f"CUDA {torch.version.cuda}, commit {commit}, {os.cpu_count()} CPUs)")
@@ -631,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=GPU_RESULTS, help="file the figures are appended to")
     p.add_argument("--paper-steps", action="store_true", help="run the paper's training length once instead")
     p.add_argument("--paper-steps-dir", type=Path, default=ROOT / "docs/results/paper-steps")
-    p.add_argument("--packing-steps", type=int, default=300, help="steps of each packing trial (default 300)")
+    p.add_argument("--packing-steps", type=int, default=200, help="steps of each packing trial (default 200)")
     p.add_argument("--trial", help=argparse.SUPPRESS)  # internal: one trial's config (JSON), in its own process
     p.add_argument("--reports", help=argparse.SUPPRESS)
     p.add_argument("--compile-probe", help=argparse.SUPPRESS)

@@ -2,6 +2,7 @@
 CPU at toy sizes, and the reader of its output in sweep/scales.py."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -24,8 +25,14 @@ def run_check(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+def snapshot(folder: Path) -> list:
+    return sorted((str(p), p.stat().st_mtime_ns) for p in folder.rglob("*")) if folder.exists() else []
+
+
 def test_without_a_gpu_it_prints_the_plan_and_cpu_figures_writes_nothing_and_exits_0():
     before = GPU_RESULTS.read_bytes() if GPU_RESULTS.exists() else None
+    paper_dir = ROOT / "docs/results/paper-steps"
+    paper_before = snapshot(paper_dir)
     done = run_check()
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -44,7 +51,7 @@ def test_without_a_gpu_it_prints_the_plan_and_cpu_figures_writes_nothing_and_exi
     assert ("comparison study, EMA-VQ and KSOM hard 2D on the photos, 30000 steps x batch 256, seeds 0-1: "
             "4 trials") in paper.stdout
     assert "no GPU here: nothing run" in paper.stdout
-    assert not (ROOT / "docs/results/paper-steps/reports").exists()
+    assert snapshot(paper_dir) == paper_before
 
 
 def test_quantiser_comparison_of_a_device_with_itself_is_exact():
@@ -126,9 +133,11 @@ def test_paper_steps_tables_from_trainer_processes(tmp_path, monkeypatch):
     frames, summary and the comparison table with both rules."""
     plan = gpu.paper_steps_plan(2, "smoke", {"steps": 30, "eval_every": 10})
     configs = plan.trials()
-    results = gpu.run_trials(configs, 2, gpu.Box(600), tmp_path)
+    results = gpu.run_trials(configs, 2, gpu.Box(600), tmp_path / "reports.jsonl")
     assert [r["status"] for r in results] == ["finished"] * 4, results
-    assert sorted(p.name for p in tmp_path.glob("*.jsonl")) == sorted(f"{gpu.run_name(c)}.jsonl" for c in configs)
+    streamed = [json.loads(line) for line in (tmp_path / "reports.jsonl").read_text().splitlines()]
+    assert sorted((run, step) for run, step, _ in streamed) == sorted(
+        (gpu.run_name(c), step) for c in configs for step in (10, 20, 30))  # every validation, whole lines
     log = gpu.Log(tmp_path / "log.txt")
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as on the lent GPU machines: the tables need no MLflow
     gpu.write_tables(plan, configs, results, tmp_path, log)
