@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.store import read_sweep
+import metrics as M
 from models.config import TrialConfig
 from sweep.plan import make_plan
 from sweep.run import main
@@ -238,6 +241,20 @@ def test_parity_is_the_full_factorial_of_decay_init_and_commitment_for_three_rul
 
 # ---------------------------------------------------------------- a user's study, end to end
 
+
+def _steps(mean: float) -> str:
+    return f"{mean:.0f}" if math.isfinite(mean) else "--"
+
+
+def assert_in_order(text: str, tokens: list[str], name: str) -> None:
+    """Every token appears in text as a whole cell value, each after the one before."""
+    at = 0
+    for token in tokens:
+        found = re.compile(rf"(?<![\d.]){re.escape(token)}(?![\d.])").search(text, at)
+        assert found, f"{name}: {token!r} missing after position {at}"
+        at = found.end()
+
+
 @pytest.mark.slow
 def test_a_user_written_two_axis_study_runs_end_to_end(user_study_sweep):
     """`python -m sweep.run my.yaml` (conftest.USER_STUDY, cpu scale): one MLflow run per trial named by the axes,
@@ -261,8 +278,13 @@ def test_a_user_written_two_axis_study_runs_end_to_end(user_study_sweep):
         (lr, k) for lr in (0.0003, 0.001, 0.003) for k in (16, 64)}
     comparison = pd.read_parquet(sweep_dir / "tables" / "lr-by-k_vs_reference.parquet")
     assert set(comparison.lr) == {0.0003, 0.003}  # each against lr = 0.001 at the same K
-    for name in ("lr-by-k.md", "lr-by-k.tex", "lr-by-k.txt"):
-        assert (sweep_dir / "tables" / name).stat().st_size > 0
+    # Each rendering shows the tidy numbers, row by row in the tidy order: loss x10^3 and steps to +10 %.
+    by_cell = tidy.set_index(["lr", "codebook_size", "column"])["mean"]
+    cells = [token for lr, k in dict.fromkeys(zip(tidy.lr, tidy.codebook_size))
+             for token in (f"{by_cell[lr, k, M.FINAL_LOSS] * 1e3:.1f}", _steps(by_cell[lr, k, M.steps_to(10)]))]
+    for name, body_from in (("lr-by-k.txt", "(×10³)"), ("lr-by-k.md", "|---|"), ("lr-by-k.tex", "\\midrule")):
+        text = (sweep_dir / "tables" / name).read_text()
+        assert_in_order(text[text.index(body_from):], cells, name)
     for name in ("loss.png", "sensitivity_lr.png", "sensitivity_lr.pdf"):
         assert (sweep_dir / "figures" / name).exists()
     assert not (sweep_dir / "figures" / "sensitivity_codebook_size.png").exists()  # two values: the table's job
