@@ -241,7 +241,7 @@ def test_the_readme_command_opens_the_notebook_in_jupyterlab(tmp_path):
     """The README's command (JupyterLab from the lock's `notebook` extra) serves the notebook from its own
     folder (so that its kernel finds ../results): its page and the notebook itself (the cell that opens the
     newest sweep) come back from the running server."""
-    (command,) = re.findall(r"`(jupyter lab notebooks/analysis\.ipynb)`", (ROOT / "README.md").read_text())
+    (command,) = re.findall(r"^(jupyter lab notebooks/analysis\.ipynb)\s", (ROOT / "README.md").read_text(), re.M)
     port, token = _free_port(), "test-token"
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}

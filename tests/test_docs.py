@@ -1,10 +1,14 @@
 """Links that cannot rot: every relative link in README.md and docs/**/*.md points to a file or
-folder tracked by git, and every number the README's results headline quotes appears in the
-committed docs/results files that headline cites."""
+folder tracked by git; every number the README's results headline quotes, and every number of a
+paragraph, list item or table row (of the README or any docs/ page) that cites committed docs/results
+files, appears in the files it cites; the README is a front door of at most 150 lines whose Python
+runs as written."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -92,3 +96,69 @@ def test_resolve(page, target, expected):
 def test_relative_links_skip_urls_and_anchors():
     text = "[a](http://x.org/y) [b](#top) [c](docs/a.md#sec) [d](mailto:x@y) ![e](fig.png)"
     assert relative_links(text) == ["docs/a.md", "fig.png"]
+
+
+def blocks(markdown: str) -> list[str]:
+    """Paragraphs, list items and table rows: the units a citation belongs to (code blocks left out)."""
+    text = re.sub(r"^```.*?^```", "", markdown, flags=re.S | re.M)
+    out = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        lines = paragraph.splitlines()
+        if lines and all(line.startswith("|") for line in lines):
+            out += lines
+        else:
+            out += [item for item in re.split(r"\n(?=- )", paragraph) if item.strip()]
+    return out
+
+
+def cited_numbers_missing(page: str, files: set[str]) -> list[str]:
+    """'page: number (not in cited files)' for each number of a block that cites docs/results text files."""
+    missing = []
+    for block in blocks((ROOT / page).read_text()):
+        paths = {resolve(page, t).rstrip("/") for t in relative_links(block)}
+        cited = [f for f in files for p in paths if (f == p or f.startswith(p + "/")) and f.startswith("docs/results/")
+                 and f.endswith((".md", ".txt", ".tex"))]
+        if cited:
+            evidence = numbers("\n".join((ROOT / f).read_text() for f in cited))
+            missing += [f"{page}: {n} in {block[:80]!r}" for n in sorted(numbers(block) - evidence, key=float)]
+    return missing
+
+
+def test_every_number_next_to_a_cited_result_is_in_what_it_cites():
+    files = tracked()
+    pages = [p for p in markdown_pages(files) if not p.startswith("docs/results/")]  # those are generated from it
+    assert {"README.md", "docs/outputs.md", "docs/studies.md", "docs/operations.md", "docs/scaling.md",
+            "docs/benchmarks.md"} <= set(pages)
+    missing = [m for page in pages for m in cited_numbers_missing(page, files)]
+    assert not missing, "numbers quoted beside a citation but in none of the files it cites:\n" + "\n".join(missing)
+
+
+def test_blocks_split_paragraphs_items_and_rows():
+    text = "a 1 [x](a.md)\nstill a\n\n- item 2\n- item 3\n\n|h|\n|r 4|\n\n```\n5\n```\n"
+    assert blocks(text) == ["a 1 [x](a.md)\nstill a", "- item 2", "- item 3", "|h|", "|r 4|"]
+
+
+def test_readme_is_a_front_door():
+    """At most 150 lines; the paper and the authors' code linked; both commands and the fast loop named; a
+    link to each docs/ page; the results headline with its table and one figure."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    assert "(https://arxiv.org/abs/2302.07950)" in readme and "(https://github.com/IDSIA/kohonen-vae)" in readme
+    assert "Topological Neural Discrete Representation Learning à la Kohonen" in readme  # the paper's title
+    assert "bash scripts/test.sh\n" in readme and "bash scripts/test.sh --fast" in readme
+    assert "python -m sweep.run robustness\n" in readme and "python -m sweep.ui" in readme
+    for page in ("outputs", "studies", "operations", "scaling", "benchmarks"):
+        assert f"](docs/{page}.md)" in readme, page
+    headline = results_headline()
+    assert headline.count("![") == 1 and "| EMA-VQ | KSOM hard 2D |" in headline
+
+
+def test_the_readmes_python_runs(tmp_path):
+    """The quantiser-alone example, run as a user pastes it."""
+    readme = (ROOT / "README.md").read_text()
+    (code,) = re.findall(r"^```python\n(.*?)^```", readme, flags=re.S | re.M)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    indices, perplexity, used = done.stdout.rsplit(" ", 2)
+    assert indices.startswith("tensor([") and 1 <= float(perplexity) <= 64 and 1 <= int(used) <= 32
