@@ -38,13 +38,6 @@ def history(client, run, metric="val/loss"):
     return [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)]
 
 
-@pytest.fixture
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_smoke_sweep_logs_one_run_per_trial_and_records_divergence(smoke_sweep):
     """Every trial is one child run with all config fields as params and its validation curve;
@@ -102,18 +95,29 @@ def mlflow_server(tmp_path):
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        proc.wait(timeout=300)  # its workers end slowly on a loaded machine
 
 
 @pytest.mark.slow
-def test_sweep_logs_to_a_tracking_server(tmp_path, mlflow_server, local_ray):
-    """--tracking-uri http://... sends the runs to the server instead of the local store; the trials
-    run VQ-VAE-2 (--set model=vqvae2), whose two levels are logged apart."""
-    plan = make_plan("sensitivity", "smoke", seeds=1, overrides={"model": "vqvae2"})
-    plan.arms = plan.arms[:2]
-    run_sweep(plan, results_dir=tmp_path / "results", tracking_uri=mlflow_server)
+def test_a_multi_node_sweep_logs_to_a_tracking_server(tmp_path, mlflow_server):
+    """A head with no CPUs and two 1-CPU worker nodes: the two trials run one on each worker. --tracking-uri
+    http://... sends the runs to the server instead of the local store; the trials run VQ-VAE-2
+    (model=vqvae2), whose two levels are logged apart."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
+        plan = make_plan("sensitivity", "smoke", seeds=1, overrides={"model": "vqvae2"})
+        plan.arms = plan.arms[:2]
+        run_sweep(plan, results_dir=tmp_path / "results", tracking_uri=mlflow_server)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
     client, runs = child_runs(mlflow_server, "sensitivity")
     assert len(runs) == 2 and all(r.data.tags["status"] == "finished" for r in runs)
+    assert {r.data.tags["node_id"] for r in runs} == {w.node_id for w in workers}
     assert all([s for s, _ in history(client, r)] == [20, 40] for r in runs)
     for r in runs:
         assert r.data.params["model"] == "vqvae2"
@@ -125,31 +129,10 @@ def test_sweep_logs_to_a_tracking_server(tmp_path, mlflow_server, local_ray):
 
 
 @pytest.mark.slow
-def test_multi_node_sweep_uses_both_worker_nodes(tmp_path):
-    """A head with no CPUs and two 1-CPU worker nodes: trials run on both workers."""
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
-    try:
-        ray.init(address=cluster.address, log_to_driver=False)
-        plan = make_plan("sensitivity", "smoke", seeds=1)
-        run_sweep(plan, results_dir=tmp_path)
-        _, runs = child_runs(read_sweep(next(tmp_path.glob("*/sweep.json")).parent).tracking_uri,
-                             "sensitivity")
-        assert len(runs) == 4 and all(r.data.tags["status"] == "finished" for r in runs)
-        used = {r.data.tags["node_id"] for r in runs}
-        assert used == {w.node_id for w in workers}
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-
-
-@pytest.mark.slow
 def test_killed_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
     """Kill the driver (and its local Ray) mid-sweep, resume: every trial ends with exactly one
     run whose curve has each validation step once, equal to an uninterrupted run's."""
-    cmd = [sys.executable, "-m", "sweep.run", "sensitivity", "--scale", "smoke", "--seeds", "2",
+    cmd = [sys.executable, "-m", "sweep.run", "sensitivity", "--scale", "smoke", "--seeds", "1",
            "--set", "steps=200", "--set", "eval_every=20", "--results-dir", str(tmp_path)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -157,19 +140,19 @@ def test_killed_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
     try:
         for line in proc.stdout:
             seen.append(line)
-            if "2/8 done" in line:
+            if "2/4 done" in line:
                 break
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
         proc.wait()
-    assert any("2/8 done" in line for line in seen), "".join(seen)
-    assert any(line.startswith("plan: 8 trials (4 arms x 2 seeds), 2 at once, smoke scale;") for line in seen)
+    assert any("2/4 done" in line for line in seen), "".join(seen)
+    assert any(line.startswith("plan: 4 trials (4 arms x 1 seeds), 2 at once, smoke scale;") for line in seen)
     assert all(len(line.rstrip("\n")) <= 120 for line in seen if line.startswith(("[", "plan:"))), "".join(seen)
     assert any("ETA" in line for line in seen if line.startswith("[")), "".join(seen)
     sweep_dir = next(tmp_path.glob("sensitivity-smoke-*"))
     meta = read_sweep(sweep_dir)
     _, before = child_runs(meta.tracking_uri, "sensitivity")
-    assert 2 <= sum(r.data.tags["status"] == "finished" for r in before) < 8
+    assert 2 <= sum(r.data.tags["status"] == "finished" for r in before) < 4
 
     # A changed grid is refused; the same grid (or --resume alone) continues.
     for changed in (cmd[:6] + ["--seeds", "3"], cmd[:3] + ["--set", "steps=100"]):
@@ -180,8 +163,8 @@ def test_killed_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     client, runs = child_runs(meta.tracking_uri, "sensitivity")
-    assert len(runs) == 8
-    assert len({r.data.tags["ray_trial_id"] for r in runs}) == 8
+    assert len(runs) == 4
+    assert len({r.data.tags["ray_trial_id"] for r in runs}) == 4
     assert all(r.data.tags["status"] == "finished" and r.info.status == "FINISHED" for r in runs)
     for r in runs:
         assert [s for s, _ in history(client, r)] == list(range(20, 201, 20))
