@@ -10,6 +10,11 @@ mean +- std) get the same treatment as our sweeps. Distributions come from scipy
     Hedges: g = (1 - 3 / (4 (n1 + n2) - 9)) (m1 - m2) / s_pooled,
             s_pooled = sqrt(((n1-1) s1^2 + (n2-1) s2^2) / (n1 + n2 - 2)).
     Holm:   sort the m p-values ascending; p_(i) adjusted = max_{j<=i} min(1, (m - j + 1) p_(j)).
+    TOST:   equivalence of a and b within +-delta (Schuirmann's two one-sided tests, Welch's se and df):
+            p_low = P(T_df >= (d + delta) / se) for H0: d <= -delta,
+            p_high = P(T_df <= (d - delta) / se) for H0: d >= +delta,
+            p = max(p_low, p_high); equivalent at alpha when p < alpha, i.e. when the 90 % CI
+            d +- t_{0.95, df} se lies inside (-delta, +delta).
 """
 from __future__ import annotations
 
@@ -69,6 +74,35 @@ def welch_from_stats(m1: float, s1: float, n1: int, m2: float, s2: float, n2: in
     p = float(2 * stats.t.sf(abs(t), df))
     half = float(stats.t.ppf(1 - ALPHA / 2, df)) * se
     return Welch(diff, t, df, p, diff - half, diff + half, hedges_g(m1, s1, n1, m2, s2, n2))
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """TOST of a - b against the margin +-delta; NaN fields where it is undefined (n < 2 or no spread)."""
+    diff: float
+    margin: float
+    ci_low: float  # the (1 - 2 alpha) = 90 % Welch interval of the difference
+    ci_high: float
+    p: float  # max of the two one-sided p-values
+    equivalent: bool  # p < ALPHA: the difference is within the margin
+
+
+def tost_from_stats(m1: float, s1: float, n1: int, m2: float, s2: float, n2: int, margin: float) -> Equivalence:
+    """Two one-sided Welch tests of mean 1 minus mean 2 against +-margin (margin > 0)."""
+    diff = m1 - m2
+    v1, v2 = (s1 ** 2 / n1, s2 ** 2 / n2) if n1 >= 2 and n2 >= 2 else (math.nan, math.nan)
+    if not all(map(math.isfinite, (diff, v1, v2))) or v1 + v2 == 0:
+        return Equivalence(diff, margin, math.nan, math.nan, math.nan, False)
+    se = math.sqrt(v1 + v2)
+    df = (v1 + v2) ** 2 / (v1 ** 2 / (n1 - 1) + v2 ** 2 / (n2 - 1))
+    p = max(float(stats.t.sf((diff + margin) / se, df)), float(stats.t.cdf((diff - margin) / se, df)))
+    half = float(stats.t.ppf(1 - ALPHA, df)) * se
+    return Equivalence(diff, margin, diff - half, diff + half, p, p < ALPHA)
+
+
+def tost(a, b, margin: float) -> Equivalence:
+    """TOST of samples a - b against +-margin; non-finite values (diverged seeds) are left out."""
+    return tost_from_stats(*describe(a), *describe(b), margin)
 
 
 def welch(a, b) -> Welch:
