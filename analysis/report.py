@@ -7,8 +7,9 @@
 Writes trials.parquet, metrics.parquet, summary.parquet; tables/<study>.{parquet,tex,md,txt}
 (loss and steps), tables/<study>_topography.{tex,md,txt} (loss ratio at shift +1..+3, smoothness;
 its numbers are in <study>.parquet too), tables/<study>_vs_reference.{parquet,tex,md,txt} (each
-configuration minus the study's reference arm: difference, Welch CI, p, Hedges' g);
-figures/{loss,topography,perplexity,codes_used}.{png,pdf} and the topography pictures of the
+configuration minus the study's reference arm: difference, Welch CI, p, Hedges' g); where the study
+file asks for them (`analysis:`), tables/<study>_{factorial,collapse,equivalence}.{parquet,tex,md,txt}
+(analysis/factorial.py); figures/{loss,topography,perplexity,codes_used}.{png,pdf} and the topography pictures of the
 first seed of every configuration side by side, figures/{perturbation,codebook_<level>}.{png,pdf};
 and prints the tables and the trials that diverged or collapsed. Only results (trials finished or
 diverged) enter means, figures and pictures; the others are counted, and a line says what is missing.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.factorial import write_analysis
 from analysis.figures import write_figures
 from analysis.load import load_runs, pooled_runs, write_parquet
 from analysis.pictures import write_pictures
@@ -48,6 +50,8 @@ def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: s
     summary = summarise(trials, metrics)
     summary.to_parquet(out / "summary.parquet", index=False)
     texts = write_tables(summary, name, study, out / "tables")
+    if plan and plan.get("analysis"):  # the study file's `analysis:` block: factorial, equivalence
+        texts += write_analysis(summary, name, plan, out / "tables")
     texts.append(outcomes(summary))
     text = "\n\n".join(texts)
     figures = write_figures(results, metrics[metrics.run_id.isin(results.run_id)], study, out / "figures")

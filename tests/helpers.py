@@ -1,12 +1,15 @@
-"""Helpers that several test files share: fake data sets written in their real formats, and a pickle
-payload that would run a command (to show it never runs)."""
+"""Helpers that several test files share: fake data sets written in their real formats, a pickle
+payload that would run a command (to show it never runs), and the check that LaTeX tables fit a column."""
 from __future__ import annotations
 
 import os
 import pickle
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 
@@ -70,3 +73,20 @@ def write_folder(root: Path, n: int, size: int = 12) -> list[str]:
         paths.append(write_image(root / f"group{i % 3}" / ("deep" if i % 2 else "") / f"img{i:03d}{suffix}",
                                  w, h, seed=i, mode=mode))
     return sorted(str(p) for p in paths)
+
+
+def assert_fits_a_column(tables: list[str], tmp_path: Path) -> None:
+    """The tables compile in \\documentclass[twocolumn]{article} with booktabs alone, no overfull box."""
+    if shutil.which("pdflatex") is None:
+        if os.environ.get("CI"):
+            pytest.fail("pdflatex is missing in CI: scripts/test.sh installs it")
+        pytest.skip("pdflatex is not installed (scripts/test.sh installs it when run as root)")
+    doc = tmp_path / "doc.tex"
+    doc.write_text("\\documentclass[twocolumn]{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                   + "\n".join(tables) + "\n\\end{document}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert "Overfull \\hbox" not in log, log[log.find("Overfull"):][:500]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000

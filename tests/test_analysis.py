@@ -6,7 +6,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +27,7 @@ from analysis.tables import (WRAP_WIDTH, Layout, comparison_latex, comparison_nu
 from analysis.tables.layout import read_layout
 from metrics import MissingMetric
 from sweep.study import SHIPPED
+from helpers import assert_fits_a_column
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,23 +146,6 @@ def test_parquet_round_trip(smoke_sweep, tmp_path):
     pd.testing.assert_frame_equal(again[0], trials)
     pd.testing.assert_frame_equal(again[1], metrics)
     pd.testing.assert_frame_equal(read_parquet(smoke_sweep)[0], trials)  # what the sweep wrote
-
-
-def assert_fits_a_column(tables: list[str], tmp_path: Path) -> None:
-    """The tables compile in \\documentclass[twocolumn]{article} with booktabs alone, no overfull box."""
-    if shutil.which("pdflatex") is None:
-        if os.environ.get("CI"):
-            pytest.fail("pdflatex is missing in CI: scripts/test.sh installs it")
-        pytest.skip("pdflatex is not installed (scripts/test.sh installs it when run as root)")
-    doc = tmp_path / "doc.tex"
-    doc.write_text("\\documentclass[twocolumn]{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-                   + "\n".join(tables) + "\n\\end{document}\n")
-    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-2000:]
-    log = (tmp_path / "doc.log").read_text(errors="replace")
-    assert "Overfull \\hbox" not in log, log[log.find("Overfull"):][:500]
-    assert (tmp_path / "doc.pdf").stat().st_size > 1000
 
 
 @pytest.mark.slow

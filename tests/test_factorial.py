@@ -85,3 +85,62 @@ def test_collapse_counts_with_exact_intervals():
     assert rows[("codebook_init", "uniform")].collapsed == 2
     # every 95 % interval holds its rate
     assert np.all((out.ci_low <= out.rate) & (out.rate <= out.ci_high))
+
+
+# ---------------------------------------------------------------- the tables a study file asks for
+
+
+def summary_of(cells: dict, reference_shift: float) -> pd.DataFrame:
+    """Three seeds per arm: arm -> losses; the reference arm KSOM."""
+    rows = [{"arm": arm, "final_loss": loss, "diverged": False, "collapsed": False, "result": True, "seed": s,
+             "late_improvement": late, "scale": "cpu-xl", "steps": 10_000, "dataset": "photos"}
+            for arm, values in cells.items() for s, (loss, late) in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+def test_equivalence_by_hand():
+    """EMA-VQ 0.100, 0.102, 0.098 (mean 0.100, s 0.002) against KSOM 0.101, 0.103, 0.099 (mean 0.101, s 0.002):
+    d = -0.001, se = sqrt(2 x 0.002^2 / 3) = 0.00163299, df = 4, t_{0.95, 4} = 2.131847, so the 90 % interval is
+    -0.001 +- 0.0034813 = [-0.0044813, 0.0024813]; margin 5 % of 0.101 = 0.00505 holds it: equivalent.
+    Converged: late_improvement <= 0.02 in 2 of 3 EMA-VQ seeds, 3 of 3 KSOM seeds."""
+    from analysis.factorial import equivalence
+    s = summary_of({"EMA-VQ": [(0.100, 0.01), (0.102, 0.03), (0.098, 0.0)],
+                    "KSOM": [(0.101, 0.0), (0.103, 0.01), (0.099, 0.02)]}, 0)
+    out = equivalence(s, {"arm": "KSOM"}, 0.05, ["arm"])
+    assert list(out.arm) == ["EMA-VQ"]
+    r = out.iloc[0]
+    assert (r["mean"], r["ref_mean"], r["n"], r["ref_n"]) == pytest.approx((0.100, 0.101, 3, 3))
+    assert r["margin"] == pytest.approx(0.00505) and r["diff"] == pytest.approx(-0.001)
+    assert (r["ci90_low"], r["ci90_high"]) == pytest.approx((-0.0044813, 0.0024813), abs=1e-7)
+    # t_low = (d + margin) / se = 0.00405 / 0.00163299 = 2.480, between t_{0.95, 4} = 2.132 and t_{0.975, 4} = 2.776;
+    # t_high = (d - margin) / se = -3.705, beyond -2.776: p = the larger one-sided p, that of t_low, in (0.025, 0.05)
+    assert bool(r["equivalent"]) and 0.025 < r["p"] < 0.05
+    assert (r["converged"], r["ref_converged"]) == (2, 3)
+    tight = equivalence(s, {"arm": "KSOM"}, 0.02, ["arm"]).iloc[0]  # margin 0.00202: the interval pokes out
+    assert not bool(tight["equivalent"]) and tight["p"] > 0.05
+
+
+@pytest.mark.slow
+def test_the_analysis_tables_of_a_study_file_fit_a_column(tmp_path):
+    """write_analysis writes what the plan's `analysis:` block asks: factorial, collapse and equivalence tables
+    as Parquet, LaTeX, Markdown and text; the numbers in the text are the estimator's; the LaTeX compiles in a
+    two-column article without an overfull box."""
+    from helpers import assert_fits_a_column
+
+    from analysis.factorial import write_analysis
+    two = pd.concat([design(), design("KSOM hard 2D", 0.5)], ignore_index=True).assign(
+        scale="cpu", steps=800, dataset="photos", late_improvement=0.0)
+    plan = {"study": "parity", "swept": ["decay", "codebook_init", "arm"], "reference": {"arm": "KSOM hard 2D"},
+            "analysis": {"factorial": ["decay", "codebook_init"], "equivalence": 0.05}}
+    texts = write_analysis(two, "parity", plan, tmp_path)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == [f"parity_{part}.{ext}" for part in ("collapse", "equivalence", "factorial")
+                     for ext in ("md", "parquet", "tex", "txt")]
+    factorial = texts[0]
+    assert "decay × codebook_init" in factorial and f"{math.exp(1.8):.2f}" in factorial  # the decay effect 1.8
+    assert "decay: 0.99 vs 0.8; codebook_init: uniform vs randn" in factorial.replace("\n", " ")
+    assert "all trials" in texts[1] and "0/8" in texts[1]
+    assert "EMA-VQ" in texts[2] and "δ" in texts[2]
+    assert pd.read_parquet(tmp_path / "parity_equivalence.parquet").shape[0] == 4  # 4 cells, EMA-VQ vs KSOM
+    assert_fits_a_column([(tmp_path / f"parity_{p}.tex").read_text() for p in ("factorial", "collapse",
+                                                                               "equivalence")], tmp_path)

@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
-from analysis.stats import describe, holm, welch
+from analysis.stats import describe, holm, tost, tost_from_stats, welch
 from analysis.tables import Layout, comparison_numbers, mark_best, table_numbers, to_latex, to_text
 from analysis.tables.layout import read_layout
 from sweep.study import SHIPPED
@@ -171,3 +172,18 @@ def test_figure_bands_are_geometric_and_colours_follow_the_quantiser():
                                     "EMA-VQ N0=1 Update-0=Yes", "KSOM hard N0=1 Update-0=Yes"]  # paper order
     assert look.colour.tolist() == [COLOURS["none"], COLOURS["hard"]] * 2
     assert look["style"][0] == look["style"][1] != look["style"][2]  # style = N0 x update-0
+
+
+def test_tost_by_hand():
+    """a - b with means 1.00 and 1.01, s = 0.02 each, n = 3 each: se = sqrt(2 x 0.0004 / 3) = 0.0163299, df = 4;
+    90 % interval -0.01 +- 2.131847 x 0.0163299 = [-0.044813, 0.024813]. Margin 0.0505 holds it: equivalent;
+    margin 0.02 does not: t_low = 0.01 / 0.0163299 = 0.612 < t_{0.95, 4}, so p > 0.05."""
+    e = tost([1.00, 1.02, 0.98], [1.01, 1.03, 0.99], 0.0505)
+    assert e.diff == pytest.approx(-0.01) and e.margin == 0.0505
+    assert (e.ci_low, e.ci_high) == pytest.approx((-0.044813, 0.024813), abs=1e-6)
+    assert e.equivalent and e.p < 0.05
+    narrow = tost_from_stats(1.00, 0.02, 3, 1.01, 0.02, 3, 0.02)
+    assert not narrow.equivalent and narrow.p > 0.05
+    assert narrow.p == pytest.approx(stats.t.sf(0.01 / 0.0163299, 4), rel=1e-4)
+    undefined = tost_from_stats(1.0, math.nan, 1, 1.0, 0.1, 3, 0.05)
+    assert math.isnan(undefined.p) and not undefined.equivalent

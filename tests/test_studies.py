@@ -239,6 +239,19 @@ def test_parity_is_the_full_factorial_of_decay_init_and_commitment_for_three_rul
     assert plan.analysis == {"factorial": ["decay", "codebook_init", "commitment"]}  # carried into sweep.json
 
 
+def test_convergence_runs_the_table_2_pair_and_parity_best_to_10000_steps():
+    """cpu-xl: the cpu settings for 10,000 steps, validated every 250; the equivalence margin fixed in the file."""
+    plan = make_plan("convergence", "cpu-xl")
+    trials = plan.trials()
+    assert len(trials) == 3 * 3 and {(c.steps, c.eval_every, c.batch_size, c.codebook_size) for c in trials} == {
+        (10_000, 250, 32, 512)}
+    arms = {plan.label(a): TrialConfig.from_dict({**plan.base, **a}) for a in plan.arms}
+    assert [(c.neighbours, c.n0, c.update_empty, c.decay, c.codebook_init, c.commitment) for c in arms.values()] == [
+        ("none", 1, True, 0.99, "randn", 0.25), ("none", 1, True, 0.8, "randn", 0.25),
+        ("hard", 1, True, 0.99, "randn", 0.25)]
+    assert plan.reference == {"arm": "KSOM hard 2D"} and plan.analysis == {"equivalence": 0.05}
+
+
 # ---------------------------------------------------------------- a user's study, end to end
 
 
