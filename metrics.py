@@ -24,8 +24,8 @@ Names are grouped by a prefix that MLflow's UI folds into one section per group:
 A summary is reported once, at the end of a finished trial, and logged to MLflow once at step
 `SUMMARY_STEP` = 0: MLflow's UI draws a metric as a line only when it has a point at a step >= 1,
 so summaries become one bar per run (compared across runs) instead of a lone point on the step axis.
-How a trial ended is not a metric but its status (`STATUS_TAG`): finished, diverged (a NaN/inf loss)
-or failed (an error).
+How a trial ended is not a metric but its status (`STATUS_TAG`): finished, diverged (a NaN/inf loss),
+stopped (early, by a search's scheduler) or failed (an error).
 
 In the analysis a metric's column (summary.parquet) is its name without the group, e.g.
 `val/perplexity_vq` -> `perplexity_vq`, `topography/loss_offset_1` -> `loss_offset_1`.
@@ -62,6 +62,7 @@ SUMMARY_STEP = 0
 STATUS_TAG = "status"
 RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed"
 INTERRUPTED = "interrupted"  # stopped by a signal or an outage before it ended; a resume continues it
+STOPPED = "stopped"  # a search trial its early-stopping scheduler (ASHA) ended before its last step: no result
 
 # Per-trial summary columns (summary.parquet).
 RESULT = "result"

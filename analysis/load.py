@@ -1,7 +1,8 @@
 """Read what a sweep logged in MLflow into two tidy pandas frames.
 
-trials:  one row per trial run: run_id, run_name, status, study, scale, rule (the VQ rule's display name),
-         arm (its study arm's label, if any), topography (measured, or why not) and
+trials:  one row per trial run: run_id, run_name, start_time (ms), status, study, scale, rule (the VQ rule's
+         display name), arm (its study arm's label, if any; every arm's name in a searched study), stage,
+         search and searched (a searched study's), topography (measured, or why not) and
          every config field (typed: numbers as numbers, true/false as bools).
 metrics: one row per logged point: run_id, metric, step, value (names: metrics.py;
          a summary is one point at step 0).
@@ -22,7 +23,9 @@ from mlflow.tracking import MlflowClient
 from analysis.store import BadSweep, check_plan, check_store, read_sweep
 import metrics as M
 
-TRIAL_TAGS = (M.STATUS_TAG, "study", "scale", "rule", "arm", "topography", "ray_trial_id", "node_id")
+# stage, search, searched: a searched study's runs (search or confirm; the algorithm; the fields drawn)
+TRIAL_TAGS = (M.STATUS_TAG, "study", "scale", "rule", "arm", "topography", "ray_trial_id", "node_id", "stage", "search",
+              "searched")
 
 
 def _typed(value: str):
@@ -49,7 +52,8 @@ def load_runs(tracking_uri: str, study: str, parent_run_id: str | None = None) -
             and (parent_run_id is None or r.data.tags["mlflow.parentRunId"] == parent_run_id)]
     trials, points = [], []
     for r in runs:
-        row = {"run_id": r.info.run_id, "run_name": r.info.run_name, "parent_run_id": r.data.tags["mlflow.parentRunId"]}
+        row = {"run_id": r.info.run_id, "run_name": r.info.run_name, "parent_run_id": r.data.tags["mlflow.parentRunId"],
+               "start_time": r.info.start_time}
         row.update({t: r.data.tags.get(t, "") for t in TRIAL_TAGS})
         row.update({k: _typed(v) for k, v in r.data.params.items()})
         trials.append(row)

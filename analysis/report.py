@@ -11,6 +11,9 @@ configuration minus the study's reference arm: difference, Welch CI, p, Hedges' 
 file asks for them (`analysis:`), tables/<study>_{factorial,collapse,equivalence}.{parquet,tex,md,txt}
 (analysis/factorial.py); figures/{loss,topography,perplexity,codes_used}.{png,pdf} and the topography pictures of the
 first seed of every configuration side by side, figures/{perturbation,codebook_<level>}.{png,pdf};
+of a searched study (sweep/search.py) the tables and figures above show its confirmation runs, and
+analysis/tuning.py adds tables/<study>_{winners,tuning or best_so_far}.{parquet,md} and
+figures/{tuning_curve or best_so_far,search_loss,search_fields}.{png,pdf};
 and prints the tables and the trials that diverged or collapsed. Only results (trials finished or
 diverged) enter means, figures and pictures; the others are counted, and a line says what is missing.
 """
@@ -32,6 +35,7 @@ from analysis.store import BadSweep, StoreMissing, read_sweep, trust_notice
 from analysis.summary import RESULT_STATUSES, summarise
 from analysis.tables import (Layout, comparison_latex, comparison_markdown, comparison_numbers, comparison_text,
                              RATIO, SMOOTH, TEXT_WIDTH, table_numbers, to_latex, to_markdown, to_text)
+from analysis.tuning import CONFIRM, is_searched, write_tuning
 import metrics as M
 
 
@@ -46,13 +50,17 @@ def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: s
     if trials.empty:
         return f"no trials of {study!r} logged yet"
     name, study = study, Layout.from_plan(plan) if plan else study  # files are named by the study
-    results = trials[trials.status.isin(RESULT_STATUSES)]
-    summary = summarise(trials, metrics)
-    summary.to_parquet(out / "summary.parquet", index=False)
+    searched = is_searched(trials)  # then the tables and figures show the confirmation, never the search's best
+    everything = summarise(trials, metrics)
+    everything.to_parquet(out / "summary.parquet", index=False)
+    summary = everything[everything["stage"] == CONFIRM] if searched else everything
+    results = trials[trials.status.isin(RESULT_STATUSES) & trials.run_id.isin(summary.run_id)]
     texts = write_tables(summary, name, study, out / "tables")
     if plan and plan.get("analysis"):  # the study file's `analysis:` block: factorial, equivalence
         texts += write_analysis(summary, name, plan, out / "tables")
-    texts.append(outcomes(summary))
+    if searched:
+        texts.append(write_tuning(everything, metrics, name, out))
+    texts.append(outcomes(everything))
     text = "\n\n".join(texts)
     figures = write_figures(results, metrics[metrics.run_id.isin(results.run_id)], study, out / "figures")
     write_sensitivity(summary[summary.status.isin(RESULT_STATUSES)], study, out / "figures")

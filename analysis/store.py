@@ -15,7 +15,7 @@ tracking server (`--tracking-uri http://...`) keeps the server's own artifact lo
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -81,6 +81,7 @@ class Sweep:
     ray_storage: str  # on disk: null when it is the sweep folder
     ray_name: str
     parent_run_id: str
+    winners: dict = field(default_factory=dict)  # a searched study: arm index -> its winner's values (or None)
 
     @property
     def results_dir(self) -> Path:
@@ -103,10 +104,11 @@ class BadSweep(ValueError):
 # sweep.json: key -> the type every sweep writes there (the embedded store's file name, or the URI).
 SWEEP_TYPES = {"dir": str, "study": str, "plan": dict, "experiment_id": str, "parent_run_id": str,
                "ray_name": str, "store": (str, type(None)), "tracking_uri": (str, type(None)),
-               "ray_storage": (str, type(None))}
+               "ray_storage": (str, type(None)), "winners": (dict, type(None))}
 # The plan's parts the report reads: key -> type of the value, and of its items.
 PLAN_TYPES = {"study": (str, None), "swept": (list, str), "metrics": (list, str), "labels": (list, str),
-              "reference": (dict, None), "description": (str, None), "table": (str, None), "layout": (dict, None)}
+              "reference": (dict, None), "description": (str, None), "table": (str, None), "layout": (dict, None),
+              "search": (dict, None)}
 LOCAL_SCHEMES = ("", "sqlite", "file")  # stores that are files of this machine
 
 
@@ -167,7 +169,8 @@ def read_sweep(sweep_dir: str | Path, check: bool = True, tracking_uri: str | No
                   scale=record.get("scale", plan.get("scale", "")), dir=sweep_dir,
                   base=record.get("base", plan.get("base", {})), plan=plan, tracking_uri=record["tracking_uri"],
                   experiment_id=record["experiment_id"], ray_storage=record.get("ray_storage") or str(sweep_dir),
-                  ray_name=record["ray_name"], parent_run_id=record["parent_run_id"])
+                  ray_name=record["ray_name"], parent_run_id=record["parent_run_id"],
+                  winners=record.get("winners") or {})
     if check:
         check_store(sweep.tracking_uri, f" (named by {meta_file})")
     return sweep

@@ -22,6 +22,8 @@ from pathlib import Path
 import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
 import metrics as M
 from analysis.report import report_sweep
@@ -32,6 +34,7 @@ from sweep.lock import exclusive, hold_sweep, release_sweep
 from sweep.plan import Plan
 from sweep.progress import Progress, library_log, plan_line
 from sweep.report import TrialReport
+from sweep.search import tune_space
 from sweep.tracking import MlflowCallback, experiment_id, mark_unfinished, trial_run_name
 from sweep.trainable import run_trial, run_workers_trial, trial_config
 from sweep.ui import browse_hint
@@ -111,6 +114,11 @@ def _run(plan: Plan, meta: Sweep, resumed: bool, address: str | None, max_concur
     # experiment snapshots that follow. Trials print nothing of their own, so their logs stay on the nodes.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables of Ray's own; Progress prints
+    # The experiment state (trials, their latest checkpoints, the searcher) is saved on every step of Tune's
+    # loop, not every 10 s or more: a searcher adds trials one at a time, and a trial must not start (and get
+    # its MLflow run) before a restore would know it. Its copy to the storage runs in the background, so it
+    # may lag by one checkpoint: each trial keeps two (CHECKPOINTS_KEPT), so the one a restore names is there.
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     gcs = cluster.gcs_address()
@@ -123,24 +131,9 @@ def _run(plan: Plan, meta: Sweep, resumed: bool, address: str | None, max_concur
         raise SweepEnded(f"error: {_what_failed(e, meta.tracking_uri)}; nothing ran; resume with: "
                          f"python -m sweep.run --resume {sweep_dir}", EXIT_OUTAGE) from None
     trainable = _trainable(plan, meta)
-    n_trials = len(plan.arms) * len(plan.seeds)
+    n_trials = plan.n_trials()
     at_once = _at_once(plan, n_trials, max_concurrent)
     print(plan_line(plan, at_once), flush=True)
-    if not resumed:
-        callbacks = [MlflowCallback(meta.tracking_uri, meta.experiment_id, meta.parent_run_id,
-                                    plan, trial_config, sweep_dir / "pictures"),
-                     Progress(n_trials, functools.partial(trial_run_name, plan), trial_config, at_once)]
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"base": plan.base, "arm": tune.grid_search(plan.arms), "seed": tune.grid_search(plan.seeds)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, reuse_actors=True),
-            run_config=tune.RunConfig(
-                name=meta.ray_name, storage_path=meta.ray_storage, callbacks=callbacks, verbose=0,
-                failure_config=tune.FailureConfig(max_failures=max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
-    else:
-        tuner = tune.Tuner.restore(meta.tune_path, trainable,
-                                   resume_errored=True)
     start = time.time()
     resume_hint = f"resume with: python -m sweep.run --resume {sweep_dir}"
 
@@ -155,39 +148,132 @@ def _run(plan: Plan, meta: Sweep, resumed: bool, address: str | None, max_concur
         release_sweep(sweep_dir)
         os._exit(EXIT_OUTAGE)
 
-    with _StopSignals() as stop, cluster.Watch(gcs, end_now):
-        try:
-            results = tuner.fit()
-        except KeyboardInterrupt:
-            results = None
-        except Exception as e:  # the tracking store, the disk, the cluster or the driver itself failed mid-sweep
-            if not cluster.reachable(gcs):
-                raise cluster_lost() from None
-            raise SweepEnded(f"error: {_what_failed(e, meta.tracking_uri)}; "
-                             f"{_mark(meta, 'FAILED', skip=_store_down(e))[1]}{resume_hint}", EXIT_OUTAGE) from None
-    if results is not None and any(r.error is not None for r in results) and not cluster.reachable(gcs):
-        raise cluster_lost()  # its trials failed because their nodes went
-    if stop.received is not None or results is None:
-        ended, marked = _mark(meta, "KILLED")  # the store knows which trials ended (Tune also counts those
-        if ended is None:                      # it stopped)
-            ended = results.num_terminated if results is not None else 0
-        code = 128 + (stop.received or signal.SIGINT)
-        raise SweepEnded(f"interrupted: {ended} of {n_trials} trials finished; {marked}{resume_hint}", code)
+    def stage(name: str, param_space: dict, tune_config: dict) -> list:
+        """Run (or continue, from its saved state, searcher included) one Tuner of the sweep; its results."""
+        ray_name = f"{meta.ray_name}-{name}" if name else meta.ray_name
+        path = f"{meta.ray_storage.rstrip('/')}/{ray_name}"
+        if resumed and tune.Tuner.can_restore(path):  # a stage a killed sweep had not begun starts afresh
+            tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+        else:
+            size = (plan.search["samples"] if name.startswith(SEARCH) else
+                    len(param_space["arm"]["grid_search"]) * len(plan.seeds))
+            callbacks = [MlflowCallback(meta.tracking_uri, meta.experiment_id, meta.parent_run_id,
+                                        plan, trial_config, sweep_dir / "pictures"),
+                         Progress(size, functools.partial(trial_run_name, plan), trial_config, at_once,
+                                  upper_bound="scheduler" in tune_config)]
+            tuner = tune.Tuner(
+                trainable, param_space=param_space,
+                tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, reuse_actors=True,
+                                            **tune_config),
+                run_config=tune.RunConfig(
+                    name=ray_name, storage_path=meta.ray_storage, callbacks=callbacks, verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT)))
+        with _StopSignals() as stop, cluster.Watch(gcs, end_now):
+            try:
+                results = tuner.fit()
+            except KeyboardInterrupt:
+                results = None
+            except Exception as e:  # the tracking store, the disk, the cluster or the driver itself failed mid-sweep
+                if not cluster.reachable(gcs):
+                    raise cluster_lost() from None
+                raise SweepEnded(f"error: {_what_failed(e, meta.tracking_uri)}; "
+                                 f"{_mark(meta, 'FAILED', skip=_store_down(e))[1]}{resume_hint}",
+                                 EXIT_OUTAGE) from None
+        if results is not None and any(r.error is not None for r in results) and not cluster.reachable(gcs):
+            raise cluster_lost()  # its trials failed because their nodes went
+        if stop.received is not None or results is None:
+            ended, marked = _mark(meta, "KILLED")  # the store knows which trials ended (Tune also counts those
+            if ended is None:                      # it stopped)
+                ended = results.num_terminated if results is not None else 0
+            code = 128 + (stop.received or signal.SIGINT)
+            raise SweepEnded(f"interrupted: {ended} of {n_trials} trials finished; {marked}{resume_hint}", code)
+        return list(results)
+
+    if plan.search:  # each arm searched on its own (same budget, same seeds), then every winner confirmed
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # a diverged trial's last report has no val loss
+        results = []
+        for i, arm in enumerate(plan.arms):
+            found = stage(f"search-{i}", _search_space(plan, arm, i), _search_config(plan, i))
+            results += found
+            if str(i) not in meta.winners and not any(r.error is not None for r in found):
+                meta.winners[str(i)] = winner(found)  # chosen once, when all its samples ended: a resume keeps it
+                write_sweep(meta)
+        chosen = [meta.winners.get(str(i)) for i in range(len(plan.arms))]
+        arms = [arm for arm, values in zip(plan.arms, chosen) if values is not None]
+        if arms and len(meta.winners) == len(plan.arms):  # failed search trials: a resume retries them first
+            results += stage(CONFIRM, {"base": plan.base, "arm": tune.grid_search(arms), "stage": CONFIRM,
+                                       "seed": tune.grid_search(plan.seeds), "search": tune.sample_from(
+                                           functools.partial(_winner_of, plan.arms, chosen))}, {})
+    else:
+        results = stage("", {"base": plan.base, "arm": tune.grid_search(plan.arms),
+                             "seed": tune.grid_search(plan.seeds)}, {})
     failed = [r for r in results if r.error is not None or _data_error(r)]
     print(f"sweep done in {time.time() - start:.0f} s: {len(results)} trials, {len(failed)} failed\n", flush=True)
     print(report_sweep(sweep_dir), flush=True)
     finish_parent_run(client, meta, plan, time.time() - session_start)
     print(f"\n{browse_hint(meta.tracking_uri, meta.experiment_id)}\n"
           f"results: {sweep_dir} (tables/, figures/, *.parquet)", flush=True)
-    if failed:
+    no_winner = [plan.arm_name(arm) for i, arm in enumerate(plan.arms) if meta.winners.get(str(i), 0) is None]
+    if failed or no_winner:
         client.set_terminated(meta.parent_run_id, "FAILED")
         names = "; ".join(f"{trial_run_name(plan, r.config)} ({_data_error(r) or f'{r.path}/error.txt'})"
                           for r in failed)
         retry = (f"{resume_hint} (retries them)" if any(r.error is not None for r in failed) else
                  "fix the data and start the sweep again (a resume does not retry a data error)")
-        raise SweepEnded(f"failed: {len(failed)} of {n_trials} trials: {names}; {retry}", EXIT_FAILED)
+        unconfirmed = f"; no search trial finished, so not confirmed: {', '.join(no_winner)}" if no_winner else ""
+        raise SweepEnded(f"failed: {len(failed)} of {n_trials} trials: {names or 'none'}{unconfirmed}; {retry}",
+                         EXIT_FAILED)
     client.set_terminated(meta.parent_run_id, "FINISHED")
     return sweep_dir
+
+
+SEARCH, CONFIRM = "search", "confirm"  # the stages of a searched study (MLflow tag "stage")
+CHECKPOINTS_KEPT = 2  # per trial: the newest, and the one an experiment state saved a moment earlier names
+
+
+def _search_space(plan: Plan, arm: dict, i: int) -> dict:
+    """Ray's config of arm i's search trials: the arm on the tuning seed, its space's fields drawn."""
+    return {"base": plan.base, "arm": arm, "seed": plan.search["tuning_seed"], "stage": SEARCH,
+            "search": tune_space(plan.search["spaces"][i])}
+
+
+def _search_config(plan: Plan, i: int) -> dict:
+    """TuneConfig settings of arm i's search: the seeded searcher, N samples, ASHA on the validation loss."""
+    seed, metric = plan.search["tuning_seed"], f"metrics/{M.VAL_LOSS}"
+    if plan.search["algorithm"] == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+        searcher = OptunaSearch(metric=metric, mode="min", seed=seed)
+    else:
+        searcher = BasicVariantGenerator(random_state=seed)
+    out = {"search_alg": searcher, "num_samples": plan.search["samples"]}
+    if "asha" in plan.search["scheduler"]:
+        options = plan.search["scheduler"]["asha"]
+        cfg = trial_config({"base": plan.base, "arm": plan.arms[i], "seed": seed})
+        out["scheduler"] = ASHAScheduler(time_attr="step", metric=metric, mode="min", max_t=cfg.steps,
+                                         grace_period=options.get("grace", cfg.eval_every),
+                                         reduction_factor=options.get("reduction_factor", 3))
+    return out
+
+
+def winner(results: list) -> dict | None:
+    """The searched values of the search trial with the lowest best validation loss among those whose last
+    report was their last validation (stopped, diverged and failed trials never win); None if none did."""
+    reports = [(i, r, TrialReport.from_result(r.metrics)) for i, r in enumerate(results)
+               if r.error is None and r.metrics]
+    done = [(report.metrics[M.VAL_BEST_LOSS], i, r.config["search"]) for i, r, report in reports
+            if report.status == M.FINISHED and M.VAL_BEST_LOSS in report.metrics]
+    return {k: _plain(v) for k, v in min(done)[2].items()} if done else None
+
+
+def _winner_of(arms: list, winners: list, config: dict) -> dict:
+    """The winner's values of the arm a confirmation trial runs (Ray resolves it after the grid)."""
+    return winners[arms.index(config["arm"])]
+
+
+def _plain(value):
+    """A value drawn by Ray (numpy number) as plain Python, for sweep.json."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def _data_error(result) -> str:

@@ -4,7 +4,8 @@ and what came out.
 - params: the sweep's settings: study, scale, seeds, trials, the swept fields, and every field
   the trials share with a `base.` prefix (not one trial's config);
 - description (`mlflow.note.content`, Markdown on the run's page): study, paper table, grid,
-  seeds, scale, commit, wall time, the trials' outcome and the main table;
+  seeds, scale, commit, wall time, the trials' outcome and the main table (of a searched study:
+  its search, each arm's space, the confirmed table and the winning values);
 - artifacts: tables/, figures/, summary.parquet and sweep.json, uploaded when the report is
   written (again on resume);
 - MLflow's standard source fields (user, source, git commit), on child runs too;
@@ -25,6 +26,7 @@ from mlflow.utils.mlflow_tags import (MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE, MLFLOW
 
 from analysis.store import Sweep
 import metrics as M
+from sweep.search import describe as describe_space
 
 SOURCE = "python -m sweep.run"
 SWEEP_WALL = "time/sweep_wall_s"  # the parent's own metric: wall time of the sweep, summed over resumes
@@ -45,8 +47,12 @@ def settings(plan) -> dict[str, str]:
     """The parent's params: the sweep's settings, and the fields every trial shares as `base.<field>`
     (the swept fields are left out: their values are the arms', listed in the description's grid)."""
     out = {"study": plan.study, "scale": plan.scale, "seeds": ",".join(map(str, plan.seeds)),
-           "trials": str(len(plan.arms) * len(plan.seeds)), "arms": str(len(plan.arms)),
+           "trials": str(plan.n_trials()), "arms": str(len(plan.arms)),
            "swept": ",".join(plan.swept) or "-", "cpus_per_trial": f"{plan.cpus:g}", "gpus_per_trial": f"{plan.gpus:g}"}
+    if plan.search:
+        out.update({"search": plan.search["algorithm"], "samples_per_arm": str(plan.search["samples"]),
+                    "tuning_seed": str(plan.search["tuning_seed"]), "scheduler": ",".join(plan.search["scheduler"])
+                    or "-"})
     out.update({f"base.{k}": str(v) for k, v in plan.base.items() if k not in plan.swept})
     return out
 
@@ -70,6 +76,7 @@ def describe(plan, name: str, wall: float | None = None, outcome: str = "", tabl
     commit = source_tags().get(MLFLOW_GIT_COMMIT, "unknown")
     rows = [("study", f"{plan.study}" + (f" (paper {plan.table})" if plan.table else "")),
             ("grid", f"{grid(plan)}: {len(plan.arms)} arms"),
+            *search_rows(plan),
             ("seeds", ", ".join(map(str, plan.seeds))), ("scale", plan.scale), ("commit", commit[:12]),
             ("wall time", "running" if wall is None else f"{wall / 60:.1f} min"), ("trials", outcome or "running")]
     lines = [f"## Sweep {name}", "", plan.description or "", "", "| | |", "|---|---|"]
@@ -77,6 +84,18 @@ def describe(plan, name: str, wall: float | None = None, outcome: str = "", tabl
     if table:
         lines += ["", "### Results", "", table]
     return "\n".join(lines) + "\n"
+
+
+def search_rows(plan) -> list[tuple[str, str]]:
+    """The description's rows on a searched study: budget and algorithm, and each arm's space."""
+    if not plan.search:
+        return []
+    s = plan.search
+    budget = (f"{s['samples']} configurations per arm ({s['algorithm']} search"
+              + (", ASHA early stopping" if s["scheduler"] else "") + f") on seed {s['tuning_seed']}; each arm's "
+              f"best confirmed on the seeds below, and only those are in the table")
+    return [("search", budget)] + [(f"space of {plan.arm_name(arm)}", describe_space(space))
+                                   for arm, space in zip(plan.arms, s["spaces"])]
 
 
 def start_parent_run(client: MlflowClient, exp_id: str, plan, name: str) -> str:
@@ -89,21 +108,24 @@ def start_parent_run(client: MlflowClient, exp_id: str, plan, name: str) -> str:
 
 
 def outcome(summary_file: Path, total: int) -> str:
-    """'18: 16 finished, 2 diverged, 0 failed or unfinished', from the sweep's summary.parquet."""
+    """'18: 16 finished, 2 diverged, 0 failed or unfinished' (and 'n stopped' early by a search's scheduler),
+    from the sweep's summary.parquet."""
     status = pd.read_parquet(summary_file)[M.STATUS_TAG] if summary_file.exists() else pd.Series(dtype=str)
     counts = status.value_counts()
-    failed = total - int(counts.get(M.FINISHED, 0)) - int(counts.get(M.DIVERGED, 0))
-    return (f"{total}: {counts.get(M.FINISHED, 0)} finished, {counts.get(M.DIVERGED, 0)} diverged, "
-            f"{failed} failed or unfinished")
+    ended = {s: int(counts.get(s, 0)) for s in (M.FINISHED, M.DIVERGED, M.STOPPED)}
+    stopped = f"{ended[M.STOPPED]} stopped, " if ended[M.STOPPED] else ""
+    return (f"{total}: {ended[M.FINISHED]} finished, {ended[M.DIVERGED]} diverged, {stopped}"
+            f"{total - sum(ended.values())} failed or unfinished")
 
 
 def finish_parent_run(client: MlflowClient, sweep: Sweep, plan, session_wall: float) -> None:
     """Write the answer into the sweep's parent run once the report is written: description with the
     main table, wall time, artifacts (its status is the caller's: FAILED when a trial failed)."""
-    text = outcome(sweep.dir / "summary.parquet", len(plan.arms) * len(plan.seeds))
+    text = outcome(sweep.dir / "summary.parquet", plan.n_trials())
     wall = client.get_run(sweep.parent_run_id).data.metrics.get(SWEEP_WALL, 0.0) + session_wall
     table_file = sweep.dir / "tables" / f"{plan.study}.md"
-    table = table_file.read_text() if table_file.exists() else ""
+    winners_file = sweep.dir / "tables" / f"{plan.study}_winners.md"
+    table = "\n\n".join(f.read_text() for f in (table_file, winners_file) if f.exists())
     client.log_batch(sweep.parent_run_id, metrics=[Metric(SWEEP_WALL, wall, 0, M.SUMMARY_STEP)])
     client.set_tag(sweep.parent_run_id, MLFLOW_RUN_NOTE, describe(plan, sweep.name, wall, text, table))
     for name in ARTIFACTS:

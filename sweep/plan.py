@@ -42,20 +42,29 @@ class Plan:
     table: str = ""  # the paper table the study mirrors
     description: str = ""
     source: str = ""  # the study file
+    # A searched study: {"algorithm", "samples", "tuning_seed", "scheduler", "spaces": per arm field -> {dist: args}};
+    # then `seeds` are the confirmation seeds, on which each arm's winner is trained again ({}: a grid).
+    search: dict = field(default_factory=dict)
 
     def __post_init__(self):
         check_resources(self.cpus, self.gpus, self.workers)
 
     def trials(self) -> list[TrialConfig]:
-        """Every trial's config, validated (raises ConfigError naming the bad value)."""
+        """Every trial's config, validated (raises ConfigError naming the bad value); of a searched study,
+        each arm's confirmation trials at the arm's own values (the searched ones are drawn when it runs)."""
         return [TrialConfig.from_dict({**self.base, **arm, "seed": seed}) for arm in self.arms for seed in self.seeds]
+
+    def n_trials(self) -> int:
+        """How many trials the sweep runs: arms x seeds, or arms x (samples + confirmation seeds)."""
+        return len(self.arms) * (self.search.get("samples", 0) + len(self.seeds))
 
     def expected_seconds(self, concurrent: int) -> float:
         """Expected wall time of the sweep with `concurrent` trials at a time, from the scale's measured
         seconds per step (0 when the scale has none): trials packed longest first onto the slots."""
         per_step = SCALES[self.scale].step_seconds if self.scale in SCALES else 0.0
         slots = [0.0] * max(1, concurrent)
-        for seconds in sorted((cfg.steps * per_step for cfg in self.trials()), reverse=True):
+        repeat = (self.search.get("samples", 0) + len(self.seeds)) // len(self.seeds)  # search trials too
+        for seconds in sorted((cfg.steps * per_step for cfg in self.trials() * repeat), reverse=True):
             slots[slots.index(min(slots))] += seconds
         return max(slots) + STARTUP_SECONDS if per_step else 0.0
 
@@ -63,15 +72,20 @@ class Plan:
         """The label of one of the plan's arms ("" when its study arm has none)."""
         return self.labels[self.arms.index(arm)] if self.labels else ""
 
-    def run_name(self, arm: dict, seed: int) -> str:
-        """A trial's MLflow run name: the VQ rule (or the arm's label), then what the study sweeps, e.g.
-        'KSOM hard N0=0 update-0=no seed=1'."""
-        cfg = TrialConfig.from_dict({**self.base, **arm, "seed": seed})
+    def arm_name(self, arm: dict) -> str:
+        """An arm's name: its study label, else the VQ rule and what the study sweeps, e.g. 'KSOM hard N0=0'."""
+        cfg = TrialConfig.from_dict({**self.base, **arm})
         fields = self.swept or sorted(set().union(*self.arms))  # sweeps planned before studies were files
         if "arm" not in fields:  # the VQ rule first, swept or not
             fields = ["neighbours"] + [f for f in fields if f not in ("neighbours", "quantizer")]
         parts = [self.label(arm) if name == "arm" else _short(name, cfg, fields, self._texts) for name in fields]
-        return " ".join([p for p in parts if p] + [f"seed={seed}"])
+        return " ".join(p for p in parts if p)
+
+    def run_name(self, arm: dict, seed: int, stage: str = "", values: dict | None = None) -> str:
+        """A trial's MLflow run name: the arm's name, then the stage and the values a search drew, e.g.
+        'KSOM hard N0=0 update-0=no seed=1', 'EMA-VQ search lr=0.00031 decay=0.95 seed=0'."""
+        drawn = [f"{name}={v:.3g}" if isinstance(v, float) else f"{name}={v}" for name, v in (values or {}).items()]
+        return " ".join([self.arm_name(arm)] + ([stage] if stage else []) + drawn + [f"seed={seed}"])
 
     @functools.cached_property
     def _texts(self) -> dict:
@@ -95,18 +109,24 @@ def check_resources(cpus: float, gpus: float, workers: int) -> None:
 
 def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = None, overrides: dict | None = None,
               cpus: float | None = None, gpus: float | None = None, grid: dict | None = None,
-              workers: int | None = None, max_trials: int = MAX_TRIALS) -> Plan:
+              workers: int | None = None, max_trials: int = MAX_TRIALS, search: str | None = None,
+              samples: int | None = None) -> Plan:
     """A validated plan of `study` (a shipped name, a YAML path or a Study) at `scale`.
 
     overrides: field -> value for every trial (not for a swept field); grid: field -> values,
     an axis added to the study or replacing one; cpus, gpus, workers: per trial (None: the scale's);
-    max_trials: the most trials (configurations x seeds) planned. Any problem raises ConfigError before
-    anything starts.
+    max_trials: the most trials (configurations x seeds) planned; search, samples: the algorithm and the
+    samples per arm of a searched study (None: the study's); seeds of a searched study: the number of
+    confirmation seeds. Any problem raises ConfigError before anything starts.
     """
     if not isinstance(max_trials, int) or max_trials < 1:
         raise ConfigError(f"--max-trials {max_trials}: allowed: a whole number >= 1")
     study = dataclasses.replace(study, max_trials=max_trials) if isinstance(study, Study) else \
         load_study(study, max_trials)
+    if (search is not None or samples is not None) and not study.search:
+        option = "--search" if search is not None else "--samples"
+        raise ConfigError(f"{option}: study {study.name!r} ({study.source}) has no search: block; allowed: a study "
+                          "file with one (its space comes from the file, docs/studies.md#search)")
     for name, values in (grid or {}).items():
         study = study.with_axis(name, values)
     scale = scale or default_scale()
@@ -116,6 +136,10 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
     overrides = dict(overrides or {})
     if "seed" in overrides:
         raise ConfigError("seed cannot be set with --set; use --seeds N (seeds 0..N-1)")
+    searched = sorted(set(overrides) & set().union(*study.spaces())) if study.search else []
+    if searched:
+        raise ConfigError(f"--set {searched} would fix what study {study.name!r} searches; allowed: fields other "
+                          f"than {sorted(set().union(*study.spaces()))}")
     dataset = overrides.get("dataset") or study.fixed.get("dataset")
     config, default_seeds = sc.settings(dataset)
     base = TrialConfig.from_dict({**config, **study.fixed, **overrides}).to_params()  # validates the types
@@ -125,9 +149,18 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
     if clash:
         raise ConfigError(f"--set {clash} would override what study {study.name!r} sweeps; allowed: fields other "
                           f"than {sorted(swept)} (use --grid FIELD=V1,V2 to change an axis)")
-    if seeds is not None:
-        if seeds < 1:
-            raise ConfigError(f"--seeds {seeds} must be >= 1")
+    if seeds is not None and seeds < 1:
+        raise ConfigError(f"--seeds {seeds} must be >= 1")
+    searched_plan = {}
+    if study.search:
+        try:
+            chosen = study.search.with_overrides(search, samples, seeds)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        seed_list = chosen.confirm_seeds
+        searched_plan = {"algorithm": chosen.algorithm, "samples": chosen.samples, "tuning_seed": chosen.tuning_seed,
+                         "scheduler": chosen.scheduler, "spaces": study.spaces()}
+    elif seeds is not None:
         seed_list = list(range(seeds))
     else:
         seed_list = study.seeds or list(range(default_seeds))
@@ -136,8 +169,8 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
     workers = sc.workers if workers is None else workers
     check_resources(cpus, gpus, workers)
     arms = study.grid()
-    if len(arms) * len(seed_list) > max_trials:
-        n = len(arms) * len(seed_list)
+    n = len(arms) * (searched_plan.get("samples", 0) + len(seed_list))
+    if n > max_trials:
         raise ConfigError(f"study {study.name!r}: {n:,} trials ({len(arms):,} configurations x {len(seed_list)} "
                           f"seeds), more than --max-trials {max_trials:,}; allowed: fewer seeds or configurations, "
                           f"or --max-trials {n}")
@@ -145,6 +178,14 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
         configs = [TrialConfig.from_dict({**base, **arm}) for arm in arms]
     except ConfigError as e:
         raise ConfigError(f"{study.source}: a trial of study {study.name!r} is invalid: {e}") from None
+    for arm, space in zip(arms, searched_plan.get("spaces", [])):
+        for name, dist in space.items():
+            for value in next(iter(dist.values())):
+                try:
+                    TrialConfig.from_dict({**base, **arm, name: value})
+                except ConfigError as e:
+                    raise ConfigError(f"{study.source}: searched {name}={value!r} is invalid at this scale and "
+                                      f"settings: {e}") from None
     if any(cfg.quantizer == "lucidrains" for cfg in configs):
         from models.lucidrains import vector_quantize
         vector_quantize()  # the library is there, or a one-line error naming the extra
@@ -161,7 +202,8 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
     plan = Plan(study.name, scale, base, arms, seed_list, cpus, gpus, workers, swept=rows,
                 labels=study.grid_labels() if study.labels else [],
                 reference=dict(study.reference), metrics=list(study.metrics), analysis=dict(study.analysis),
-                layout=dict(study.layout), table=study.table, description=study.description, source=study.source)
+                layout=dict(study.layout), table=study.table, description=study.description, source=study.source,
+                search=searched_plan)
     check_names(plan)
     return plan
 

@@ -48,11 +48,11 @@ def duration(seconds: float) -> str:
 
 def plan_line(plan, at_once: int) -> str:
     """'plan: 24 trials (8 arms x 3 seeds), 2 at once, cpu scale; expected wall time about 3 min 12 s'."""
-    n = len(plan.arms) * len(plan.seeds)
     seconds = plan.expected_seconds(at_once)
     expected = f"expected wall time about {duration(seconds)}" if seconds else "no wall-time estimate for this scale"
-    return fit(f"plan: {n} trials ({len(plan.arms)} arms x {len(plan.seeds)} seeds), {at_once} at once, "
-               f"{plan.scale} scale; {expected}")
+    shape = (f"{len(plan.arms)} arms x ({plan.search['samples']} searched + {len(plan.seeds)} confirmation seeds)"
+             if plan.search else f"{len(plan.arms)} arms x {len(plan.seeds)} seeds")
+    return fit(f"plan: {plan.n_trials()} trials ({shape}), {at_once} at once, {plan.scale} scale; {expected}")
 
 
 def pack(running: list[float], pending: list[float], slots: int) -> float:
@@ -143,9 +143,9 @@ class Progress(tune.Callback):
         now = time.time()
         # Tune calls on_trial_complete / on_trial_error before it updates the trial's status.
         status = [end_status if t is ended else t.status for t in self.trials]
-        n_diverged = sum(s == "TERMINATED" and ending(t) == M.DIVERGED for s, t in zip(status, self.trials))
-        n_failed = status.count("ERROR") + sum(s == "TERMINATED" and ending(t) == M.FAILED
-                                               for s, t in zip(status, self.trials))  # a data error ends a trial
+        endings = [ending(t) for s, t in zip(status, self.trials) if s == "TERMINATED"]
+        n_diverged, n_stopped = endings.count(M.DIVERGED), endings.count(M.STOPPED)
+        n_failed = status.count("ERROR") + endings.count(M.FAILED)  # a data error ends a trial
         done = status.count("TERMINATED") + status.count("ERROR")
         unseen, unseen_steps = self._unseen()
         steps = sum(self._steps(t) for t in self.trials) + unseen * unseen_steps
@@ -155,8 +155,9 @@ class Progress(tune.Callback):
         eta = self.eta(now) if done < self.total else None
         eta = "" if eta is None else f" | ETA {'≤ ' if self.upper_bound else ''}{duration(eta)}" + (
             " (upper bound: early stopping)" if self.upper_bound else "")
+        stopped = f"{n_stopped} stopped, " if n_stopped else ""
         line = (f"[{time.strftime('%H:%M:%S', time.gmtime(now - self.start))}] {done}/{self.total} done "
-                f"({n_diverged} diverged, {n_failed} failed), {status.count('RUNNING')} running"
+                f"({n_diverged} diverged, {stopped}{n_failed} failed), {status.count('RUNNING')} running"
                 f"{share}{eta}")
         best = f" | best val {self.best[0]:.4f} ({self.best[1]})" if math.isfinite(self.best[0]) else ""
         return fit(line + best if len(line + best) <= WIDTH else line)  # the best run is dropped first
@@ -231,8 +232,9 @@ class Progress(tune.Callback):
         self._ended(trial)
         last = _last(trial)
         best = last.metrics.get(M.VAL_BEST_LOSS, math.nan) if last else math.nan
-        result = (f"DIVERGED at step {self._step(trial)}" if ending(trial) == M.DIVERGED else
-                  f"FAILED ({data_error(trial)})" if ending(trial) == M.FAILED else f"finished, best val {best:.4f}")
+        result = {M.DIVERGED: f"DIVERGED at step {self._step(trial)}", M.FAILED: f"FAILED ({data_error(trial)})",
+                  M.STOPPED: f"stopped early at step {self._step(trial)}"}.get(ending(trial),
+                                                                              f"finished, best val {best:.4f}")
         self._emit(f"{result}: {self.name_of(trial.config)}", ended=trial, end_status="TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):

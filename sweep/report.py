@@ -33,11 +33,14 @@ class TrialReport:
 
 
 def ending(trial) -> str:
-    """How a trial that Tune saw complete ended: M.DIVERGED or M.FAILED if its last report says so, else
-    M.FINISHED (the trainer returns after such a report or after its last validation)."""
+    """How a trial that Tune saw complete ended: M.DIVERGED or M.FAILED if its last report says so, M.STOPPED
+    when its last report was an earlier validation (a search's scheduler, ASHA, stopped it), else M.FINISHED
+    (the trainer returns after such a report or after its last validation)."""
     last = trial.last_result
-    status = TrialReport.from_result(last).status if last else M.FINISHED
-    return status if status in (M.DIVERGED, M.FAILED) else M.FINISHED
+    if not last or "status" not in last:  # no report, or a sweep begun before the reports had a status
+        return M.FINISHED
+    status = TrialReport.from_result(last).status
+    return status if status in (M.DIVERGED, M.FAILED) else M.STOPPED if status == M.RUNNING else M.FINISHED
 
 
 def data_error(trial) -> str:

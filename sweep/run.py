@@ -9,6 +9,7 @@
     python -m sweep.run robustness --scale smoke --set model=vqvae2
     python -m sweep.run --resume results/robustness-cpu-20261124-101500   # continue a killed sweep
     python -m sweep.run ablation --dry-run              # list the trials and exit
+    python -m sweep.run tuned-comparison --search optuna --samples 24   # a searched study (docs/studies.md#search)
 
 Each sweep gets a folder <results-dir>/<study>-<scale>-<time>/ with sweep.json
 (the plan, so a resume runs exactly the same grid), Ray Tune's storage (ray/)
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 from models.config import DATASETS, ConfigError, field_names
 from sweep.plan import Plan, make_plan, parse_grid, parse_overrides
 from sweep.scales import SCALES
+from sweep.search import describe
 from sweep.study import MAX_TRIALS, shipped_names
 
 if TYPE_CHECKING:  # analysis.store imports MLflow: only when resuming (read_sweep_json)
@@ -39,13 +41,17 @@ def parser() -> argparse.ArgumentParser:
                                             f"{', '.join(shipped_names())}")
     p.add_argument("--scale", help="smoke (seconds), cpu (minutes, the default without a GPU), "
                                    "paper (the paper's settings, the default with a GPU)")
-    p.add_argument("--seeds", type=int, help="number of seeds (0..N-1); default from the scale")
+    p.add_argument("--seeds", type=int, help="number of seeds (0..N-1); default from the scale; of a searched "
+                                             "study: its confirmation seeds (the first N other than the tuning seed)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any config field, e.g. --set lr=3e-4 (repeatable); "
                         f"fields: {', '.join(field_names())}")
     p.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2,...",
                    help="sweep FIELD over these values: adds an axis to the study or replaces its axis "
                         "(repeatable), e.g. --grid tau=0.01,0.03,0.1,0.3,1")
+    p.add_argument("--search", choices=("random", "optuna"),
+                   help="a study with a search: block: its algorithm (random search or Optuna's TPE, both seeded)")
+    p.add_argument("--samples", type=int, help="a study with a search: block: configurations searched per arm")
     p.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (photos: the offline default; at paper "
                                      "scale imagenet / celeba_afhq / imagefolder run the paper's VQ-VAE-2 settings)")
     p.add_argument("--data-dir", help="folder holding the data set (CIFAR is downloaded there if absent)")
@@ -78,7 +84,8 @@ def plan_from_args(args) -> Plan:
     if args.data_dir:
         overrides["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
     return make_plan(args.study, args.scale, args.seeds, overrides, args.cpus_per_trial, args.gpus_per_trial,
-                     grid=parse_grid(args.grid), workers=args.workers_per_trial, max_trials=args.max_trials)
+                     grid=parse_grid(args.grid), workers=args.workers_per_trial, max_trials=args.max_trials,
+                     search=args.search, samples=args.samples)
 
 
 def read_sweep_json(sweep_dir: Path, tracking_uri: str | None = None) -> tuple[Plan, Sweep]:
@@ -108,14 +115,14 @@ def resume_plan(args) -> tuple[Plan, Sweep]:
     """The stored plan of the sweep in args.resume; a different grid on the command line is refused."""
     stored, meta = read_sweep_json(Path(args.resume).expanduser().resolve(), args.tracking_uri)
     grid_options = (args.study, args.scale, args.seeds, args.set, args.grid, args.dataset, args.data_dir,
-                    args.cpus_per_trial, args.gpus_per_trial, args.workers_per_trial)
+                    args.cpus_per_trial, args.gpus_per_trial, args.workers_per_trial, args.search, args.samples)
     if any(option for option in grid_options):
         own_file = stored.study not in shipped_names() and stored.source
         args.study, args.scale = args.study or (stored.source if own_file else stored.study), args.scale or stored.scale
         asked = plan_from_args(args)
         if _grid(asked) != _grid(stored):
             diff = {k: (getattr(stored, k), getattr(asked, k))
-                    for k in ("scale", "base", "arms", "seeds", "cpus", "gpus", "workers")
+                    for k in ("scale", "base", "arms", "seeds", "cpus", "gpus", "workers", "search")
                     if getattr(stored, k) != getattr(asked, k)}
             raise ConfigError(f"--resume {args.resume} ran a different grid; stored vs asked: {diff}. "
                               "Resume with the same options, or with --resume alone")
@@ -123,8 +130,8 @@ def resume_plan(args) -> tuple[Plan, Sweep]:
 
 
 def _grid(plan: Plan) -> tuple:
-    """What a resume must keep: every trial's config and the resources and processes per trial."""
-    return [cfg.to_params() for cfg in plan.trials()], plan.cpus, plan.gpus, plan.workers
+    """What a resume must keep: every trial's config, the search, and the resources and processes per trial."""
+    return [cfg.to_params() for cfg in plan.trials()], plan.search, plan.cpus, plan.gpus, plan.workers
 
 
 def dry_run(plan: Plan, max_concurrent: int = 0) -> str:
@@ -138,10 +145,23 @@ def dry_run(plan: Plan, max_concurrent: int = 0) -> str:
     wall = (f"expected wall time {span} ({concurrent} trial(s) at a time; {per_step:g} s per training step at "
             f"{plan.scale} scale, {scale.step_source})" if seconds else
             f"no wall-time estimate: scale {plan.scale!r} has no measured step time")
+    each = f"{plan.cpus:g} CPU / {plan.gpus:g} GPU each" + (f" shared by {plan.workers} workers"
+                                                            if plan.workers > 1 else "")
+    if plan.search:
+        return "\n".join([f"{plan.study} at {plan.scale} scale: {search_budget(plan)}; {each}", wall]
+                         + [f"  {plan.arm_name(arm)}: {describe(space)}"
+                            for arm, space in zip(plan.arms, plan.search["spaces"])])
     lines = [f"{plan.study} at {plan.scale} scale: {len(names)} trials ({len(plan.arms)} arms x "
-             f"{len(plan.seeds)} seeds), {plan.cpus:g} CPU / {plan.gpus:g} GPU each"
-             + (f" shared by {plan.workers} workers" if plan.workers > 1 else ""), wall]
+             f"{len(plan.seeds)} seeds), {each}", wall]
     return "\n".join(lines + [f"  {name}" for name in names])
+
+
+def search_budget(plan: Plan) -> str:
+    """'60 trials: per arm 12 random-search samples on seed 0 (ASHA), its best confirmed on seeds 1, 2, 3'."""
+    s = plan.search
+    asha = " stopped early by ASHA (at most their steps)" if s["scheduler"] else ""
+    return (f"{plan.n_trials()} trials: per arm {s['samples']} {s['algorithm']}-search samples on seed "
+            f"{s['tuning_seed']}{asha}, its best confirmed on seeds {', '.join(map(str, plan.seeds))}")
 
 
 def refuse(message: str):

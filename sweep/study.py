@@ -19,6 +19,7 @@
     layout:                               # optional: how the tables are set (analysis/tables/layout.py);
       rows: [n0, update_empty, neighbours]  #   what is not given is derived from the study
       caption: "Robustness of KSOM ... (paper Table 3)."
+    search: {...}                         # optional: each configuration searched, then confirmed (sweep/search.py)
 
 Every trial is fixed <- one combination of the axes <- one arm. The four paper
 studies (Tables 1-4) and the others shipped with the package live in
@@ -38,10 +39,11 @@ import yaml
 from analysis.tables.layout import LayoutError, check_block
 import metrics as M
 from models.config import RENAMED, ConfigError, TrialConfig, field_names, parse_value, renamed
+from sweep.search import Search, parse_search, parse_space
 
 SHIPPED = Path(__file__).with_name("studies")
 KEYS = ("name", "description", "table", "fixed", "axes", "arms", "seeds", "reference", "metrics", "analysis",
-        "layout")
+        "layout", "search")
 ANALYSES = ("factorial", "equivalence")  # the `analysis:` keys (analysis/factorial.py)
 REQUIRED = ("name", "description")
 # Per-trial summaries a table can show: the final (best) validation loss and the steps to reach
@@ -72,6 +74,8 @@ class Study:
     metrics: list = field(default_factory=lambda: list(METRICS[:2]))
     analysis: dict = field(default_factory=dict)  # "factorial": [axes], "equivalence": margin (a fraction)
     layout: dict = field(default_factory=dict)  # the checked `layout:` block (analysis.tables.layout)
+    search: Search | None = None  # each configuration of the grid searched, then confirmed (sweep/search.py)
+    arm_spaces: list = field(default_factory=list)  # per arm: the fields it adds to the search space
     source: str = ""  # the file it was read from
     from_grid: tuple = ()  # axes given on the command line (--grid), named so in messages
     lines: dict = field(default_factory=dict, repr=False, compare=False)  # key path -> line, for messages
@@ -86,6 +90,11 @@ class Study:
         """The arm label of each configuration of grid() ("" for unlabelled arms)."""
         n_combos = len(self.grid()) // max(1, len(self.arms))
         return (self.labels or [""] * max(1, len(self.arms))) * n_combos
+
+    def spaces(self) -> list[dict]:
+        """The search space of each configuration of grid(): the study's, plus its arm's own fields."""
+        own = self.arm_spaces or [{}] * max(1, len(self.arms))
+        return [{**self.search.space, **own[i % len(own)]} for i in range(len(self.grid()))] if self.search else []
 
     def rows(self) -> list[str]:
         """What tells configurations apart in tables and run names: the axes, then "arm" when the arms
@@ -102,6 +111,9 @@ class Study:
     def with_axis(self, name: str, values: list) -> "Study":
         """The study with axis `name` set to `values` (added last if new); the field leaves `fixed` and
         the arms, and arms that become identical are merged (first one kept)."""
+        if name in set().union(*self.spaces()):
+            raise StudyError(f"--grid {name}: {name} is searched by study {self.name!r}; allowed: a field its "
+                             "search space does not hold")
         values = [_field_value(self, (f"--grid {name}",), name, v) for v in values]
         if not values:
             raise StudyError(f"--grid {name}=: the axis is empty; allowed: one or more comma-separated values")
@@ -207,13 +219,24 @@ def parse_study(text: str, source: str, max_trials: int = MAX_TRIALS) -> Study:
     if not isinstance(raw_arms, list):
         raise _error(study, ("arms",), raw_arms, "a list of mappings of config fields")
     labels = [arm.get("label") if isinstance(arm, dict) else None for arm in raw_arms]
+    search = parse_search(data["search"], partial_error(study), partial_typed(study)) if "search" in data else None
+    if search and "seeds" in data:
+        raise _error(study, ("seeds",), data["seeds"], "search.confirm_seeds (a searched study's seeds are its "
+                     "tuning seed and its confirmation seeds)", "seeds beside a search")
+    arm_spaces = [parse_space(arm["space"], ("arms", i, "space"), partial_error(study), partial_typed(study))
+                  if isinstance(arm, dict) and "space" in arm else {} for i, arm in enumerate(raw_arms)]
+    if any(arm_spaces) and not search:
+        i = next(i for i, s in enumerate(arm_spaces) if s)
+        raise _error(study, ("arms", i, "space"), raw_arms[i]["space"], "an arm space in a study with a search: "
+                     "block", "space without search")
     for i, label in enumerate(labels):
         if any(labels) and (not isinstance(label, str) or not label.strip() or labels.index(label) != i):
             raise _error(study, ("arms", i, "label") if label else ("arms", i), label,
                          "a distinct non-empty label on every arm, or on none", "bad arm label")
-    arms = [_fields(study, ("arms", i), {k: v for k, v in arm.items() if k != "label"} if isinstance(arm, dict)
-                    else arm) for i, arm in enumerate(raw_arms)]
+    arms = [_fields(study, ("arms", i), {k: v for k, v in arm.items() if k not in ("label", "space")}
+                    if isinstance(arm, dict) else arm) for i, arm in enumerate(raw_arms)]
     study = dataclasses.replace(study, fixed=fixed, axes=axes, arms=arms, labels=labels if any(labels) else [],
+                                search=search, arm_spaces=arm_spaces if any(arm_spaces) else [],
                                 seeds=_seeds(study, data.get("seeds")),
                                 metrics=_metrics(study, data.get("metrics", list(METRICS[:2]))))
     reference = data.get("reference") or {}
@@ -232,6 +255,7 @@ def parse_study(text: str, source: str, max_trials: int = MAX_TRIALS) -> Study:
         raise _error(study, ("layout",) + e.path, e.value, e.allowed, e.problem) from None
     study = dataclasses.replace(study, layout=layout)
     _check_grid(study)
+    _check_search(study)
     return study
 
 
@@ -260,6 +284,49 @@ def _analysis(study: Study, value) -> dict:
             raise _error(study, ("analysis", "equivalence"), margin, "a study with a reference arm",
                          "equivalence to what? the study has no reference")
     return dict(value)
+
+
+def _check_search(study: Study) -> None:
+    """Each searched field: searched once, not also fixed, an axis or set by the arm; every end of its
+    distribution (every choice) a valid value of the field for every configuration searched."""
+    if not study.search:
+        return
+    for i, own in enumerate(study.arm_spaces):
+        for name in own:
+            if name in study.search.space:
+                raise _error(study, ("arms", i, "space", name), own[name], f"a field the study's search.space does "
+                             f"not hold (it searches {name})", f"{name} is searched twice")
+    for i, (config, space) in enumerate(zip(study.grid(), study.spaces())):
+        if not space:
+            raise _error(study, ("search", "space"), {}, "at least one field to search for every arm",
+                         f"configuration {study.grid_labels()[i] or config or 'of the study'} has nothing to search")
+        for name, dist in space.items():
+            path = next((("arms", i, "space", name) for i, own in enumerate(study.arm_spaces) if name in own
+                         and own[name] is dist), ("search", "space", name))
+            (kind, values), = dist.items()
+            for where, setting in (("fixed", study.fixed), ("axes", study.axes), ("an arm", config)):
+                if name in setting:
+                    raise _error(study, path, dist, f"a field that is not {where} ({name} is set there)",
+                                 f"{name} is both searched and {'set by ' if where == 'an arm' else ''}{where}")
+            for value in values:
+                try:
+                    TrialConfig.from_dict({**study.fixed, **config, name: value})
+                except ConfigError as e:
+                    raise _error(study, path + (kind,), values, None, f"out of range for {config or 'the study'}: "
+                                 f"{e}") from None
+
+
+def partial_error(study: Study):
+    """The study's one-line error maker, for the search parser."""
+    return lambda path, value, allowed, problem=None: _error(study, path, value, allowed, problem)
+
+
+def partial_typed(study: Study):
+    """The study's value typing (field -> its type, one-line error), for the search parser."""
+    def typed(path: tuple, name: str, value):
+        _field_name(study, path[:-2], name)  # path: (..., field, distribution, index)
+        return _field_value(study, path, name, value)
+    return typed
 
 
 def _check_grid(study: Study) -> None:

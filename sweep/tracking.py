@@ -46,19 +46,31 @@ def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
 
 def mark_unfinished(tracking_uri: str, exp_id: str, parent_run_id: str) -> int:
     """Mark the sweep's child runs still RUNNING as KILLED with tag status=interrupted (a resume finds
-    them again and sets them RUNNING); returns how many trials ended (status finished or diverged)."""
+    them again and sets them RUNNING); returns how many trials ended (status finished, diverged or stopped)."""
     client = MlflowClient(tracking_uri)
     runs = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
     for run in runs:
         if run.info.status == "RUNNING":
             client.set_tag(run.info.run_id, M.STATUS_TAG, M.INTERRUPTED)
             client.set_terminated(run.info.run_id, "KILLED")
-    return sum(run.data.tags.get(M.STATUS_TAG) in (M.FINISHED, M.DIVERGED) for run in runs)
+    return sum(run.data.tags.get(M.STATUS_TAG) in (M.FINISHED, M.DIVERGED, M.STOPPED) for run in runs)
 
 
 def trial_run_name(plan: Plan, config: dict) -> str:
-    """The run name of a Ray trial config {"base", "arm", "seed"} of `plan`: the swept axes and the seed."""
-    return plan.run_name(config["arm"], config["seed"])
+    """The run name of a Ray trial config {"base", "arm", "seed"} of `plan`: the swept axes and the seed; of a
+    searched study also the stage, and the values a search trial drew."""
+    stage = config.get("stage", "")
+    return plan.run_name(config["arm"], config["seed"], stage, config.get("search") if stage == "search" else None)
+
+
+def search_tags(plan: Plan, config: dict) -> dict:
+    """A searched study's run tags: stage (search or confirm), search (the algorithm, +asha when stopped early)
+    and searched (the fields its arm's space draws); none for a grid's runs."""
+    if not plan.search:
+        return {}
+    space = plan.search["spaces"][plan.arms.index(config["arm"])]
+    return {"stage": config["stage"], "searched": ",".join(space),
+            "search": plan.search["algorithm"] + ("+asha" if plan.search["scheduler"] else "")}
 
 
 class MlflowCallback(tune.Callback):
@@ -106,7 +118,9 @@ class MlflowCallback(tune.Callback):
             tags = {**source_tags(), **{f: str(getattr(cfg, f)) for f in self.plan.swept if f != "arm"},
                     "mlflow.parentRunId": self.parent, "ray_trial_id": trial.trial_id, "study": self.study,
                     "scale": self.scale, "seed": str(cfg.seed), "rule": cfg.rule, M.STATUS_TAG: M.RUNNING,
-                    "arm": self.plan.label(trial.config["arm"]), "topography": topography_note(cfg) or "measured"}
+                    "arm": self.plan.arm_name(trial.config["arm"]) if self.plan.search else
+                    self.plan.label(trial.config["arm"]), "topography": topography_note(cfg) or "measured",
+                    **search_tags(self.plan, trial.config)}
             run = self.client.create_run(self.exp_id, run_name=trial_run_name(self.plan, trial.config),
                                          tags={k: v for k, v in tags.items() if v})
             run_id = run.info.run_id

@@ -1,7 +1,8 @@
 """The Ray Tune trainables: one trial = one run of the shared trainer, on one process or several.
 
-Ray's trial config is {"base": {...}, "arm": {...}, "seed": int}; the trial's
-TrialConfig is base <- arm <- seed. Each report of the trainer (models/train.py's
+Ray's trial config is {"base": {...}, "arm": {...}, "seed": int}, and in a searched
+study also "stage" (search or confirm) and "search" (the values drawn or confirmed); the
+trial's TrialConfig is base <- arm <- search <- seed. Each report of the trainer (models/train.py's
 Progress) goes to Tune as a TrialReport (sweep/report.py: step, status, metrics, where it
 ran, the data set's fingerprint) together with a checkpoint (the trainer's TrainState,
 models/checkpoint.py, as state.pt) in one report. A restarted trial continues from its last
@@ -42,7 +43,8 @@ STATE_FILE = "state.pt"
 
 def trial_config(config: dict) -> TrialConfig:
     """The TrialConfig of a Ray trial config."""
-    return TrialConfig.from_dict({**config["base"], **config["arm"], "seed": config["seed"]})
+    return TrialConfig.from_dict({**config["base"], **config["arm"], **config.get("search", {}),
+                                  "seed": config["seed"]})
 
 
 @functools.lru_cache(maxsize=2)

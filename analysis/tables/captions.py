@@ -10,6 +10,7 @@ from analysis.summary import COLLAPSE_FRACTION
 from analysis.tables.formats import DAGGER, PCT, PM, TIMES, plain
 from analysis.tables.layout import FIELD_NOTES, LABELS, Layout, header, layout_for
 from analysis.tables.numbers import loss_scale, steps_scale
+import metrics as M
 
 
 def _scale_note(summary: pd.DataFrame) -> tuple[str, str]:
@@ -49,7 +50,9 @@ def caption(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", pa
                   f"at some level) are left out of that steps mean, which averages the s - d - c seeds of its "
                   f"row.".replace("%", pct),
                   "Seeds s/d/c: trials with a result / of them diverged / of them collapsed"
-                  + (" (+n: trials without a result)." if tidy.get("unfinished", pd.Series([0])).sum() else "."),
+                  + (" (+n: trials without a result)" if tidy.get("unfinished", pd.Series([0])).sum() else "")
+                  + ("; (n stopped): trials a search's early stopping (ASHA) ended, in no mean."
+                     if tidy.get(M.STOPPED, pd.Series([0])).sum() else "."),
                   bold]
     else:
         parts += ["Loss ratio at shift +o: validation loss with every code moved by (o, o) on the grid (clamped at "

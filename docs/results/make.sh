@@ -65,18 +65,20 @@ bench() {  # $1 = module name under benchmarks/ (run as python -m benchmarks.NAM
 
 if [ "${1:-}" = collect ]; then collect "$2" "$3"; exit; fi
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(sensitivity comparison robustness ablation long modern-baselines shrink parity convergence benchmarks readme)
+[ ${#targets[@]} -gt 0 ] || targets=(sensitivity comparison robustness ablation long modern-baselines shrink parity convergence
+                                     tuned-comparison benchmarks readme)
 for t in "${targets[@]}"; do
   case $t in
     sensitivity|comparison|robustness|ablation|modern-baselines|shrink|parity) sweep "$t" "$t" --seeds 3 ;;
     convergence) sweep convergence convergence --scale cpu-xl --seeds 3 ;;
+    tuned-comparison) sweep "$t" "$t" ;;  # a searched study: 16 samples per arm, 3 confirmation seeds (its file)
     robustness-long|comparison-long) sweep "$t" "${t%-long}" --scale cpu-long --seeds 3 ;;
     long) for s in robustness comparison; do sweep "$s-long" "$s" --scale cpu-long --seeds 3; done ;;
     benchmarks) bench step_time; bench scaling --part search --threads 2; bench data_throughput ;;
     readme) python -m analysis.paper "$OUT" --header "$OUT/header.md" ;;
     *) echo "make.sh: unknown target '$t'; allowed: sensitivity comparison robustness ablation long" \
             "robustness-long comparison-long" \
-            "modern-baselines shrink parity convergence benchmarks readme, or: collect NAME SWEEP_DIR" >&2; exit 2 ;;
+            "modern-baselines shrink parity convergence tuned-comparison benchmarks readme, or: collect NAME SWEEP_DIR" >&2; exit 2 ;;
   esac
 done
 du -sh "$OUT"

@@ -1,0 +1,254 @@
+"""What a searched study's search says: tuning curves, the winners, and the loss over each search space.
+
+A searched study (sweep/search.py) runs each arm's search on the tuning seed (runs tagged
+stage=search) and each arm's winner again on fresh seeds (stage=confirm); the main tables
+(analysis/tables/) show only the confirmation. This module reads the rest from the runs' tags
+(`arm`, `stage`, `search`: the algorithm, `searched`: the fields drawn):
+
+tuning curve   per arm, the expected best validation loss after n = 1..N sampled configurations
+               (Dodge et al. 2019, "Show Your Work"): the expected minimum of n draws, with
+               replacement, from the arm's N observed final losses, which is opda's
+               `average_tuning_curve(minimize=True)` of the empirical distribution. Its band is the
+               80 % simultaneous confidence band of the *median* tuning curve (Lourie et al. 2023,
+               "Show Your Work with Confidence", opda's `confidence_bands`, ld_equal_tailed):
+               distribution-free and exact, where a band on the expectation would need a finite
+               bound on the worst loss (a diverged configuration has none: opda then returns an
+               infinite band) and a bootstrap would not cover the best configurations not yet seen.
+               A diverged sample counts as an infinite loss: the expectation is then infinite
+               (shown as such), the median curve and its band still finite. Only for random search
+               without early stopping: the estimators assume independent, identically drawn
+               configurations, which TPE (each draw depends on the earlier ones) and ASHA (stopped
+               trials have no final loss) break; for those, best-so-far against the training steps
+               the search spent, labelled as one run of the search and not an expectation.
+crossings      pairs of arms whose expected-best curves change order, and at which n: there the
+               better rule depends on the tuning budget.
+winners        per arm, the confirmed value of every searched field.
+search loss    the final loss of every configuration of each arm's search (box and points), and
+               against each searched field per arm (robustness to hyperparameters).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.figures import save  # noqa: E402
+from analysis.summary import RESULT_STATUSES  # noqa: E402
+import metrics as M  # noqa: E402
+
+SEARCH, CONFIRM = "search", "confirm"
+CONFIDENCE = 0.8
+
+
+def is_searched(trials: pd.DataFrame) -> bool:
+    """Whether the trials are a searched study's (their runs carry a stage tag)."""
+    return "stage" in trials and trials["stage"].isin([SEARCH, CONFIRM]).any()
+
+
+def expected_best(losses, ns) -> np.ndarray:
+    """Dodge et al.'s expected best (minimum) loss after n draws with replacement from `losses`, for each n."""
+    from opda.nonparametric import EmpiricalDistribution
+
+    return np.asarray(EmpiricalDistribution(np.asarray(losses, dtype=float)).average_tuning_curve(
+        np.asarray(ns), minimize=True), dtype=float)
+
+
+def median_band(losses, ns, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(median best, lower, upper) after n draws: the median tuning curve and its simultaneous confidence band
+    (Lourie et al. 2023; losses are >= 0, so the support starts at 0)."""
+    from opda.nonparametric import EmpiricalDistribution
+
+    ys, ns = np.asarray(losses, dtype=float), np.asarray(ns)
+    lower_cdf, point, upper_cdf = EmpiricalDistribution.confidence_bands(
+        ys, confidence, a=0.0, b=np.inf, method="ld_equal_tailed", n_jobs=1, generator=np.random.default_rng(0))
+    # the upper CDF band gives the lower tuning-curve band and vice versa
+    return tuple(np.asarray(d.quantile_tuning_curve(ns, minimize=True), dtype=float)
+                 for d in (point, upper_cdf, lower_cdf))
+
+
+def search_losses(summary: pd.DataFrame) -> pd.DataFrame:
+    """The search trials that are results, with their final loss (+inf when diverged)."""
+    search = summary[(summary["stage"] == SEARCH) & summary.status.isin(RESULT_STATUSES)]
+    return search.assign(final_loss=search.final_loss.where(search.status != M.DIVERGED, np.inf))
+
+
+def tuning_curves(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per arm and n = 1..N: expected_best (Dodge et al.), median_best, lower and upper (the median's band)."""
+    rows = []
+    for arm, g in search_losses(summary).groupby("arm", sort=False):
+        losses = g.final_loss.to_numpy()
+        ns = np.arange(1, len(losses) + 1)
+        median, low, high = median_band(losses, ns)
+        rows += [{"arm": arm, "n": int(n), "expected_best": e, "median_best": m, "lower": lo, "upper": hi}
+                 for n, e, m, lo, hi in zip(ns, expected_best(losses, ns), median, low, high)]
+    return pd.DataFrame(rows, columns=["arm", "n", "expected_best", "median_best", "lower", "upper"])
+
+
+def crossings(curves: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """(arm a, arm b, n) wherever a's expected-best curve is above b's at n - 1 and below at n or the reverse
+    (ties carry the order before them): the better of the two depends on the budget."""
+    out = []
+    wide = curves.pivot(index="n", columns="arm", values="expected_best")
+    arms = list(dict.fromkeys(curves.arm))
+    for i, a in enumerate(arms):
+        for b in arms[i + 1:]:
+            diff = (wide[a] - wide[b]).dropna()
+            sign = np.sign(diff[np.isfinite(diff)])
+            previous = 0
+            for n, s in sign.items():
+                if s and previous and s != previous:
+                    out.append((a, b, int(n)))
+                previous = s or previous
+    return out
+
+
+def best_so_far(summary: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per arm, in the order its search trials started: the training steps spent so far (stopped trials count
+    their steps) and the lowest final loss among the finished ones so far (stopped trials never win)."""
+    search = summary[summary["stage"] == SEARCH].sort_values(["arm", "start_time"], kind="stable")
+    last = metrics[metrics.metric == M.TRAIN_LOSS].groupby("run_id").step.max()
+    rows = []
+    for arm, g in search.groupby("arm", sort=False):
+        spent, best = 0, math.inf
+        for trial in g.itertuples():
+            spent += int(last.get(trial.run_id, 0))
+            if trial.status == M.FINISHED and math.isfinite(trial.final_loss):
+                best = min(best, trial.final_loss)
+            rows.append({"arm": arm, "trial": len(rows), "steps": spent, "best_so_far": best})
+    return pd.DataFrame(rows, columns=["arm", "trial", "steps", "best_so_far"])
+
+
+def winners(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per arm, the confirmed value of each field it searched (one row per arm, its fields as columns)."""
+    confirm = summary[summary["stage"] == CONFIRM]
+    rows = []
+    for arm, g in confirm.groupby("arm", sort=False):
+        fields = [f for f in str(g.searched.iloc[0]).split(",") if f]
+        rows.append({"arm": arm, **{f: g[f].iloc[0] for f in fields}})
+    return pd.DataFrame(rows)
+
+
+def _independent(summary: pd.DataFrame) -> bool:
+    """Random search without early stopping: the samples are independent draws (the curve estimators hold)."""
+    return set(summary.loc[summary["stage"] == SEARCH, "search"]) == {"random"}
+
+
+def write_tuning(summary: pd.DataFrame, metrics: pd.DataFrame, name: str, out: str | Path) -> str:
+    """Write the tuning curve (or best-so-far) table and figure, the winners table and the search-loss figures
+    of a searched study into out/tables and out/figures; returns the winners and crossings as text."""
+    out = Path(out)
+    for folder in ("tables", "figures"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    texts = []
+    win = winners(summary)
+    if len(win):
+        win.to_parquet(out / "tables" / f"{name}_winners.parquet", index=False)
+        (out / "tables" / f"{name}_winners.md").write_text(_markdown(win, "Winning values of each arm's search, "
+                                                                          "confirmed on fresh seeds.") + "\n")
+        texts.append("winning values (each arm's best search configuration, confirmed on fresh seeds):\n"
+                     + win.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if search_losses(summary).empty:
+        return "\n\n".join(texts + ["no finished search trial: no tuning curve"])
+    if _independent(summary):
+        curves = tuning_curves(summary)
+        cross = crossings(curves)
+        said = ("; ".join(f"{a} and {b} change order at n = {n}" for a, b, n in cross) if cross else
+                "none: the arms keep one order at every budget n")
+        caption = (f"Expected best validation loss after n random-search configurations (Dodge et al. 2019); median "
+                   f"and its {CONFIDENCE:.0%} simultaneous confidence band (Lourie et al. 2023). Crossings: {said}.")
+        curves.to_parquet(out / "tables" / f"{name}_tuning.parquet", index=False)
+        (out / "tables" / f"{name}_tuning.md").write_text(_markdown(curves, caption) + "\n")
+        _curve_figure(curves, out / "figures")
+        texts.append(f"tuning curves: crossings {said}")
+    else:
+        progress = best_so_far(summary, metrics)
+        progress.to_parquet(out / "tables" / f"{name}_best_so_far.parquet", index=False)
+        (out / "tables" / f"{name}_best_so_far.md").write_text(_markdown(progress, (
+            "Best-so-far validation loss against the training steps each arm's search spent (one run of a TPE or "
+            "early-stopped search, not an expectation; stopped trials spend steps but never win).")) + "\n")
+        _progress_figure(progress, out / "figures")
+        texts.append("best-so-far curves (TPE or ASHA: no expected tuning curve)")
+    _search_figures(summary, out / "figures")
+    return "\n\n".join(texts)
+
+
+def _markdown(frame: pd.DataFrame, caption: str) -> str:
+    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n\n" + caption
+
+
+def _curve_figure(curves: pd.DataFrame, folder: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    shown = curves[["expected_best", "median_best"]].to_numpy()
+    top = 1.1 * shown[np.isfinite(shown)].max()  # an unbounded band (too few samples) runs off the top
+    for i, (arm, g) in enumerate(curves.groupby("arm", sort=False)):
+        colour = f"C{i}"
+        ax.plot(g.n, g.expected_best, color=colour, marker="o", markersize=3, label=f"{arm}: expected best")
+        ax.plot(g.n, g.median_best, color=colour, linestyle=":", linewidth=1)
+        ax.fill_between(g.n, g.lower, np.minimum(g.upper, top), color=colour, alpha=0.15, linewidth=0)
+    ax.set_ylim(0, top)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("configurations sampled (n)")
+    ax.set_ylabel("best validation loss")  # linear: the band's lower edge may reach 0
+    ax.set_title(f"Tuning curves: expected best (solid), median (dotted) with its {CONFIDENCE:.0%} band", fontsize=9)
+    ax.legend(fontsize=7)
+    save(fig, folder, "tuning_curve")
+
+
+def _progress_figure(progress: pd.DataFrame, folder: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (arm, g) in enumerate(progress.groupby("arm", sort=False)):
+        ax.step(g.steps, g.best_so_far, where="post", color=f"C{i}", label=arm)
+    ax.set_xlabel("training steps spent by the search")
+    ax.set_ylabel("best-so-far validation loss")
+    ax.set_title("Best so far against training steps (one search run, not an expectation)", fontsize=9)
+    ax.legend(fontsize=7)
+    save(fig, folder, "best_so_far")
+
+
+def _search_figures(summary: pd.DataFrame, folder: Path) -> None:
+    """figures/search_loss: final loss of every search configuration per arm (box and points);
+    figures/search_fields: final loss against each searched field, one row of panels per arm."""
+    search = summary[(summary["stage"] == SEARCH) & (summary.status == M.FINISHED)]
+    arms = list(dict.fromkeys(search.arm))
+    fig, ax = plt.subplots(figsize=(1.6 * len(arms) + 2, 4))
+    data = [search.loc[search.arm == arm, "final_loss"].to_numpy() for arm in arms]
+    ax.boxplot(data, tick_labels=arms, showfliers=False)
+    for i, values in enumerate(data, 1):
+        ax.scatter(np.full(len(values), i) + np.linspace(-0.12, 0.12, len(values)), values, s=10, color=f"C{i - 1}")
+    ax.set_ylabel("final validation loss")
+    ax.set_title("Final loss over each arm's search space (finished configurations)", fontsize=9)
+    ax.tick_params(axis="x", labelsize=7)
+    save(fig, folder, "search_loss")
+    fields = list(dict.fromkeys(f for s in search.searched.astype(str) for f in s.split(",") if f))
+    if not fields:
+        return
+    fig, axes = plt.subplots(len(arms), len(fields), figsize=(2.6 * len(fields), 2.2 * len(arms)), squeeze=False)
+    for r, arm in enumerate(arms):
+        g = search[search.arm == arm]
+        for c, f in enumerate(fields):
+            ax = axes[r][c]
+            if f in str(g.searched.iloc[0]).split(","):
+                values = pd.to_numeric(g[f], errors="coerce")
+                ax.scatter(values, g.final_loss, s=10, color=f"C{r}")
+                if values.gt(0).all() and values.max() > 10 * values.min():
+                    ax.set_xscale("log")
+                    ax.xaxis.set_minor_formatter(NullFormatter())
+            else:
+                ax.set_axis_off()
+            if r == len(arms) - 1 or not ax.axison:
+                ax.set_xlabel(f, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(f"{arm}\nfinal loss", fontsize=7)
+            ax.tick_params(labelsize=6)
+    fig.suptitle("Final loss against each searched field", fontsize=9)
+    save(fig, folder, "search_fields")
