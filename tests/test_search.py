@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.store import read_sweep
 from analysis.summary import summarise
-from analysis.tables import Layout, table_numbers
+from analysis.tables import Layout, table_numbers, to_markdown
 from analysis.tuning import crossings, expected_best, median_band, tuning_curves, winners
 import metrics as M
 from sweep.execute import winner
@@ -147,6 +147,8 @@ def test_a_stopped_trial_is_counted_never_averaged_never_bold_never_a_tuning_sam
     loss = tidy[tidy.column == "final_loss"].set_index("arm")
     assert loss.loc["A", "mean"] == pytest.approx(0.6) and loss.loc["A", "n"] == 2
     assert (loss.loc["A", "seeds"], loss.loc["A", "stopped"], loss.loc["A", "unfinished"]) == (2, 1, 0)
+    markdown = to_markdown(tidy, summary, Layout(("arm",), name="t"))
+    assert "| 2/0/0 (1 stopped) |" in markdown and "| 2/0/0 |" in markdown  # B: no stopped trial, no count
     # the stopped trial's 0.01 would be the best by far: it is neither bold nor in A's mean
     assert loss.loc["A", "best"] and loss.loc["B", "best"]  # 0.6 vs 0.62: not significantly different
     curves = tuning_curves(summary)

@@ -59,14 +59,14 @@ def _with_ratios(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def _counts(g: pd.DataFrame) -> dict:
-    """seeds (trials with a result), diverged, collapsed, stopped (early, by a search's scheduler: no result),
-    unfinished (no result otherwise: failed or still running)."""
+    """seeds (trials with a result), diverged, collapsed, unfinished (no result: failed or still running), and
+    stopped (ended early by a search's scheduler: no result) where a trial was."""
     result = g[M.RESULT].astype(bool) if M.RESULT in g else pd.Series(True, index=g.index)
     collapsed = g[M.COLLAPSED].astype(bool) if M.COLLAPSED in g else pd.Series(False, index=g.index)
     stopped = g[M.STATUS_TAG] == M.STOPPED if M.STATUS_TAG in g else pd.Series(False, index=g.index)
-    return {"seeds": int(result.sum()), M.DIVERGED: int((g[M.DIVERGED].astype(bool) & result).sum()),
-            M.COLLAPSED: int((collapsed & result).sum()), M.STOPPED: int(stopped.sum()),
-            "unfinished": int((~result & ~stopped).sum())}
+    counts = {"seeds": int(result.sum()), M.DIVERGED: int((g[M.DIVERGED].astype(bool) & result).sum()),
+              M.COLLAPSED: int((collapsed & result).sum()), "unfinished": int((~result & ~stopped).sum())}
+    return {**counts, M.STOPPED: int(stopped.sum())} if stopped.any() else counts  # a column only where it counts
 
 
 def _values(g: pd.DataFrame, column: str) -> pd.Series:

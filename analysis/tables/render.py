@@ -99,8 +99,8 @@ def _main_grid(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout",
             count = f"{c['seeds']}/{c[M.DIVERGED]}/{c[M.COLLAPSED]}"
             if c.get("unfinished", 0):
                 count += f"+{c['unfinished']}"
-            if c.get(M.STOPPED, 0):
-                count += f" ({c[M.STOPPED]} stopped)"
+            if c.get(M.STOPPED, 0) > 0:  # NaN in rows of groups without a stopped trial
+                count += f" ({int(c[M.STOPPED])} stopped)"
             row_cells.append((count, "", False, ""))
         keys.append(key)
         labels.append(row_labels(key))
