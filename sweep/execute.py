@@ -14,7 +14,6 @@ import logging
 import os
 import secrets
 import signal
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -85,7 +84,7 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
     What libraries print meanwhile goes to the sweep folder's LIBRARY_LOG."""
     session_start = time.time()
     sweep_dir = resume.dir if resume else _new_folder(plan, Path(results_dir).resolve())
-    with library_log(sweep_dir / LIBRARY_LOG):
+    with library_log(sweep_dir / LIBRARY_LOG) as terminal:
         if resume is None:
             try:
                 meta = _new_sweep(plan, sweep_dir, tracking_uri, storage)
@@ -97,14 +96,15 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
             hold_sweep(sweep_dir)  # taken already by `python -m sweep.run --resume`: refused there
             print(trust_notice("resuming", "resume", meta.dir, "sweep.json and checkpoints"), flush=True)
         try:
-            return _run(plan, meta, resume is not None, address, max_concurrent, max_failures, session_start)
+            return _run(plan, meta, resume is not None, address, max_concurrent, max_failures, session_start,
+                        terminal)
         finally:
             release_sweep(sweep_dir)
 
 
 def _run(plan: Plan, meta: Sweep, resumed: bool, address: str | None, max_concurrent: int, max_failures: int,
-         session_start: float) -> Path:
-    """run_sweep once the sweep folder exists and this driver holds its lock."""
+         session_start: float, terminal) -> Path:
+    """run_sweep once the sweep folder exists and this driver holds its lock (`terminal`: the user's stderr)."""
     sweep_dir = meta.dir
     print(f"sweep folder: {sweep_dir}\n  resume with: python -m sweep.run --resume {sweep_dir}\n"
           f"  library messages (Ray, MLflow): {sweep_dir / LIBRARY_LOG}\n"
@@ -144,7 +144,7 @@ def _run(plan: Plan, meta: Sweep, resumed: bool, address: str | None, max_concur
                           "none for a local one)", EXIT_OUTAGE)
 
     def end_now():  # from the watch's thread: Ray's own calls would wait a minute on the lost cluster, then abort
-        print(cluster_lost(), file=sys.stderr, flush=True)
+        print(cluster_lost(), file=terminal, flush=True)
         release_sweep(sweep_dir)
         os._exit(EXIT_OUTAGE)
 

@@ -264,7 +264,8 @@ class _Shown(logging.StreamHandler):
 def library_log(path: Path):
     """While the sweep runs, what libraries write to stderr (Ray's token-authentication warning, MLflow's
     progress bars, the log lines of Ray's own processes) goes to `path`; library errors, and the warnings
-    that ask the user to act, are still shown on the terminal (one line each, the details in `path`)."""
+    that ask the user to act, are still shown on the terminal (one line each, the details in `path`).
+    Yields the terminal's stderr, for a line that must reach the user from where no exception can."""
     sys.stderr.flush()
     terminal = os.dup(2)
     with open(path, "a") as log:
@@ -274,7 +275,7 @@ def library_log(path: Path):
     for logger in loggers:
         logger.addHandler(shown)
     try:
-        yield
+        yield shown.stream
     finally:
         for logger in loggers:
             logger.removeHandler(shown)
