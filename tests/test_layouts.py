@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from analysis.factorial import write_analysis
 from analysis.report import write_tables
 from analysis.tables import Layout, comparison_markdown, comparison_numbers, table_numbers, to_latex, to_markdown
 from sweep.plan import make_plan
@@ -62,6 +63,9 @@ def test_committed_results_re_render_byte_for_byte(folder, tmp_path):
     study = folder.removesuffix("-long")
     summary = pd.read_parquet(RESULTS / folder / "summary.parquet")
     write_tables(summary, study, layout(study), tmp_path)
+    plan = dataclasses.asdict(make_plan(study, "smoke", 2))
+    if plan["analysis"]:  # the study file's analysis block (analysis/factorial.py), as the report writes it
+        write_analysis(summary, study, plan, tmp_path)
     committed = RESULTS / folder / "tables"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in committed.iterdir())
     for path in sorted(committed.iterdir()):
