@@ -51,6 +51,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -246,6 +247,14 @@ def part_steps(log: Log, device: torch.device, box: Box, compile_box: Box) -> di
     return VARIANTS[best]
 
 
+def error_line(stderr: str) -> str:
+    """The line of a subprocess's stderr that names its exception (the last 'SomethingError: ...' line), not
+    the hints that frameworks print after it; else its last line."""
+    lines = [line.strip() for line in stderr.strip().splitlines()] or ["no output"]
+    named = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b.*:", line)]
+    return (named or lines)[-1][:300]
+
+
 def run_probe(args: list[str], box: Box) -> dict:
     """A `python -m benchmarks.gpu` subprocess that prints one JSON line; {"error": ...} on failure."""
     try:
@@ -255,8 +264,7 @@ def run_probe(args: list[str], box: Box) -> dict:
         return {"error": "time box reached before it finished"}
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"failed (exit {done.returncode}): {tail}"}
+        return {"error": f"failed (exit {done.returncode}): {error_line(done.stderr)}"}
     return json.loads(lines[-1])
 
 

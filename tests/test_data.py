@@ -473,3 +473,14 @@ def test_fingerprint_hashes_the_images_in_memory_and_the_file_list_of_a_folder(t
     assert fingerprint(folder) == {"name": "imagefolder", "digest": expected, "train": 24, "val": 1}
     (tmp_path / "a").rename(tmp_path / "b")
     assert fingerprint(load_image_folder(tmp_path / "b", 8))["digest"] == expected
+
+
+def test_normalise_follows_the_images_device(photos):
+    """The trainer moves image-folder batches to the GPU as uint8 and standardises them there, so the
+    channel statistics follow the images' device (the device check's VQ-VAE-2 part found them left on
+    the CPU). The meta device stands in for a GPU: the result is on the images' device, and on the CPU
+    the round trip to uint8 is exact."""
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    assert photos.normalise(x.to("meta")).device.type == "meta"
+    assert photos.to_uint8(photos.normalise(x.to("meta"))).device.type == "meta"
+    assert torch.equal(photos.to_uint8(photos.normalise(x)), x)
