@@ -186,6 +186,8 @@ def write_sweep(sweep: Sweep) -> Path:
         record.update(store=database.name, tracking_uri=None)
     if Path(sweep.ray_storage) == sweep.dir:
         record["ray_storage"] = None
+    if not sweep.winners:  # only a searched study has winners: a grid's sweep.json stays as it was
+        del record["winners"]
     (sweep.dir / "sweep.json").write_text(json.dumps(record, indent=2))
     return sweep.dir / "sweep.json"
 
