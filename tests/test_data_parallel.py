@@ -117,7 +117,10 @@ def largest_difference(a, b) -> float:
     return abs(a - b) / max(1.0, abs(b))
 
 
-TOLERANCE = 1e-4  # float32 sums in another order, over 20 steps
+# float32 sums in another order, over 20 steps, amplified where a code is nearly tied in Eq. 12; how much
+# depends on the CPU's kernels (AVX-512 machines differ from AVX2 ones), so the bound sits well above both.
+# The two replicas must still agree bit for bit (below).
+TOLERANCE = 1e-3
 
 
 @pytest.mark.parametrize("name", CASES)
