@@ -10,12 +10,12 @@ import time
 from typing import Callable, Iterator, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.build import build_quantizer
 from models.config import TrialConfig
 from models.quantizer import KohonenQuantizer
+from models.train import make_optimizer, train_step
 
 EMA = "EMA-VQ"
 QUANTISERS = {  # display name (TrialConfig.rule) -> config fields
@@ -56,21 +56,16 @@ def ratio(times: Timings, name: str, reference: str = EMA) -> float:
     return statistics.median(t / t_ref for t, t_ref in zip(times[name], times[reference]))
 
 
-def training_step(model: nn.Module, images: torch.Tensor, commitment: float, lr: float = 1e-3,
-                  grad_clip: float = 1.0) -> Callable[[], None]:
-    """One step of models/train.py's loop on a fixed batch (without the metric bookkeeping)."""
+def training_step(model: nn.Module, images: torch.Tensor, cfg: TrialConfig) -> Callable[[], None]:
+    """One step of the trainer (models.train.train_step with its optimiser) on a fixed batch, without the
+    metric bookkeeping; raises if the losses stop being finite."""
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    optimizer = make_optimizer(model, cfg)
 
     def step():
-        out = model(images)
-        loss = F.mse_loss(out.recon, images) + commitment * out.commitment_loss
-        if not torch.isfinite(loss):
+        losses, _ = train_step(model, optimizer, cfg, images)
+        if not torch.isfinite(losses).all():
             raise RuntimeError("a quantiser diverged during the benchmark")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
 
     return step
 

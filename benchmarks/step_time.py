@@ -62,7 +62,7 @@ def bench_steps(widths: list[int], repeats: int, warmup: int) -> dict[int, Timin
             cfg = TrialConfig(width=width, codebook_size=STEP_K, code_dim=CODE_DIM, batch_size=BATCH,
                               **QUANTISERS[name])
             torch.manual_seed(cfg.seed)  # as models/train.py builds it
-            runs[name] = training_step(build_model(cfg), images, cfg.commitment, cfg.lr, cfg.grad_clip)
+            runs[name] = training_step(build_model(cfg), images, cfg)
         results[width] = interleaved(runs, repeats, warmup, block_seconds=1.0)  # several steps a block at width 128
     return results
 

@@ -115,7 +115,7 @@ def make_model(name: str, width: int, seed: int) -> nn.Module:
 
 def bench_steps(widths: list[int], repeats: int, warmup: int) -> dict[int, dict[str, list[float]]]:
     images = torch.randn(STEP_BATCH, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
-    return {width: interleaved({name: training_step(make_model(name, width, 0), images, config(name, width).commitment) for name in NAMES},
+    return {width: interleaved({name: training_step(make_model(name, width, 0), images, config(name, width)) for name in NAMES},
                                repeats, warmup, block_seconds=0.3)
             for width in widths}
 

@@ -134,7 +134,7 @@ def _train(cfg: TrialConfig, report: Report | None, resume: TrainState | None, d
     model, memory_format = place_model(cfg, device)
     # The quantisers keep their buffers equal by all-reducing their statistics: no buffer broadcast.
     net = DistributedDataParallel(model, forward_sync_buffers=False) if world > 1 else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    optimizer = make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     step, best, train_time, eval_time = 0, math.inf, 0.0, 0.0  # total seconds in steps / in validation
     if resume is not None:
@@ -198,6 +198,11 @@ def place_model(cfg: TrialConfig, device: torch.device) -> tuple[torch.nn.Module
     (cfg.channels_last: channels-last; only the 4D conv weights change, the codebooks are 2D)."""
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     return build_model(cfg).to(device, memory_format=memory_format), memory_format
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrialConfig) -> torch.optim.Optimizer:
+    """AdamW at cfg.lr without weight decay (the codebook is not a parameter: the quantiser updates it)."""
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
 
 
 def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrialConfig, x: torch.Tensor,
