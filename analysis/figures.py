@@ -1,6 +1,6 @@
 """Figures of a sweep: validation loss vs step (paper Figure 3), codebook perplexity and codes
-used vs step per quantiser level (Figure 6), and the loss ratio vs the offset added to every
-code's grid position (Sec. 4.3).
+used vs step per quantiser level (Figure 6), and the loss ratio and the loss increase vs the
+offset added to every code's grid position (Sec. 4.3; from the per-trial summary alone).
 
 Conventions (every figure): colour = quantiser (EMA-VQ blue, KSOM hard orange, KSOM Gaussian
 green), line style = the study's other swept fields (e.g. N0 x update-0), legend in the
@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.summary import COLLAPSE_FRACTION  # noqa: E402
 from analysis.tables import LABELS, layout_for, paper_order  # noqa: E402
+from analysis.tables.numbers import OFFSET  # noqa: E402
 import metrics as M  # noqa: E402
 
 COLOURS = {"none": "#1f77b4", "hard": "#ff7f0e", "gaussian": "#2ca02c"}
@@ -82,13 +83,17 @@ def curves(trials: pd.DataFrame, metrics: pd.DataFrame, study, metric: str) -> p
     return pd.DataFrame(rows, columns=["config", "step", "mean", "low", "high"])
 
 
-def _draw(ax, data: pd.DataFrame, look: pd.DataFrame, x: str = "step", marker: str | None = None) -> None:
+def _draw(ax, data: pd.DataFrame, look: pd.DataFrame, x: str = "step", marker: str | None = None,
+          faint: set = frozenset()) -> None:
+    """One line (the column mean) and band (low to high) per configuration; those in `faint` drawn faint."""
     for row in look.itertuples():
         c = data[data.config == row.config].sort_values(x)
         if c.empty:
             continue
-        ax.plot(c[x], c["mean"], color=row.colour, linestyle=row.style, marker=marker, ms=3, label=row.config, lw=1.4)
-        ax.fill_between(c[x], c["low"], c["high"], color=row.colour, alpha=0.15, lw=0)
+        alpha = 0.35 if row.config in faint else 1.0
+        ax.plot(c[x], c["mean"], color=row.colour, linestyle=row.style, marker=marker, ms=3, label=row.config, lw=1.4,
+                alpha=alpha)
+        ax.fill_between(c[x], c["low"], c["high"], color=row.colour, alpha=0.15 * alpha, lw=0)
 
 
 def _legend(fig, axes) -> None:
@@ -97,9 +102,17 @@ def _legend(fig, axes) -> None:
     fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.93), fontsize=7, frameon=False)
 
 
-def save(fig, folder: Path, name: str, dpi: int = 150) -> list[Path]:
-    """Write fig as folder/name.png and .pdf and close it; returns the two paths."""
-    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
+def _prepare(folder: str | Path) -> Path:
+    """The figures' folder, made if needed, and the figures' look (grid, 8 pt font)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    plt.rcParams.update({"axes.grid": True, "grid.alpha": 0.3, "font.size": 8})
+    return folder
+
+
+def save(fig, folder: Path, name: str, dpi: int = 150, formats=("png", "pdf")) -> list[Path]:
+    """Write fig as folder/name.png and .pdf (`formats`) and close it; returns the paths."""
+    paths = [folder / f"{name}.{f}" for f in formats]
     for p in paths:
         fig.savefig(p, bbox_inches="tight", dpi=dpi)
     plt.close(fig)
@@ -109,9 +122,7 @@ def save(fig, folder: Path, name: str, dpi: int = 150) -> list[Path]:
 def write_figures(trials: pd.DataFrame, metrics: pd.DataFrame, study, folder: str | Path) -> list[Path]:
     """Write loss, perplexity, codes_used and topography (where measured) as .png and .pdf into
     folder; returns the paths."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    plt.rcParams.update({"axes.grid": True, "grid.alpha": 0.3, "font.size": 8})
+    folder = _prepare(folder)
     look = styles(trials, study)
     written = []
     loss = curves(trials, metrics, study, M.VAL_LOSS)
@@ -142,29 +153,47 @@ def write_figures(trials: pd.DataFrame, metrics: pd.DataFrame, study, folder: st
         fig.suptitle(title(trials, study, what), fontsize=8)
         _legend(fig, list(axes[0]))
         written += save(fig, folder, name)
-    written += _topography(trials, metrics, study, look, folder)
     return written
 
 
-def _topography(trials, metrics, study, look, folder: Path) -> list[Path]:
-    """Loss with every code shifted by o on the grid over the same model's unshifted loss, per trial
-    (offset 0 = 1), geometric mean x/ std over seeds."""
-    shifted = metrics[metrics.metric.str.startswith(M.offset_loss(""))]
-    if shifted.empty:
+def write_topography(summary: pd.DataFrame, study, folder: str | Path, formats=("png", "pdf")) -> list[Path]:
+    """topography.{png,pdf} from the per-trial summary (its loss_offset_o columns), where measured: left,
+    the loss with every code shifted by o on the grid over the same model's unshifted loss (geometric
+    mean x/ std over seeds; offset 0 = 1); right, the shifted minus the unshifted loss (median over seeds,
+    band from the lowest to the highest seed; symmetric-log axis: an increase can be negative). A
+    configuration with collapsed seeds is drawn faint and named so in the legend: its ratio is small
+    because its unshifted loss is high, not because its codes are ordered."""
+    offsets = sorted(int(c.removeprefix(OFFSET)) for c in summary.columns if c.startswith(OFFSET))
+    if not offsets or summary[[f"{OFFSET}{o}" for o in offsets]].isna().all().all():
         return []
-    wide = shifted.pivot_table(index="run_id", columns="metric", values="value", aggfunc="last")
-    base = wide.get(M.offset_loss(0))
-    if base is None:
-        base = metrics[metrics.metric == M.VAL_LOSS].groupby("run_id").value.min()
-    ratios = wide.div(base, axis=0).reset_index().melt(id_vars="run_id", var_name="metric", value_name="value")
-    ratios = ratios.assign(step=ratios.metric.str.removeprefix(M.offset_loss("")).astype(int), metric="ratio")
-    data = curves(trials, ratios, study, "ratio").rename(columns={"step": "offset"})
-    if 0 not in set(data.offset):  # offset 0 is the model itself: ratio 1
-        data = pd.concat([data, pd.DataFrame({"config": data.config.unique(), "offset": 0, "mean": 1.0,
-                                              "low": 1.0, "high": 1.0})])
-    fig, ax = plt.subplots(figsize=(5, 3.2), layout="constrained")
-    _draw(ax, data, look, x="offset", marker="o")
-    ax.set(yscale="log", xticks=sorted(data.offset.unique()), xlabel="offset added to every code's grid coordinates",
-           ylabel="loss / unshifted loss", title=title(trials, study, "topography (loss growth under code shifts)"))
-    _legend(fig, [ax])
-    return save(fig, folder, "topography")
+    folder = _prepare(folder)
+    trials = summary.assign(config=config_label(summary, study),
+                            base=summary[f"{OFFSET}0"] if 0 in offsets else summary[M.FINAL_LOSS])
+    ratios, increases = [], []
+    for config, g in trials.groupby("config", sort=False):
+        for o in sorted({0, *offsets}):
+            shifted = g[f"{OFFSET}{o}"] if o else g["base"]
+            increase = (shifted - g["base"]).dropna()
+            if len(increase):
+                ratios.append((config, o, *geometric_band(shifted / g["base"])))
+                increases.append((config, o, increase.median(), increase.min(), increase.max()))
+    columns = ["config", "offset", "mean", "low", "high"]
+    ratios, increases = pd.DataFrame(ratios, columns=columns), pd.DataFrame(increases, columns=columns)
+    look = styles(summary, study)
+    counts = trials.groupby("config", sort=False)[M.COLLAPSED].agg(["sum", "size"]) if M.COLLAPSED in trials else None
+    named = {} if counts is None else {c: f"{c} (collapsed {int(n)}/{int(size)})"
+                                       for c, (n, size) in counts.iterrows() if n > 0}
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2), layout="constrained")
+    ticks = sorted(ratios.offset.unique())
+    for ax, data, ylabel in ((axes[0], ratios, "loss / unshifted loss (geometric mean)"),
+                             (axes[1], increases, "loss - unshifted loss (median, seeds' range)")):
+        _draw(ax, data, look, x="offset", marker="o", faint=set(named))
+        ax.set(xticks=ticks, xlabel="offset added to every code's grid coordinates", ylabel=ylabel)
+    axes[0].set_yscale("log")
+    axes[1].set_yscale("symlog", linthresh=1e-3)  # linear within +-0.001, where a decrease would show
+    axes[1].set_ylim(bottom=min(float(increases.low.min()), -1e-3))
+    fig.suptitle(title(summary, study, "topography (loss growth under code shifts)"), fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, [named.get(label, label) for label in labels], loc="upper left", bbox_to_anchor=(1.0, 0.93),
+               fontsize=7, frameon=False)
+    return save(fig, folder, "topography", formats=formats)

@@ -25,7 +25,7 @@ import pandas as pd
 
 from analysis.stats import ALPHA, welch
 from analysis.summary import CONVERGENCE_TOLERANCE, CONVERGENCE_WINDOW
-from analysis.tables import LABELS, RATIO, Layout, mark_best, to_markdown
+from analysis.tables import INCREASE, LABELS, Layout, mark_best, to_markdown
 from analysis.tables.layout import read_layout
 import metrics as M
 
@@ -141,16 +141,20 @@ def _ablation_similar(t, spread: float = 1.10):
 
 
 def _ksom_topography(t):
-    def growth(n):  # the loss with every code shifted by +o on the grid over the unshifted loss (geometric mean)
-        return [_mean(t, f"{RATIO}{o}", neighbours=n) for o in (1, 2, 3)]
+    def increase(n):  # the loss with every code shifted by +o on the grid minus the unshifted loss (median)
+        return [_mean(t, f"{INCREASE}{o}", neighbours=n) for o in (1, 2, 3)]
 
-    rows = {n: (growth(n), _mean(t, M.column(M.smoothness("vq")), neighbours=n)) for n in ("none", "hard", "gaussian")}
+    def collapsed(n):
+        return _mean(t, M.FINAL_LOSS, stat=M.COLLAPSED, neighbours=n) if M.COLLAPSED in t else 0
+
+    rows = {n: (increase(n), _mean(t, M.column(M.smoothness("vq")), neighbours=n)) for n in ("none", "hard", "gaussian")}
     if any(math.isnan(v) for g, s in rows.values() for v in [*g, s]):
         return False, "not measured"
     ema, hard = rows["none"], rows["hard"]
     holds = all(a < b for a, b in zip(hard[0], ema[0])) and hard[1] < ema[1]
-    text = "; ".join(f"{label}: loss x{g[0]:.3g} / x{g[1]:.3g} / x{g[2]:.3g} at shift +1/+2/+3, smoothness {s:.2f}"
-                     for label, (g, s) in zip(("EMA-VQ", "hard", "Gaussian"), rows.values()))
+    text = "; ".join(f"{label}: loss +{g[0]:.3g} / +{g[1]:.3g} / +{g[2]:.3g} at shift +1/+2/+3, smoothness {s:.2f}"
+                     + (f" ({collapsed(n):.0f} seeds collapsed)" if collapsed(n) else "")
+                     for label, n, (g, s) in zip(("EMA-VQ", "hard", "Gaussian"), rows, rows.values()))
     return holds, text
 
 

@@ -5,7 +5,8 @@
     python -m analysis.report --tracking-uri ... --study robustness --all-sweeps   # pool equal sweeps
 
 Writes trials.parquet, metrics.parquet, summary.parquet; tables/<study>.{parquet,tex,md,txt}
-(loss and steps), tables/<study>_topography.{tex,md,txt} (loss ratio at shift +1..+3, smoothness;
+(loss and steps), tables/<study>_topography.{tex,md,txt} (loss ratio and increase at shift +1..+3,
+smoothness, collapsed configurations marked;
 its numbers are in <study>.parquet too), tables/<study>_vs_reference.{parquet,tex,md,txt} (each
 configuration minus the study's reference arm: difference, Welch CI, p, Hedges' g); where the study
 file asks for them (`analysis:`), tables/<study>_{factorial,collapse,equivalence}.{parquet,tex,md,txt}
@@ -27,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.factorial import write_analysis
-from analysis.figures import write_figures
+from analysis.figures import write_figures, write_topography
 from analysis.load import load_runs, pooled_runs, write_parquet
 from analysis.pictures import write_pictures
 from analysis.sensitivity import write_sensitivity
@@ -63,6 +64,7 @@ def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: s
     texts.append(outcomes(everything))
     text = "\n\n".join(texts)
     figures = write_figures(results, metrics[metrics.run_id.isin(results.run_id)], study, out / "figures")
+    figures += write_topography(summary[summary.status.isin(RESULT_STATUSES)], study, out / "figures")
     write_sensitivity(summary[summary.status.isin(RESULT_STATUSES)], study, out / "figures")
     if tracking_uri:
         figures += write_pictures(results, study, tracking_uri, out / "figures")

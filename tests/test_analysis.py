@@ -120,12 +120,14 @@ def test_sweep_writes_tables_figures_and_parquet(smoke_sweep):
     counts = f"{len(row)}/{int(row.diverged.sum())}/{int(row.collapsed.sum())}"
     assert counts.startswith("4/2/") and counts in text  # the two diverged trials are counted in their row
     tidy = pd.read_parquet(smoke_sweep / "tables/robustness.parquet")
-    topography = {"loss_ratio_1", "loss_ratio_2", "loss_ratio_3", "smoothness_vq"}
-    assert len(tidy) == 8 * 6 and set(tidy.column) == {"final_loss", "steps_10"} | topography
-    assert "Loss ratio at shift" in (smoke_sweep / "tables/robustness_topography.txt").read_text()
-    # every mean column has a bold cell per group (2 seeds each); ratio columns have none (geometric means)
+    topography = {f"loss_{kind}_{o}" for kind in ("ratio", "increase") for o in (1, 2, 3)} | {"smoothness_vq"}
+    assert len(tidy) == 8 * 9 and set(tidy.column) == {"final_loss", "steps_10"} | topography
+    assert "Loss at shift" in (smoke_sweep / "tables/robustness_topography.txt").read_text()
+    # every mean column has a bold cell per group (2 seeds each) unless a seed collapsed; ratio (geometric
+    # mean) and increase (median) columns have none
     means = tidy[tidy["agg"] == "mean"].dropna(subset=["std"])
-    assert means.groupby(["n0", "update_empty", "column"]).best.any().all()
+    out = means.column.str.startswith("smoothness") & (means.collapsed > 0)
+    assert means[~out].groupby(["n0", "update_empty", "column"]).best.any().all() and not means[out].best.any()
     assert not tidy[tidy["agg"] != "mean"].best.any()
     comparison = pd.read_parquet(smoke_sweep / "tables/robustness_vs_reference.parquet")
     assert len(comparison) == 4 * 3 and set(comparison.neighbours) == {"hard"}  # KSOM - EMA-VQ, 4 configurations
@@ -213,6 +215,38 @@ def test_text_marks_best_cells():
     assert "290.0 ± 56.6 *" in line and "3/1/0" in text
 
 
+def _topography_summary() -> pd.DataFrame:
+    """EMA-VQ collapsed in every seed with a smoothness better than KSOM's; losses shifted by hand."""
+    rows = []
+    for nb, base, shifted, smooth, collapsed in (("none", 0.4, (0.5, 0.4, 0.4), 0.50, True),
+                                                 ("hard", 0.05, (0.06, 0.10, 0.20), 0.90, False)):
+        for seed in range(3):
+            rows.append({"run_id": f"{nb}{seed}", "neighbours": nb, "seed": seed, "steps": 800, "diverged": False,
+                         "collapsed": collapsed, "final_loss": base, "steps_10": 100.0, "steps_20": 50.0,
+                         "loss_offset_0": base, **{f"loss_offset_{o}": shifted[o - 1] * (1 + seed) for o in (1, 2, 3)},
+                         "smoothness_vq": smooth + 0.01 * seed})
+    return pd.DataFrame(rows)
+
+
+def test_topography_numbers_by_hand_and_a_collapsed_row_is_never_bold():
+    s, layout = _topography_summary(), Layout(rows=("neighbours",))
+    t = table_numbers(s, layout).set_index(["neighbours", "column"])
+    # ratio: geometric mean of 0.5x(1, 2, 3) / 0.4 = 1.25 x 6^(1/3); increase: median of 0.5, 1.0, 1.5 minus 0.4
+    assert t.loc[("none", "loss_ratio_1"), "mean"] == pytest.approx(1.25 * 6 ** (1 / 3))
+    assert t.loc[("none", "loss_increase_1"), "mean"] == pytest.approx(1.0 - 0.4)
+    assert t.loc[("hard", "loss_increase_3"), "mean"] == pytest.approx(0.40 - 0.05)
+    assert t.loc[("none", "loss_increase_1"), "agg"] == "median" and math.isnan(t.loc[("none", "loss_increase_1"), "std"])
+    assert t.loc[("none", "loss_ratio_2"), "mean"] < t.loc[("hard", "loss_ratio_2"), "mean"]  # the ratio flatters it
+    # EMA-VQ's smoothness (0.51) is lower than KSOM's (0.91), but it collapsed: KSOM is the only bold
+    assert not t.loc[("none", "smoothness_vq"), "best"] and t.loc[("hard", "smoothness_vq"), "best"]
+    assert not t[t.index.get_level_values("column").str.startswith(("loss_ratio", "loss_increase"))].best.any()
+    text = to_text(t.reset_index(), s, layout, part="topography")
+    ema = text.splitlines()[2:4]
+    assert ema[0].split()[:5] == ["EMA-VQ", "ratio", "2.27", "1.82", "1.82"] and ema[0].endswith("0.51 ± 0.01‡")
+    assert ema[1].split() == ["incr.", "600", "400", "400"]  # x10^3, median
+    assert "0.91 ± 0.01 *" in text.splitlines()[4]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -265,7 +299,7 @@ def test_notebook_runs_top_to_bottom(moved, monkeypatch):
                       for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
     assert f"sweep: {moved}" in outputs
     assert "robustness at smoke scale: 18 trials, 2 diverged" in outputs
-    assert "trials match 'n0 == 1'" in outputs and "| KSOM |" in outputs and "Loss ratio at shift" in outputs
+    assert "trials match 'n0 == 1'" in outputs and "| KSOM |" in outputs and "Loss at shift" in outputs
     assert "95% CI" in outputs  # the comparison against the reference arm
     pictures = sum("image/png" in o.get("data", {}) for cell in nb.cells if cell.cell_type == "code"
                    for o in cell.outputs)

@@ -11,11 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.factorial import write_analysis
-from analysis.report import write_tables
 from analysis.tables import Layout, comparison_markdown, comparison_numbers, table_numbers, to_latex, to_markdown
-from analysis.tuning import CONFIRM, is_searched
 from sweep.plan import make_plan
+from sweep.retable import retable
 from sweep.study import SHIPPED, parse_study, shipped_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,29 +57,25 @@ def test_the_tables_follow_an_edited_copy_of_robustness_yaml(tmp_path):
 
 @pytest.mark.parametrize("folder", sorted(p.name for p in RESULTS.iterdir() if (p / "tables").is_dir()))
 def test_committed_results_re_render_byte_for_byte(folder, tmp_path):
-    """docs/results/<folder>/tables were written by a sweep's report; its summary, set in the layout its
-    study file gives today, writes the same text, Markdown and LaTeX, byte for byte, and the same numbers.
-    A searched study's tuning curves and winners come from its search trials, which the summary (of the
-    confirmation trials) does not hold: those files are the only ones the summary cannot rewrite."""
-    study = folder.removesuffix("-long")
-    summary = pd.read_parquet(RESULTS / folder / "summary.parquet")
-    if is_searched(summary):  # the tables show the confirmation runs, as analysis.report sets them
-        summary = summary[summary["stage"] == CONFIRM]
-    write_tables(summary, study, layout(study), tmp_path)
-    plan = dataclasses.asdict(make_plan(study, "smoke", 2))
-    if plan["analysis"]:  # the study file's analysis block (analysis/factorial.py), as the report writes it
-        write_analysis(summary, study, plan, tmp_path)
-    committed = RESULTS / folder / "tables"
-    written = {p.name for p in tmp_path.iterdir()}
+    """docs/results/<folder>/tables were written by a sweep's report (or since by sweep.retable); its
+    summary, set in the layout its study file gives today, writes the same text, Markdown and LaTeX, byte
+    for byte, and the same numbers. A searched study's tuning curves and winners come from its search
+    trials, which the summary (of the confirmation trials) does not hold: those files are the only ones the
+    summary cannot rewrite."""
+    retable(RESULTS / folder, tmp_path)
+    plan = dataclasses.asdict(make_plan(folder.removesuffix("-long"), "smoke", 2))
+    committed, tables = RESULTS / folder / "tables", tmp_path / "tables"
+    written = {p.name for p in tables.iterdir()}
     from_search = {p.name for p in committed.iterdir()} - written
     assert written <= {p.name for p in committed.iterdir()}
-    assert from_search == ({f"{study}_{t}.{e}" for t in ("tuning", "winners") for e in ("md", "parquet")}
+    assert from_search == ({f"{plan['study']}_{t}.{e}" for t in ("tuning", "winners") for e in ("md", "parquet")}
                            if plan["search"] else set())
     for path in sorted(p for p in committed.iterdir() if p.name in written):
         if path.suffix == ".parquet":
-            pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / path.name), pd.read_parquet(path))
+            pd.testing.assert_frame_equal(pd.read_parquet(tables / path.name), pd.read_parquet(path))
         else:
-            assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
+            assert (tables / path.name).read_bytes() == path.read_bytes(), path.name
+    assert [p.name for p in (tmp_path / "figures").iterdir()] == ["topography.png"]
 
 
 def test_no_study_is_named_in_analysis():
@@ -129,3 +123,13 @@ def test_a_good_layout_block_reaches_the_plan():
     got = Layout.from_plan(dataclasses.asdict(plan))
     assert (got.rows, got.columns, got.group, got.caption) == (("n0", "tau"), ("n0", "tau"), ("n0",),
                                                                 "My $\\tau$ study")
+
+
+def test_retable_refuses_a_folder_without_a_summary_and_writes_nothing(tmp_path, capsys):
+    from sweep.retable import main
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"python -m sweep.retable: error: {tmp_path / 'empty'}: no summary.parquet there; allowed: a "
+                   "results folder that holds one (docs/results/<name>)"]
+    assert list((tmp_path / "empty").iterdir()) == []

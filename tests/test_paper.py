@@ -59,15 +59,20 @@ def test_a_claim_that_fails_on_our_numbers_is_reported_as_disagreeing():
     assert "N0=1: 40.0 off vs 51.9 on" in row.our_numbers
 
 
-def test_topography_claim_reads_the_topography_columns():
+def test_topography_claim_reads_the_loss_increase_not_the_ratio():
+    """The claim compares the absolute loss increase under code shifts (and the smoothness), which a
+    collapsed EMA-VQ cannot win by a high unshifted loss; its collapsed seeds are named."""
     t = paper("comparison")
     extra = []
-    for n, growth, smooth in (("none", 3.0, 1.0), ("hard", 1.2, 0.5), ("gaussian", 1.3, 0.6)):
-        extra += [{"neighbours": n, "column": f"loss_ratio_{o}", "mean": growth ** o} for o in (1, 2, 3)]
+    for n, growth, smooth, collapsed in (("none", 3.0, 1.0, 3), ("hard", 1.2, 0.5, 0), ("gaussian", 1.3, 0.6, 0)):
+        extra += [{"neighbours": n, "column": f"loss_increase_{o}", "mean": growth ** o} for o in (1, 2, 3)]
+        extra += [{"neighbours": n, "column": f"loss_ratio_{o}", "mean": 1.0} for o in (1, 2, 3)]  # not read
         extra.append({"neighbours": n, "column": "smoothness_vq", "mean": smooth})
-    ours = {"comparison": pd.concat([t, pd.DataFrame(extra)], ignore_index=True)}
+        extra.append({"neighbours": n, "column": "final_loss", "mean": 0.05, "collapsed": collapsed})
+    ours = {"comparison": pd.concat([t[t.column != "final_loss"], pd.DataFrame(extra)], ignore_index=True)}
     row = check_claims(ours, LAYOUTS).set_index("study").loc["comparison"].iloc[-1]
-    assert row.ours and row.agrees and "hard: loss x1.2 / x1.44 / x1.73 at shift +1/+2/+3" in row.our_numbers
+    assert row.ours and row.agrees and "hard: loss +1.2 / +1.44 / +1.73 at shift +1/+2/+3" in row.our_numbers
+    assert "EMA-VQ: loss +3 / +9 / +27 at shift +1/+2/+3, smoothness 1.00 (3 seeds collapsed)" in row.our_numbers
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 the study's layout, each narrow enough for one column of a two-column paper.
 
 Three tables per study, each from the per-trial summary (analysis.summary): main (loss and steps
-per configuration), topography (loss ratio at shift +o, smoothness) and vs reference (each
+per configuration), topography (loss ratio and increase at shift +o, smoothness) and vs reference (each
 configuration minus the study's reference arm). One module per job:
 
 layout     how a study's table is set (from its study file's `layout:` block and `reference`)
@@ -13,12 +13,12 @@ render     the grids of the three tables, and the entry points below
 """
 from analysis.tables.formats import TEXT_WIDTH, WRAP_WIDTH
 from analysis.tables.layout import HEADERS, LABELS, Layout, LayoutError, check_block, layout_for, paper_order
-from analysis.tables.numbers import (RATIO, SMOOTH, comparison_numbers, loss_scale, mark_best, steps_scale,
+from analysis.tables.numbers import (INCREASE, RATIO, SMOOTH, comparison_numbers, loss_scale, mark_best, steps_scale,
                                      table_numbers, topography_columns)
 from analysis.tables.render import (comparison_latex, comparison_markdown, comparison_text, to_latex, to_markdown,
                                     to_text)
 
 __all__ = ["TEXT_WIDTH", "WRAP_WIDTH", "HEADERS", "LABELS", "Layout", "LayoutError", "check_block", "layout_for",
-           "paper_order", "RATIO", "SMOOTH", "comparison_numbers", "loss_scale", "mark_best", "steps_scale",
+           "paper_order", "INCREASE", "RATIO", "SMOOTH", "comparison_numbers", "loss_scale", "mark_best", "steps_scale",
            "table_numbers", "topography_columns", "comparison_latex", "comparison_markdown", "comparison_text",
            "to_latex", "to_markdown", "to_text"]

@@ -7,7 +7,7 @@ import pandas as pd
 
 from analysis.stats import ALPHA
 from analysis.summary import COLLAPSE_FRACTION
-from analysis.tables.formats import DAGGER, PCT, PM, TIMES, plain
+from analysis.tables.formats import DAGGER, DDAGGER, PCT, PM, TIMES, plain
 from analysis.tables.layout import FIELD_NOTES, LABELS, Layout, header, layout_for
 from analysis.tables.numbers import loss_scale, steps_scale
 import metrics as M
@@ -55,11 +55,19 @@ def caption(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", pa
                      if tidy.get(M.STOPPED, pd.Series([0])).sum() else "."),
                   bold]
     else:
-        parts += ["Loss ratio at shift +o: validation loss with every code moved by (o, o) on the grid (clamped at "
-                  "the border), divided by the same model's unshifted loss; geometric mean over seeds (the ratio "
-                  "is multiplicative and spans orders of magnitude; its spread is in the topography figure).",
+        ddagger = DDAGGER[fmt]
+        parts += ["Two rows per configuration. ratio: the validation loss with every code moved by (o, o) on the "
+                  "grid (clamped at the border) at shift +o, divided by the same model's unshifted loss; geometric "
+                  "mean over seeds (the ratio is multiplicative and spans orders of magnitude; its spread is in the "
+                  "topography figure).",
+                  f"incr. {unit(ls)}: the shifted minus the unshifted loss, median over seeds (a shift that "
+                  f"decodes to noise makes one seed's increase dominate a mean). A collapsed model (fewer than "
+                  f"{COLLAPSE_FRACTION:.0%} of the K codes used) has a high unshifted loss, so its ratio is small "
+                  f"whatever its order: read it by its increase and smoothness.".replace("%", pct),
                   f"Smoothness: mean distance between decoded images of grid neighbours over that of random code "
-                  f"pairs (1 = no order; lower = smoother), mean {pm} sample std. " + bold]
+                  f"pairs (1 = no order; lower = smoother), mean {pm} sample std. " + bold.replace(
+                      "cells averaging", f"configurations with a collapsed seed ({ddagger}; the counts are in the "
+                      f"main table) and cells averaging")]
     return " ".join(parts)
 
 

@@ -12,6 +12,7 @@ TEXT_WIDTH = 120  # the terminal tables' limit
 
 PM = {"latex": "$\\pm$", "text": "±", "md": "±"}
 DAGGER = {"latex": "$^\\dagger$", "text": "†", "md": "†"}
+DDAGGER = {"latex": "$^\\ddagger$", "text": "‡", "md": "‡"}
 TIMES = {"latex": lambda e: f"($\\times 10^{{{e}}}$)", "text": lambda e: f"(×10{_sup(e)})",
          "md": lambda e: f"(×10{_sup(e)})"}
 PCT = {"latex": "\\%", "text": "%", "md": "%"}
@@ -41,6 +42,7 @@ class Grid:
 # A label longer than WRAP characters (an arm's name such as "lucidrains k-means + dead codes") is set
 # in a paragraph column of WRAP_WIDTH, ragged right, so that the table still fits the column.
 WRAP, WRAP_WIDTH = 14, "7em"
+SECTION_WRAP = 40  # a section row longer than this many characters wraps within the column
 
 
 def as_latex(grid: Grid, caption: str, label: str) -> str:
@@ -75,7 +77,8 @@ def as_latex(grid: Grid, caption: str, label: str) -> str:
         if i in grid.breaks or (i in grid.sections and i > 0):
             lines.append("\\addlinespace")
         if i in grid.sections:
-            lines.append(f"\\multicolumn{{{ncols}}}{{l}}{{\\emph{{{grid.sections[i]}}}}} \\\\")
+            column = "l" if len(plain(grid.sections[i])) <= SECTION_WRAP else "@{}p{0.95\\columnwidth}@{}"
+            lines.append(f"\\multicolumn{{{ncols}}}{{{column}}}{{\\emph{{{grid.sections[i]}}}}} \\\\")
         parts = [f"\\raggedright {text}" if w and text else text for text, w in zip(labels, wrap)]
         for (value, spread, bold, mark), pm in zip(cells, grid.pm):
             value, spread = _minus(value), _minus(spread)
@@ -117,7 +120,7 @@ def as_markdown(grid: Grid, caption: str) -> str:
              "|" + "---|" * len(grid.labels) + "---:|" * len(grid.heads)]
     for i, row in enumerate(_plain_cells(grid, "md")):
         if i in grid.sections:
-            lines.append(f"| *{grid.sections[i]}* |" + " |" * len(grid.heads))
+            lines.append(f"| *{grid.sections[i]}* |" + " |" * (len(grid.labels) - 1 + len(grid.heads)))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n\n" + caption
 

@@ -7,8 +7,13 @@ main         one row per configuration (the layout's row fields, in the paper's 
 topography   per configuration, the validation loss with every code shifted by +1, +2, +3 on the
              grid as a multiple of the same model's unshifted loss (geometric mean over seeds: the
              ratio is multiplicative and spans orders of magnitude for EMA-VQ, whose dead codes
-             decode to noise, so an arithmetic mean would be one seed's), and the smoothness ratio
-             (paper Sec. 4.3), mean +- std.
+             decode to noise, so an arithmetic mean would be one seed's), the absolute increase
+             (shifted minus unshifted loss, median over seeds: a shift that decodes to noise makes one
+             seed's increase thousands of times the others'), and the smoothness ratio (paper Sec.
+             4.3), mean +- std. The ratio alone flatters a collapsed model: one that uses a handful of
+             codes has a high unshifted loss, so the same or a larger increase is a smaller multiple
+             of it. So collapsed trials are counted in the table, and a configuration with a
+             collapsed seed takes no part in the topography's bold.
 vs reference each configuration minus the study's reference arm within its group (Table 3: KSOM
              minus EMA-VQ for the same N0 / update-0): difference of means, Welch 95 % CI, Welch
              p-value (and Holm-adjusted) and Hedges' g.
@@ -16,7 +21,8 @@ vs reference each configuration minus the study's reference arm within its group
 Bold (main and topography smoothness) is decided by statistics, not by the mean alone: within
 each group and column, the lowest mean of the configurations with >= 2 seeds, and every
 configuration not significantly different from it (two-sided Welch t-test, Holm correction over
-all comparisons of the table, alpha 0.05; analysis.stats).
+all comparisons of the table, alpha 0.05; analysis.stats). In the topography's columns only
+configurations without a collapsed seed compete.
 """
 from __future__ import annotations
 
@@ -30,7 +36,8 @@ from analysis.tables.layout import Layout, layout_for, paper_order
 import metrics as M
 
 TOPOGRAPHY_OFFSETS = (1, 2, 3)  # offset 0 is the model's own loss
-OFFSET, SMOOTH, RATIO = M.column(M.offset_loss("")), M.column(M.smoothness("")), "loss_ratio_"  # column prefixes
+OFFSET, SMOOTH = M.column(M.offset_loss("")), M.column(M.smoothness(""))  # column prefixes
+RATIO, INCREASE = "loss_ratio_", "loss_increase_"  # shifted / unshifted and shifted - unshifted loss
 
 
 def loss_scale(summary: pd.DataFrame) -> int:
@@ -45,17 +52,20 @@ def steps_scale(summary: pd.DataFrame) -> int:
 
 
 def topography_columns(summary: pd.DataFrame) -> list[str]:
-    """The topography columns of the tables: loss ratio at shift 1..3 and smoothness per level."""
-    ratios = [f"{RATIO}{o}" for o in TOPOGRAPHY_OFFSETS if f"{OFFSET}{o}" in summary]
-    return ratios + sorted(c for c in summary.columns if c.startswith(SMOOTH))
+    """The topography columns of the tables: loss ratio and loss increase at shift 1..3, smoothness per level."""
+    measured = [o for o in TOPOGRAPHY_OFFSETS if f"{OFFSET}{o}" in summary]
+    return ([f"{RATIO}{o}" for o in measured] + [f"{INCREASE}{o}" for o in measured]
+            + sorted(c for c in summary.columns if c.startswith(SMOOTH)))
 
 
-def _with_ratios(summary: pd.DataFrame) -> pd.DataFrame:
-    """loss_ratio_o = validation loss with codes shifted by o / the same model's unshifted loss
-    (loss_offset_0 where measured, else the trial's final loss)."""
+def _with_shifts(summary: pd.DataFrame) -> pd.DataFrame:
+    """loss_ratio_o = validation loss with codes shifted by o / the same model's unshifted loss, and
+    loss_increase_o = the shifted minus the unshifted loss (loss_offset_0 where measured, else the
+    trial's final loss)."""
     base = summary[f"{OFFSET}0"] if f"{OFFSET}0" in summary else summary[M.FINAL_LOSS]
-    return summary.assign(**{f"{RATIO}{o}": summary[f"{OFFSET}{o}"] / base
-                             for o in TOPOGRAPHY_OFFSETS if f"{OFFSET}{o}" in summary})
+    measured = [o for o in TOPOGRAPHY_OFFSETS if f"{OFFSET}{o}" in summary]
+    return summary.assign(**{f"{RATIO}{o}": summary[f"{OFFSET}{o}"] / base for o in measured},
+                          **{f"{INCREASE}{o}": summary[f"{OFFSET}{o}"] - base for o in measured})
 
 
 def _counts(g: pd.DataFrame) -> dict:
@@ -87,9 +97,10 @@ def _groups(summary: pd.DataFrame, study: "str | Layout"):
 def table_numbers(summary: pd.DataFrame, study: "str | Layout") -> pd.DataFrame:
     """Tidy table: one row per (configuration, column) with agg ('mean' or 'geometric'), mean, std
     (for 'geometric': the geometric mean and the x/ geometric std factor), n averaged, the row's
-    seeds / diverged / collapsed / unfinished counts, best (bold) and p_vs_best (Holm-adjusted)."""
+    seeds / diverged / collapsed / unfinished counts, best (bold) and p_vs_best (Holm-adjusted); for
+    'median' (the loss increases) the median in `mean` and no std."""
     layout = layout_for(study, summary)
-    summary = _with_ratios(summary)
+    summary = _with_shifts(summary)
     columns = [M.FINAL_LOSS] + [M.steps_to(p) for p in layout.thresholds] + topography_columns(summary)
     records = []
     for key, g in _groups(summary, study):
@@ -98,6 +109,9 @@ def table_numbers(summary: pd.DataFrame, study: "str | Layout") -> pd.DataFrame:
             if col.startswith(RATIO):
                 mean, std, n = describe(np.log(values.where(values > 0)))
                 mean, std, agg = math.exp(mean), math.exp(std), "geometric"
+            elif col.startswith(INCREASE):
+                finite = values[np.isfinite(values)]
+                mean, std, n, agg = float(finite.median()), math.nan, len(finite), "median"
             else:
                 (mean, std, n), agg = describe(values), "mean"
             records.append({**key, "column": col, "agg": agg, "mean": mean, "std": std, "n": n, **_counts(g)})
@@ -107,9 +121,12 @@ def table_numbers(summary: pd.DataFrame, study: "str | Layout") -> pd.DataFrame:
 def mark_best(tidy: pd.DataFrame, layout: Layout) -> pd.DataFrame:
     """Add `best` (bold) and `p_vs_best`: per group and column (lower is better), the lowest mean of
     the configurations with >= 2 values and every one whose Welch test against it is not significant
-    after Holm's correction over all comparisons in the table. Geometric (ratio) columns get no bold."""
+    after Holm's correction over all comparisons in the table. Geometric (ratio) and median (increase)
+    columns get no bold; in the smoothness columns a configuration with a collapsed seed does not compete."""
     tidy = tidy.reset_index(drop=True)
     eligible = (tidy["n"] >= 2) & tidy["mean"].notna() & (tidy.get("agg", "mean") == "mean")
+    if M.COLLAPSED in tidy:
+        eligible &= ~(tidy["column"].str.startswith(SMOOTH) & (tidy[M.COLLAPSED] > 0))
     best = pd.Series(False, index=tidy.index)
     tests = {}  # row index -> raw p against its group's best
     for _, g in tidy[eligible].groupby(list(layout.group) + ["column"], dropna=False):

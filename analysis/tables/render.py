@@ -9,9 +9,9 @@ import math
 import pandas as pd
 
 from analysis.tables.captions import caption, comparison_caption
-from analysis.tables.formats import DAGGER, PCT, TIMES, Grid, as_latex, as_markdown, as_text
+from analysis.tables.formats import DAGGER, DDAGGER, PCT, TIMES, Grid, as_latex, as_markdown, as_text
 from analysis.tables.layout import LABELS, Layout, header, layout_for
-from analysis.tables.numbers import RATIO, SMOOTH, loss_scale, steps_scale, topography_columns
+from analysis.tables.numbers import INCREASE, RATIO, SMOOTH, loss_scale, steps_scale, topography_columns
 import metrics as M
 
 
@@ -20,12 +20,12 @@ def _fmt(x: float, digits: int) -> str:
 
 
 def _ratio(x: float) -> str:
-    """A ratio with three significant digits, powers of ten from 1,000 on (e.g. 1.2e3)."""
+    """A ratio or a loss increase with three significant digits, powers of ten from 1,000 on (e.g. 1.2e3)."""
     if not math.isfinite(x):
         return "--"
-    if x >= 1000:
+    if abs(x) >= 1000:
         return f"{x:.1e}".replace("e+0", "e").replace("e+", "e")
-    return f"{x:.{2 if x < 10 else 1 if x < 100 else 0}f}"
+    return f"{x:.{2 if abs(x) < 10 else 1 if abs(x) < 100 else 0}f}"
 
 
 def neighbour_labels(kinds) -> dict:
@@ -63,52 +63,102 @@ def _headers(layout: Layout, fmt: str) -> list[str]:
     return [header(layout, f, fmt) for f in layout.columns]
 
 
-def _main_grid(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", fmt: str, part: str) -> Grid:
+SECTION_GROUPS = 3  # a layout grouping by this many fields or more names each group in a row of its own
+
+
+def _label_columns(labels: list[list[str]], layout: Layout, keys: list[dict], fmt: str):
+    """(headers, cells, group breaks, section rows) of the label columns. A group's fields are written once
+    per group: in their columns, blank where they repeat the row above (as the paper does); or, when the
+    layout groups by SECTION_GROUPS fields or more (too wide for a column of a two-column paper), in a row
+    of their own above the group ("Decay = 0.8, Init = randn, ...")."""
+    headers = _headers(layout, fmt)
+    rows, breaks = _blank_repeats(labels, layout, keys)
+    if len(layout.group) < SECTION_GROUPS:
+        return headers, rows, breaks, {}
+    keep = [j for j, f in enumerate(layout.columns) if f not in layout.group]
+    sections = {i: ", ".join(f"{headers[j]} = {labels[i][j]}" for j, f in enumerate(layout.columns)
+                             if f in layout.group) for i in [0] + breaks}
+    return [headers[j] for j in keep], [[row[j] for j in keep] for row in rows], [], sections
+
+
+def _configurations(tidy: pd.DataFrame, layout: Layout, summary: pd.DataFrame):
+    """(key, label cells, the row's tidy rows by column) per configuration, in the table's order."""
+    row_labels = _row_labeller(layout, tidy.get("neighbours", pd.Series(dtype=str)).unique(), summary)
+    for _, rows in tidy.groupby(list(layout.rows), sort=False, dropna=False):
+        key = {f: rows.iloc[0][f] for f in layout.rows}
+        yield key, row_labels(key), rows.set_index("column")
+
+
+def _cell(r: pd.Series, scale: int, digits: int, mark: str = "") -> tuple[str, str, bool, str]:
+    """A mean +- std cell at 10^scale with `digits` decimals (no spread where it is not finite)."""
+    f = 10.0 ** scale
+    spread = _fmt(r["std"] * f, digits) if math.isfinite(r["std"]) and math.isfinite(r["mean"]) else ""
+    return _fmt(r["mean"] * f, digits), spread, bool(r["best"]), mark
+
+
+def _count(c: pd.Series) -> tuple[str, str, bool, str]:
+    """The seeds / diverged / collapsed cell (+n unfinished, (n stopped))."""
+    count = f"{c['seeds']}/{c[M.DIVERGED]}/{c[M.COLLAPSED]}"
+    if c.get("unfinished", 0):
+        count += f"+{c['unfinished']}"
+    if c.get(M.STOPPED, 0) > 0:  # NaN in rows of groups without a stopped trial
+        count += f" ({int(c[M.STOPPED])} stopped)"
+    return count, "", False, ""
+
+
+def _main_grid(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", fmt: str) -> Grid:
+    """Loss and steps to +p % per configuration, mean +- std, and its s/d/c counts."""
     layout = layout_for(study, summary)
     ls, ss = loss_scale(summary), steps_scale(summary)
     unit, pct = TIMES[fmt], PCT[fmt]
     steps_title = ("\\# Steps" if fmt == "latex" else "Steps") + (f" {unit(ss)}" if ss else "")
-    if part == "main":
-        specs = [(M.FINAL_LOSS, ("Loss", unit(ls)), ls, 1)]
-        specs += [(M.steps_to(p), (steps_title, f"+{p}{pct}"), -ss, 1 if ss else 0) for p in layout.thresholds]
-    else:
-        topo = [c for c in topography_columns(summary) if c in set(tidy.column)]
-        levels = [c.removeprefix(SMOOTH) for c in topo if c.startswith(SMOOTH)]
-        title = "Loss ratio at shift"
-        specs = [(c, (title, f"+{c.removeprefix(RATIO)}"), None, 0) for c in topo if c.startswith(RATIO)]
-        specs += [(c, ("Smooth." if len(levels) > 1 else "Smoothness",
-                       c.removeprefix(SMOOTH) if len(levels) > 1 else ""), 0, 2)
-                  for c in topo if c.startswith(SMOOTH)]
+    specs = [(M.FINAL_LOSS, ("Loss", unit(ls)), ls, 1)]
+    specs += [(M.steps_to(p), (steps_title, f"+{p}{pct}"), -ss, 1 if ss else 0) for p in layout.thresholds]
     keys, labels, cells = [], [], []
-    row_labels = _row_labeller(layout, tidy.get("neighbours", pd.Series(dtype=str)).unique(), summary)
-    for _, rows in tidy.groupby(list(layout.rows), sort=False, dropna=False):
-        key = {f: rows.iloc[0][f] for f in layout.rows}
-        by_col = rows.set_index("column")
+    for key, row_labels, by_col in _configurations(tidy, layout, summary):
         row_cells = []
         for col, _, scale, digits in specs:
             r = by_col.loc[col]
-            if scale is None:  # geometric mean of a ratio, no spread in the table (figures show it)
-                row_cells.append((_ratio(r["mean"]), "", False, ""))
-                continue
-            f = 10.0 ** scale
-            spread = _fmt(r["std"] * f, digits) if math.isfinite(r["std"]) and math.isfinite(r["mean"]) else ""
             fewer = col.startswith(M.STEPS) and r.get(M.COLLAPSED, 0) > 0 and math.isfinite(r["mean"])
-            row_cells.append((_fmt(r["mean"] * f, digits), spread, bool(r["best"]), DAGGER[fmt] if fewer else ""))
-        if part == "main":
-            c = by_col.iloc[0]
-            count = f"{c['seeds']}/{c[M.DIVERGED]}/{c[M.COLLAPSED]}"
-            if c.get("unfinished", 0):
-                count += f"+{c['unfinished']}"
-            if c.get(M.STOPPED, 0) > 0:  # NaN in rows of groups without a stopped trial
-                count += f" ({int(c[M.STOPPED])} stopped)"
-            row_cells.append((count, "", False, ""))
+            row_cells.append(_cell(r, scale, digits, DAGGER[fmt] if fewer else ""))
         keys.append(key)
-        labels.append(row_labels(key))
-        cells.append(row_cells)
-    heads = [h for _, h, _, _ in specs] + ([("Seeds", "s/d/c")] if part == "main" else [])
+        labels.append(row_labels)
+        cells.append(row_cells + [_count(by_col.iloc[0])])
+    heads = [h for _, h, _, _ in specs] + [("Seeds", "s/d/c")]
     pm = [any(row[i][1] for row in cells) for i in range(len(heads))]
-    rows, breaks = _blank_repeats(labels, layout, keys)
-    return Grid(_headers(layout, fmt), heads, rows, cells, breaks, pm)
+    headers, rows, breaks, sections = _label_columns(labels, layout, keys, fmt)
+    return Grid(headers, heads, rows, cells, breaks, pm, sections)
+
+
+def _topography_grid(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", fmt: str) -> Grid:
+    """Two rows per configuration, so that the table fits a column: the loss ratio at shift +o (geometric
+    mean) with the smoothness (mean +- std), marked where a seed collapsed (the counts are in the main
+    table); below it the loss increase at shift +o (median) at the loss's display scale."""
+    layout = layout_for(study, summary)
+    ls = loss_scale(summary)
+    offsets = [c.removeprefix(RATIO) for c in topography_columns(summary) if c.startswith(RATIO)]
+    smooth = [c for c in topography_columns(summary) if c.startswith(SMOOTH) and c in set(tidy.column)]
+    keys, labels, cells = [], [], []
+    for key, row_labels, by_col in _configurations(tidy, layout, summary):
+        mark = DDAGGER[fmt] if by_col.iloc[0][M.COLLAPSED] > 0 else ""  # competes for no bold in the smoothness
+        ratios = [(_ratio(by_col.loc[f"{RATIO}{o}", "mean"]), "", False, "") for o in offsets]
+        increases = [(_ratio(by_col.loc[f"{INCREASE}{o}", "mean"] * 10.0 ** ls), "", False, "") for o in offsets]
+        keys.append(key)
+        labels.append(row_labels)
+        cells += [ratios + [_cell(by_col.loc[c], 0, 2, mark) for c in smooth],
+                  increases + [("", "", False, "")] * len(smooth)]
+    heads = [("Loss at shift", f"+{o}") for o in offsets]
+    heads += [("Smooth." if len(smooth) > 1 else "Smoothness", c.removeprefix(SMOOTH) if len(smooth) > 1 else "")
+              for c in smooth]
+    pm = [any(row[i][1] for row in cells) for i in range(len(heads))]
+    headers, rows, breaks, sections = _label_columns(labels, layout, keys, fmt)
+    rows = [pair for row in rows for pair in (row + ["ratio"], [""] * len(row) + ["incr."])]
+    return Grid(headers + [""], heads, rows, cells, [2 * b for b in breaks], pm,
+                {2 * i: text for i, text in sections.items()})
+
+
+def _grid(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", fmt: str, part: str) -> Grid:
+    return (_main_grid if part == "main" else _topography_grid)(tidy, summary, study, fmt)
 
 
 def _comparison_grid(comp: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", fmt: str) -> Grid:
@@ -148,23 +198,23 @@ def to_latex(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", l
              part: str = "main") -> str:
     """A booktabs table float for one column of a two-column paper; needs only \\usepackage{booktabs}.
     part: "main" (loss and steps) or "topography"."""
-    grid = _main_grid(tidy, summary, study, "latex", part)
+    grid = _grid(tidy, summary, study, "latex", part)
     return as_latex(grid, caption(tidy, summary, study, part, "latex"),
                   label or f"tab:{layout_for(study, summary).name}" + ("" if part == "main" else "-topography"))
 
 
 def to_markdown(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", part: str = "main") -> str:
     """The table as GitHub Markdown (same cells as the LaTeX; bold in **), its caption below."""
-    return as_markdown(_main_grid(tidy, summary, study, "md", part), caption(tidy, summary, study, part, "md"))
+    return as_markdown(_grid(tidy, summary, study, "md", part), caption(tidy, summary, study, part, "md"))
 
 
 def to_text(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", part: str = "main") -> str:
     """The table for a terminal (at most 120 characters wide); bold cells are marked with *."""
-    return as_text(_main_grid(tidy, summary, study, "text", part),
+    return as_text(_grid(tidy, summary, study, "text", part),
                  "(* bold: best mean or not significantly worse, Welch + Holm, alpha 0.05; "
                  "† steps without collapsed seeds; s/d/c = seeds/diverged/collapsed)" if part == "main" else
-                 "(loss ratio: shifted / unshifted validation loss, geometric mean over seeds; "
-                 "smoothness: lower = more ordered)")
+                 "(loss ratio: shifted / unshifted validation loss, geometric mean over seeds; increase: shifted - "
+                 "unshifted, median; smoothness: lower = more ordered; ‡ a seed collapsed: never bold)")
 
 
 def comparison_latex(comp: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout") -> str:

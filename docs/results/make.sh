@@ -7,6 +7,8 @@
 #   bash docs/results/make.sh robustness long        # some of it: study names, long (or robustness-long,
 #                                                    # comparison-long), benchmarks, readme
 #   bash docs/results/make.sh collect NAME SWEEP_DIR # re-read a finished sweep into docs/results/NAME
+#   bash docs/results/make.sh tables                 # re-set every folder's tables and topography figure
+#                                                    # from its summary.parquet (no study re-run)
 #
 # Sweeps run into results/docs/ (git-ignored: the MLflow store and checkpoints stay local); the
 # tables, figures, summary and the report's output are copied into docs/results/<name>/, with
@@ -64,6 +66,7 @@ bench() {  # $1 = module name under benchmarks/ (run as python -m benchmarks.NAM
 }
 
 if [ "${1:-}" = collect ]; then collect "$2" "$3"; exit; fi
+if [ "${1:-}" = tables ]; then python -m sweep.retable $(dirname "$OUT"/*/tables); exit; fi
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(sensitivity comparison robustness ablation long modern-baselines shrink parity convergence
                                      tuned-comparison benchmarks readme)
@@ -78,7 +81,8 @@ for t in "${targets[@]}"; do
     readme) python -m analysis.paper "$OUT" --header "$OUT/header.md" ;;
     *) echo "make.sh: unknown target '$t'; allowed: sensitivity comparison robustness ablation long" \
             "robustness-long comparison-long" \
-            "modern-baselines shrink parity convergence tuned-comparison benchmarks readme, or: collect NAME SWEEP_DIR" >&2; exit 2 ;;
+            "modern-baselines shrink parity convergence tuned-comparison benchmarks readme, or: collect NAME SWEEP_DIR," \
+            "or: tables" >&2; exit 2 ;;
   esac
 done
 du -sh "$OUT"
