@@ -3,11 +3,12 @@
 On disk (a sweep's state.pt, sweep/trainable.py) it is a plain dict of the fields below: tensors,
 numbers, strings and containers of them, so it is read with torch.load(weights_only=True) and a
 checkpoint that someone with write access to the storage (an S3 bucket on a cluster) replaced cannot
-run code on the workers. Checkpoints written before this record existed hold the same nine keys and load.
+run code on the workers. Checkpoints written before this record existed hold the first nine keys and load
+(with an empty history).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import IO
 
@@ -24,7 +25,10 @@ class TrainState:
     train_time: float  # total seconds in training steps
     eval_time: float  # total seconds in validation and topography
     config: dict  # TrialConfig.to_params() of the run
-    metrics: dict[str, float]  # this validation's metrics: a resumed multi-worker trial reports them again
+    metrics: dict[str, float]  # this validation's metrics
+    # (step, metrics) of every validation so far, this one last: a resumed multi-worker trial reports them all
+    # again, since its driver may have died before it got the reports that preceded this checkpoint
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
 
     def save(self, f: str | Path | IO[bytes]) -> None:
         """Write the state as a plain dict (its live tensors are copied out: save before training goes on)."""
@@ -34,7 +38,7 @@ class TrainState:
     def load(cls, f: str | Path | IO[bytes]) -> TrainState:
         """A saved state, its tensors on the CPU (the trainer moves them to the model's device)."""
         saved = torch.load(f, map_location="cpu", weights_only=True)
-        missing = [field.name for field in fields(cls) if field.name not in saved]
+        missing = [f_.name for f_ in fields(cls) if f_.name not in saved and f_.default_factory is MISSING]
         if missing:
             raise ValueError(f"{f} is not a trainer checkpoint: it lacks {missing}")
-        return cls(**{field.name: saved[field.name] for field in fields(cls)})
+        return cls(**{f_.name: saved[f_.name] for f_ in fields(cls) if f_.name in saved})

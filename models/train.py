@@ -142,6 +142,7 @@ def _train(cfg: TrialConfig, report: Report | None, resume: TrainState | None, d
         optimizer.load_state_dict(resume.optimizer)
         generator.set_state(resume.generator)
         step, best, train_time, eval_time = resume.step, resume.best_val_loss, resume.train_time, resume.eval_time
+    history = list(resume.history) if resume is not None else []  # (step, metrics) of every validation so far
 
     share = (rank, world)
     if isinstance(data.train, ImageFiles):  # decoded in loader processes; batch i depends on (seed, i) only
@@ -186,8 +187,9 @@ def _train(cfg: TrialConfig, report: Report | None, resume: TrainState | None, d
             eval_time += metrics[M.TIME_VAL]
             if step == cfg.steps:  # the trial's summaries (metrics.py)
                 metrics.update({M.VAL_BEST_LOSS: best, M.TIME_TRAIN_TOTAL: train_time, M.TIME_VAL_TOTAL: eval_time})
+            history.append((step, metrics))
             state = TrainState(model.state_dict(), optimizer.state_dict(), generator.get_state(), step, best,
-                               train_time, eval_time, cfg.to_params(), metrics)
+                               train_time, eval_time, cfg.to_params(), metrics, list(history))
             report(Progress(step, M.FINISHED if step == cfg.steps else M.RUNNING, metrics, state, pictures))
             window, window_start = Window(step, device), time.perf_counter()
     return TrainResult(M.FINISHED, step, _finite_or_nan(best))

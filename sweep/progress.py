@@ -218,7 +218,8 @@ class Progress(tune.Callback):
         elif trial.trial_id in self.started and self.pairs[0]:
             then, before = self.started[trial.trial_id]
             self.heads.append(max(0.0, now - then - (step - before) * self.pairs[1] / self.pairs[0]))
-        self.reported[trial.trial_id] = (now, step)
+        if step >= self.reported.get(trial.trial_id, (now, 0))[1]:  # a restarted trial re-reports earlier steps
+            self.reported[trial.trial_id] = (now, step)
         val = report.metrics.get(M.VAL_LOSS, math.nan)
         if math.isfinite(val) and val < self.best[0]:
             self.best = (val, self.name_of(trial.config))

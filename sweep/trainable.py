@@ -14,9 +14,10 @@ A divergence is reported with status "diverged" and no checkpoint.
   (data parallel, models/train.py), started from the Tune trial. Rank 0's reports
   reach Tune through Ray Train's TuneReportCallback; the checkpoints live in Ray
   Train's run folder <storage>/train-<trial id>, from which a restarted trial's
-  TorchTrainer restores every worker. A resumed run first re-reports the
-  checkpoint's own metrics (flagged "resumed"), so a validation whose checkpoint was
-  saved but whose report never reached Tune is not lost; when the run finishes,
+  TorchTrainer restores every worker. A resumed run first re-reports every
+  validation up to its checkpoint (the checkpoint's history, flagged "resumed"): Ray Train
+  may have saved a checkpoint whose report, or earlier ones, never reached the driver, and
+  the driver logs only the steps it lacks, so none is lost or doubled; when the run finishes,
   the Tune trial reports the last checkpoint once more, so that Tune holds it as
   for a one-process trial.
 """
@@ -134,9 +135,10 @@ def _worker_loop(config: dict) -> None:
     torch.set_num_threads(max(1, int(cpus)))
     rank = ray.train.get_context().get_world_rank()
     resume = resume_state(ray.train.get_checkpoint())
-    if resume is not None:
-        status = M.FINISHED if resume.step == cfg.steps else M.RUNNING
-        ray.train.report(TrialReport(resume.step, status, resume.metrics, **placement(), resumed=True).to_result())
+    if resume is not None:  # every validation up to the checkpoint again: the driver logs those it lacks
+        for step, metrics in resume.history or [(resume.step, resume.metrics)]:
+            status = M.FINISHED if step == cfg.steps else M.RUNNING
+            ray.train.report(TrialReport(step, status, metrics, **placement(), resumed=True).to_result())
     data, dataset = _data(cfg.dataset, cfg.data_dir, cfg.image_size)
     train(cfg, report=reporter(ray.train.report, rank, dataset), resume=resume, data=data,
           device=ray.train.torch.get_device())

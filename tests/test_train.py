@@ -192,7 +192,9 @@ def test_a_checkpoint_saved_as_the_old_dict_resumes(baseline, photos):
     torch.save({"model": state.model, "optimizer": state.optimizer, "generator": state.generator, "step": 40,
                 "best_val_loss": state.best_val_loss, "train_time": state.train_time, "eval_time": state.eval_time,
                 "config": state.config, "metrics": state.metrics}, buffer)
-    _, resumed, _ = run(TINY, photos, resume=load_state(buffer.getvalue()))
+    old = load_state(buffer.getvalue())
+    assert old.history == []  # it had none; a resumed multi-worker trial re-reports its own metrics then
+    _, resumed, _ = run(TINY, photos, resume=old)
     assert [s for s, _ in resumed] == [60]
     assert comparable(resumed[0][1]) == pytest.approx(comparable(dict(reports)[60]), rel=1e-6, abs=1e-9)
     buffer = io.BytesIO()
@@ -242,6 +244,20 @@ def test_resume_continues_exactly(baseline, photos):
         assert got.keys() == want.keys()
         for k in want:
             assert got[k] == pytest.approx(want[k], rel=1e-6, abs=1e-9), (step, k)
+
+
+def test_checkpoints_hold_every_validation_so_far_across_a_resume(baseline, photos):
+    """Each checkpoint's history is (step, metrics) of every validation up to it, as reported, so a resumed
+    multi-worker trial can report again what its killed driver never got; a resumed run's checkpoints
+    continue the history of the one it resumed from."""
+    _, reports, checkpoints = baseline
+    for step in (20, 40, 60):
+        history = load_state(checkpoints[step]).history
+        assert history == [(s, m) for s, m in reports if s <= step]
+    _, _, after = run(TINY, photos, resume=load_state(checkpoints[20]))
+    history = load_state(after[60]).history
+    assert [s for s, _ in history] == [20, 40, 60] and history[0] == reports[0]
+    assert comparable(history[2][1]) == pytest.approx(comparable(reports[2][1]), rel=1e-6, abs=1e-9)
 
 
 def test_resume_with_kmeans_init_continues_exactly(photos):
