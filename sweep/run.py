@@ -19,6 +19,7 @@ and the analysis outputs; all sweeps in a results dir share one MLflow store
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from pathlib import Path
@@ -209,4 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:  # on the way out the interpreter's collector would walk every object torch, Ray and MLflow
+        gc.freeze()  # made (1.5 s of a sweep's exit on 2 cores); none needs collecting now: out of its reach
