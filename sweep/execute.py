@@ -219,8 +219,8 @@ def _run(plan: Plan, meta: Sweep, resumed: bool, address: str | None, max_concur
         client.set_terminated(meta.parent_run_id, "FAILED")
         names = "; ".join(f"{trial_run_name(plan, r.config)} ({_data_error(r) or f'{r.path}/error.txt'})"
                           for r in failed)
-        retry = (f"{resume_hint} (retries them)" if any(r.error is not None for r in failed) else
-                 "fix the data and start the sweep again (a resume does not retry a data error)")
+        retry = retry_hint(sum(r.error is not None for r in failed), sum(r.error is None for r in failed),
+                           resume_hint)
         unconfirmed = f"; no search trial finished, so not confirmed: {', '.join(no_winner)}" if no_winner else ""
         raise SweepEnded(f"failed: {len(failed)} of {n_trials} trials: {names or 'none'}{unconfirmed}; {retry}",
                          EXIT_FAILED)
@@ -254,6 +254,15 @@ def _search_config(plan: Plan, i: int) -> dict:
                                          grace_period=options.get("grace", cfg.eval_every),
                                          reduction_factor=options.get("reduction_factor", 3))
     return out
+
+
+def retry_hint(crashed: int, bad_data: int, resume_hint: str) -> str:
+    """What to do about failed trials: a resume retries those that crashed, never a data error (the same
+    data would fail the same way)."""
+    data = "fix the data and start the sweep again (a resume does not retry a data error)"
+    if crashed and bad_data:
+        return f"{resume_hint} (retries the {crashed} that crashed); for the {bad_data} with a data error: {data}"
+    return f"{resume_hint} (retries them)" if crashed else data
 
 
 def winner(results: list) -> dict | None:

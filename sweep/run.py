@@ -181,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
             plan, meta = resume_plan(args)
             if not args.dry_run:
                 from sweep.lock import hold_sweep
+                from sweep.tune_state import complete_sweep
                 hold_sweep(meta.dir)  # one driver per sweep folder, held until this process ends
+                for name in complete_sweep(meta.ray_storage, meta.ray_name):
+                    print(f"completed {name}: the stopped driver's copy of it was cut short", flush=True)
         elif not args.study:
             p.error("give a STUDY (or --resume SWEEP_DIR)")
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,9 +32,11 @@ from analysis.report import write_report
 from analysis.store import Sweep, read_sweep
 import metrics as M
 from models.checkpoint import TrainState
+from models.config import ConfigError
 from models.data import CIFAR
 from sweep import cluster, preflight
-from sweep.execute import _new_folder
+from sweep.execute import _new_folder, retry_hint
+from sweep.tune_state import complete, complete_sweep
 from sweep.plan import make_plan
 from sweep.run import main
 from helpers import RunsCommand, write_fake_cifar
@@ -323,6 +326,51 @@ def one_store(tmp_path_factory):
     return tmp_path_factory.mktemp("store")
 
 
+def test_a_tune_state_cut_short_by_a_full_disk_is_completed_from_the_drivers_staging_copy(tmp_path, monkeypatch):
+    """The copy Tune makes of its state into the sweep folder was cut short (a prefix of the staging file the
+    driver left in Ray's temp folder): it is completed from that copy, and only from the copy it is a prefix of
+    (every sweep's experiment folder has the same name); one still cut short refuses the resume in one line."""
+    state = json.dumps({"trial_data": ["x" * 500], "runner_data": {}}).encode()
+    experiment = tmp_path / "sweep" / "ray"
+    experiment.mkdir(parents=True)
+    (experiment / "experiment_state-2026-11-30_00-55-33.json").write_bytes(state[:300])  # cut short
+    (experiment / "tuner.pkl").write_bytes(b"")  # the copy had not begun
+    (experiment / "basic-variant-state-2026-11-30_00-55-33.json").write_bytes(b"searcher")  # whole
+    temp = tmp_path / "ray-temp"
+    ours = temp / "session_2026-11-30_00-55-30_1" / "artifacts" / "2026-11-30_00-55-33" / "ray" / "driver_artifacts"
+    other = temp / "session_2026-11-30_00-55-31_2" / "artifacts" / "2026-11-30_00-55-33" / "ray" / "driver_artifacts"
+    for folder, text in ((ours, state), (other, state.replace(b"x", b"y"))):
+        folder.mkdir(parents=True)
+        (folder / "experiment_state-2026-11-30_00-55-33.json").write_bytes(text)
+        (folder / "tuner.pkl").write_bytes(b"tuner of " + text[:20])
+        (folder / "basic-variant-state-2026-11-30_00-55-33.json").write_bytes(b"searcher")
+    assert complete(experiment, temp) == ["experiment_state-2026-11-30_00-55-33.json", "tuner.pkl"]
+    assert (experiment / "experiment_state-2026-11-30_00-55-33.json").read_bytes() == state
+    assert (experiment / "tuner.pkl").read_bytes() == b"tuner of " + state[:20]
+    assert sorted(p.name for p in experiment.iterdir()) == [  # nothing else written
+        "basic-variant-state-2026-11-30_00-55-33.json", "experiment_state-2026-11-30_00-55-33.json", "tuner.pkl"]
+    assert complete(experiment, temp) == []  # whole: nothing to do
+
+    (experiment / "experiment_state-2026-11-30_00-55-33.json").write_bytes(state[:300])
+    with pytest.raises(ConfigError, match=r"experiment_state-2026-11-30_00-55-33.json: Ray Tune's state of this "
+                                          r"sweep is cut short .* no whole copy of it is left in .*ray-elsewhere"):
+        complete(experiment, tmp_path / "ray-elsewhere")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "temp-parent"))  # Ray's temp folder is $RAY_TMPDIR/ray
+    shutil.copytree(temp, tmp_path / "temp-parent" / "ray")
+    assert complete_sweep(str(tmp_path / "sweep"), "ray") == ["ray/experiment_state-2026-11-30_00-55-33.json"]
+    assert complete_sweep("s3://bucket/sweep", "ray") == []  # a remote storage is Tune's to copy
+
+
+def test_the_last_line_says_which_failed_trials_a_resume_retries():
+    """A resume retries trials that crashed, never a data error: the failed sweep's line says so for each kind,
+    and for a mix names both counts."""
+    hint = "resume with: python -m sweep.run --resume R"
+    data = "fix the data and start the sweep again (a resume does not retry a data error)"
+    assert retry_hint(2, 0, hint) == f"{hint} (retries them)"
+    assert retry_hint(0, 3, hint) == data
+    assert retry_hint(2, 3, hint) == f"{hint} (retries the 2 that crashed); for the 3 with a data error: {data}"
+
+
 @pytest.mark.slow
 def test_failed_trials_fail_the_sweep_and_the_report_still_comes(one_store, tmp_path):
     """Every trial fails inside Ray on its data (training files that decode only halfway): each once, without
@@ -490,6 +538,9 @@ def test_full_disk_ends_resumable_and_resume_loses_nothing(small_disk):
     assert line.endswith(f"python -m sweep.run --resume {meta.dir}") or "(retries them)" in line
     assert code == 1 or line.startswith("error: disk full")
     (small_disk / "filler").unlink()
+    (state,) = (meta.dir / "ray").glob("experiment_state-*.json")
+    state.write_bytes(state.read_bytes()[:64])  # as the full disk cut it
     code, out, err = run([sys.executable, "-m", "sweep.run", "--resume", meta.dir])
     assert code == 0, out[-3000:] + err[-3000:]
+    assert f"completed ray/{state.name}: the stopped driver's copy of it was cut short" in out
     assert_one_run_per_trial_with_every_step(meta, 4, [20, 40, 60, 80, 100])
