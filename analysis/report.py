@@ -13,7 +13,7 @@ file asks for them (`analysis:`), tables/<study>_{factorial,collapse,equivalence
 (analysis/factorial.py); figures/{loss,topography,perplexity,codes_used}.{png,pdf} and the topography pictures of the
 first seed of every configuration side by side, figures/{perturbation,codebook_<level>}.{png,pdf};
 of a searched study (sweep/search.py) the tables and figures above show its confirmation runs, and
-analysis/tuning.py adds tables/<study>_{winners,tuning or best_so_far}.{parquet,md} and
+analysis/tuning.py adds tables/<study>_winners.{parquet,md,tex}, <study>_{tuning or best_so_far}.{parquet,md} and
 figures/{tuning_curve or best_so_far,search_loss,search_fields}.{png,pdf};
 and prints the tables and the trials that diverged or collapsed. Only results (trials finished or
 diverged) enter means, figures and pictures; the others are counted, and a line says what is missing.

@@ -40,6 +40,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.figures import save  # noqa: E402
+from analysis.tables import HEADERS  # noqa: E402
+from analysis.tables.formats import Grid, as_latex, as_markdown  # noqa: E402
 from analysis.summary import RESULT_STATUSES  # noqa: E402
 import metrics as M  # noqa: E402
 
@@ -149,9 +151,7 @@ def write_tuning(summary: pd.DataFrame, metrics: pd.DataFrame, name: str, out: s
     texts = []
     win = winners(summary)
     if len(win):
-        win.to_parquet(out / "tables" / f"{name}_winners.parquet", index=False)
-        (out / "tables" / f"{name}_winners.md").write_text(_markdown(win, "Winning values of each arm's search, "
-                                                                          "confirmed on fresh seeds.") + "\n")
+        write_winners(win, name, out / "tables")
         texts.append("winning values (each arm's best search configuration, confirmed on fresh seeds):\n"
                      + win.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if search_losses(summary).empty:
@@ -177,6 +177,27 @@ def write_tuning(summary: pd.DataFrame, metrics: pd.DataFrame, name: str, out: s
         texts.append("best-so-far curves (TPE or ASHA: no expected tuning curve)")
     _search_figures(summary, out / "figures")
     return "\n\n".join(texts)
+
+
+WINNERS_CAPTION = "Winning values of each arm's search, confirmed on fresh seeds (--: a field the arm did not search)."
+
+
+def write_winners(win: pd.DataFrame, name: str, tables: Path) -> None:
+    """tables/<name>_winners.{parquet,md,tex}: one row per arm, the value of each field it searched."""
+    win.to_parquet(tables / f"{name}_winners.parquet", index=False)
+    (tables / f"{name}_winners.md").write_text(as_markdown(_winners_grid(win, "md"), WINNERS_CAPTION) + "\n")
+    (tables / f"{name}_winners.tex").write_text(as_latex(_winners_grid(win, "latex"), WINNERS_CAPTION,
+                                                         f"tab:{name}-winners"))
+
+
+def _winners_grid(win: pd.DataFrame, fmt: str) -> Grid:
+    fields = [c for c in win.columns if c != "arm"]
+    heads = [(HEADERS.get(f, (f.replace("_", "\\_"), f))[0 if fmt == "latex" else 1], "") for f in fields]
+    cell = lambda v: "--" if isinstance(v, float) and math.isnan(v) else f"{v:.4g}" if isinstance(v, float) \
+        else str(v).replace("_", "\\_" if fmt == "latex" else "_")  # noqa: E731
+    cells = [[(cell(row[f]), "", False, "") for f in fields] for _, row in win.iterrows()]
+    return Grid(["Arm"], heads, [[str(a)] for a in win["arm"]], cells, [],
+                [False] * len(fields))
 
 
 def _markdown(frame: pd.DataFrame, caption: str) -> str:

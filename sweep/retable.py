@@ -5,8 +5,8 @@ study file gives today: after a change to how analysis/tables sets a table, the 
     python -m sweep.retable docs/results/robustness docs/results/parity
 
 The study is the summary's own (its `study` column, a shipped study's name). A searched study's tables
-show its confirmation runs, as analysis.report sets them; its tuning curves and winners come from the
-search trials' metrics, which the summary does not hold, and are left as they are. The other figures
+show its confirmation runs, as analysis.report sets them, with its winners; its tuning curves are left
+as they are (the best-so-far curves need the search trials' metrics, which the summary does not hold). The other figures
 (loss, perplexity, codes used) are curves of the logged metrics, also not in the summary: left as they are.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from analysis.figures import write_topography
 from analysis.report import write_tables
 from analysis.summary import RESULT_STATUSES
 from analysis.tables import Layout
-from analysis.tuning import CONFIRM, is_searched
+from analysis.tuning import CONFIRM, is_searched, winners, write_winners
 from models.config import ConfigError
 from sweep.plan import make_plan
 
@@ -38,9 +38,12 @@ def retable(folder: str | Path, out: str | Path | None = None) -> None:
         raise ConfigError(f"{folder / 'summary.parquet'}: names studies {list(names)}; allowed: one shipped study")
     plan = dataclasses.asdict(make_plan(str(names[0]), "smoke", 2))  # the layout: no scale or seed enters it
     study = Layout.from_plan(plan)
-    if is_searched(summary):
+    searched, everything = is_searched(summary), summary
+    if searched:
         summary = summary[summary["stage"] == CONFIRM]
     write_tables(summary, plan["study"], study, out / "tables")
+    if searched:
+        write_winners(winners(everything), plan["study"], out / "tables")
     if plan["analysis"]:
         write_analysis(summary, plan["study"], plan, out / "tables")
     results = summary[summary["status"].isin(RESULT_STATUSES)] if "status" in summary else summary

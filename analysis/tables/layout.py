@@ -78,7 +78,8 @@ def read_layout(study_file: str | Path) -> Layout:
 
 # How config fields and their values are shown: headers and caption notes (LaTeX, plain), value labels.
 HEADERS = {"n0": ("$N_k^{(0)}$", "N0"), "update_empty": ("Upd.-0", "Update-0"),
-           "neighbours": ("Quantiser", "Quantiser"), "grid_dim": ("Grid", "Grid"), "tau": ("$\\tau$", "tau")}
+           "neighbours": ("Quantiser", "Quantiser"), "grid_dim": ("Grid", "Grid"), "tau": ("$\\tau$", "tau"),
+           "decay": ("Decay", "Decay"), "codebook_init": ("Init", "Init"), "commitment": ("Commit.", "Commit.")}
 FIELD_NOTES = {"n0": ("$N_k^{(0)}$: initial EMA count of every code", "N0: initial EMA count of every code"),
                "update_empty": ("Upd.-0: whether codes with no member in the batch are updated (update-0)",
                                 "Update-0: whether codes with no member in the batch are updated"),
