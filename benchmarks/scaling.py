@@ -116,7 +116,7 @@ def bench_updates(ks: list[int], repeats: int, warmup: int) -> dict[int, dict[st
             quantizer, flat, indices, counts = setup(k, name)
 
             def update(q=quantizer, flat=flat, indices=indices, counts=counts):
-                q.step.zero_()
+                q.set_step(0)
                 q.update(flat, indices, counts)
 
             runs[name] = update
@@ -143,7 +143,7 @@ def probe(k: int, name: str) -> dict:
         state = sum(b.numel() * b.element_size() for b in quantizer.buffers())
 
         def call():
-            quantizer.step.zero_()
+            quantizer.set_step(0)
             quantizer.update(flat, indices, counts)
     peaks = []
     for _ in range(2):

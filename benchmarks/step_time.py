@@ -77,11 +77,11 @@ def bench_quantisers(repeats: int, warmup: int) -> dict[int, dict[str, Timings]]
             quantizer, indices, counts = update_inputs(k, name, flat)
 
             def forward(q=quantizer):
-                q.step.zero_()
+                q.set_step(0)
                 q(flat)
 
             def update(q=quantizer, indices=indices, counts=counts):
-                q.step.zero_()
+                q.set_step(0)
                 q.update(flat, indices, counts)
 
             forwards[name], updates[name] = forward, update

@@ -73,13 +73,10 @@ class Neighbourhood:
             a = torch.exp(-dist * self.shrink(t) / 10.0)
         return a.fill_diagonal_(1.0)
 
-    def spread(self, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        """A^(t)^T x for x of shape (K, C): each code's share of its neighbours' updates. t may be a
-        one-element tensor (a quantiser's step counter): it is read only when A depends on it, since
-        reading a GPU tensor makes the host wait for the GPU."""
+    def spread(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """A^(t)^T x for x of shape (K, C): each code's share of its neighbours' updates."""
         if self.kind == "none":
             return x
-        t = int(t)
         if self.kind == "gaussian" and self.form == "released":
             return self.matrix(t, x.dtype).to(x.device).T @ x
         if self.kind == "hard":  # a * box3(x) + (1 - a) * x

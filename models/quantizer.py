@@ -136,14 +136,25 @@ class KohonenQuantizer(nn.Module):
         self.register_buffer("ema_sum", w.clone())  # m_k: m^(0) = w^(0)
         self.register_buffer("ema_count", torch.full((codebook_size,), float(n0)))  # N_k
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # t: training updates so far
+        self.steps_done = 0  # t as a Python int, which the update reads: reading `step` on a GPU would sync
         # Whether w^(0) is final; saved in checkpoints only where k-means is pending, so a resumed trial
         # does not run it again (and checkpoints of the other inits keep their keys). The forward reads a
         # Python copy (no host sync per step on a GPU), refreshed when a checkpoint is loaded.
         self.register_buffer("initialised", torch.tensor(codebook_init != "kmeans"),
                              persistent=codebook_init == "kmeans")
         self.kmeans_pending = codebook_init == "kmeans"
-        self.register_load_state_dict_post_hook(
-            lambda module, _: setattr(module, "kmeans_pending", not bool(module.initialised)))
+        self.register_load_state_dict_post_hook(KohonenQuantizer._loaded)
+
+    @staticmethod
+    def _loaded(module: "KohonenQuantizer", _) -> None:
+        """After a checkpoint is loaded: the Python copies of its k-means flag and step counter."""
+        module.kmeans_pending, module.steps_done = not bool(module.initialised), int(module.step)
+
+    def set_step(self, t: int = 0) -> None:
+        """t := t, the codebook as it is (the benchmarks time the step at t = 0 again and again). Set t here,
+        not in the buffer: the update reads the Python copy."""
+        self.step.fill_(t)
+        self.steps_done = t
 
     @property
     def grid(self) -> tuple[int, ...]:
@@ -251,7 +262,7 @@ class KohonenQuantizer(nn.Module):
         if data_parallel():  # c_k and S_k of the whole batch: every process then makes the same update
             dist.all_reduce(stats)
         # Spread counts and sums together: s = A^T c (Eq. 20), M = A^T S (Eq. 19).
-        spread = self.neighbourhood.spread(stats, self.step)
+        spread = self.neighbourhood.spread(stats, self.steps_done)
         s, m = spread[:, 0], spread[:, 1:]
         g = self.decay
         count = g * self.ema_count + (1 - g) * s
@@ -271,6 +282,7 @@ class KohonenQuantizer(nn.Module):
             self.ema_sum.copy_(torch.where(hit[:, None], ema_sum, self.ema_sum))
             self.weight.copy_(torch.where(hit[:, None], ema_sum / count[:, None], self.weight))
         self.step += 1
+        self.steps_done += 1
         return stats[:, 0]
 
     def embed(self, indices: torch.Tensor) -> torch.Tensor:

@@ -133,7 +133,7 @@ def test_ksom_updates_match_loop_reference(kind, form, grid, update_empty, ref_m
     w0 = torch.randn(12, 3, generator=gen, dtype=torch.float64)
     vq = make_vq(w0, w0 * 1.5, torch.full((12,), 1.5), neighbours=kind, grid=grid, tau=0.4,
                  gaussian_form=form, update_empty=update_empty, n0=1)
-    vq.step.fill_(2)
+    vq.set_step(2)
     w, m, n = w0.tolist(), (w0 * 1.5).tolist(), [1.5] * 12
     for t in (2, 3, 4):
         e = torch.randn(10, 3, generator=gen, dtype=torch.float64) * 1.2
@@ -345,6 +345,39 @@ def test_invalid_arguments():
 # ---------------------------------------------------------------- checkpoints
 
 
+class _HostReads(torch.overrides.TorchFunctionMode):
+    """Records every read of a tensor's value into Python (on a GPU each one makes the host wait)."""
+    READS = {torch.Tensor.__int__, torch.Tensor.__float__, torch.Tensor.__bool__, torch.Tensor.item,
+             torch.Tensor.tolist, torch.Tensor.__index__}
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.READS:
+            self.reads.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("neighbours", ["none", "hard"])
+def test_a_training_step_reads_no_tensor_into_python(neighbours):
+    """EMA-VQ's and hard KSOM's forward and update never read a tensor's value on the host, t included (the
+    update reads its Python copy of the step counter), so on a GPU a step never waits for the device."""
+    torch.manual_seed(3)
+    vq = KohonenQuantizer(16, 4, neighbours=neighbours, grid=(4, 4), tau=0.5)
+    vq(torch.randn(8, 4))  # the first forward may set things up
+    with _HostReads() as mode:
+        for _ in range(3):
+            vq(torch.randn(8, 4))
+    assert mode.reads == [] and vq.steps_done == int(vq.step) == 4
+    with _HostReads() as mode:
+        int(vq.step)
+    assert mode.reads == ["__int__"]  # the probe sees a read
+    vq.set_step(7)
+    assert vq.steps_done == int(vq.step) == 7
+
+
 def test_state_dict_round_trip_continues_identically():
     """A trained quantiser's state (w, m, N and t) loads into a fresh one (other seed): identical buffers
     and identical subsequent updates (t matters: the hard neighbourhood shrinks with it)."""
@@ -359,7 +392,7 @@ def test_state_dict_round_trip_continues_identically():
     fresh = KohonenQuantizer(16, 3, neighbours="hard", grid=(4, 4), tau=0.5, n0=0)
     assert not torch.equal(fresh.weight, vq.weight)
     fresh.load_state_dict(torch.load(buffer))
-    assert int(fresh.step) == 5
+    assert int(fresh.step) == fresh.steps_done == 5  # the update's Python copy of t follows the checkpoint
     for k, v in vq.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v), k
     for _ in range(3):
