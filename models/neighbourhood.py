@@ -30,9 +30,9 @@ import torch.nn.functional as F
 KINDS = ("none", "hard", "gaussian")
 
 
-def grid_coords(grid: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def grid_coords(grid: tuple[int, ...], dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """G(k) for every k as a (K, D) tensor; axis 0 varies fastest."""
-    k = torch.arange(math.prod(grid))
+    k = torch.arange(math.prod(grid), device=device)
     coords, rest = [], k
     for size in grid:
         coords.append(rest % size)
@@ -58,9 +58,9 @@ class Neighbourhood:
         """1 + t tau: the factor by which neighbourhoods have shrunk at step t (Eqs. 4-5)."""
         return 1.0 + t * self.tau
 
-    def matrix(self, t: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def matrix(self, t: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
         """The dense K x K matrix A^(t) (for tests, plots and the released Gaussian form)."""
-        g = grid_coords(self.grid, dtype)
+        g = grid_coords(self.grid, dtype, device)
         dist = torch.cdist(g, g)
         if self.kind == "none":
             a = torch.zeros_like(dist)
@@ -78,20 +78,21 @@ class Neighbourhood:
         if self.kind == "none":
             return x
         if self.kind == "gaussian" and self.form == "released":
-            return self.matrix(t, x.dtype).to(x.device).T @ x
+            return self.matrix(t, x.dtype, x.device).T @ x
         if self.kind == "hard":  # a * box3(x) + (1 - a) * x
             box = self._separable(x, torch.ones(3, dtype=x.dtype, device=x.device))
             return torch.lerp(x, box, 1.0 / self.shrink(t))
         return self._separable(x, self._gaussian_kernel(t, x))
 
     def _gaussian_kernel(self, t: int, x: torch.Tensor) -> torch.Tensor:
-        # exp(-d^2 / sigma^2) per axis; the product over axes is Eq. 5. Offsets whose
-        # weight underflows to 0 in x's dtype are dropped: the result is exact, not truncated.
-        reach = max(self.grid) - 1
+        # exp(-d^2 / sigma^2) per axis; the product over axes is Eq. 5. Offsets whose weight is below a
+        # seventh of x's dtype's smallest number round to 0 there and are left out: the result is exact,
+        # not truncated. Where they start is worked out on the host from t alone, never read from x's device.
+        shrink = self.shrink(t)
+        smallest = torch.finfo(x.dtype).tiny * torch.finfo(x.dtype).eps  # the smallest subnormal
+        reach = min(max(self.grid) - 1, math.isqrt(int((2 - math.log(smallest)) / shrink)))
         d = torch.arange(-reach, reach + 1, dtype=x.dtype, device=x.device)
-        kernel = torch.exp(-d.square() * self.shrink(t))
-        nonzero = int((kernel > 0).sum())
-        return kernel[(len(kernel) - nonzero) // 2: (len(kernel) + nonzero) // 2]
+        return torch.exp(-d.square() * shrink)
 
     def _separable(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         """Convolve x (K, C), laid out on the grid, with `kernel` along every grid axis (zero border)."""

@@ -360,12 +360,14 @@ class _HostReads(torch.overrides.TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("neighbours", ["none", "hard"])
-def test_a_training_step_reads_no_tensor_into_python(neighbours):
-    """EMA-VQ's and hard KSOM's forward and update never read a tensor's value on the host, t included (the
-    update reads its Python copy of the step counter), so on a GPU a step never waits for the device."""
+@pytest.mark.parametrize("neighbours,form", [("none", "paper"), ("hard", "paper"), ("gaussian", "paper"),
+                                            ("gaussian", "released")])
+def test_a_training_step_reads_no_tensor_into_python(neighbours, form):
+    """A quantiser's forward and update never read a tensor's value on the host, t included (the update reads
+    its Python copy of the step counter; the Gaussian kernel's reach comes from t, the matrix of the released
+    form is built where the codes are), so on a GPU a step never waits for the device."""
     torch.manual_seed(3)
-    vq = KohonenQuantizer(16, 4, neighbours=neighbours, grid=(4, 4), tau=0.5)
+    vq = KohonenQuantizer(16, 4, neighbours=neighbours, grid=(4, 4), tau=0.5, gaussian_form=form)
     vq(torch.randn(8, 4))  # the first forward may set things up
     with _HostReads() as mode:
         for _ in range(3):
