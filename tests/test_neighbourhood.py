@@ -178,6 +178,21 @@ def test_large_grid_without_dense_matrix():
     assert grown_mib < 512, f"peak memory grew by {grown_mib:.0f} MiB: a dense KxK matrix was built"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("tau", [0.01, 0.1, 1.0])
+def test_gaussian_kernel_leaves_out_only_weights_that_are_zero(dtype, tau):
+    """The separable Gaussian kernel's reach, worked out on the host from t: every offset whose weight
+    exp(-d^2 (1 + t tau)) is nonzero in `dtype` on a 128 x 128 grid is in it, and those left out are 0."""
+    nb = Neighbourhood("gaussian", (128, 128), tau=tau)
+    for t in (0, 1, 5, 50, 500, 5000, 30000):
+        d = torch.arange(-127, 128, dtype=dtype)
+        full = torch.exp(-d.square() * nb.shrink(t))
+        kernel = nb._gaussian_kernel(t, torch.zeros(1, dtype=dtype))
+        r = len(kernel) // 2
+        assert torch.equal(kernel, full[127 - r:128 + r]), t
+        assert not full[:127 - r].any() and not full[128 + r:].any(), t
+
+
 def test_invalid_arguments():
     """Unknown kind/form, non-positive tau and bad grids are rejected with a message naming the value."""
     with pytest.raises(ValueError, match="'ring'"):
