@@ -64,6 +64,8 @@ RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed
 INTERRUPTED = "interrupted"  # stopped by a signal or an outage before it ended; a resume continues it
 STOPPED = "stopped"  # a search trial its early-stopping scheduler (ASHA) ended before its last step: no result
 
+SEARCH, CONFIRM = "search", "confirm"  # the stages of a searched study (run tag and summary column "stage")
+
 # Per-trial summary columns (summary.parquet).
 RESULT = "result"
 FINAL_LOSS = "final_loss"

@@ -36,7 +36,7 @@ from analysis.store import BadSweep, StoreMissing, read_sweep, trust_notice
 from analysis.summary import RESULT_STATUSES, summarise
 from analysis.tables import (Layout, comparison_latex, comparison_markdown, comparison_numbers, comparison_text,
                              RATIO, SMOOTH, TEXT_WIDTH, table_numbers, to_latex, to_markdown, to_text)
-from analysis.tuning import CONFIRM, is_searched, write_tuning
+from analysis.tuning import is_searched, write_tuning
 import metrics as M
 
 
@@ -54,7 +54,7 @@ def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: s
     searched = is_searched(trials)  # then the tables and figures show the confirmation, never the search's best
     everything = summarise(trials, metrics)
     everything.to_parquet(out / "summary.parquet", index=False)
-    summary = everything[everything["stage"] == CONFIRM] if searched else everything
+    summary = everything[everything["stage"] == M.CONFIRM] if searched else everything
     results = trials[trials.status.isin(RESULT_STATUSES) & trials.run_id.isin(summary.run_id)]
     texts = write_tables(summary, name, study, out / "tables")
     if plan and plan.get("analysis"):  # the study file's `analysis:` block: factorial, equivalence

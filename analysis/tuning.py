@@ -45,13 +45,12 @@ from analysis.tables.formats import Grid, as_latex, as_markdown  # noqa: E402
 from analysis.summary import RESULT_STATUSES  # noqa: E402
 import metrics as M  # noqa: E402
 
-SEARCH, CONFIRM = "search", "confirm"
 CONFIDENCE = 0.8
 
 
 def is_searched(trials: pd.DataFrame) -> bool:
     """Whether the trials are a searched study's (their runs carry a stage tag)."""
-    return "stage" in trials and trials["stage"].isin([SEARCH, CONFIRM]).any()
+    return "stage" in trials and trials["stage"].isin([M.SEARCH, M.CONFIRM]).any()
 
 
 def expected_best(losses, ns) -> np.ndarray:
@@ -77,7 +76,7 @@ def median_band(losses, ns, confidence: float = CONFIDENCE) -> tuple[np.ndarray,
 
 def search_losses(summary: pd.DataFrame) -> pd.DataFrame:
     """The search trials that are results, with their final loss (+inf when diverged)."""
-    search = summary[(summary["stage"] == SEARCH) & summary.status.isin(RESULT_STATUSES)]
+    search = summary[(summary["stage"] == M.SEARCH) & summary.status.isin(RESULT_STATUSES)]
     return search.assign(final_loss=search.final_loss.where(search.status != M.DIVERGED, np.inf))
 
 
@@ -114,7 +113,7 @@ def crossings(curves: pd.DataFrame) -> list[tuple[str, str, int]]:
 def best_so_far(summary: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """Per arm, in the order its search trials started: the training steps spent so far (stopped trials count
     their steps) and the lowest final loss among the finished ones so far (stopped trials never win)."""
-    search = summary[summary["stage"] == SEARCH].sort_values(["arm", "start_time"], kind="stable")
+    search = summary[summary["stage"] == M.SEARCH].sort_values(["arm", "start_time"], kind="stable")
     last = metrics[metrics.metric == M.TRAIN_LOSS].groupby("run_id").step.max()
     rows = []
     for arm, g in search.groupby("arm", sort=False):
@@ -129,7 +128,7 @@ def best_so_far(summary: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
 
 def winners(summary: pd.DataFrame) -> pd.DataFrame:
     """Per arm, the confirmed value of each field it searched (one row per arm, its fields as columns)."""
-    confirm = summary[summary["stage"] == CONFIRM]
+    confirm = summary[summary["stage"] == M.CONFIRM]
     rows = []
     for arm, g in confirm.groupby("arm", sort=False):
         fields = [f for f in str(g.searched.iloc[0]).split(",") if f]
@@ -139,7 +138,7 @@ def winners(summary: pd.DataFrame) -> pd.DataFrame:
 
 def _independent(summary: pd.DataFrame) -> bool:
     """Random search without early stopping: the samples are independent draws (the curve estimators hold)."""
-    return set(summary.loc[summary["stage"] == SEARCH, "search"]) == {"random"}
+    return set(summary.loc[summary["stage"] == M.SEARCH, "search"]) == {"random"}
 
 
 def write_tuning(summary: pd.DataFrame, metrics: pd.DataFrame, name: str, out: str | Path) -> str:
@@ -239,7 +238,7 @@ def _progress_figure(progress: pd.DataFrame, folder: Path) -> None:
 def _search_figures(summary: pd.DataFrame, folder: Path) -> None:
     """figures/search_loss: final loss of every search configuration per arm (box and points);
     figures/search_fields: final loss against each searched field, one row of panels per arm."""
-    search = summary[(summary["stage"] == SEARCH) & (summary.status == M.FINISHED)]
+    search = summary[(summary["stage"] == M.SEARCH) & (summary.status == M.FINISHED)]
     arms = list(dict.fromkeys(search.arm))
     fig, ax = plt.subplots(figsize=(1.6 * len(arms) + 2, 4))
     data = [search.loc[search.arm == arm, "final_loss"].to_numpy() for arm in arms]

@@ -155,7 +155,7 @@ def _run(plan: Plan, meta: Sweep, resumed: bool, address: str | None, max_concur
         if resumed and tune.Tuner.can_restore(path):  # a stage a killed sweep had not begun starts afresh
             tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
         else:
-            size = (plan.search["samples"] if name.startswith(SEARCH) else
+            size = (plan.search["samples"] if name.startswith(M.SEARCH) else
                     len(param_space["arm"]["grid_search"]) * len(plan.seeds))
             callbacks = [MlflowCallback(meta.tracking_uri, meta.experiment_id, meta.parent_run_id,
                                         plan, trial_config, sweep_dir / "pictures"),
@@ -202,7 +202,7 @@ def _run(plan: Plan, meta: Sweep, resumed: bool, address: str | None, max_concur
         chosen = [meta.winners.get(str(i)) for i in range(len(plan.arms))]
         arms = [arm for arm, values in zip(plan.arms, chosen) if values is not None]
         if arms and len(meta.winners) == len(plan.arms):  # failed search trials: a resume retries them first
-            results += stage(CONFIRM, {"base": plan.base, "arm": tune.grid_search(arms), "stage": CONFIRM,
+            results += stage(M.CONFIRM, {"base": plan.base, "arm": tune.grid_search(arms), "stage": M.CONFIRM,
                                        "seed": tune.grid_search(plan.seeds), "search": tune.sample_from(
                                            functools.partial(_winner_of, plan.arms, chosen))}, {})
     else:
@@ -228,13 +228,12 @@ def _run(plan: Plan, meta: Sweep, resumed: bool, address: str | None, max_concur
     return sweep_dir
 
 
-SEARCH, CONFIRM = "search", "confirm"  # the stages of a searched study (MLflow tag "stage")
 CHECKPOINTS_KEPT = 2  # per trial: the newest, and the one an experiment state saved a moment earlier names
 
 
 def _search_space(plan: Plan, arm: dict, i: int) -> dict:
     """Ray's config of arm i's search trials: the arm on the tuning seed, its space's fields drawn."""
-    return {"base": plan.base, "arm": arm, "seed": plan.search["tuning_seed"], "stage": SEARCH,
+    return {"base": plan.base, "arm": arm, "seed": plan.search["tuning_seed"], "stage": M.SEARCH,
             "search": tune_space(plan.search["spaces"][i])}
 
 

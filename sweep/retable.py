@@ -23,7 +23,8 @@ from analysis.figures import write_topography
 from analysis.report import write_tables
 from analysis.summary import RESULT_STATUSES
 from analysis.tables import Layout
-from analysis.tuning import CONFIRM, is_searched, winners, write_winners
+from analysis.tuning import is_searched, winners, write_winners
+import metrics as M
 from models.config import ConfigError
 from sweep.plan import make_plan
 
@@ -40,7 +41,7 @@ def retable(folder: str | Path, out: str | Path | None = None) -> None:
     study = Layout.from_plan(plan)
     searched, everything = is_searched(summary), summary
     if searched:
-        summary = summary[summary["stage"] == CONFIRM]
+        summary = summary[summary["stage"] == M.CONFIRM]
     write_tables(summary, plan["study"], study, out / "tables")
     if searched:
         write_winners(winners(everything), plan["study"], out / "tables")

@@ -175,7 +175,10 @@ class MlflowCallback(tune.Callback):
             folder = Path(checkpoint.to_directory(tmp))
             pictures = sorted(folder.glob("*.png"))
             if pictures:
-                own = self.pictures_dir / file_name(trial_run_name(self.plan, trial.config))
+                name = trial_run_name(self.plan, trial.config)
+                if trial.config.get("stage") == M.SEARCH:  # two draws can print alike (a choice space)
+                    name += f" {trial.trial_id}"
+                own = self.pictures_dir / file_name(name)
                 own.mkdir(parents=True, exist_ok=True)
                 for picture in pictures:
                     shutil.copy(picture, own)

@@ -22,7 +22,7 @@ from analysis.tables import Layout, table_numbers, to_markdown
 from analysis.tuning import crossings, expected_best, median_band, tuning_curves, winners
 import metrics as M
 from sweep.execute import winner
-from sweep.plan import make_plan
+from sweep.plan import file_name, make_plan
 from sweep.report import TrialReport
 from sweep.run import main
 from test_studies import test_bad_grids_and_studies_on_the_command_line as refused_on_the_command_line
@@ -237,6 +237,10 @@ def _check_searched_sweep(sweep_dir: Path, samples: int, seeds: list[int], plant
             assert float(best.data.params["lr"]) == planted
     winners_json = json.loads((sweep_dir / "sweep.json").read_text())["winners"]
     assert len(winners_json) == 2
+    # each finished search run's pictures in a folder of its own (two draws may print alike in a run name)
+    searched = [r for r in runs if r.data.tags["stage"] == M.SEARCH and r.data.tags["status"] == M.FINISHED]
+    for r in searched:
+        assert (sweep_dir / "pictures" / file_name(f"{r.info.run_name} {r.data.tags['ray_trial_id']}")).is_dir()
     return meta, runs
 
 
