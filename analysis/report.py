@@ -36,7 +36,7 @@ from analysis.store import BadSweep, StoreMissing, read_sweep, trust_notice
 from analysis.summary import RESULT_STATUSES, summarise
 from analysis.tables import (Layout, comparison_latex, comparison_markdown, comparison_numbers, comparison_text,
                              RATIO, SMOOTH, TEXT_WIDTH, table_numbers, to_latex, to_markdown, to_text)
-from analysis.tuning import is_searched, write_tuning
+from analysis.tuning import is_searched, winners, write_tuning, write_winners
 import metrics as M
 
 
@@ -51,24 +51,37 @@ def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: s
     if trials.empty:
         return f"no trials of {study!r} logged yet"
     name, study = study, Layout.from_plan(plan) if plan else study  # files are named by the study
-    searched = is_searched(trials)  # then the tables and figures show the confirmation, never the search's best
     everything = summarise(trials, metrics)
     everything.to_parquet(out / "summary.parquet", index=False)
-    summary = everything[everything["stage"] == M.CONFIRM] if searched else everything
-    results = trials[trials.status.isin(RESULT_STATUSES) & trials.run_id.isin(summary.run_id)]
-    texts = write_tables(summary, name, study, out / "tables")
-    if plan and plan.get("analysis"):  # the study file's `analysis:` block: factorial, equivalence
-        texts += write_analysis(summary, name, plan, out / "tables")
-    if searched:
+    texts, summary = write_summary_outputs(everything, name, study, plan, out)
+    if is_searched(trials):
         texts.append(write_tuning(everything, metrics, name, out))
     texts.append(outcomes(everything))
     text = "\n\n".join(texts)
+    results = trials[trials.status.isin(RESULT_STATUSES) & trials.run_id.isin(summary.run_id)]
     figures = write_figures(results, metrics[metrics.run_id.isin(results.run_id)], study, out / "figures")
-    figures += write_topography(summary[summary.status.isin(RESULT_STATUSES)], study, out / "figures")
     write_sensitivity(summary[summary.status.isin(RESULT_STATUSES)], study, out / "figures")
     if tracking_uri:
         figures += write_pictures(results, study, tracking_uri, out / "figures")
     return text + missing_note(trials, bool(figures))
+
+
+def write_summary_outputs(everything: pd.DataFrame, name: str, study: "str | Layout", plan: dict | None, out: Path,
+                          figure_formats=("png", "pdf")) -> tuple[list[str], pd.DataFrame]:
+    """What the per-trial summary alone gives, into out/tables and out/figures: the tables (of a searched study
+    its confirmation runs, never the search's best, and its winners), the analyses of the plan's `analysis:`
+    block (factorial, equivalence) and the topography figure. Returns the tables as text and the summary the
+    tables show (sweep.retable re-sets committed results with it)."""
+    searched = is_searched(everything)
+    summary = everything[everything["stage"] == M.CONFIRM] if searched else everything
+    texts = write_tables(summary, name, study, out / "tables")
+    if plan and plan.get("analysis"):
+        texts += write_analysis(summary, name, plan, out / "tables")
+    win = winners(everything) if searched else pd.DataFrame()
+    if len(win):
+        texts.append(write_winners(win, name, out / "tables"))
+    write_topography(summary[summary.status.isin(RESULT_STATUSES)], study, out / "figures", formats=figure_formats)
+    return texts, summary
 
 
 def write_tables(summary: pd.DataFrame, name: str, study: "str | Layout", tables: Path) -> list[str]:

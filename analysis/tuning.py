@@ -142,17 +142,12 @@ def _independent(summary: pd.DataFrame) -> bool:
 
 
 def write_tuning(summary: pd.DataFrame, metrics: pd.DataFrame, name: str, out: str | Path) -> str:
-    """Write the tuning curve (or best-so-far) table and figure, the winners table and the search-loss figures
-    of a searched study into out/tables and out/figures; returns the winners and crossings as text."""
+    """Write the tuning curve (or best-so-far) table and figure and the search-loss figures of a searched study
+    into out/tables and out/figures (its winners: write_winners); returns the crossings as text."""
     out = Path(out)
     for folder in ("tables", "figures"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     texts = []
-    win = winners(summary)
-    if len(win):
-        write_winners(win, name, out / "tables")
-        texts.append("winning values (each arm's best search configuration, confirmed on fresh seeds):\n"
-                     + win.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if search_losses(summary).empty:
         return "\n\n".join(texts + ["no finished search trial: no tuning curve"])
     if _independent(summary):
@@ -181,12 +176,15 @@ def write_tuning(summary: pd.DataFrame, metrics: pd.DataFrame, name: str, out: s
 WINNERS_CAPTION = "Winning values of each arm's search, confirmed on fresh seeds (--: a field the arm did not search)."
 
 
-def write_winners(win: pd.DataFrame, name: str, tables: Path) -> None:
-    """tables/<name>_winners.{parquet,md,tex}: one row per arm, the value of each field it searched."""
+def write_winners(win: pd.DataFrame, name: str, tables: Path) -> str:
+    """tables/<name>_winners.{parquet,md,tex}: one row per arm, the value of each field it searched; returns
+    them as text."""
     win.to_parquet(tables / f"{name}_winners.parquet", index=False)
     (tables / f"{name}_winners.md").write_text(as_markdown(_winners_grid(win, "md"), WINNERS_CAPTION) + "\n")
     (tables / f"{name}_winners.tex").write_text(as_latex(_winners_grid(win, "latex"), WINNERS_CAPTION,
                                                          f"tab:{name}-winners"))
+    return ("winning values (each arm's best search configuration, confirmed on fresh seeds):\n"
+            + win.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
 def _winners_grid(win: pd.DataFrame, fmt: str) -> Grid:

@@ -6,8 +6,9 @@ study file gives today: after a change to how analysis/tables sets a table, the 
 
 The study is the summary's own (its `study` column, a shipped study's name). A searched study's tables
 show its confirmation runs, as analysis.report sets them, with its winners; its tuning curves are left
-as they are (the best-so-far curves need the search trials' metrics, which the summary does not hold). The other figures
-(loss, perplexity, codes used) are curves of the logged metrics, also not in the summary: left as they are.
+as they are (the best-so-far curves need the search trials' metrics, which the summary does not hold). The
+other figures (loss, perplexity, codes used) are curves of the logged metrics, also not in the summary: left
+as they are.
 """
 from __future__ import annotations
 
@@ -18,13 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.factorial import write_analysis
-from analysis.figures import write_topography
-from analysis.report import write_tables
-from analysis.summary import RESULT_STATUSES
+from analysis.report import write_summary_outputs
 from analysis.tables import Layout
-from analysis.tuning import is_searched, winners, write_winners
-import metrics as M
 from models.config import ConfigError
 from sweep.plan import make_plan
 
@@ -38,17 +34,8 @@ def retable(folder: str | Path, out: str | Path | None = None) -> None:
     if len(names) != 1:
         raise ConfigError(f"{folder / 'summary.parquet'}: names studies {list(names)}; allowed: one shipped study")
     plan = dataclasses.asdict(make_plan(str(names[0]), "smoke", 2))  # the layout: no scale or seed enters it
-    study = Layout.from_plan(plan)
-    searched, everything = is_searched(summary), summary
-    if searched:
-        summary = summary[summary["stage"] == M.CONFIRM]
-    write_tables(summary, plan["study"], study, out / "tables")
-    if searched:
-        write_winners(winners(everything), plan["study"], out / "tables")
-    if plan["analysis"]:
-        write_analysis(summary, plan["study"], plan, out / "tables")
-    results = summary[summary["status"].isin(RESULT_STATUSES)] if "status" in summary else summary
-    write_topography(results, study, out / "figures", formats=("png",))  # committed results keep PNGs only
+    write_summary_outputs(summary, plan["study"], Layout.from_plan(plan), plan, out,
+                          figure_formats=("png",))  # committed results keep PNGs only
 
 
 def main(argv: list[str] | None = None) -> int:
