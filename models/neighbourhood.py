@@ -54,55 +54,79 @@ class Neighbourhood:
             raise ValueError(f"tau={tau!r} must be a finite number > 0")
         self.kind, self.grid, self.tau, self.form = kind, tuple(grid), float(tau), form
 
-    def shrink(self, t: int) -> float:
-        """1 + t tau: the factor by which neighbourhoods have shrunk at step t (Eqs. 4-5)."""
+    def shrink(self, t: int | torch.Tensor) -> float | torch.Tensor:
+        """1 + t tau: the factor by which neighbourhoods have shrunk at step t (Eqs. 4-5). For a tensor of
+        step counters (a quantiser's, on its device) a float64 tensor of that shape: computed where t is,
+        never read back to the host, and as exact as the Python number."""
+        if isinstance(t, torch.Tensor):
+            return 1.0 + t.double() * self.tau
         return 1.0 + t * self.tau
 
-    def matrix(self, t: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    def matrix(self, t: int | torch.Tensor, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
         """The dense K x K matrix A^(t) (for tests, plots and the released Gaussian form)."""
+        return self.matrices(torch.as_tensor(self.shrink(t), dtype=torch.float64).reshape(1), dtype, device)[0]
+
+    def matrices(self, shrink: torch.Tensor, dtype: torch.dtype, device=None) -> torch.Tensor:
+        """A^(t) (S x K x K) for each of S shrink factors 1 + t tau (a float64 tensor of shape (S,))."""
         g = grid_coords(self.grid, dtype, device)
         dist = torch.cdist(g, g)
+        shrink = shrink.to(dtype=dtype, device=dist.device)[:, None, None]
         if self.kind == "none":
-            a = torch.zeros_like(dist)
+            a = torch.zeros_like(dist).expand(len(shrink), -1, -1).clone()
         elif self.kind == "hard":
             # 1.5 separates d = 1 and sqrt(2) (neighbours) from 2 (not) without float trouble.
-            a = (dist < 1.5).to(dtype) / self.shrink(t)
+            a = (dist < 1.5).to(dtype) / shrink
         elif self.form == "paper":
-            a = torch.exp(-dist.square() * self.shrink(t))
+            a = torch.exp(-dist.square() * shrink)
         else:
-            a = torch.exp(-dist * self.shrink(t) / 10.0)
-        return a.fill_diagonal_(1.0)
+            a = torch.exp(-dist * shrink / 10.0)
+        a.diagonal(dim1=1, dim2=2).fill_(1.0)
+        return a
 
-    def spread(self, x: torch.Tensor, t: int) -> torch.Tensor:
+    def spread(self, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """A^(t)^T x for x of shape (K, C): each code's share of its neighbours' updates."""
         if self.kind == "none":
             return x
+        return self.spread_each(x[None], torch.as_tensor(self.shrink(t), dtype=torch.float64).reshape(1))[0]
+
+    def spread_each(self, x: torch.Tensor, shrink: torch.Tensor) -> torch.Tensor:
+        """A_s^T x_s for S codebooks' statistics x (S, K, C) on this grid, each at its own shrink factor
+        1 + t_s tau_s (a float64 tensor of shape (S,), on x's device or the CPU). The work has fixed sizes
+        (no tensor read to the host): a step can be captured as a CUDA graph."""
+        if self.kind == "none":
+            return x
         if self.kind == "gaussian" and self.form == "released":
-            return self.matrix(t, x.dtype, x.device).T @ x
+            return self.matrices(shrink, x.dtype, x.device).transpose(1, 2) @ x
+        shrink = shrink.to(x.device)
         if self.kind == "hard":  # a * box3(x) + (1 - a) * x
-            box = self._separable(x, torch.ones(3, dtype=x.dtype, device=x.device))
-            return torch.lerp(x, box, 1.0 / self.shrink(t))
-        return self._separable(x, self._gaussian_kernel(t, x))
+            ones = torch.ones(len(x), 3, dtype=x.dtype, device=x.device)
+            return torch.lerp(x, self._separable(x, ones), (1.0 / shrink).to(x.dtype)[:, None, None])
+        return self._separable(x, self._gaussian_kernels(shrink, x.dtype))
 
-    def _gaussian_kernel(self, t: int, x: torch.Tensor) -> torch.Tensor:
-        # exp(-d^2 / sigma^2) per axis; the product over axes is Eq. 5. Offsets whose weight is below a
-        # seventh of x's dtype's smallest number round to 0 there and are left out: the result is exact,
-        # not truncated. Where they start is worked out on the host from t alone, never read from x's device.
-        shrink = self.shrink(t)
-        smallest = torch.finfo(x.dtype).tiny * torch.finfo(x.dtype).eps  # the smallest subnormal
-        reach = min(max(self.grid) - 1, math.isqrt(int((2 - math.log(smallest)) / shrink)))
-        d = torch.arange(-reach, reach + 1, dtype=x.dtype, device=x.device)
-        return torch.exp(-d.square() * shrink)
+    def reach(self, dtype: torch.dtype) -> int:
+        """Half the length of the separable Gaussian kernel: the largest offset d whose weight
+        exp(-d^2 (1 + t tau)) is not 0 in `dtype` at t = 0, hence at any t (1 + t tau >= 1). Offsets whose weight
+        is below a seventh of the dtype's smallest number round to 0 there: leaving them out is exact, and the
+        length depends on the grid and dtype alone, never on t."""
+        smallest = torch.finfo(dtype).tiny * torch.finfo(dtype).eps  # the smallest subnormal
+        return min(max(self.grid) - 1, math.isqrt(int(2 - math.log(smallest))))
 
-    def _separable(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-        """Convolve x (K, C), laid out on the grid, with `kernel` along every grid axis (zero border)."""
-        k, c = x.shape
-        # A (1, C, H, W) channels-last view of x (no copy) and a depthwise convolution: one
+    def _gaussian_kernels(self, shrink: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """exp(-d^2 / sigma_s^2) per axis for d = -reach..reach (S, 2 reach + 1); the product over axes is Eq. 5."""
+        r = self.reach(dtype)
+        d = torch.arange(-r, r + 1, dtype=dtype, device=shrink.device)
+        return torch.exp(-d.square() * shrink.to(dtype)[:, None])
+
+    def _separable(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+        """Convolve each x_s (S, K, C), laid out on the grid, with kernels[s] along every grid axis (zero border)."""
+        s, k, c = x.shape
+        # A (1, S C, H, W) channels-last view of x (no copy for one codebook) and a depthwise convolution: one
         # single-channel convolution per column would be ~20x slower on oneDNN.
-        y = x.reshape(1, *reversed(self.grid), c) if len(self.grid) == 2 else x.reshape(1, 1, k, c)
-        y = y.permute(0, 3, 1, 2)
-        r = len(kernel) // 2
-        y = F.conv2d(y, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, r), groups=c)
+        y = x.reshape(s, *reversed(self.grid), c) if len(self.grid) == 2 else x.reshape(s, 1, k, c)
+        y = y.permute(1, 2, 0, 3).reshape(1, *y.shape[1:3], s * c).permute(0, 3, 1, 2)
+        r = kernels.shape[1] // 2
+        weight = kernels.repeat_interleave(c, 0)  # channel s C + j convolves with kernels[s]
+        y = F.conv2d(y, weight.view(s * c, 1, 1, -1), padding=(0, r), groups=s * c)
         if len(self.grid) == 2:
-            y = F.conv2d(y, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(r, 0), groups=c)
-        return y.permute(0, 2, 3, 1).reshape(k, c)
+            y = F.conv2d(y, weight.view(s * c, 1, -1, 1), padding=(r, 0), groups=s * c)
+        return y.permute(0, 2, 3, 1).reshape(*y.shape[2:], s, c).permute(2, 0, 1, 3).reshape(s, k, c)

@@ -136,7 +136,12 @@ class KohonenQuantizer(nn.Module):
         self.register_buffer("ema_sum", w.clone())  # m_k: m^(0) = w^(0)
         self.register_buffer("ema_count", torch.full((codebook_size,), float(n0)))  # N_k
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # t: training updates so far
-        self.steps_done = 0  # t as a Python int, which the update reads: reading `step` on a GPU would sync
+        # (gamma, 1 - gamma, eps, K eps) and update-0 as tensors where the codes are, in float64 (each cast to
+        # the codebook's dtype at use, as a Python number would be): the update reads no Python number that
+        # a batch of quantisers (models/fused.py) holds one of per member. Not saved: the config sets them.
+        self.register_buffer("rates", torch.tensor([decay, 1 - decay, eps, codebook_size * eps], dtype=torch.float64),
+                             persistent=False)
+        self.register_buffer("update_all", torch.tensor(update_empty), persistent=False)
         # Whether w^(0) is final; saved in checkpoints only where k-means is pending, so a resumed trial
         # does not run it again (and checkpoints of the other inits keep their keys). The forward reads a
         # Python copy (no host sync per step on a GPU), refreshed when a checkpoint is loaded.
@@ -147,14 +152,12 @@ class KohonenQuantizer(nn.Module):
 
     @staticmethod
     def _loaded(module: "KohonenQuantizer", _) -> None:
-        """After a checkpoint is loaded: the Python copies of its k-means flag and step counter."""
-        module.kmeans_pending, module.steps_done = not bool(module.initialised), int(module.step)
+        """After a checkpoint is loaded: the Python copy of its k-means flag."""
+        module.kmeans_pending = not bool(module.initialised)
 
     def set_step(self, t: int = 0) -> None:
-        """t := t, the codebook as it is (the benchmarks time the step at t = 0 again and again). Set t here,
-        not in the buffer: the update reads the Python copy."""
+        """t := t, the codebook as it is (the benchmarks time the step at t = 0 again and again)."""
         self.step.fill_(t)
-        self.steps_done = t
 
     @property
     def grid(self) -> tuple[int, ...]:
@@ -182,35 +185,8 @@ class KohonenQuantizer(nn.Module):
 
     @in_float32
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
-        """k* = argmin_k ||e - w_k||^2 (Eq. 12) for each row of flat (n, d).
-
-        ||e||^2 is the same for every k, so k* = argmin_k ||w_k||^2 - 2 e.w_k (ties: the lowest k).
-        The scores are computed in tiles of rows x codes of about `search_budget` bytes, the bias
-        ||w_k||^2 added in place (no copy of it per row), keeping each row's best code so far:
-        memory does not grow with n or K, and the tiles stay in cache.
-        """
-        w = self.weight
-        minus_2w, norms = -2.0 * w, (w * w).sum(1)
-        per_score = flat.element_size()
-        budget = self.search_budget or SEARCH_BUDGET.get(flat.device.type, SEARCH_BUDGET["cuda"])
-        cols = min(self.codebook_size, max(1, math.isqrt(budget // per_score)))
-        rows = max(1, budget // (per_score * cols))
-        indices = torch.empty(len(flat), dtype=torch.long, device=flat.device)
-        for r in range(0, len(flat), rows):
-            chunk = flat[r:r + rows]
-            if cols == self.codebook_size:  # all codes in one tile (on a CPU, K up to 1024 by default)
-                indices[r:r + rows] = (chunk @ minus_2w.T).add_(norms).argmin(1)
-                continue
-            best, best_k = None, None
-            for c in range(0, self.codebook_size, cols):
-                score, k = (chunk @ minus_2w[c:c + cols].T).add_(norms[c:c + cols]).min(1)
-                if best is None:
-                    best, best_k = score, k
-                else:  # strictly better only: an earlier (lower) k wins a tie
-                    better = score < best
-                    best, best_k = torch.where(better, score, best), torch.where(better, k + c, best_k)
-            indices[r:r + rows] = best_k
-        return indices
+        """k* = argmin_k ||e - w_k||^2 (Eq. 12) for each row of flat (n, d): nearest_codes on this codebook."""
+        return nearest_codes(flat, self.weight, self.search_budget)
 
     @torch.no_grad()
     def kmeans_init(self, flat: torch.Tensor) -> None:
@@ -262,29 +238,69 @@ class KohonenQuantizer(nn.Module):
         if data_parallel():  # c_k and S_k of the whole batch: every process then makes the same update
             dist.all_reduce(stats)
         # Spread counts and sums together: s = A^T c (Eq. 20), M = A^T S (Eq. 19).
-        spread = self.neighbourhood.spread(stats, self.steps_done)
-        s, m = spread[:, 0], spread[:, 1:]
-        g = self.decay
-        count = g * self.ema_count + (1 - g) * s
-        ema_sum = g * self.ema_sum + (1 - g) * m
-        if self.update_empty:
-            # Laplace smoothing keeps N_k > 0; with N^(0) = 0 an unused code gets
-            # N_k ~ eps and w_k ~ m_k / eps: the blow-up of Sec. 3.3.
-            n = count.sum()
-            count = (count + self.eps) / (n + self.codebook_size * self.eps) * n
-            self.ema_count.copy_(count)
-            self.ema_sum.copy_(ema_sum)
-            self.weight.copy_(ema_sum / count[:, None])
-        else:
-            # Codes that receive nothing keep N, m and w (the released code does not smooth here).
-            hit = s > 0
-            self.ema_count.copy_(torch.where(hit, count, self.ema_count))
-            self.ema_sum.copy_(torch.where(hit[:, None], ema_sum, self.ema_sum))
-            self.weight.copy_(torch.where(hit[:, None], ema_sum / count[:, None], self.weight))
+        spread = self.neighbourhood.spread(stats, self.step)
+        ema_update(self.ema_count, self.ema_sum, self.weight, spread, self.rates, self.update_all)
         self.step += 1
-        self.steps_done += 1
         return stats[:, 0]
 
     def embed(self, indices: torch.Tensor) -> torch.Tensor:
         """w_k for each index: (...) -> (..., d)."""
         return self.weight[indices]
+
+
+def nearest_codes(flat: torch.Tensor, weight: torch.Tensor, budget: int | None = None) -> torch.Tensor:
+    """k* = argmin_k ||e - w_k||^2 (Eq. 12) for each row of flat (n, d) in codebook weight (K, d), or for each
+    of S codebooks at once: flat (S, n, d), weight (S, K, d) -> (S, n).
+
+    ||e||^2 is the same for every k, so k* = argmin_k ||w_k||^2 - 2 e.w_k (ties: the lowest k).
+    The scores are computed in tiles of rows x codes of about `budget` bytes per codebook (None:
+    SEARCH_BUDGET of the device), the bias ||w_k||^2 added in place (no copy of it per row), keeping each
+    row's best code so far: memory does not grow with n or K, the tiles stay in cache, and a codebook of S
+    is searched in the same tiles as alone.
+    """
+    n, k = flat.shape[-2], weight.shape[-2]
+    minus_2w, norms = -2.0 * weight, (weight * weight).sum(-1, keepdim=True).mT  # norms (..., 1, K)
+    per_score = flat.element_size()
+    budget = budget or SEARCH_BUDGET.get(flat.device.type, SEARCH_BUDGET["cuda"])
+    cols = min(k, max(1, math.isqrt(budget // per_score)))
+    rows = max(1, budget // (per_score * cols))
+    indices = torch.empty(flat.shape[:-1], dtype=torch.long, device=flat.device)
+    for r in range(0, n, rows):
+        chunk = flat[..., r:r + rows, :]
+        if cols == k:  # all codes in one tile (on a CPU, K up to 1024 by default)
+            indices[..., r:r + rows] = (chunk @ minus_2w.mT).add_(norms).argmin(-1)
+            continue
+        best, best_k = None, None
+        for c in range(0, k, cols):
+            score, i = (chunk @ minus_2w[..., c:c + cols, :].mT).add_(norms[..., c:c + cols]).min(-1)
+            if best is None:
+                best, best_k = score, i
+            else:  # strictly better only: an earlier (lower) k wins a tie
+                better = score < best
+                best, best_k = torch.where(better, score, best), torch.where(better, i + c, best_k)
+        indices[..., r:r + rows] = best_k
+    return indices
+
+
+@torch.no_grad()
+def ema_update(count: torch.Tensor, ema_sum: torch.Tensor, weight: torch.Tensor, spread: torch.Tensor,
+               rates: torch.Tensor, update_all: torch.Tensor) -> None:
+    """The EMA step of Eqs. 19-21 (with A = I: Eqs. 16-18) in place, for one codebook or S at once.
+
+    count N (..., K), ema_sum m and weight w (..., K, d); spread (..., K, 1 + d) holds s = A^T c and M = A^T S;
+    rates (..., 4) = (gamma, 1 - gamma, eps, K eps) and update_all (...) bool, the paper's update-0.
+    """
+    g, rest, eps, k_eps = rates.to(count.dtype)[..., None, :].unbind(-1)  # each (..., 1)
+    s, m = spread[..., 0], spread[..., 1:]
+    new_count = g * count + rest * s
+    new_sum = g[..., None] * ema_sum + rest[..., None] * m
+    # update-0: Laplace smoothing keeps N_k > 0; with N^(0) = 0 an unused code gets N_k ~ eps and
+    # w_k ~ m_k / eps, the blow-up of Sec. 3.3. Without it, codes that receive nothing keep N, m and w
+    # (the released code does not smooth there).
+    update_all = update_all[..., None]
+    n = new_count.sum(-1, keepdim=True)
+    new_count = torch.where(update_all, (new_count + eps) / (n + k_eps) * n, new_count)
+    hit = (s > 0) | update_all
+    count.copy_(torch.where(hit, new_count, count))
+    ema_sum.copy_(torch.where(hit[..., None], new_sum, ema_sum))
+    weight.copy_(torch.where(hit[..., None], new_sum / new_count[..., None], weight))

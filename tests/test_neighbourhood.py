@@ -181,16 +181,30 @@ def test_large_grid_without_dense_matrix():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("tau", [0.01, 0.1, 1.0])
 def test_gaussian_kernel_leaves_out_only_weights_that_are_zero(dtype, tau):
-    """The separable Gaussian kernel's reach, worked out on the host from t: every offset whose weight
-    exp(-d^2 (1 + t tau)) is nonzero in `dtype` on a 128 x 128 grid is in it, and those left out are 0."""
+    """The separable Gaussian kernel has one length for every t (its reach at t = 0, from the grid and dtype
+    alone): every offset whose weight exp(-d^2 (1 + t tau)) is nonzero in `dtype` on a 128 x 128 grid is in
+    it, and those left out are 0. The kernels of several step counters are computed at once, where t is."""
     nb = Neighbourhood("gaussian", (128, 128), tau=tau)
-    for t in (0, 1, 5, 50, 500, 5000, 30000):
+    ts = (0, 1, 5, 50, 500, 5000, 30000)
+    kernels = nb._gaussian_kernels(nb.shrink(torch.tensor(ts)), dtype)
+    r = nb.reach(dtype)
+    assert kernels.shape == (len(ts), 2 * r + 1) and r == {torch.float32: 10, torch.float64: 27}[dtype]
+    for t, kernel in zip(ts, kernels):
         d = torch.arange(-127, 128, dtype=dtype)
         full = torch.exp(-d.square() * nb.shrink(t))
-        kernel = nb._gaussian_kernel(t, torch.zeros(1, dtype=dtype))
-        r = len(kernel) // 2
         assert torch.equal(kernel, full[127 - r:128 + r]), t
         assert not full[:127 - r].any() and not full[128 + r:].any(), t
+
+
+@pytest.mark.parametrize("kind,form", FORMS + [("none", "paper")])
+def test_spread_each_equals_one_at_a_time(kind, form):
+    """S codebooks' statistics spread at once, each at its own t and tau, equal each spread alone (Eqs. 19-20)."""
+    grid, taus, ts = (6, 4), torch.tensor([0.1, 0.5, 2.0], dtype=torch.float64), torch.tensor([0, 3, 11])
+    x = torch.randn(3, 24, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    together = Neighbourhood(kind, grid, form=form).spread_each(x, 1.0 + ts.double() * taus)
+    for s in range(3):
+        alone = Neighbourhood(kind, grid, tau=float(taus[s]), form=form).spread(x[s], int(ts[s]))
+        assert torch.allclose(together[s], alone, rtol=1e-14, atol=1e-15), s
 
 
 def test_invalid_arguments():
