@@ -15,7 +15,7 @@ from torch import nn
 from models.build import build_quantizer
 from models.config import TrialConfig
 from models.quantizer import KohonenQuantizer
-from models.train import make_optimizer, train_step
+from models.train import Pack, make_optimizer, train_step
 
 EMA = "EMA-VQ"
 QUANTISERS = {  # display name (TrialConfig.rule) -> config fields
@@ -60,10 +60,10 @@ def training_step(model: nn.Module, images: torch.Tensor, cfg: TrialConfig) -> C
     """One step of the trainer (models.train.train_step with its optimiser) on a fixed batch, without the
     metric bookkeeping; raises if the losses stop being finite."""
     model.train()
-    optimizer = make_optimizer(model, cfg)
+    pack = Pack.of([model], [make_optimizer(model, cfg)], [cfg])
 
     def step():
-        losses, _ = train_step(model, optimizer, cfg, images)
+        losses, _ = train_step(pack, images)
         if not torch.isfinite(losses).all():
             raise RuntimeError("a quantiser diverged during the benchmark")
 

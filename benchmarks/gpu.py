@@ -68,7 +68,7 @@ import metrics as M
 from benchmarks.common import EMA, QUANTISERS, ratio
 from models.build import build_quantizer
 from models.config import TrialConfig
-from models.train import Window, default_device, place_model, train, train_step
+from models.train import Pack, Window, default_device, place_model, train, train_step
 from sweep.plan import Plan, make_plan
 from sweep.scales import GPU_RESULTS, SCALES, gpu_figures
 from sweep.study import Study, load_study
@@ -160,10 +160,11 @@ def trainer_step(cfg: TrialConfig, device: torch.device, compiled: bool = False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device)
     x = x.contiguous(memory_format=memory_format)
-    window = Window(0, device)
+    window = Window(0, 1, device)
+    pack = dataclasses.replace(Pack.of([model], [optimizer], [cfg]), net=net)
 
     def step():
-        losses, out = train_step(net, optimizer, cfg, x)
+        losses, out = train_step(pack, x)
         window.add(losses, out.levels)
 
     return step
@@ -470,13 +471,13 @@ def part_vqvae2(log: Log, device: torch.device, box: Box, fields: dict, images: 
                 break
             torch.manual_seed(cfg.seed)
             model, memory_format = place_model(cfg, device)
-            optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+            pack = Pack.of([model], [torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)], [cfg])
             batches = image_batches(data.train, cfg.batch_size, cfg.seed, workers=workers,
                                     pin_memory=device.type == "cuda")
 
             def step():  # as models/train.py's loop
                 x = data.normalise(next(batches).to(device, non_blocking=True))
-                train_step(model, optimizer, cfg, x.contiguous(memory_format=memory_format))
+                train_step(pack, x.contiguous(memory_format=memory_format))
 
             rate = cfg.batch_size / seconds_per_step(step, device, steps=steps, rounds=1)
             del batches  # stops the loader processes

@@ -54,6 +54,6 @@ class CodedModel(Protocol):
 
 def perplexity(counts: torch.Tensor) -> torch.Tensor:
     """exp(-sum_k p_k log p_k) with p = counts / sum(counts) (Appendix B.1; 0 log 0 = 0): the number of
-    equally used codes that would give the same entropy."""
-    p = counts / counts.sum()
-    return torch.exp(-torch.special.xlogy(p, p).sum())
+    equally used codes that would give the same entropy. Counts (..., K) give one perplexity per row."""
+    p = counts / counts.sum(-1, keepdim=True)
+    return torch.exp(-torch.special.xlogy(p, p).sum(-1))

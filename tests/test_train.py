@@ -307,8 +307,8 @@ def test_bf16_training_close_to_fp32(baseline, photos):
     from models.train import _train
     reports, states = [], {}
     cfg = TINY.replace(precision="bf16")
-    result = _train(cfg, lambda p: (reports.append((p.step, dict(p.metrics))), states.update({p.step: p.state})),
-                    None, photos, torch.device("cpu"))
+    [result] = _train([cfg], [lambda p: (reports.append((p.step, dict(p.metrics))), states.update({p.step: p.state}))],
+                      [None], photos, torch.device("cpu"))
     assert result.status == "finished"
     fp32 = dict(baseline[1])
     assert [s for s, _ in reports] == [20, 40, 60]
