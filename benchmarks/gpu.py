@@ -4,6 +4,7 @@ Run from the repository root:
 
     python -m benchmarks.gpu                  # on a GPU: every figure below (about 5 min on one H200)
     python -m benchmarks.gpu --paper-steps    # the paper's training length once (a later GPU session)
+    python -m benchmarks.gpu --fusion         # trial fusion: equivalence and trials per GPU-hour (about 6 min)
     python -m benchmarks.gpu --out FILE       # append elsewhere (default docs/results/benchmarks/gpu.txt)
 
 On a GPU each line is printed and appended to the output file as soon as it is measured, most important
@@ -40,8 +41,11 @@ writes trials/metrics/summary Parquet files and the study's tables under docs/re
 what it printed in run.txt; each trial's validations also go to reports.jsonl as they happen (one line
 [run, step, metrics] each), so a run cut short keeps them.
 
-Without a GPU both print what they would run, and the first also the CPU figures it can measure in
-seconds; they write nothing and exit 0.
+`--fusion` measures trial fusion instead (benchmarks/fusion.py): a pack equal to its trials apart, and
+paper-length trials per GPU-hour for one trial alone, 8 processes and fused packs; about 6 minutes.
+
+Without a GPU every mode prints what it would run (the first also the CPU figures it can measure in
+seconds), writes nothing and exits 4: nothing measured.
 """
 from __future__ import annotations
 
@@ -83,6 +87,7 @@ PACKING_SLACK = 0.05  # the fewest trials per GPU within 5 % of the best rate
 LOADER_WORKERS = (4, 8, 15)
 KEEPS_UP = 0.9
 RATIO_KS = (512, 16_384)
+NOTHING_MEASURED = 4  # the exit status without a GPU (docs/operations.md)
 BOXES = {"quantiser": 40, "steps": 40, "compile": 120, "packing": 180, "vqvae2": 60, "ratio": 40}  # seconds
 
 
@@ -583,7 +588,7 @@ def paper_steps(log: Log, device: torch.device, out_dir: Path) -> int:
            else "time unknown (no paper_step_seconds in gpu.txt yet)"))
     if device.type != "cuda":
         log("no GPU here: nothing run. On a GPU it writes " + str(out_dir.relative_to(ROOT)) + "/")
-        return 0
+        return NOTHING_MEASURED
     out_dir.mkdir(parents=True, exist_ok=True)
     results = run_trials(configs, at_once, Box(math.inf), out_dir / "reports.jsonl")
     write_tables(plan, configs, results, out_dir, log)
@@ -624,6 +629,30 @@ def write_tables(plan: Plan, configs: list[TrialConfig], results: list[dict], ou
     log(text)
 
 
+# ---------------------------------------------------------------- --fusion
+
+
+def fusion_processes(base: TrialConfig, box: Box, steps: int) -> float | None:
+    """Paper-length trials per GPU-hour of 8 trainer processes at `base` (EMA-VQ, seeds 0-7, `steps` steps and one
+    validation each) sharing the GPU; None unless all finished."""
+    from benchmarks.fusion import PROCESSES
+    trials = run_trials([base.replace(seed=i, steps=steps, eval_every=steps) for i in range(PROCESSES)], PROCESSES,
+                        box)
+    if any(t.get("status") != M.FINISHED for t in trials):
+        return None
+    return len(trials) * 3600 / statistics.mean(paper_trial_seconds(t) for t in trials)
+
+
+def run_fusion(log: Log, device: torch.device, steps: int) -> int:
+    from benchmarks import fusion
+    start = time.perf_counter()
+    header(log, device)
+    failed = fusion.run(log, PAPER, device, Box, lambda base, box: fusion_processes(base, box, steps))
+    log(f"total {time.perf_counter() - start:.0f} s" + (f"; parts {', '.join(failed)} failed" if failed else ""))
+    log()
+    return 1 if failed else 0
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -643,6 +672,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=GPU_RESULTS, help="file the figures are appended to")
     p.add_argument("--paper-steps", action="store_true", help="run the paper's training length once instead")
+    p.add_argument("--fusion", action="store_true",
+                   help="measure trial fusion instead (benchmarks/fusion.py: equivalence and trials per GPU-hour)")
     p.add_argument("--paper-steps-dir", type=Path, default=ROOT / "docs/results/paper-steps")
     p.add_argument("--packing-steps", type=int, default=200, help="steps of each packing trial (default 200)")
     p.add_argument("--trial", help=argparse.SUPPRESS)  # internal: one trial's config (JSON), in its own process
@@ -656,17 +687,25 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(compile_probe(json.loads(args.compile_probe))))
         return 0
     device = default_device()
-    if args.paper_steps:
-        out_dir = args.paper_steps_dir.resolve()
-        log = Log(out_dir / "run.txt" if device.type == "cuda" else None)
-        if device.type == "cuda":
-            header(log, device)
-        return paper_steps(log, device, out_dir)
     if device.type != "cuda":
         print("no GPU here (torch.cuda.is_available() is False): nothing measured on a GPU, nothing written.")
-        print(plan_text(args.packing_steps))
-        cpu_figures()
-        return 0
+        if args.paper_steps:
+            paper_steps(Log(None), device, args.paper_steps_dir.resolve())
+        elif args.fusion:
+            from benchmarks import fusion
+            print(fusion.plan_text(PAPER))
+        else:
+            print(plan_text(args.packing_steps))
+            cpu_figures()
+        print(f"nothing measured (exit {NOTHING_MEASURED}): this check needs a CUDA GPU", file=sys.stderr)
+        return NOTHING_MEASURED
+    if args.paper_steps:
+        out_dir = args.paper_steps_dir.resolve()
+        log = Log(out_dir / "run.txt")
+        header(log, device)
+        return paper_steps(log, device, out_dir)
+    if args.fusion:
+        return run_fusion(Log(args.out), device, args.packing_steps)
     start = time.perf_counter()
     log = Log(args.out)
     header(log, device)

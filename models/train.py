@@ -21,6 +21,11 @@ The training losses are averaged over the processes at every step, so all of
 them take the same decisions; each process validates the (identical) model and
 reports the same metrics and state; the caller checkpoints rank 0's.
 
+Packs: `train_pack(configs, ...)` trains several trials of one shape as one fused model
+(models/fused.py), each member as train() would train it alone (its own batches, gradient,
+clipping, optimizer, codebook, reports and checkpoints); train() is the pack of one. The loop
+below is the same for both.
+
 Run one trial by hand:  python -m models.train steps=300 neighbours=hard
 """
 from __future__ import annotations

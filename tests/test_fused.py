@@ -8,11 +8,12 @@ import math
 import pytest
 import torch
 
+from benchmarks import fusion
 import metrics as M
 from models.checkpoint import TrainState
 from models.config import ConfigError, TrialConfig
 from models.fused import check_pack, fuse
-from models.train import Pack, start_member, train, train_pack, train_step
+from models.train import train, train_pack
 
 BASE = TrialConfig(width=16, codebook_size=64, code_dim=8, batch_size=16, steps=20, eval_every=20)
 # Mixed members: both rules, hard and Gaussian (both forms), 1D and 2D, other lr, decay, N0, update-0, tau,
@@ -27,24 +28,12 @@ MEMBERS = [
 ]
 
 
-def first_step(cfgs: list[TrialConfig], photos):
-    """One training step of `cfgs` as one pack: each member's losses (S, 2) and codes (S, B, 8, 8)."""
-    members = [start_member(c, None, None, photos, torch.device("cpu"), (0, 1)) for c in cfgs]
-    x = torch.cat([m.next_batch() for m in members], 1)
-    losses, out = train_step(Pack.of_members(members), x)
-    indices = out.levels["vq"].indices
-    return losses, indices if len(cfgs) > 1 else indices[None]
+def first_step(cfgs, photos):
+    return fusion.first_step(cfgs, photos, torch.device("cpu"))
 
 
-def val_losses(cfgs: list[TrialConfig], photos) -> list[float]:
-    """Each config's last validation loss, trained as one pack (a list of one: alone)."""
-    last = [math.nan] * len(cfgs)
-
-    def reporter(i):
-        return lambda progress: last.__setitem__(i, progress.metrics.get(M.VAL_LOSS, math.nan))
-
-    train_pack(cfgs, [reporter(i) for i in range(len(cfgs))], data=photos, device="cpu")
-    return last
+def val_losses(cfgs, photos):
+    return fusion.val_losses(cfgs, photos, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import gpu
+from benchmarks import fusion, gpu
 from models.config import TrialConfig
 from sweep.scales import ESTIMATED_TRIALS_PER_GPU, GPU_RESULTS, PAPER_CPU_STEP_SECONDS, Figure, gpu_figures, paper_gpu
 
@@ -29,12 +29,13 @@ def snapshot(folder: Path) -> list:
     return sorted((str(p), p.stat().st_mtime_ns) for p in folder.rglob("*")) if folder.exists() else []
 
 
-def test_without_a_gpu_it_prints_the_plan_and_cpu_figures_writes_nothing_and_exits_0():
+def test_without_a_gpu_every_mode_prints_its_plan_writes_nothing_and_exits_4():
     before = GPU_RESULTS.read_bytes() if GPU_RESULTS.exists() else None
     paper_dir = ROOT / "docs/results/paper-steps"
     paper_before = snapshot(paper_dir)
     done = run_check()
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "nothing measured (exit 4): this check needs a CUDA GPU"
     out = done.stdout
     assert out.startswith("no GPU here")
     for part in ("1. the quantiser", "2. the paper-scale step (width 128, batch 256, K=512): fp32, bf16, "
@@ -47,11 +48,17 @@ def test_without_a_gpu_it_prints_the_plan_and_cpu_figures_writes_nothing_and_exi
     assert (GPU_RESULTS.read_bytes() if GPU_RESULTS.exists() else None) == before
 
     paper = run_check("--paper-steps")
-    assert paper.returncode == 0, paper.stderr
+    assert paper.returncode == 4, paper.stderr
     assert ("comparison study, EMA-VQ and KSOM hard 2D on the photos, 30000 steps x batch 256, seeds 0-1: "
             "4 trials") in paper.stdout
     assert "no GPU here: nothing run" in paper.stdout
     assert snapshot(paper_dir) == paper_before
+
+    fusion = run_check("--fusion")
+    assert fusion.returncode == 4, fusion.stderr
+    assert "F2. paper-length trials per GPU-hour at width 128, batch 256: one trial alone, 8 trainer processes, " \
+           "packs of S = 4, 8, 16, 32 (fp32, fp32 + graph, bf16, bf16 + graph)" in fusion.stdout
+    assert (GPU_RESULTS.read_bytes() if GPU_RESULTS.exists() else None) == before
 
 
 def test_quantiser_comparison_of_a_device_with_itself_is_exact():
@@ -178,3 +185,26 @@ def test_loader_and_ratio_parts_on_the_cpu(tmp_path, monkeypatch):
     ratios = [line for line in lines if line.strip().startswith("K=")]
     assert [line.split(":")[0].replace(" ", "") for line in ratios] == ["K=64", "K=256"]
     assert all("KSOM hard 2D / EMA-VQ" in line and "KSOM gaussian 2D / EMA-VQ" in line for line in ratios)
+
+
+@pytest.mark.slow
+def test_fusion_parts_on_the_cpu(tmp_path, monkeypatch):
+    """--fusion's parts at toy size on the CPU (packs of 2, 2 trainer processes): the equivalence lines, a rate per
+    variant that runs here (CUDA graphs cannot: one line says why), and the figures scales reads."""
+    monkeypatch.setattr(fusion, "SIZES", (2,))
+    monkeypatch.setattr(fusion, "PROCESSES", 2)
+    out = tmp_path / "gpu.txt"
+    failed = fusion.run(gpu.Log(out), gpu.PAPER.replace(**TOY), torch.device("cpu"), gpu.Box,
+                        lambda base, box: gpu.fusion_processes(base, box, steps=2))
+    text = out.read_text()
+    assert failed == [], text
+    assert len([line for line in text.splitlines() if line.startswith("   step 1, ")]) == len(fusion.MIXED)
+    assert len([line for line in text.splitlines() if line.startswith("   20 steps, ")]) == len(fusion.MIXED)
+    rows = {" ".join(line[3:21].split()): line for line in text.splitlines() if line.startswith("   S=")}
+    assert set(rows) == {f"S={s} {v}" for s in (1, 2) for v in ("fp32", "fp32 + graph")} | {
+        "S=2 bf16", "S=2 bf16 + graph"}, text
+    assert all("failed: " in rows[f"S={s} fp32 + graph"] for s in (1, 2)) and "failed: " not in rows["S=2 fp32"]
+    assert "2 trainer processes sharing the GPU: " in text
+    figures = gpu_figures(out)
+    assert figures["fusion_pack_size"].value == 2 and figures["fusion_cuda_graphs"].value == 0
+    assert figures["fusion_trials_per_gpu_hour"].value > 0 and figures["fusion_vs_processes"].value > 0
