@@ -316,7 +316,9 @@ def train_step(pack: Pack, x: torch.Tensor, world: int = 1):
     (members, 2), detached and, data parallel, averaged over the `world` processes (so every process takes
     the same decisions), and the model's output. Nothing is read back to the host."""
     members = len(pack.cfgs)
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=pack.cfgs[0].precision == "bf16"):
+    # No cast cache: a step captured as a CUDA graph must not hold casts that autocast frees at its exit
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=pack.cfgs[0].precision == "bf16",
+                        cache_enabled=False):
         out = pack.net(x)
     recon = member_mse(out.recon.float(), x, members)
     commitment = out.commitment_loss.reshape(members)
