@@ -51,13 +51,14 @@ ARMS = [dict(neighbours="none"), dict(neighbours="hard", grid_dim=2)]  # the com
 
 
 def first_step(cfgs: list[TrialConfig], data: ImageData, device: torch.device):
-    """One training step of `cfgs` as one pack from their start: each member's losses (S, 2) and codes
-    (S, B, h, w)."""
+    """One training step of `cfgs` as one pack from their start: each member's losses (S, 2), codes
+    (S, B, h, w) and clipped gradients (a list per member, in its parameters' order)."""
     members = [start_member(c, None, None, data, device, (0, 1)) for c in cfgs]
     x = torch.cat([m.next_batch() for m in members], 1)
     losses, out = train_step(Pack.of_members(members), x)
     indices = out.levels["vq"].indices
-    return losses, indices if len(cfgs) > 1 else indices[None]
+    grads = [[p.grad for p in m.model.parameters()] for m in members]
+    return losses, indices if len(cfgs) > 1 else indices[None], grads
 
 
 def val_losses(cfgs: list[TrialConfig], data: ImageData, device: torch.device) -> list[float]:
@@ -75,9 +76,9 @@ def part_equivalence(log, base: TrialConfig, data: ImageData, device: torch.devi
     cfgs = [base.replace(steps=steps, eval_every=steps, **fields) for fields in MIXED]
     log(f"F1. Equivalence on the GPU: a pack of {len(cfgs)} mixed members (width {base.width}, batch "
         f"{base.batch_size}, K={base.codebook_size}) against each trial alone")
-    losses, indices = first_step(cfgs, data, device)
+    losses, indices, _ = first_step(cfgs, data, device)
     for s, cfg in enumerate(cfgs):
-        own_losses, own_indices = first_step([cfg], data, device)
+        own_losses, own_indices, _ = first_step([cfg], data, device)
         log(f"   step 1, {cfg.rule:<18} seed {cfg.seed}: codes alike {int((indices[s] == own_indices[0]).sum())} of "
             f"{indices[s].numel()}; largest loss difference {float((losses[s] - own_losses[0]).abs().max()):.1e}")
     if box.left() <= 0:

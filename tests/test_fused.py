@@ -44,16 +44,21 @@ def alone(photos):
             [val_losses([c.replace(channels_last=True)], photos)[0] for c in MEMBERS])
 
 
-def test_first_step_same_codes_and_losses(photos):
-    """Step 1 of the pack: every member picks exactly the codes of its trial alone, and its reconstruction and
-    commitment losses agree within 1e-6."""
-    losses, indices = first_step(MEMBERS, photos)
+def test_first_step_same_codes_losses_and_gradients(photos):
+    """Step 1 of the pack: every member picks exactly the codes of its trial alone, its reconstruction and
+    commitment losses agree within 1e-6, and its parameters get its own loss's gradient, clipped at its own
+    grad_clip, to float rounding (the grouped convolutions add in another order)."""
+    losses, indices, grads = first_step(MEMBERS, photos)
     for s, cfg in enumerate(MEMBERS):
-        own_losses, own_indices = first_step([cfg], photos)
+        own_losses, own_indices, own_grads = first_step([cfg], photos)
         print(f"{cfg.rule:>18} seed {cfg.seed}: codes equal {int((indices[s] == own_indices[0]).sum())} of "
               f"{indices[s].numel()}; largest loss difference {float((losses[s] - own_losses[0]).abs().max()):.1e}")
         assert torch.equal(indices[s], own_indices[0]), cfg.rule
         assert torch.allclose(losses[s], own_losses[0], rtol=0, atol=1e-6), (cfg.rule, losses[s], own_losses[0])
+        assert len(grads[s]) == len(own_grads[0])
+        worst = max(float((g - own).norm() / own.norm()) for g, own in zip(grads[s], own_grads[0]))
+        print(f"{'':>18} largest relative gradient difference (per tensor, norm) {worst:.1e}")
+        assert worst < 1e-4, cfg.rule
 
 
 def test_twenty_steps_each_member_as_alone(photos, alone):
