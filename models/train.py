@@ -178,7 +178,7 @@ def start_member(cfg: TrialConfig, report: Report | None, resume: TrainState | N
                                 pin_memory=device.type == "cuda")
         member.next_batch = lambda: data.normalise(next(batches).to(device, non_blocking=True))
     else:
-        member.next_batch = lambda: data.train_batch(cfg.batch_size, member.generator, share).to(
+        member.next_batch = lambda: data.train_batch(cfg.batch_size, member.generator, share, device).to(
             device, non_blocking=True)
     model.train()
     return member

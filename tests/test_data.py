@@ -73,6 +73,21 @@ def test_train_batch_determinism(photos):
     assert not torch.equal(a, c)
 
 
+def test_train_batch_crops_where_its_draws_say(photos):
+    """The crops of a batch, gathered photo by photo, are those the draws name one at a time: photo k with
+    probability proportional to its crop positions, then (y, x) = floor(u * positions along each axis)."""
+    generator = torch.Generator().manual_seed(5)
+    batch = photos.to_uint8(photos.train_batch(64, generator))
+    generator.manual_seed(5)
+    positions = torch.tensor([(p.shape[1] - 31) * (p.shape[2] - 31) for p in photos.train], dtype=torch.float64)
+    which = torch.multinomial(positions, 64, replacement=True, generator=generator)
+    u = torch.rand(64, 2, generator=generator, dtype=torch.float64)
+    for crop, k, (uy, ux) in zip(batch, which.tolist(), u.tolist()):
+        photo = photos.train[k]
+        y, x = int(uy * (photo.shape[1] - 31)), int(ux * (photo.shape[2] - 31))
+        assert torch.equal(crop, photo[:, y:y + 32, x:x + 32])
+
+
 def test_train_batch_is_standardised(photos):
     """A large standardised batch has mean ~ 0 and std ~ 1 per channel (loose: crops vary)."""
     x = photos.train_batch(256, torch.Generator().manual_seed(0))

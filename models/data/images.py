@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,6 +26,9 @@ class ImageData:
     size: int
     mean: torch.Tensor  # (3,) float, training split, in [0, 255]
     std: torch.Tensor  # (3,)
+    # The in-memory training images on each device the batches were wanted on, as one tensor (photos: zero-padded
+    # to the largest, (P, 3, H, W)): train_batch gathers a batch there in one indexing, not crop by crop
+    stacked: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) -> float, standardised per channel, on the images' device (the trainer moves
@@ -39,28 +42,45 @@ class ImageData:
         x = images * std.view(1, 3, 1, 1) + mean.view(1, 3, 1, 1)
         return x.round().clamp(0, 255).to(torch.uint8)
 
-    def train_batch(self, batch_size: int, generator: torch.Generator, share: tuple[int, int] = (0, 1)) -> torch.Tensor:
-        """A standardised batch of random crops, drawn with `generator` (deterministic).
+    def train_batch(self, batch_size: int, generator: torch.Generator, share: tuple[int, int] = (0, 1),
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+        """A standardised batch of random crops, drawn with `generator` (deterministic), on `device` (in-memory
+        images are gathered there: a pack of trials draws each member's batch every step on one thread).
 
         share = (r, W): the same random draws as the whole batch, but only its rows `share_rows`
         (process r of W in data-parallel training); the W shares stacked are the whole batch.
         """
         rows = share_rows(batch_size, share)
-        if isinstance(self.train, (torch.Tensor, ImageFiles)):  # whole images, in memory or decoded now
+        if isinstance(self.train, ImageFiles):  # decoded now
             idx = torch.randint(len(self.train), (batch_size,), generator=generator)
             return self.normalise(self.train[idx[rows]])
-        # Pick a photo in proportion to its number of crop positions, then a position.
-        positions = torch.tensor([(p.shape[1] - self.size + 1) * (p.shape[2] - self.size + 1) for p in self.train],
-                                 dtype=torch.float64)
-        which = torch.multinomial(positions, batch_size, replacement=True, generator=generator)
-        u = torch.rand(batch_size, 2, generator=generator, dtype=torch.float64)
-        crops = []
-        for i, (uy, ux) in zip(which[rows].tolist(), u[rows].tolist()):
-            photo = self.train[i]
-            y = int(uy * (photo.shape[1] - self.size + 1))
-            x = int(ux * (photo.shape[2] - self.size + 1))
-            crops.append(photo[:, y:y + self.size, x:x + self.size])
-        return self.normalise(torch.stack(crops))
+        if isinstance(self.train, torch.Tensor):  # whole images
+            idx = torch.randint(len(self.train), (batch_size,), generator=generator)
+            return self.normalise(self.on(device)[idx[rows].to(device)])
+        # Pick a photo in proportion to its number of crop positions, then a position (y, x) = floor(u * positions
+        # along each axis).
+        sizes = torch.tensor([p.shape[1:] for p in self.train])  # (P, 2): H, W
+        positions = ((sizes[:, 0] - self.size + 1) * (sizes[:, 1] - self.size + 1)).double()
+        which = torch.multinomial(positions, batch_size, replacement=True, generator=generator)[rows]
+        u = torch.rand(batch_size, 2, generator=generator, dtype=torch.float64)[rows]
+        y, x = (u * (sizes[which] - self.size + 1)).long().unbind(1)
+        windows = self.on(device).unfold(2, self.size, 1).unfold(3, self.size, 1)  # (P, 3, H', W', size, size)
+        which, y, x = torch.stack([which, y, x]).to(device)
+        return self.normalise(windows[which, :, y, x])
+
+    def on(self, device: torch.device | str) -> torch.Tensor:
+        """The in-memory training images as one tensor on `device` (made once per device)."""
+        key = str(torch.device(device))
+        if key not in self.stacked:
+            if isinstance(self.train, torch.Tensor):
+                self.stacked[key] = self.train.to(device)
+            else:
+                height, width = max(p.shape[1] for p in self.train), max(p.shape[2] for p in self.train)
+                padded = torch.zeros(len(self.train), self.train[0].shape[0], height, width, dtype=self.train[0].dtype)
+                for photo, into in zip(self.train, padded):
+                    into[:, :photo.shape[1], :photo.shape[2]] = photo
+                self.stacked[key] = padded.to(device)
+        return self.stacked[key]
 
 
 def share_rows(batch_size: int, share: tuple[int, int]) -> slice:
