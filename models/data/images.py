@@ -56,7 +56,7 @@ class ImageData:
             return self.normalise(self.train[idx[rows]])
         if isinstance(self.train, torch.Tensor):  # whole images
             idx = torch.randint(len(self.train), (batch_size,), generator=generator)
-            return self.normalise(self.on(device)[idx[rows].to(device)])
+            return self.normalise(self.on(device)[idx[rows].to(device, non_blocking=True)])
         # Pick a photo in proportion to its number of crop positions, then a position (y, x) = floor(u * positions
         # along each axis).
         sizes = torch.tensor([p.shape[1:] for p in self.train])  # (P, 2): H, W
@@ -65,7 +65,7 @@ class ImageData:
         u = torch.rand(batch_size, 2, generator=generator, dtype=torch.float64)[rows]
         y, x = (u * (sizes[which] - self.size + 1)).long().unbind(1)
         windows = self.on(device).unfold(2, self.size, 1).unfold(3, self.size, 1)  # (P, 3, H', W', size, size)
-        which, y, x = torch.stack([which, y, x]).to(device)
+        which, y, x = torch.stack([which, y, x]).to(device, non_blocking=True)  # from pageable memory: no GPU wait
         return self.normalise(windows[which, :, y, x])
 
     def on(self, device: torch.device | str) -> torch.Tensor:
