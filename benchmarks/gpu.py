@@ -69,6 +69,7 @@ from pathlib import Path
 import torch
 
 import metrics as M
+from benchmarks import fusion
 from benchmarks.common import EMA, QUANTISERS, ratio
 from models.build import build_quantizer
 from models.config import TrialConfig
@@ -635,16 +636,14 @@ def write_tables(plan: Plan, configs: list[TrialConfig], results: list[dict], ou
 def fusion_processes(base: TrialConfig, box: Box, steps: int) -> float | None:
     """Paper-length trials per GPU-hour of 8 trainer processes at `base` (EMA-VQ, seeds 0-7, `steps` steps and one
     validation each) sharing the GPU; None unless all finished."""
-    from benchmarks.fusion import PROCESSES
-    trials = run_trials([base.replace(seed=i, steps=steps, eval_every=steps) for i in range(PROCESSES)], PROCESSES,
-                        box)
+    trials = run_trials([base.replace(seed=i, steps=steps, eval_every=steps) for i in range(fusion.PROCESSES)],
+                        fusion.PROCESSES, box)
     if any(t.get("status") != M.FINISHED for t in trials):
         return None
     return len(trials) * 3600 / statistics.mean(paper_trial_seconds(t) for t in trials)
 
 
 def run_fusion(log: Log, device: torch.device, steps: int) -> int:
-    from benchmarks import fusion
     start = time.perf_counter()
     header(log, device)
     failed = fusion.run(log, PAPER, device, Box, lambda base, box: fusion_processes(base, box, steps))
@@ -692,7 +691,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.paper_steps:
             paper_steps(Log(None), device, args.paper_steps_dir.resolve())
         elif args.fusion:
-            from benchmarks import fusion
             print(fusion.plan_text(PAPER))
         else:
             print(plan_text(args.packing_steps))
