@@ -6,7 +6,9 @@ and the status (running; finished at the last validation), and it continues from
 state it is given. After the last validation it also measures the trained model's topography
 (models/topography.py): the offset losses and smoothness ratios join that report as
 summaries, with the best validation loss and the total times, and the pictures (uint8
-tensors) come with it. A NaN/inf loss ends the trial with a report of status "diverged",
+tensors) come with it. Validation selects, test reports: at each validation that lowers the
+best validation loss the trainer also measures the test split's loss (`test/loss`), so the
+last one measured is the test loss at the step validation chose (`test/final_loss`). A NaN/inf loss ends the trial with a report of status "diverged",
 of what was measured at that step, with no state. Loss
 (Eq. 15 with per-element means, as the public implementations): MSE(x_hat, x) on
 standardised images + alpha * commitment.
@@ -65,6 +67,7 @@ class TrainResult:
     status: str  # M.FINISHED or M.DIVERGED
     step: int  # training steps done
     best_val_loss: float  # nan if no validation happened
+    test_loss: float  # the test loss at the step of best_val_loss; nan without a test split or validation
 
 
 def default_device() -> torch.device:
@@ -74,7 +77,8 @@ def default_device() -> torch.device:
 
 def evaluate(model: torch.nn.Module, data: ImageData, images: torch.Tensor, batch_size: int) -> dict[str, float]:
     """Validation metrics over all `images` (uint8) in eval mode (no codebook update), `batch_size`
-    images at a time: mean reconstruction MSE, and per level the perplexity and codes used over the whole set."""
+    images at a time: mean reconstruction MSE, and per level the perplexity and codes used over the whole set.
+    Of the test split the trainer keeps only the MSE (as `test/loss`)."""
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
@@ -137,11 +141,13 @@ def _train(cfg: TrialConfig, report: Report | None, resume: TrainState | None, d
     optimizer = make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     step, best, train_time, eval_time = 0, math.inf, 0.0, 0.0  # total seconds in steps / in validation
+    test_loss = math.nan  # at the step of `best`
     if resume is not None:
         model.load_state_dict(resume.model)  # optimizer state follows the model's device
         optimizer.load_state_dict(resume.optimizer)
         generator.set_state(resume.generator)
         step, best, train_time, eval_time = resume.step, resume.best_val_loss, resume.train_time, resume.eval_time
+        test_loss = resume.test_loss
     history = list(resume.history) if resume is not None else []  # (step, metrics) of every validation so far
 
     share = (rank, world)
@@ -170,13 +176,15 @@ def _train(cfg: TrialConfig, report: Report | None, resume: TrainState | None, d
             diverged = window.diverged()  # the first step with a non-finite training loss, read only now
             if diverged is not None:
                 report(Progress(diverged[0], M.DIVERGED, {M.TRAIN_LOSS: diverged[1]}))
-                return TrainResult(M.DIVERGED, diverged[0], _finite_or_nan(best))
+                return TrainResult(M.DIVERGED, diverged[0], _finite_or_nan(best), test_loss)
             metrics = {**window.means(), **evaluate(model, data, data.val, cfg.batch_size),
                        M.TIME_TRAIN: interval_train}
             train_time += interval_train
             if not math.isfinite(metrics[M.VAL_LOSS]):
                 report(Progress(step, M.DIVERGED, metrics))
-                return TrainResult(M.DIVERGED, step, _finite_or_nan(best))
+                return TrainResult(M.DIVERGED, step, _finite_or_nan(best), test_loss)
+            if metrics[M.VAL_LOSS] < best and data.test is not None:  # the step validation chooses, so far
+                test_loss = metrics[M.TEST_LOSS] = evaluate(model, data, data.test, cfg.batch_size)[M.VAL_LOSS]
             best = min(best, metrics[M.VAL_LOSS])
             pictures = {}
             if step == cfg.steps:  # the trained model's topography (Sec. 4.3), once per trial
@@ -187,12 +195,14 @@ def _train(cfg: TrialConfig, report: Report | None, resume: TrainState | None, d
             eval_time += metrics[M.TIME_VAL]
             if step == cfg.steps:  # the trial's summaries (metrics.py)
                 metrics.update({M.VAL_BEST_LOSS: best, M.TIME_TRAIN_TOTAL: train_time, M.TIME_VAL_TOTAL: eval_time})
+                if data.test is not None:
+                    metrics[M.TEST_FINAL_LOSS] = test_loss
             history.append((step, metrics))
             state = TrainState(model.state_dict(), optimizer.state_dict(), generator.get_state(), step, best,
-                               train_time, eval_time, cfg.to_params(), metrics, list(history))
+                               train_time, eval_time, cfg.to_params(), metrics, list(history), test_loss)
             report(Progress(step, M.FINISHED if step == cfg.steps else M.RUNNING, metrics, state, pictures))
             window, window_start = Window(step, device), time.perf_counter()
-    return TrainResult(M.FINISHED, step, _finite_or_nan(best))
+    return TrainResult(M.FINISHED, step, _finite_or_nan(best), test_loss)
 
 
 def place_model(cfg: TrialConfig, device: torch.device) -> tuple[torch.nn.Module, torch.memory_format]:
@@ -291,7 +301,8 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     result = train(cfg, report=show)
-    print(f"{result.status} after {result.step} steps; best validation loss {result.best_val_loss:.4f}")
+    print(f"{result.status} after {result.step} steps; best validation loss {result.best_val_loss:.4f}, "
+          f"test loss at its step {result.test_loss:.4f}")
     return 0 if result.status == M.FINISHED else 1
 
 
