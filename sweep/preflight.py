@@ -135,7 +135,7 @@ def check_data(cfg: TrialConfig) -> None:
             train, val, test = split_image_folder(cfg.data_dir)
         except (OSError, ValueError) as e:
             raise ConfigError(f"dataset={cfg.dataset}: {e}") from None
-        used = train + val[:VAL_CAP] + test[:TEST_CAP]  # every file a trial reads
+        used = sorted(train + val[:VAL_CAP] + test[:TEST_CAP])  # every file a trial reads, named in path order
         bad = images.check_files(used, cfg.data_dir)
         if bad:
             raise ConfigError(f"dataset={cfg.dataset}: {images.refusal(bad, len(used))}; allowed: image files "
