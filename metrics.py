@@ -41,9 +41,9 @@ study file's `metrics:` and the tables name them) are named here too (paper Sec.
 | column | what |
 |---|---|
 | `result` | the trial is a result: it finished or diverged (other statuses are counted, not averaged) |
-| `final_loss` | test loss at the step of the best validation loss; with no test split logged (results of earlier versions), the best validation loss |
-| `selection_loss` | best validation loss of the trial (as the released code's final loss): selection data; absent with no test split |
-| `steps_<p>` | first validated step whose validation loss is within +p % of the selection loss (`steps_to(p)`, p in `THRESHOLDS`) |
+| `final_loss` | test loss at the step of the best validation loss (no test loss logged: that best) |
+| `selection_loss` | best validation loss (the released code's final loss): selection data; absent without test |
+| `steps_<p>` | first validated step whose validation loss is within +p % of the selection loss (`steps_to(p)`) |
 | `diverged` | the trial stopped on a NaN/inf loss (the column is named as that status, `DIVERGED`) |
 | `collapsed` | fewer than 5 % of the codes used on validation at some level |
 | `late_improvement` | what the best validation loss still fell over the last 20 % of the steps |

@@ -8,7 +8,8 @@ state it is given. After the last validation it also measures the trained model'
 summaries, with the best validation loss and the total times, and the pictures (uint8
 tensors) come with it. Validation selects, test reports: at each validation that lowers the
 best validation loss the trainer also measures the test split's loss (`test/loss`), so the
-last one measured is the test loss at the step validation chose (`test/final_loss`). A NaN/inf loss ends the trial with a report of status "diverged",
+last one measured is the test loss at the step validation chose (`test/final_loss`).
+A NaN/inf loss ends the trial with a report of status "diverged",
 of what was measured at that step, with no state. Loss
 (Eq. 15 with per-element means, as the public implementations): MSE(x_hat, x) on
 standardised images + alpha * commitment.

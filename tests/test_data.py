@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from models.config import TrialConfig
-from models.data import (CIFAR, PHOTOS_TEST, PHOTOS_TRAIN, PHOTOS_VAL, ImageData, ImageFiles, cifar_data, download_cifar,
-                         find_images, fingerprint, folders, load_cifar, load_data, load_image_folder, read_cifar,
-                         read_cifar_batch, read_image, split_image_folder, tiles, verify_cifar)
+from models.data import (CIFAR, PHOTOS_TEST, PHOTOS_TRAIN, PHOTOS_VAL, ImageData, ImageFiles, cifar_data,
+                         download_cifar, find_images, fingerprint, folders, load_cifar, load_data, load_image_folder,
+                         read_cifar, read_cifar_batch, read_image, split_image_folder, tiles, verify_cifar)
 from models.train import train
 from helpers import RunsCommand, write_fake_cifar, write_folder, write_image
 
@@ -149,7 +149,8 @@ def test_load_cifar_format_and_split(name, tmp_path):
     assert torch.equal(data.train, torch.from_numpy(images[perm[10:]]))
     assert torch.equal(data.test, torch.from_numpy(test_rows.reshape(10, 3, 32, 32)))
     # the official test batch is the test split, and none of its images is in training or validation
-    assert not {x.numpy().tobytes() for x in data.test} & {x.numpy().tobytes() for x in torch.cat([data.train, data.val])}
+    seen = {x.numpy().tobytes() for x in torch.cat([data.train, data.val])}
+    assert not {x.numpy().tobytes() for x in data.test} & seen
     # pixel layout by hand: channel c, row y, column x is byte c * 1024 + y * 32 + x
     assert data.test[4, 2, 17, 5].item() == int(test_rows[4, 2 * 1024 + 17 * 32 + 5])
     assert data.test[4, 0, 0, 31].item() == int(test_rows[4, 31])
@@ -521,7 +522,8 @@ def test_fingerprint_hashes_the_images_in_memory_and_the_file_list_of_a_folder(t
     write_folder(tmp_path / "a", 25)
     folder = load_image_folder(tmp_path / "a", 8)
     names = "\n".join(str(Path(p).relative_to(tmp_path / "a")) for p in folder.train.paths)
-    expected = hashlib.sha256(names.encode() + folder.val.numpy().tobytes() + folder.test.numpy().tobytes()).hexdigest()[:16]
+    held_out = folder.val.numpy().tobytes() + folder.test.numpy().tobytes()
+    expected = hashlib.sha256(names.encode() + held_out).hexdigest()[:16]
     assert fingerprint(folder) == {"name": "imagefolder", "digest": expected, "train": 23, "val": 1, "test": 1}
     (tmp_path / "a").rename(tmp_path / "b")
     assert fingerprint(load_image_folder(tmp_path / "b", 8))["digest"] == expected
