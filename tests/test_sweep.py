@@ -57,7 +57,7 @@ def test_smoke_sweep_logs_one_run_per_trial_and_records_divergence(smoke_sweep):
         assert cfg.steps == 40 and cfg.width == 16 and r.data.tags["seed"] == str(cfg.seed)
         assert r.data.tags["study"] == "robustness" and r.data.tags["scale"] == "smoke"
     assert len(by_status["finished"]) == 16 and len(by_status["diverged"]) == 2
-    summary = pd.read_parquet(smoke_sweep / "summary.parquet").set_index("run_id")  # the report's
+    rows = pd.read_parquet(smoke_sweep / "summary.parquet").set_index("run_id")  # the report's summary
     for bad in by_status["diverged"]:
         assert float(bad.data.params["lr"]) == 1e6 and "diverged" not in bad.data.metrics  # a status, not a curve
     for r in by_status["finished"]:
@@ -73,8 +73,8 @@ def test_smoke_sweep_logs_one_run_per_trial_and_records_divergence(smoke_sweep):
         assert sorted(test) == [s for s in sorted(val) if val[s] < min([v for t, v in val.items() if t < s],
                                                                        default=math.inf)]
         assert r.data.metrics["test/final_loss"] == test[min(val, key=val.get)]
-        assert summary.loc[r.info.run_id, "final_loss"] == r.data.metrics["test/final_loss"]
-        assert summary.loc[r.info.run_id, "selection_loss"] == r.data.metrics["val/best_loss"]
+        assert rows.loc[r.info.run_id, "final_loss"] == r.data.metrics["test/final_loss"]
+        assert rows.loc[r.info.run_id, "selection_loss"] == r.data.metrics["val/best_loss"]
         assert [a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")] == ["checkpoint/state.pt"]
         assert [a.path for a in client.list_artifacts(r.info.run_id, "pictures")] == [
             "pictures/codebook_vq.png", "pictures/perturbation.png"]
