@@ -14,9 +14,11 @@ Names are grouped by a prefix that MLflow's UI folds into one section per group:
 | `val/loss` | every validation | reconstruction MSE over the whole validation set (eval mode) |
 | `val/perplexity_<level>` | every validation | perplexity of the codes over the whole validation set |
 | `val/codes_used_<level>` | every validation | codes used over the whole validation set |
+| `test/loss` | each validation that lowered `val/loss` | reconstruction MSE over the whole test set (eval mode) |
 | `time/train_s` | every validation | seconds of training steps since the last validation |
-| `time/val_s` | every validation | seconds of this validation (and of the topography at the end) |
-| `val/best_loss` | summary | lowest `val/loss` of the trial (its final loss, as the released code) |
+| `time/val_s` | every validation | seconds of this validation (with its test loss, and the topography at the end) |
+| `val/best_loss` | summary | lowest `val/loss` of the trial: what selects (the step, a search's winner) |
+| `test/final_loss` | summary | `test/loss` at the step of `val/best_loss`: the trial's final loss |
 | `topography/loss_offset_<o>` | summary | MSE with every code shifted by (o, o) on the grid (Sec. 4.3) |
 | `topography/smoothness_<level>` | summary | neighbour / all-pairs distance of decoded codes (Sec. 4.3) |
 | `time/train_total_s`, `time/val_total_s` | summary | the trial's summed training / validation seconds |
@@ -24,6 +26,9 @@ Names are grouped by a prefix that MLflow's UI folds into one section per group:
 A summary is reported once, at the end of a finished trial, and logged to MLflow once at step
 `SUMMARY_STEP` = 0: MLflow's UI draws a metric as a line only when it has a point at a step >= 1,
 so summaries become one bar per run (compared across runs) instead of a lone point on the step axis.
+Validation selects and test reports: the best step of a trial, a search's winner and a scheduler's
+early stops read `val/` metrics only; the test split is measured only where validation improved (the
+step it would choose so far), so the last `test/loss` of a trial is always its `test/final_loss`.
 How a trial ended is not a metric but its status (`STATUS_TAG`): finished, diverged (a NaN/inf loss),
 stopped (early, by a search's scheduler) or failed (an error).
 
@@ -36,8 +41,9 @@ study file's `metrics:` and the tables name them) are named here too (paper Sec.
 | column | what |
 |---|---|
 | `result` | the trial is a result: it finished or diverged (other statuses are counted, not averaged) |
-| `final_loss` | best validation loss of the trial (as the released code) |
-| `steps_<p>` | first validated step within +p % of the final loss (`steps_to(p)`, p in `THRESHOLDS`) |
+| `final_loss` | test loss at the step of the best validation loss (no test loss logged: that best) |
+| `selection_loss` | best validation loss (the released code's final loss): selection data; absent without test |
+| `steps_<p>` | first validated step whose validation loss is within +p % of the selection loss (`steps_to(p)`) |
 | `diverged` | the trial stopped on a NaN/inf loss (the column is named as that status, `DIVERGED`) |
 | `collapsed` | fewer than 5 % of the codes used on validation at some level |
 | `late_improvement` | what the best validation loss still fell over the last 20 % of the steps |
@@ -54,6 +60,8 @@ TIME_TRAIN = "time/train_s"
 TIME_VAL = "time/val_s"
 # Summaries: once per finished trial.
 VAL_BEST_LOSS = "val/best_loss"
+TEST_LOSS = "test/loss"  # at each validation that lowered val/loss only
+TEST_FINAL_LOSS = "test/final_loss"
 TIME_TRAIN_TOTAL = "time/train_total_s"
 TIME_VAL_TOTAL = "time/val_total_s"
 TOPOGRAPHY = "topography/"
@@ -69,6 +77,7 @@ SEARCH, CONFIRM = "search", "confirm"  # the stages of a searched study (run tag
 # Per-trial summary columns (summary.parquet).
 RESULT = "result"
 FINAL_LOSS = "final_loss"
+SELECTION_LOSS = "selection_loss"
 STEPS = "steps_"  # prefix of steps_to(p)
 THRESHOLDS = (10, 20)  # the percentages of steps_to the summary holds (paper Tables 1-4)
 COLLAPSED = "collapsed"
@@ -76,7 +85,7 @@ LATE_IMPROVEMENT = "late_improvement"
 
 
 def steps_to(percent: int | str) -> str:
-    """The summary column of the first validated step within +percent % of the final loss."""
+    """The summary column of the first validated step within +percent % of the selection loss."""
     return f"{STEPS}{percent}"
 
 
@@ -135,7 +144,7 @@ def value_texts(values: Iterable) -> dict:
 
 def is_summary(name: str) -> bool:
     """Whether `name` is an end-of-trial summary (logged once) rather than a per-validation series."""
-    return name.startswith(TOPOGRAPHY) or name in (VAL_BEST_LOSS, TIME_TRAIN_TOTAL, TIME_VAL_TOTAL)
+    return name.startswith(TOPOGRAPHY) or name in (VAL_BEST_LOSS, TEST_FINAL_LOSS, TIME_TRAIN_TOTAL, TIME_VAL_TOTAL)
 
 
 def column(name: str) -> str:

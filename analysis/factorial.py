@@ -51,7 +51,7 @@ from scipy import stats
 
 import metrics as M
 from analysis.stats import ALPHA, describe, tost
-from analysis.summary import CONVERGENCE_TOLERANCE
+from analysis.summary import CONVERGENCE_TOLERANCE, NO_TEST_SPLIT, has_test_split
 from analysis.tables import loss_scale
 from analysis.tables.formats import PCT, TIMES, Grid, as_latex, as_markdown, as_text, plain
 
@@ -282,8 +282,10 @@ def _caption(part: str, numbers: pd.DataFrame, summary: pd.DataFrame, factors: l
         frac = float((plan.get("analysis") or {}).get("equivalence", math.nan))
         ref = ", ".join(str(v) for v in (plan.get("reference") or {}).values())
         unit = TIMES["latex"](loss_scale(summary))
-        text = (f"Does each arm end level with {ref} ({where})? $\\Delta$ {unit}: the arm's mean best validation "
-                f"loss minus the reference's (the means are in the main table), with its 90\\% Welch interval; "
+        loss = ("test loss (at the step of its best validation loss)" if has_test_split(summary) else
+                f"best validation loss ({NO_TEST_SPLIT})")
+        text = (f"Does each arm end level with {ref} ({where})? $\\Delta$ {unit}: the arm's mean {loss} "
+                f"minus the reference's (the means are in the main table), with its 90\\% Welch interval; "
                 f"$\\delta$: the equivalence margin, {frac * 100:g}\\% of the reference's mean loss, fixed in the study "
                 f"file before the run. Level: yes when both one-sided Welch tests reject at 5\\% (TOST, $p$ the "
                 f"larger one-sided $p$), i.e. the 90\\% interval lies inside $\\pm\\delta$; no: equivalence not shown "

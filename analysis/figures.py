@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.summary import COLLAPSE_FRACTION  # noqa: E402
+from analysis.summary import COLLAPSE_FRACTION, selection_loss  # noqa: E402
 from analysis.tables import LABELS, layout_for, paper_order  # noqa: E402
 from analysis.tables.numbers import OFFSET  # noqa: E402
 import metrics as M  # noqa: E402
@@ -168,7 +168,7 @@ def write_topography(summary: pd.DataFrame, study, folder: str | Path, formats=(
         return []
     folder = _prepare(folder)
     trials = summary.assign(config=config_label(summary, study),
-                            base=summary[f"{OFFSET}0"] if 0 in offsets else summary[M.FINAL_LOSS])
+                            base=summary[f"{OFFSET}0"] if 0 in offsets else selection_loss(summary))
     ratios, increases = [], []
     for config, g in trials.groupby("config", sort=False):
         for o in sorted({0, *offsets}):

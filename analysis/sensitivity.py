@@ -21,11 +21,12 @@ from scipy import stats as st  # noqa: E402
 
 from analysis.figures import save  # noqa: E402
 from analysis.stats import describe  # noqa: E402
+from analysis.summary import NO_TEST_SPLIT, has_test_split  # noqa: E402
 from analysis.tables import layout_for  # noqa: E402
 import metrics as M  # noqa: E402
 
 MIN_VALUES = 3  # fewer values make a comparison, which the tables show
-TITLES = {M.FINAL_LOSS: "final validation loss", **{M.steps_to(p): f"steps to +{p} % of it" for p in M.THRESHOLDS}}
+TITLES = {M.steps_to(p): f"steps to +{p} % of the best validation loss" for p in M.THRESHOLDS}
 
 
 def numeric_axes(summary: pd.DataFrame, study) -> list[str]:
@@ -51,6 +52,7 @@ def write_sensitivity(summary: pd.DataFrame, study, folder: str | Path) -> list[
     folder = Path(folder)
     layout = layout_for(study, summary)
     columns = [M.FINAL_LOSS] + [M.steps_to(p) for p in layout.thresholds if M.steps_to(p) in summary]
+    titles = {**TITLES, M.FINAL_LOSS: "final test loss" if has_test_split(summary) else NO_TEST_SPLIT}
     written = []
     for axis in numeric_axes(summary, study):
         others = [f for f in layout.rows if f != axis]
@@ -72,7 +74,7 @@ def write_sensitivity(summary: pd.DataFrame, study, folder: str | Path) -> list[
                 ax.set_xscale("log")
             ax.set_xticks(values, [f"{v:g}" for v in values])
             ax.minorticks_off()
-            ax.set(xlabel=axis, ylabel=col, title=TITLES.get(col, col))
+            ax.set(xlabel=axis, ylabel=col, title=titles.get(col, col))
         axes[0][-1].legend(fontsize=6, loc="best")
         fig.suptitle(f"{layout.name or study}: sensitivity to {axis} (mean, 95 % CI over seeds)", fontsize=9)
         written += save(fig, folder, f"sensitivity_{axis}")

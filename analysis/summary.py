@@ -1,14 +1,21 @@
 """Per-trial summaries of a sweep (the paper's Tables 1-4 columns, Sec. 4).
 
-final loss    = the best (minimum) validation loss of the trial (as the released code);
-steps to +p % = the first validated step whose loss <= (1 + p) * final loss, p in {10, 20};
+selection loss = the best (minimum) validation loss of the trial (the released code's final loss): what
+                selected the trial's step, and a search's winner; selection data, never a result;
+final loss    = the test loss at the first step of the selection loss (the trainer measures the test
+                split only where validation improved). A sweep that logged no test loss (one of an
+                earlier version) has no selection-loss column and its final loss is the selection loss:
+                `has_test_split` tells the two apart, and the tables label the second
+                "validation (selection) loss, no test split";
+steps to +p % = the first validated step whose validation loss <= (1 + p) * selection loss, p in {10, 20};
 diverged      = the trial's status is diverged: it stopped on a NaN/inf loss (counted, never dropped);
 and the last value of per-level validation perplexity / codes used and the topography summaries
 (loss_offset_{o}: validation loss with every code shifted by (o, o) on the grid; smoothness_{level}:
 neighbour / random-pair distance of decoded codes; Sec. 4.3), each in the column metrics.column
 names;
 late_improvement = how much the best validation loss still fell over the last 20 % of the steps,
-                relative to the final loss: (best up to 0.8 T - final) / final, T the last validated step;
+                relative to the selection loss: (best up to 0.8 T - selection) / selection, T the last
+                validated step;
                 a trial with late_improvement <= 2 % has converged (CONVERGENCE_TOLERANCE);
 collapsed     = the trained model uses fewer than 5 % of the K codes on the validation set at
                 some level (its last validation point): a codebook collapse, counted, kept in the
@@ -63,9 +70,25 @@ def collapsed(codes_used: dict[str, float], codebook_size: int) -> bool:
     return any(math.isfinite(v) and v < COLLAPSE_FRACTION * codebook_size for v in codes_used.values())
 
 
+NO_TEST_SPLIT = "validation (selection) loss, no test split"  # the label of a final loss that is not a test loss
+
+
+def has_test_split(summary: pd.DataFrame) -> bool:
+    """Whether the summary's final losses are test losses (else they are the best validation losses of a sweep
+    that logged no test loss, labelled NO_TEST_SPLIT wherever they are shown)."""
+    return M.SELECTION_LOSS in summary
+
+
+def selection_loss(summary: pd.DataFrame) -> pd.Series:
+    """Each trial's best validation loss, the loss that selects (a search's winner): the selection-loss column,
+    or the final loss of a summary without a test split (where it is that loss)."""
+    return summary[M.SELECTION_LOSS if has_test_split(summary) else M.FINAL_LOSS]
+
+
 def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: the trial's columns plus the summary columns metrics.py names (result: status
-    finished or diverged, final_loss, steps_10, steps_20, diverged, collapsed, late_improvement) and
+    finished or diverged, final_loss, selection_loss if the sweep logged a test loss, steps_10, steps_20,
+    diverged, collapsed, late_improvement) and
     perplexity_/codes_used_{level}, loss_offset_{o} and smoothness_{level} (NaN where absent, and
     everywhere for a trial that is not a result).
     Raises metrics.MissingMetric when trials finished but no validation loss was logged."""
@@ -73,17 +96,23 @@ def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         M.require(metrics.metric.unique(), [M.VAL_LOSS], "the sweep's logged metrics")
     rows = []
     by_run = {run: m for run, m in metrics.groupby("run_id")}
+    tested = M.TEST_LOSS in set(metrics.metric)
     for trial in trials.to_dict("records"):
         result = trial.get(M.STATUS_TAG) in RESULT_STATUSES
         m = by_run.get(trial["run_id"], metrics.iloc[:0]) if result else metrics.iloc[:0]
         val = m[m.metric == M.VAL_LOSS].sort_values("step")
         diverged = trial.get(M.STATUS_TAG) == M.DIVERGED
         finite = val[np.isfinite(val.value.to_numpy(dtype=float))]
-        final = math.nan if diverged or finite.empty else float(finite.value.min())
-        row = {**trial, M.RESULT: result, M.FINAL_LOSS: final, M.DIVERGED: diverged}
+        selection = math.nan if diverged or finite.empty else float(finite.value.min())
+        row = {**trial, M.RESULT: result, M.FINAL_LOSS: selection, M.DIVERGED: diverged}
+        if tested:
+            chosen = finite.step[finite.value == selection].min() if math.isfinite(selection) else None
+            test = m[(m.metric == M.TEST_LOSS) & (m.step == chosen)].value
+            row[M.FINAL_LOSS] = float(test.iloc[0]) if len(test) else math.nan
+            row[M.SELECTION_LOSS] = selection
         for p in M.THRESHOLDS:
-            row[M.steps_to(p)] = steps_to_threshold(finite.step, finite.value, final, p)
-        row[M.LATE_IMPROVEMENT] = late_improvement(finite.step, finite.value, final)
+            row[M.steps_to(p)] = steps_to_threshold(finite.step, finite.value, selection, p)
+        row[M.LATE_IMPROVEMENT] = late_improvement(finite.step, finite.value, selection)
         for name in sorted(set(m.metric)):
             if name.startswith(LAST_VALUE):
                 last = m[m.metric == name].sort_values("step").value

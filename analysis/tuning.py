@@ -7,7 +7,8 @@ stage=search) and each arm's winner again on fresh seeds (stage=confirm); the ma
 
 tuning curve   per arm, the expected best validation loss after n = 1..N sampled configurations
                (Dodge et al. 2019, "Show Your Work"): the expected minimum of n draws, with
-               replacement, from the arm's N observed final losses, which is opda's
+               replacement, from the arm's N observed best validation losses (selection losses: the
+               search selects on validation; the test split reports only the confirmed winners), which is opda's
                `average_tuning_curve(minimize=True)` of the empirical distribution. Its band is the
                80 % simultaneous confidence band of the *median* tuning curve (Lourie et al. 2023,
                "Show Your Work with Confidence", opda's `confidence_bands`, ld_equal_tailed):
@@ -23,7 +24,7 @@ tuning curve   per arm, the expected best validation loss after n = 1..N sampled
 crossings      pairs of arms whose expected-best curves change order, and at which n: there the
                better rule depends on the tuning budget.
 winners        per arm, the confirmed value of every searched field.
-search loss    the final loss of every configuration of each arm's search (box and points), and
+search loss    the best validation loss of every configuration of each arm's search (box and points), and
                against each searched field per arm (robustness to hyperparameters).
 """
 from __future__ import annotations
@@ -42,7 +43,7 @@ import pandas as pd  # noqa: E402
 from analysis.figures import save  # noqa: E402
 from analysis.tables import HEADERS  # noqa: E402
 from analysis.tables.formats import Grid, as_latex, as_markdown  # noqa: E402
-from analysis.summary import RESULT_STATUSES  # noqa: E402
+from analysis.summary import RESULT_STATUSES, selection_loss  # noqa: E402
 import metrics as M  # noqa: E402
 
 CONFIDENCE = 0.8
@@ -75,16 +76,17 @@ def median_band(losses, ns, confidence: float = CONFIDENCE) -> tuple[np.ndarray,
 
 
 def search_losses(summary: pd.DataFrame) -> pd.DataFrame:
-    """The search trials that are results, with their final loss (+inf when diverged)."""
+    """The search trials that are results, with the loss that selects among them as `loss` (analysis.summary.
+    selection_loss; +inf when diverged)."""
     search = summary[(summary["stage"] == M.SEARCH) & summary.status.isin(RESULT_STATUSES)]
-    return search.assign(final_loss=search.final_loss.where(search.status != M.DIVERGED, np.inf))
+    return search.assign(loss=selection_loss(search).where(search.status != M.DIVERGED, np.inf))
 
 
 def tuning_curves(summary: pd.DataFrame) -> pd.DataFrame:
     """Per arm and n = 1..N: expected_best (Dodge et al.), median_best, lower and upper (the median's band)."""
     rows = []
     for arm, g in search_losses(summary).groupby("arm", sort=False):
-        losses = g.final_loss.to_numpy()
+        losses = g.loss.to_numpy()
         ns = np.arange(1, len(losses) + 1)
         median, low, high = median_band(losses, ns)
         rows += [{"arm": arm, "n": int(n), "expected_best": e, "median_best": m, "lower": lo, "upper": hi}
@@ -112,16 +114,17 @@ def crossings(curves: pd.DataFrame) -> list[tuple[str, str, int]]:
 
 def best_so_far(summary: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """Per arm, in the order its search trials started: the training steps spent so far (stopped trials count
-    their steps) and the lowest final loss among the finished ones so far (stopped trials never win)."""
+    their steps) and the lowest selection loss among the finished ones so far (stopped trials never win)."""
     search = summary[summary["stage"] == M.SEARCH].sort_values(["arm", "start_time"], kind="stable")
+    search = search.assign(loss=selection_loss(search))
     last = metrics[metrics.metric == M.TRAIN_LOSS].groupby("run_id").step.max()
     rows = []
     for arm, g in search.groupby("arm", sort=False):
         spent, best = 0, math.inf
         for trial in g.itertuples():
             spent += int(last.get(trial.run_id, 0))
-            if trial.status == M.FINISHED and math.isfinite(trial.final_loss):
-                best = min(best, trial.final_loss)
+            if trial.status == M.FINISHED and math.isfinite(trial.loss):
+                best = min(best, trial.loss)
             rows.append({"arm": arm, "trial": len(rows), "steps": spent, "best_so_far": best})
     return pd.DataFrame(rows, columns=["arm", "trial", "steps", "best_so_far"])
 
@@ -234,17 +237,18 @@ def _progress_figure(progress: pd.DataFrame, folder: Path) -> None:
 
 
 def _search_figures(summary: pd.DataFrame, folder: Path) -> None:
-    """figures/search_loss: final loss of every search configuration per arm (box and points);
-    figures/search_fields: final loss against each searched field, one row of panels per arm."""
+    """figures/search_loss: best validation loss of every search configuration per arm (box and points);
+    figures/search_fields: that loss against each searched field, one row of panels per arm."""
     search = summary[(summary["stage"] == M.SEARCH) & (summary.status == M.FINISHED)]
+    search = search.assign(loss=selection_loss(search))
     arms = list(dict.fromkeys(search.arm))
     fig, ax = plt.subplots(figsize=(1.6 * len(arms) + 2, 4))
-    data = [search.loc[search.arm == arm, "final_loss"].to_numpy() for arm in arms]
+    data = [search.loc[search.arm == arm, "loss"].to_numpy() for arm in arms]
     ax.boxplot(data, tick_labels=arms, showfliers=False)
     for i, values in enumerate(data, 1):
         ax.scatter(np.full(len(values), i) + np.linspace(-0.12, 0.12, len(values)), values, s=10, color=f"C{i - 1}")
-    ax.set_ylabel("final validation loss")
-    ax.set_title("Final loss over each arm's search space (finished configurations)", fontsize=9)
+    ax.set_ylabel("best validation loss (selection)")
+    ax.set_title("Best validation loss over each arm's search space (finished configurations)", fontsize=9)
     ax.tick_params(axis="x", labelsize=7)
     save(fig, folder, "search_loss")
     fields = list(dict.fromkeys(f for s in search.searched.astype(str) for f in s.split(",") if f))
@@ -257,7 +261,7 @@ def _search_figures(summary: pd.DataFrame, folder: Path) -> None:
             ax = axes[r][c]
             if f in str(g.searched.iloc[0]).split(","):
                 values = pd.to_numeric(g[f], errors="coerce")
-                ax.scatter(values, g.final_loss, s=10, color=f"C{r}")
+                ax.scatter(values, g.loss, s=10, color=f"C{r}")
                 if values.gt(0).all() and values.max() > 10 * values.min():
                     ax.set_xscale("log")
                     ax.xaxis.set_minor_formatter(NullFormatter())
@@ -266,7 +270,7 @@ def _search_figures(summary: pd.DataFrame, folder: Path) -> None:
             if r == len(arms) - 1 or not ax.axison:
                 ax.set_xlabel(f, fontsize=8)
             if c == 0:
-                ax.set_ylabel(f"{arm}\nfinal loss", fontsize=7)
+                ax.set_ylabel(f"{arm}\nvalidation loss", fontsize=7)
             ax.tick_params(labelsize=6)
-    fig.suptitle("Final loss against each searched field", fontsize=9)
+    fig.suptitle("Best validation loss (selection) against each searched field", fontsize=9)
     save(fig, folder, "search_fields")

@@ -70,9 +70,9 @@ def main() -> None:
         write_folder(root, args.files)
         data = str(root / "data")
         start = time.perf_counter()
-        train, val = split_image_folder(data)
+        train, val, test = split_image_folder(data)
         listed = time.perf_counter() - start
-        paths = train + val
+        paths = train + val + test
         assert len(paths) == args.files
         print(f"listing:                  {rate(len(paths), listed)}")
         for what in ("header check, no manifest", "header check, manifest  "):

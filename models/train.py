@@ -6,7 +6,10 @@ and the status (running; finished at the last validation), and it continues from
 state it is given. After the last validation it also measures the trained model's topography
 (models/topography.py): the offset losses and smoothness ratios join that report as
 summaries, with the best validation loss and the total times, and the pictures (uint8
-tensors) come with it. A NaN/inf loss ends the trial with a report of status "diverged",
+tensors) come with it. Validation selects, test reports: at each validation that lowers the
+best validation loss the trainer also measures the test split's loss (`test/loss`), so the
+last one measured is the test loss at the step validation chose (`test/final_loss`).
+A NaN/inf loss ends the trial with a report of status "diverged",
 of what was measured at that step, with no state. Loss
 (Eq. 15 with per-element means, as the public implementations): MSE(x_hat, x) on
 standardised images + alpha * commitment.
@@ -72,6 +75,7 @@ class TrainResult:
     status: str  # M.FINISHED or M.DIVERGED
     step: int  # training steps done
     best_val_loss: float  # nan if no validation happened
+    test_loss: float  # the test loss at the step of best_val_loss; nan without a test split or validation
 
 
 def default_device() -> torch.device:
@@ -81,7 +85,8 @@ def default_device() -> torch.device:
 
 def evaluate(model: torch.nn.Module, data: ImageData, images: torch.Tensor, batch_size: int) -> dict[str, float]:
     """Validation metrics over all `images` (uint8) in eval mode (no codebook update), `batch_size`
-    images at a time: mean reconstruction MSE, and per level the perplexity and codes used over the whole set."""
+    images at a time: mean reconstruction MSE, and per level the perplexity and codes used over the whole set.
+    Of the test split the trainer keeps only the MSE (as `test/loss`)."""
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
@@ -153,6 +158,7 @@ class Member:
     rng_state: torch.Tensor  # the global random state right after its model was built: its k-means draws
     step: int = 0
     best: float = math.inf
+    test_loss: float = math.nan  # at the step of `best`
     train_time: float = 0.0  # total seconds in steps
     eval_time: float = 0.0  # total seconds in validation
     history: list = field(default_factory=list)  # (step, metrics) of every validation so far
@@ -172,6 +178,7 @@ def start_member(cfg: TrialConfig, report: Report | None, resume: TrainState | N
         member.generator.set_state(resume.generator)
         member.step, member.best, member.train_time, member.eval_time = (
             resume.step, resume.best_val_loss, resume.train_time, resume.eval_time)
+        member.test_loss = resume.test_loss
         member.history = list(resume.history)
     if isinstance(data.train, ImageFiles):  # decoded in loader processes; batch i depends on (seed, i) only
         batches = image_batches(data.train, cfg.batch_size, cfg.seed, member.step, share, cfg.loader_workers,
@@ -253,7 +260,7 @@ def _train(cfgs: list[TrialConfig], reports: list[Report | None], resumes: list[
             members = going_on
             window, window_start = Window(step, len(members), device), time.perf_counter()
     for m in members:
-        results[index[id(m)]] = TrainResult(M.FINISHED, step, _finite_or_nan(m.best))
+        results[index[id(m)]] = TrainResult(M.FINISHED, step, _finite_or_nan(m.best), m.test_loss)
     return [results[i] for i in range(len(cfgs))]
 
 
@@ -263,13 +270,15 @@ def validate(m: Member, data: ImageData, step: int, interval_train: float, diver
     cfg = m.cfg
     if diverged is not None:  # the first step with a non-finite training loss
         m.report(Progress(diverged[0], M.DIVERGED, {M.TRAIN_LOSS: diverged[1]}))
-        return TrainResult(M.DIVERGED, diverged[0], _finite_or_nan(m.best))
+        return TrainResult(M.DIVERGED, diverged[0], _finite_or_nan(m.best), m.test_loss)
     start = time.perf_counter()
     metrics = {**train_means, **evaluate(m.model, data, data.val, cfg.batch_size), M.TIME_TRAIN: interval_train}
     m.train_time += interval_train
     if not math.isfinite(metrics[M.VAL_LOSS]):
         m.report(Progress(step, M.DIVERGED, metrics))
-        return TrainResult(M.DIVERGED, step, _finite_or_nan(m.best))
+        return TrainResult(M.DIVERGED, step, _finite_or_nan(m.best), m.test_loss)
+    if metrics[M.VAL_LOSS] < m.best and data.test is not None:  # the step validation chooses, so far
+        m.test_loss = metrics[M.TEST_LOSS] = evaluate(m.model, data, data.test, cfg.batch_size)[M.VAL_LOSS]
     m.best = min(m.best, metrics[M.VAL_LOSS])
     pictures = {}
     if step == cfg.steps:  # the trained model's topography (Sec. 4.3), once per trial
@@ -280,11 +289,13 @@ def validate(m: Member, data: ImageData, step: int, interval_train: float, diver
     m.eval_time += metrics[M.TIME_VAL]
     if step == cfg.steps:  # the trial's summaries (metrics.py)
         metrics.update({M.VAL_BEST_LOSS: m.best, M.TIME_TRAIN_TOTAL: m.train_time, M.TIME_VAL_TOTAL: m.eval_time})
+        if data.test is not None:
+            metrics[M.TEST_FINAL_LOSS] = m.test_loss
     m.history.append((step, metrics))
     # The model's state copied: in a pack its codebooks are views of the pack's, which torch.save would write whole
     model_state = {k: v.clone() for k, v in m.model.state_dict().items()}
     state = TrainState(model_state, m.optimizer.state_dict(), m.generator.get_state(), step, m.best, m.train_time,
-                       m.eval_time, cfg.to_params(), metrics, list(m.history))
+                       m.eval_time, cfg.to_params(), metrics, list(m.history), m.test_loss)
     m.report(Progress(step, M.FINISHED if step == cfg.steps else M.RUNNING, metrics, state, pictures))
     return None
 
@@ -401,7 +412,8 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     result = train(cfg, report=show)
-    print(f"{result.status} after {result.step} steps; best validation loss {result.best_val_loss:.4f}")
+    print(f"{result.status} after {result.step} steps; best validation loss {result.best_val_loss:.4f}, "
+          f"test loss at its step {result.test_loss:.4f}")
     return 0 if result.status == M.FINISHED else 1
 
 

@@ -24,7 +24,7 @@ import torch
 from models.build import build_model
 from models.config import ConfigError, TrialConfig
 from models.data import CIFAR, IMAGE_FOLDERS, PHOTO_SHORT_SIDE, split_image_folder, verify_cifar
-from models.data.folders import VAL_CAP
+from models.data.folders import TEST_CAP, VAL_CAP
 from sweep import cluster, images
 
 TIMEOUT = 3.0  # seconds a tracking server or the data set's host has to answer
@@ -132,10 +132,10 @@ def check_data(cfg: TrialConfig) -> None:
                               "to download it") from None
     elif cfg.dataset in IMAGE_FOLDERS:
         try:
-            train, val = split_image_folder(cfg.data_dir)
+            train, val, test = split_image_folder(cfg.data_dir)
         except (OSError, ValueError) as e:
             raise ConfigError(f"dataset={cfg.dataset}: {e}") from None
-        used = train + val[:VAL_CAP]  # every file a trial reads
+        used = sorted(train + val[:VAL_CAP] + test[:TEST_CAP])  # every file a trial reads, named in path order
         bad = images.check_files(used, cfg.data_dir)
         if bad:
             raise ConfigError(f"dataset={cfg.dataset}: {images.refusal(bad, len(used))}; allowed: image files "

@@ -46,8 +46,8 @@ KEYS = ("name", "description", "table", "fixed", "axes", "arms", "seeds", "refer
         "layout", "search")
 ANALYSES = ("factorial", "equivalence")  # the `analysis:` keys (analysis/factorial.py)
 REQUIRED = ("name", "description")
-# Per-trial summaries a table can show: the final (best) validation loss and the steps to reach
-# +10 % / +20 % of it (paper Sec. 4.1, Tables 1-4).
+# Per-trial summaries a table can show: the final loss (the test loss at the step of the best validation
+# loss) and the steps to reach +10 % / +20 % of the best validation loss (paper Sec. 4.1, Tables 1-4).
 METRICS = M.SUMMARY_METRICS
 # A grid larger than this is refused unless --max-trials raises it: a typo such as a thousand values on
 # three axes would otherwise plan a billion trials without a word.

@@ -3,7 +3,8 @@ one child run per trial (named by the VQ rule and what the study sweeps, e.g.
 `KSOM hard N0=1 update-0=yes seed=0`;
 all config fields as params; study, scale, seed, status, every swept field and MLflow's
 source fields as tags; curves as metrics logged once per validation in one batch, the
-trial's summaries once at step 0: metrics.py).
+trial's summaries once at step 0: metrics.py; the test loss only at the validations that chose a new best
+step, and the test loss at the chosen step as a summary, which the runs table shows beside val/best_loss).
 
 All logging happens on the driver, in a Ray Tune callback, so there is a
 single writer per store and trials need no access to it. A resumed sweep
@@ -195,6 +196,6 @@ def dataset_input(dataset: dict, data_dir: str) -> DatasetInput:
     """The MLflow record of a trial's training data (the Dataset column of the runs table): name, digest
     and image counts from models.data.fingerprint, the folder it was read from as its source."""
     source = {"data_dir": data_dir or "(shipped with the package)"}
-    profile = {"train_images": dataset["train"], "val_images": dataset["val"]}
+    profile = {"train_images": dataset["train"], "val_images": dataset["val"], "test_images": dataset["test"]}
     record = Dataset(dataset["name"], dataset["digest"], "local", json.dumps(source), profile=json.dumps(profile))
     return DatasetInput(record, tags=[InputTag("mlflow.data.context", "training")])

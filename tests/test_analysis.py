@@ -21,9 +21,9 @@ from nbclient import NotebookClient
 from analysis.load import load_sweep, read_parquet, write_parquet
 from analysis.report import main as report_main
 from analysis.store import read_sweep
-from analysis.summary import steps_to_threshold, summarise
+from analysis.summary import NO_TEST_SPLIT, has_test_split, selection_loss, steps_to_threshold, summarise
 from analysis.tables import (WRAP_WIDTH, Layout, comparison_latex, comparison_numbers, table_numbers, to_latex,
-                             to_text)
+                             to_markdown, to_text)
 from analysis.tables.layout import read_layout
 from metrics import MissingMetric
 from sweep.study import SHIPPED
@@ -76,6 +76,32 @@ def test_summary_and_table_numbers_by_hand():
     assert t.loc[("hard", "final_loss"), "best"] and t.loc[("none", "final_loss"), "best"]
     assert t.loc[("hard", "steps_10"), "mean"] == pytest.approx(250.0)  # (300 + 200) / 2
     assert t.loc[("none", "steps_10"), "p_vs_best"] > 0.05
+
+
+def test_final_loss_is_the_test_loss_at_the_step_validation_chose():
+    """A planted sweep whose validation and test disagree: run t0's validation is lowest at step 200 (0.3, then
+    0.35), its test loss is measured at 100 and 200 (where validation fell) and would be lowest at 100 (0.5 <
+    0.6): the final loss is 0.6, the test loss at step 200, the selection loss 0.3, and steps_to reads the
+    validation curve against 0.3. t1 ties its best at 200 and 300: the first step chose (test 0.7). The
+    tables say test loss; a summary without any test loss keeps its validation best, labelled."""
+    trials = pd.DataFrame({"run_id": ["t0", "t1"], "status": "finished", "neighbours": ["none", "hard"],
+                           "seed": 0, "steps": 300})
+    val = {"t0": [0.4, 0.3, 0.35], "t1": [0.5, 0.2, 0.2]}
+    test = {"t0": {100: 0.5, 200: 0.6}, "t1": {100: 0.9, 200: 0.7}}
+    rows = [(run, "val/loss", 100 * (i + 1), v) for run, c in val.items() for i, v in enumerate(c)]
+    rows += [(run, "test/loss", step, v) for run, c in test.items() for step, v in c.items()]
+    metrics = pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
+    s = summarise(trials, metrics).set_index("run_id")
+    assert (s.loc["t0", "final_loss"], s.loc["t0", "selection_loss"]) == (0.6, 0.3)
+    assert (s.loc["t1", "final_loss"], s.loc["t1", "selection_loss"]) == (0.7, 0.2)
+    assert s.loc["t0", "steps_10"] == 200 and s.loc["t0", "steps_20"] == 200  # 0.4 > 1.2 * 0.3
+    assert has_test_split(s) and list(selection_loss(s)) == [0.3, 0.2]
+    tidy = table_numbers(s.reset_index(), "comparison")
+    assert "test MSE on per-channel standardised images at the step of the best validation MSE" in (
+        to_markdown(tidy, s.reset_index(), "comparison"))
+    old = summarise(trials, metrics[metrics.metric != "test/loss"])  # a sweep of an earlier version
+    assert not has_test_split(old) and list(old.final_loss) == [0.3, 0.2]
+    assert f"{NO_TEST_SPLIT}: best validation MSE" in to_markdown(table_numbers(old, "comparison"), old, "comparison")
 
 
 def test_a_missing_metric_is_named():

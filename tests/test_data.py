@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -13,9 +14,9 @@ import torch
 from PIL import Image
 
 from models.config import TrialConfig
-from models.data import (CIFAR, PHOTOS_TRAIN, PHOTOS_VAL, ImageData, ImageFiles, cifar_data, download_cifar,
-                         find_images, fingerprint, folders, load_cifar, load_data, load_image_folder, read_cifar,
-                         read_cifar_batch, read_image, split_image_folder, tiles, verify_cifar)
+from models.data import (CIFAR, PHOTOS_TEST, PHOTOS_TRAIN, PHOTOS_VAL, ImageData, ImageFiles, cifar_data,
+                         download_cifar, find_images, fingerprint, folders, load_cifar, load_data, load_image_folder,
+                         read_cifar, read_cifar_batch, read_image, split_image_folder, tiles, verify_cifar)
 from models.train import train
 from helpers import RunsCommand, write_fake_cifar, write_folder, write_image
 
@@ -23,25 +24,32 @@ from helpers import RunsCommand, write_fake_cifar, write_folder, write_image
 
 
 def test_photos_shapes(photos):
-    """Validation = fixed uint8 32x32 tiles (M > 0); training = 7 whole uint8 photos with short side 256."""
-    assert photos.name == "photos" and photos.size == 32 and photos.test is None
-    assert photos.val.dtype == torch.uint8 and photos.val.ndim == 4
-    assert photos.val.shape[0] > 0 and photos.val.shape[1:] == (3, 32, 32)
+    """Validation and test = fixed uint8 32x32 tiles; training = 7 whole uint8 photos with short side 256."""
+    assert photos.name == "photos" and photos.size == 32
+    for held_out in (photos.val, photos.test):
+        assert held_out.dtype == torch.uint8 and held_out.ndim == 4 and held_out.shape[1:] == (3, 32, 32)
     assert len(photos.train) == len(PHOTOS_TRAIN) == 7
     for p in photos.train:
         assert p.dtype == torch.uint8 and p.shape[0] == 3 and min(p.shape[1:]) == 256
 
 
-def test_photos_validation_disjoint_from_training():
-    """Whole photos are held out: no photograph is on both sides, and there are 10 in all."""
-    assert not set(PHOTOS_TRAIN) & set(PHOTOS_VAL)
-    assert len(set(PHOTOS_TRAIN) | set(PHOTOS_VAL)) == 10
+def test_photos_test_split_shares_no_image_with_training_or_validation(photos):
+    """Whole photos are held out: no photograph is in two splits (11 in all), and no test tile is a validation
+    tile or a tile of a training photo (the grid of 32 px tiles, where a photo listed twice would repeat)."""
+    assert len(PHOTOS_TRAIN + PHOTOS_VAL + PHOTOS_TEST) == len(set(PHOTOS_TRAIN + PHOTOS_VAL + PHOTOS_TEST)) == 11
+    test = {t.numpy().tobytes() for t in photos.test}
+    assert len(test) == len(photos.test)
+    assert not test & {t.numpy().tobytes() for t in photos.val}
+    assert not test & {t.numpy().tobytes() for p in photos.train for t in tiles(p, 32)}
 
 
-def test_photos_validation_tile_count(photos):
-    """The 3 validation photos (short side 256) give floor(H/32) * floor(W/32) tiles each: at least 3 * 8 * 8."""
-    assert photos.val.shape[0] % 8 == 0  # 8 tile rows per photo (short side 256 = 8 * 32)
-    assert photos.val.shape[0] >= 3 * 8 * 8
+def test_photos_validation_and_test_tile_counts(photos):
+    """Short side 256, floor(H/32) * floor(W/32) tiles per photo, by hand: coffee 400x600 -> 256x384: 8 * 12;
+    chelsea 300x451 -> 256x385: 8 * 12; flower 427x640 -> 256x384: 8 * 12; hubble_deep_field 872x1000 ->
+    256x294: 8 * 9. Validation (coffee, chelsea) 192 tiles, test (flower, hubble_deep_field) 168."""
+    assert PHOTOS_VAL == ("coffee", "chelsea") and PHOTOS_TEST == ("flower", "hubble_deep_field")
+    assert len(photos.val) == 96 + 96 == 192
+    assert len(photos.test) == 96 + 72 == 168
 
 
 def test_photos_mean_std_of_training_pixels(photos):
@@ -155,6 +163,9 @@ def test_load_cifar_format_and_split(name, tmp_path):
     assert torch.equal(data.val, torch.from_numpy(images[perm[:10]]))
     assert torch.equal(data.train, torch.from_numpy(images[perm[10:]]))
     assert torch.equal(data.test, torch.from_numpy(test_rows.reshape(10, 3, 32, 32)))
+    # the official test batch is the test split, and none of its images is in training or validation
+    seen = {x.numpy().tobytes() for x in torch.cat([data.train, data.val])}
+    assert not {x.numpy().tobytes() for x in data.test} & seen
     # pixel layout by hand: channel c, row y, column x is byte c * 1024 + y * 32 + x
     assert data.test[4, 2, 17, 5].item() == int(test_rows[4, 2 * 1024 + 17 * 32 + 5])
     assert data.test[4, 0, 0, 31].item() == int(test_rows[4, 31])
@@ -356,32 +367,68 @@ def test_find_images_recursive_case_insensitive_sorted(tmp_path):
     assert {Path(p).suffix for p in paths} == {".png", ".JPG", ".jpeg", ".bmp", ".webp"}
 
 
-def test_five_percent_split_is_deterministic_and_disjoint(tmp_path):
-    """Without train/ and val/ subfolders: validation = the first 5 % (at least 1) of
-    RandomState(0xC1CAFA52).permutation(n) of the sorted paths, in that order; training = the rest, sorted."""
+def test_five_percent_splits_are_deterministic_and_disjoint(tmp_path):
+    """Without subfolders: validation = the first 5 % (at least 1) of RandomState(0xC1CAFA52).permutation(n) of
+    the sorted paths, in that order; test = the first 5 % (at least 1) of RandomState(0x7E57).permutation of the
+    remaining sorted paths, in that order; training = the rest, sorted. No file is in two splits."""
     paths = write_folder(tmp_path, 45)
-    train_paths, val_paths = split_image_folder(tmp_path)
+    train_paths, val_paths, test_paths = split_image_folder(tmp_path)
     perm = np.random.RandomState(0xC1CAFA52).permutation(45)
     assert val_paths == [paths[i] for i in perm[:2]]  # 45 * 5 // 100 = 2
-    assert train_paths == sorted(paths[i] for i in perm[2:])
-    assert not set(train_paths) & set(val_paths) and set(train_paths) | set(val_paths) == set(paths)
-    assert split_image_folder(tmp_path) == (train_paths, val_paths)
+    rest = sorted(paths[i] for i in perm[2:])
+    assert test_paths == [rest[i] for i in np.random.RandomState(0x7E57).permutation(43)[:2]]  # 43 * 5 // 100 = 2
+    assert train_paths == sorted(set(rest) - set(test_paths)) and len(train_paths) == 41
+    assert sorted(train_paths + val_paths + test_paths) == paths  # every file once: the splits share none
+    assert split_image_folder(tmp_path) == (train_paths, val_paths, test_paths)
     small = tmp_path / "small"
     write_folder(small, 3)
-    assert [len(part) for part in split_image_folder(small)] == [2, 1]  # at least one validation image
+    assert [len(part) for part in split_image_folder(small)] == [1, 1, 1]  # at least one held-out image each
 
 
-def test_train_and_val_subfolders_are_the_split(tmp_path):
+def test_train_val_and_test_subfolders_are_the_split(tmp_path):
     """With train/ and val/ subfolders (the ImageNet layout) they are the split; validation files come in the
-    order of RandomState(0xC1CAFA52).permutation; images elsewhere (test/) are not used."""
+    order of RandomState(0xC1CAFA52).permutation; a test/ subfolder is the test split (order of
+    RandomState(0x7E57).permutation), which training and validation never read; without one, test is 5 %
+    (at least 1) of train/'s files."""
     train_paths = write_folder(tmp_path / "train", 6)
     val_paths = write_folder(tmp_path / "val", 4)
-    write_folder(tmp_path / "test", 2)
-    got_train, got_val = split_image_folder(tmp_path)
+    test_paths = [str(write_image(tmp_path / "test" / f"t{i}.png", 12, 12, seed=100 + i)) for i in range(2)]
+    got_train, got_val, got_test = split_image_folder(tmp_path)
     assert got_train == train_paths
     assert got_val == [val_paths[i] for i in np.random.RandomState(0xC1CAFA52).permutation(4)]
+    assert got_test == [test_paths[i] for i in np.random.RandomState(0x7E57).permutation(2)]
     data = load_image_folder(tmp_path, 12)
-    assert len(data.train) == 6 and data.val.shape == (4, 3, 12, 12)
+    assert len(data.train) == 6 and data.val.shape == (4, 3, 12, 12) and data.test.shape == (2, 3, 12, 12)
+    assert torch.equal(data.test, torch.stack([read_image(p, 12) for p in got_test]))
+    decoded = {x.numpy().tobytes() for x in torch.cat([data.train[range(6)], data.val])}
+    assert not {x.numpy().tobytes() for x in data.test} & decoded  # no test image in training or validation
+    shutil.rmtree(tmp_path / "test")
+    got_train, got_val, got_test = split_image_folder(tmp_path)
+    assert got_val == [val_paths[i] for i in np.random.RandomState(0xC1CAFA52).permutation(4)]
+    assert got_test == [train_paths[np.random.RandomState(0x7E57).permutation(6)[0]]]
+    assert got_train == sorted(set(train_paths) - set(got_test))
+
+
+def test_a_test_subfolder_of_a_flat_folder_is_the_test_split(tmp_path):
+    """In a folder without train/ and val/, the images under test/ are the test split and the validation and
+    training files are drawn from the others only (validation as without test/)."""
+    paths = write_folder(tmp_path, 20)
+    test_paths = write_folder(tmp_path / "test", 3)
+    train_paths, val_paths, got_test = split_image_folder(tmp_path)
+    assert sorted(got_test) == test_paths
+    assert val_paths == [paths[np.random.RandomState(0xC1CAFA52).permutation(20)[0]]]
+    assert sorted(train_paths + val_paths) == paths
+
+
+def test_subfolders_that_share_a_file_are_refused(tmp_path):
+    """A file reached from test/ and from train/ or val/ (through a link) is refused, naming it."""
+    write_folder(tmp_path / "train", 3)
+    write_folder(tmp_path / "val", 2)
+    write_folder(tmp_path / "test", 2)
+    (tmp_path / "test" / "copy.png").symlink_to(Path(find_images(tmp_path / "val")[0]))
+    with pytest.raises(ValueError, match=f"1 image files are both in {tmp_path}/val and {tmp_path}/test .first: "
+                                         f"{tmp_path}/test/copy.png.; allowed: training, validation and test"):
+        split_image_folder(tmp_path)
 
 
 def test_load_image_folder_images_and_statistics(tmp_path, monkeypatch):
@@ -391,12 +438,14 @@ def test_load_image_folder_images_and_statistics(tmp_path, monkeypatch):
     monkeypatch.setattr(folders, "VAL_CAP", 1)
     monkeypatch.setattr(folders, "STATS_CAP", 4)
     data = load_image_folder(tmp_path, 12)
-    train_paths, val_paths = split_image_folder(tmp_path)
-    assert data.name == "imagefolder" and data.size == 12 and data.test is None
+    train_paths, val_paths, test_paths = split_image_folder(tmp_path)
+    assert data.name == "imagefolder" and data.size == 12
+    assert data.test.dtype == torch.uint8 and data.test.shape == (2, 3, 12, 12)
+    assert torch.equal(data.test[1], read_image(test_paths[1], 12))
     assert isinstance(data.train, ImageFiles) and list(data.train.paths) == train_paths
     assert data.val.dtype == torch.uint8 and data.val.shape == (1, 3, 12, 12)
     assert torch.equal(data.val[0], read_image(val_paths[0], 12))
-    chosen = [train_paths[i * 43 // 4] for i in range(4)]  # 0, 10, 21, 32
+    chosen = [train_paths[i * 41 // 4] for i in range(4)]  # 0, 10, 20, 30
     pixels = torch.stack([read_image(p, 12) for p in chosen]).double().permute(1, 0, 2, 3).reshape(3, -1)
     assert torch.allclose(data.mean.double(), pixels.mean(1), rtol=1e-6)
     assert torch.allclose(data.std.double(), pixels.std(1, unbiased=False), rtol=1e-5)
@@ -455,7 +504,7 @@ def test_image_folder_errors(tmp_path):
         load_image_folder(empty, 8)
     single = tmp_path / "single"
     write_image(single / "one.png", 8, 8)
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match="holds only 1 image.s.; at least 3 are needed .training, validation and test"):
         load_image_folder(single, 8)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not really a jpeg")
@@ -471,21 +520,26 @@ def test_image_folder_errors(tmp_path):
 
 
 def test_fingerprint_hashes_the_images_in_memory_and_the_file_list_of_a_folder(tmp_path):
-    """In memory: SHA-256 over the training images, then the validation images, byte by byte (a changed
-    pixel changes it); a folder: its training files' paths relative to the folder (the same after a move)."""
+    """In memory: SHA-256 over the training images, then the validation and the test images, byte by byte (a
+    changed pixel changes it); a folder: its training files' paths relative to the folder (the same after a
+    move), then its validation and test images."""
     train = [torch.arange(12, dtype=torch.uint8).view(3, 2, 2), torch.full((3, 2, 3), 7, dtype=torch.uint8)]
     val = torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
     data = ImageData("tiny", train, val, None, 2, torch.zeros(3), torch.ones(3))
     expected = hashlib.sha256(bytes(range(12)) + bytes([7] * 18) + bytes(12)).hexdigest()[:16]
-    assert fingerprint(data) == {"name": "tiny", "digest": expected, "train": 2, "val": 1}
+    assert fingerprint(data) == {"name": "tiny", "digest": expected, "train": 2, "val": 1, "test": 0}
+    data.test = torch.full((2, 3, 2, 2), 5, dtype=torch.uint8)
+    expected = hashlib.sha256(bytes(range(12)) + bytes([7] * 18) + bytes(12) + bytes([5] * 24)).hexdigest()[:16]
+    assert fingerprint(data) == {"name": "tiny", "digest": expected, "train": 2, "val": 1, "test": 2}
     val[0, 0, 0, 0] = 1
     assert fingerprint(data)["digest"] != expected
 
     write_folder(tmp_path / "a", 25)
     folder = load_image_folder(tmp_path / "a", 8)
     names = "\n".join(str(Path(p).relative_to(tmp_path / "a")) for p in folder.train.paths)
-    expected = hashlib.sha256(names.encode() + folder.val.numpy().tobytes()).hexdigest()[:16]
-    assert fingerprint(folder) == {"name": "imagefolder", "digest": expected, "train": 24, "val": 1}
+    held_out = folder.val.numpy().tobytes() + folder.test.numpy().tobytes()
+    expected = hashlib.sha256(names.encode() + held_out).hexdigest()[:16]
+    assert fingerprint(folder) == {"name": "imagefolder", "digest": expected, "train": 23, "val": 1, "test": 1}
     (tmp_path / "a").rename(tmp_path / "b")
     assert fingerprint(load_image_folder(tmp_path / "b", 8))["digest"] == expected
 

@@ -465,9 +465,9 @@ def test_linked_folders_list_each_file_once_and_never_on_both_sides(tmp_path, ow
     (flat / "self").symlink_to(flat)
     (flat / "sub").mkdir()
     (flat / "sub" / "up").symlink_to(flat)
-    train, val = split_image_folder(flat)
-    assert len(train) + len(val) == 41 and len(set(train + val)) == 41 and not set(train) & set(val)
-    assert all("self" not in p and "up" not in p for p in train + val)
+    train, val, test = split_image_folder(flat)
+    assert len(train + val + test) == 41 and len(set(train + val + test)) == 41  # each file once, in one split
+    assert all("self" not in p and "up" not in p for p in train + val + test)
 
     data = tmp_path / "images"
     _images(data / "train", 3)
@@ -475,7 +475,7 @@ def test_linked_folders_list_each_file_once_and_never_on_both_sides(tmp_path, ow
     (data / "val" / "copy.png").symlink_to(data / "train" / "1.png")
     assert _refused_line(data, capsys) == (
         f"dataset=imagefolder: 1 image files are both in {data}/train and {data}/val (first: {data}/val/copy.png); "
-        "allowed: training and validation folders that share no file")
+        "allowed: training, validation and test folders that share no file")
 
 
 def test_the_manifest_is_reused_for_unchanged_files(tmp_path, own_cache):

@@ -120,7 +120,7 @@ def test_parent_run_holds_the_answer_and_child_runs_read(smoke_sweep):
     assert [r.info.run_name for r in child] == ["KSOM hard N0=1 update-0=yes lr=0.001 seed=0"]
     (record,) = child[0].inputs.dataset_inputs  # the data set, once although every validation carries it
     assert (record.dataset.name, len(record.dataset.digest)) == ("photos", 16)
-    assert json.loads(record.dataset.profile) == {"train_images": 7, "val_images": 288}
+    assert json.loads(record.dataset.profile) == {"train_images": 7, "val_images": 192, "test_images": 168}
     assert all(r.inputs.dataset_inputs[0].dataset.digest == record.dataset.digest
                for r in client.search_runs([meta.experiment_id], "tags.status = 'finished'"))
     images = [a.path for a in client.list_artifacts(child[0].info.run_id, "images")]

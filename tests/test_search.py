@@ -257,8 +257,8 @@ def test_random_search_finds_the_planted_best_confirms_it_and_reports_tuning_cur
     assert set(table.seeds) == {2} and set(table.arm) == {"EMA-VQ", "KSOM hard"}
     confirm = {r.info.run_id: r for r in runs if r.data.tags["stage"] == "confirm"}
     loss = table[table.column == "final_loss"].set_index("arm")
-    for arm in ("EMA-VQ", "KSOM hard"):
-        values = [r.data.metrics[M.VAL_BEST_LOSS] for r in confirm.values() if r.data.tags["arm"] == arm]
+    for arm in ("EMA-VQ", "KSOM hard"):  # the test loss at the step validation chose
+        values = [r.data.metrics[M.TEST_FINAL_LOSS] for r in confirm.values() if r.data.tags["arm"] == arm]
         assert loss.loc[arm, "mean"] == pytest.approx(np.mean(values), rel=1e-6)
     winners_table = pd.read_parquet(sweep_dir / "tables" / "planted-search_winners.parquet")
     assert list(winners_table.lr) == [2e-3, 2e-3] and winners_table.tau.notna().tolist() == [False, True]

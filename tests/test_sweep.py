@@ -3,6 +3,7 @@ ray.cluster_utils.Cluster), an MLflow sqlite store and a real `mlflow server`,
 a driver process killed and resumed, and the command-line checks."""
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
@@ -40,8 +42,10 @@ def history(client, run, metric="val/loss"):
 
 @pytest.mark.slow
 def test_smoke_sweep_logs_one_run_per_trial_and_records_divergence(smoke_sweep):
-    """Every trial is one child run with all config fields as params and its validation curve;
-    a trial whose loss becomes NaN is tagged diverged while the others finish."""
+    """Every trial is one child run with all config fields as params and its validation curve, and its test
+    loss where validation fell, whose value at the step validation chose is the run's test/final_loss and the
+    final loss of its summary row (the best validation loss its selection loss); a trial whose loss becomes
+    NaN is tagged diverged while the others finish."""
     meta = read_sweep(smoke_sweep)
     client, runs = child_runs(meta.tracking_uri, "robustness")
     assert len(runs) == 18  # 8 arms x 2 seeds + the diverging arm x 2 seeds
@@ -53,6 +57,7 @@ def test_smoke_sweep_logs_one_run_per_trial_and_records_divergence(smoke_sweep):
         assert cfg.steps == 40 and cfg.width == 16 and r.data.tags["seed"] == str(cfg.seed)
         assert r.data.tags["study"] == "robustness" and r.data.tags["scale"] == "smoke"
     assert len(by_status["finished"]) == 16 and len(by_status["diverged"]) == 2
+    rows = pd.read_parquet(smoke_sweep / "summary.parquet").set_index("run_id")  # the report's summary
     for bad in by_status["diverged"]:
         assert float(bad.data.params["lr"]) == 1e6 and "diverged" not in bad.data.metrics  # a status, not a curve
     for r in by_status["finished"]:
@@ -63,6 +68,13 @@ def test_smoke_sweep_logs_one_run_per_trial_and_records_divergence(smoke_sweep):
         for summary in ("val/best_loss", "topography/loss_offset_3", "topography/smoothness_vq", "time/train_total_s"):
             assert [m.step for m in client.get_metric_history(r.info.run_id, summary)] == [0], summary
         assert r.data.metrics["val/best_loss"] == min(v for _, v in curve)
+        # the test loss: logged where validation fell, and at the step validation chose as the summary
+        val, test = dict(curve), {m.step: m.value for m in client.get_metric_history(r.info.run_id, "test/loss")}
+        assert sorted(test) == [s for s in sorted(val) if val[s] < min([v for t, v in val.items() if t < s],
+                                                                       default=math.inf)]
+        assert r.data.metrics["test/final_loss"] == test[min(val, key=val.get)]
+        assert rows.loc[r.info.run_id, "final_loss"] == r.data.metrics["test/final_loss"]
+        assert rows.loc[r.info.run_id, "selection_loss"] == r.data.metrics["val/best_loss"]
         assert [a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")] == ["checkpoint/state.pt"]
         assert [a.path for a in client.list_artifacts(r.info.run_id, "pictures")] == [
             "pictures/codebook_vq.png", "pictures/perturbation.png"]

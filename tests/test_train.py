@@ -137,14 +137,16 @@ def test_reports_and_learning(baseline, photos):
     assert [s for s, _ in reports] == [20, 40, 60]
     series = {"val/loss", "train/loss", "train/commitment", "val/perplexity_vq", "val/codes_used_vq",
               "train/perplexity_vq", "train/codes_used_vq", "time/train_s", "time/val_s"}
-    summaries = {"val/best_loss", "time/train_total_s", "time/val_total_s", "topography/smoothness_vq"} | {
-        f"topography/loss_offset_{o}" for o in range(4)}
+    summaries = {"val/best_loss", "test/final_loss", "time/train_total_s", "time/val_total_s",
+                 "topography/smoothness_vq"} | {f"topography/loss_offset_{o}" for o in range(4)}
     for _, m in reports:
         assert all(math.isfinite(m[key]) for key in series)
         assert 1.0 <= m["val/perplexity_vq"] <= m["val/codes_used_vq"] <= 64
-    assert [set(m) for _, m in reports] == [series, series, series | summaries]
-    last = reports[-1][1]
     val = [m["val/loss"] for _, m in reports]
+    improved = [v < min(val[:i], default=math.inf) for i, v in enumerate(val)]  # test/loss measured there only
+    assert [set(m) for _, m in reports] == [series | ({"test/loss"} if better else set()) | (
+        summaries if s == 60 else set()) for (s, _), better in zip(reports, improved)]
+    last = reports[-1][1]
     assert val[-1] < val[0]
     assert last["val/best_loss"] == min(val) == result.best_val_loss
     assert last["time/train_total_s"] == pytest.approx(sum(m["time/train_s"] for _, m in reports))
@@ -170,6 +172,35 @@ def test_reported_validation_metrics_recomputed(baseline, photos):
     assert metrics["val/loss"] == pytest.approx(sq / x.numel(), rel=1e-5)
     assert metrics["val/perplexity_vq"] == pytest.approx(math.exp(-sum(q * math.log(q) for q in p)), rel=1e-6)
     assert metrics["val/codes_used_vq"] == len(p)
+
+
+def test_test_loss_is_the_one_at_the_step_validation_chose(photos):
+    """A planted trial whose validation and test disagree (lr 1e-2: validation is lowest at step 20; the test
+    loss of every checkpoint's model, recomputed, is lower at step 30): test/loss is measured only at the steps
+    where validation fell (10, 20), as the test MSE of that step's model; the trial's test/final_loss, its
+    TrainResult and its checkpoint hold step 20's, not the lower one the test split would have chosen, and a
+    run resumed from step 20 ends with it too."""
+    cfg = TINY.replace(lr=1e-2, steps=30, eval_every=10)
+    result, reports, checkpoints = run(cfg, photos)
+    val = {s: m["val/loss"] for s, m in reports}
+    assert min(val, key=val.get) == 20 and val[30] > val[20]
+    test = {}
+    for step, raw in checkpoints.items():
+        model = build_model(cfg)
+        model.load_state_dict(load_state(raw).model)
+        model.eval()
+        with torch.no_grad():
+            x = photos.normalise(photos.test)
+            test[step] = F.mse_loss(model(x).recon, x).item()
+    assert test[30] < test[20]  # the test split would choose step 30
+    assert [s for s, m in reports if "test/loss" in m] == [10, 20]
+    for step in (10, 20):
+        assert dict(reports)[step]["test/loss"] == pytest.approx(test[step], rel=1e-5)
+    chosen = dict(reports)[20]["test/loss"]
+    assert reports[-1][1]["test/final_loss"] == chosen == result.test_loss == load_state(checkpoints[30]).test_loss
+    assert load_state(checkpoints[20]).test_loss == chosen
+    resumed, _, _ = run(cfg, photos, resume=load_state(checkpoints[20]))
+    assert resumed.test_loss == pytest.approx(chosen, rel=1e-6)
 
 
 def test_checkpoint_contents(baseline):

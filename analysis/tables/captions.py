@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.stats import ALPHA
-from analysis.summary import COLLAPSE_FRACTION
+from analysis.summary import COLLAPSE_FRACTION, NO_TEST_SPLIT, has_test_split
 from analysis.tables.formats import DAGGER, DDAGGER, PCT, PM, TIMES, plain
 from analysis.tables.layout import FIELD_NOTES, LABELS, Layout, header, layout_for
 from analysis.tables.numbers import loss_scale, steps_scale
@@ -42,9 +42,14 @@ def caption(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", pa
     if not latex:
         bold = bold.replace("$t$", "t").replace("$\\alpha=", "alpha = ").replace("$)", ")")
     if part == "main":
-        parts += [f"Loss {unit(ls)}: best validation MSE on per-channel standardised images. "
-                  f"Steps: first validated step within +{'/+'.join(map(str, layout.thresholds))}{pct} of that loss"
-                  + (f", shown {unit(3)[1:-1]}" if steps_scale(summary) else "") + ".",
+        thresholds = "/+".join(map(str, layout.thresholds))
+        loss = (f"Loss {unit(ls)}: test MSE on per-channel standardised images at the step of the best validation "
+                f"MSE (validation selects and the test split reports; the validation best, selection data, is the "
+                f"summary's {M.SELECTION_LOSS}). Steps: first validated step whose validation MSE is within "
+                f"+{thresholds}{pct} of that best" if has_test_split(summary) else
+                f"Loss {unit(ls)}: {NO_TEST_SPLIT}: best validation MSE on per-channel standardised images. "
+                f"Steps: first validated step within +{thresholds}{pct} of that loss")
+        parts += [loss + (f", shown {unit(3)[1:-1]}" if steps_scale(summary) else "") + ".",
                   f"Mean {pm} sample std over the seeds that did not diverge (--: no seed left); "
                   f"{dagger}: collapsed seeds (fewer than {COLLAPSE_FRACTION:.0%} of the K codes used on validation "
                   f"at some level) are left out of that steps mean, which averages the s - d - c seeds of its "
@@ -78,7 +83,8 @@ def comparison_caption(summary: pd.DataFrame, study: "str | Layout", fmt: str) -
     within = f" within the same {', '.join(header(layout, f, fmt) for f in layout.group)}" if layout.group else ""
     scale, steps = _scale_note(summary)
     text = (f"{layout.name}: each configuration minus the reference arm ({ref}){within}; scale {scale}, {steps} steps. "
-            f"$\\Delta$: difference of means (loss and steps in the main table's units); 95\\% CI: Welch; $p$: "
+            f"$\\Delta$: difference of means (loss: {'test loss' if has_test_split(summary) else NO_TEST_SPLIT}; loss "
+            f"and steps in the main table's units); 95\\% CI: Welch; $p$: "
             f"two-sided Welch $t$-test, not adjusted (Holm-adjusted in the Parquet); $g$: Hedges' $g$; $n$: seeds "
             f"averaged, configuration/reference (diverged left out; collapsed left out of steps). "
             f"-- where a side has fewer than 2 seeds.")

@@ -89,7 +89,8 @@ LABELS = {"neighbours": {"none": "EMA-VQ", "hard": "KSOM hard", "gaussian": "KSO
           "update_empty": {True: "Yes", False: "No"}, "grid_dim": {1: "1D", 2: "2D"}}
 # Summary columns that never make a row: the trial's identity and status, and its measured numbers.
 SKIP = {"run_id", "run_name", "seed", "ray_trial_id", "node_id", M.STATUS_TAG, "parent_run_id", M.RESULT,
-        M.FINAL_LOSS, M.DIVERGED, M.COLLAPSED, M.LATE_IMPROVEMENT, "start_time", "stage", "search", "searched"}
+        M.FINAL_LOSS, M.SELECTION_LOSS, M.DIVERGED, M.COLLAPSED, M.LATE_IMPROVEMENT, "start_time", "stage", "search",
+        "searched"}
 
 
 def header(layout: Layout, name: str, fmt: str) -> str:

@@ -1,7 +1,8 @@
 """The numbers of a study's tables, as tidy frames (analysis.tables.render sets them as text).
 
-main         one row per configuration (the layout's row fields, in the paper's row order): best
-             validation loss and steps to +p % of it, mean +- sample std (n - 1) over seeds; the
+main         one row per configuration (the layout's row fields, in the paper's row order): final
+             loss (analysis.summary) and steps to +p % of the best validation loss, mean +- sample
+             std (n - 1) over seeds; the
              seeds / diverged / collapsed / unfinished counts of the row. Diverged trials are left
              out of every mean; collapsed ones (analysis.summary) count in the loss but not in the steps.
 topography   per configuration, the validation loss with every code shifted by +1, +2, +3 on the
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.stats import ALPHA, describe, holm, welch, welch_from_stats
+from analysis.summary import selection_loss
 from analysis.tables.layout import Layout, layout_for, paper_order
 import metrics as M
 
@@ -61,8 +63,8 @@ def topography_columns(summary: pd.DataFrame) -> list[str]:
 def _with_shifts(summary: pd.DataFrame) -> pd.DataFrame:
     """loss_ratio_o = validation loss with codes shifted by o / the same model's unshifted loss, and
     loss_increase_o = the shifted minus the unshifted loss (loss_offset_0 where measured, else the
-    trial's final loss)."""
-    base = summary[f"{OFFSET}0"] if f"{OFFSET}0" in summary else summary[M.FINAL_LOSS]
+    trial's best validation loss)."""
+    base = summary[f"{OFFSET}0"] if f"{OFFSET}0" in summary else selection_loss(summary)
     measured = [o for o in TOPOGRAPHY_OFFSETS if f"{OFFSET}{o}" in summary]
     return summary.assign(**{f"{RATIO}{o}": summary[f"{OFFSET}{o}"] / base for o in measured},
                           **{f"{INCREASE}{o}": summary[f"{OFFSET}{o}"] - base for o in measured})

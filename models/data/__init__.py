@@ -2,8 +2,9 @@
 
 Every data set becomes an `ImageData` (images.py): uint8 training images (a list of photos
 of any size, one (N, 3, H, W) tensor, or `ImageFiles` (files.py), a lazy list of files that
-the trainer decodes in DataLoader processes: loader.py), fixed validation images, and the
-per-channel mean/std of the training split. Training batches are random `size` x `size` crops
+the trainer decodes in DataLoader processes: loader.py), fixed validation images (which select),
+fixed test images (which only report what validation selected), and the per-channel mean/std of
+the training split. Training batches are random `size` x `size` crops
 (for CIFAR and image folders the crop is the whole image), standardised.
 One module per source: photos.py, cifar.py, folders.py; `load_data` picks one by name.
 """
@@ -15,13 +16,14 @@ from models.data.cifar import (CIFAR, CIFAR_COUNTS, cifar_data, download_cifar, 
                                read_cifar_batch, verify_cifar)
 from models.data.files import DataError, ImageFiles, read_image
 from models.data.folders import IMAGE_EXTENSIONS, IMAGE_FOLDERS, find_images, load_image_folder, split_image_folder
-from models.data.images import VAL_SEED, ImageData, fingerprint, share_rows
-from models.data.photos import PHOTO_SHORT_SIDE, PHOTOS_TRAIN, PHOTOS_VAL, load_photos, tiles
+from models.data.images import TEST_SEED, VAL_SEED, ImageData, fingerprint, share_rows
+from models.data.photos import PHOTO_SHORT_SIDE, PHOTOS_TEST, PHOTOS_TRAIN, PHOTOS_VAL, load_photos, tiles
 
-__all__ = ["CIFAR", "CIFAR_COUNTS", "IMAGE_EXTENSIONS", "IMAGE_FOLDERS", "PHOTO_SHORT_SIDE", "PHOTOS_TRAIN",
-           "PHOTOS_VAL", "VAL_SEED", "ImageData", "ImageFiles", "cifar_data", "download_cifar", "find_images",
-           "fingerprint", "load_cifar", "load_data", "load_image_folder", "load_photos", "read_cifar",
-           "read_cifar_batch", "read_image", "share_rows", "split_image_folder", "tiles", "verify_cifar"]
+__all__ = ["CIFAR", "CIFAR_COUNTS", "IMAGE_EXTENSIONS", "IMAGE_FOLDERS", "PHOTO_SHORT_SIDE", "PHOTOS_TEST",
+           "PHOTOS_TRAIN", "PHOTOS_VAL", "TEST_SEED", "VAL_SEED", "ImageData", "ImageFiles", "cifar_data",
+           "download_cifar", "find_images", "fingerprint", "load_cifar", "load_data", "load_image_folder",
+           "load_photos", "read_cifar", "read_cifar_batch", "read_image", "share_rows",
+           "split_image_folder", "tiles", "verify_cifar"]
 
 
 def load_data(name: str, data_dir: str | Path = "", size: int = 32, download: bool = True) -> ImageData:

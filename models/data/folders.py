@@ -9,13 +9,13 @@ import numpy as np
 import torch
 
 from models.data.files import ImageFiles
-from models.data.images import VAL_SEED, ImageData, channel_stats
+from models.data.images import TEST_SEED, VAL_SEED, ImageData, channel_stats
 
 # Folders of images (ImageNet; the CelebA-HQ + AFHQ mixture): three names, one loader.
 IMAGE_FOLDERS = ("imagefolder", "imagenet", "celeba_afhq")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # matched in any case
-VAL_PERCENT = 5  # of the files (at least 1), when a folder has no train/ and val/ subfolders
-VAL_CAP = 2000  # validation images held in memory (uint8 at 256 px: 393 MB)
+HELD_OUT_PERCENT = 5  # of the files (at least 1) drawn for validation or test where no subfolder holds them
+VAL_CAP = TEST_CAP = 2000  # validation and test images held in memory (uint8 at 256 px: 393 MB each)
 STATS_CAP = 1000  # training images the mean/std are computed from
 
 
@@ -59,34 +59,58 @@ def find_images(folder: str | Path) -> list[str]:
     return sorted(_walk_images(folder).values())
 
 
-def split_image_folder(data_dir: str | Path) -> tuple[list[str], list[str]]:
-    """(training files, validation files) of a folder of images.
+def _shuffled(files: list[str], seed: int) -> list[str]:
+    return [files[i] for i in np.random.RandomState(seed).permutation(len(files))]
 
-    - data_dir has both train/ and val/ subfolders (the ImageNet layout): the images under each.
-    - otherwise: all images under data_dir; validation = the first 5 % (at least 1) of
-      RandomState(0xC1CAFA52).permutation(n) over the sorted paths, training = the rest.
-    Training files come back sorted by path; validation files in the seeded shuffled order
-    (the train/val layout shuffles its validation files with the same RandomState), so that
-    any prefix of the validation list (see VAL_CAP) is a random sample, not a few class folders.
+
+def _hold_out(files: list[str], seed: int) -> tuple[list[str], list[str]]:
+    """(the rest, sorted; the held-out files in their drawn order): the first HELD_OUT_PERCENT % (at least 1)
+    of RandomState(seed).permutation over the sorted `files`."""
+    drawn = _shuffled(files, seed)
+    n = max(1, len(files) * HELD_OUT_PERCENT // 100)
+    return sorted(drawn[n:]), drawn[:n]
+
+
+def split_image_folder(data_dir: str | Path) -> tuple[list[str], list[str], list[str]]:
+    """(training, validation, test files) of a folder of images.
+
+    - test/ subfolder present: its images are the test split, and no other split reads them.
+    - train/ and val/ subfolders (the ImageNet layout): validation = the images under val/, training those
+      under train/; otherwise all images under data_dir but test/'s: validation = the first 5 % (at least 1)
+      of RandomState(0xC1CAFA52).permutation(n) over the sorted paths, training = the rest.
+    - no test/ subfolder: test = the first 5 % (at least 1) of RandomState(0x7E57).permutation over the sorted
+      training files of the step above, which leave training (validation is the same either way).
+    Training files come back sorted by path; validation and test files in a seeded shuffled order (a
+    subfolder's files shuffled with the same RandomState), so that any prefix of them (VAL_CAP, TEST_CAP) is a
+    random sample, not a few class folders. Subfolders that share a file (through a link) are a ValueError.
     """
     folder = Path(data_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"data_dir {folder} does not exist or is not a folder")
+    test = _walk_images(folder / "test") if (folder / "test").is_dir() else {}
     if (folder / "train").is_dir() and (folder / "val").is_dir():
-        train, val = _walk_images(folder / "train"), _walk_images(folder / "val")
-        shared = train.keys() & val.keys()
-        if shared:
-            first = ", ".join(sorted(val[real] for real in shared)[:3])
-            raise ValueError(f"{len(shared)} image files are both in {folder / 'train'} and {folder / 'val'} (first: "
-                             f"{first}); allowed: training and validation folders that share no file")
-        train, val = sorted(train.values()), sorted(val.values())
-        return train, [val[i] for i in np.random.RandomState(VAL_SEED).permutation(len(val))]
-    files = find_images(folder)
-    if len(files) < 2:
-        raise ValueError(f"{folder} holds only 1 image; at least 2 are needed (training and validation)")
-    perm = np.random.RandomState(VAL_SEED).permutation(len(files))
-    n_val = max(1, len(files) * VAL_PERCENT // 100)
-    return sorted(files[i] for i in perm[n_val:]), [files[i] for i in perm[:n_val]]
+        parts = {"train": _walk_images(folder / "train"), "val": _walk_images(folder / "val"), "test": test}
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            shared = parts[a].keys() & parts[b].keys()
+            if shared:
+                first = ", ".join(sorted(parts[b][real] for real in shared)[:3])
+                raise ValueError(f"{len(shared)} image files are both in {folder / a} and {folder / b} (first: "
+                                 f"{first}); allowed: training, validation and test folders that share no file")
+        train, val = sorted(parts["train"].values()), _shuffled(sorted(parts["val"].values()), VAL_SEED)
+    else:
+        files = sorted(path for real, path in _walk_images(folder).items() if real not in test)
+        needed = 2 if test else 3
+        if len(files) < needed:
+            raise ValueError(f"{folder} holds only {len(files)} image(s){' outside test/' if test else ''}; at least "
+                             f"{needed} are needed (training, validation{'' if test else ' and test'})")
+        train, val = _hold_out(files, VAL_SEED)
+    if test:
+        return train, val, _shuffled(sorted(test.values()), TEST_SEED)
+    if len(train) < 2:
+        raise ValueError(f"{folder / 'train'} holds only 1 image; at least 2 are needed (training and test), or "
+                         "a test/ subfolder")
+    train, test = _hold_out(train, TEST_SEED)
+    return train, val, test
 
 
 def load_image_folder(data_dir: str | Path, size: int = 256, name: str = "imagefolder") -> ImageData:
@@ -95,19 +119,20 @@ def load_image_folder(data_dir: str | Path, size: int = 256, name: str = "imagef
     Files: .jpg .jpeg .png .bmp .webp in any case, at any depth (`find_images`); each is read by
     `read_image` (RGB, shorter side resized to `size`, centre crop). Split: `split_image_folder`.
     - training: `ImageFiles`, decoded per batch (an unreadable training file fails when drawn);
-    - validation: the first VAL_CAP = 2000 files of the validation list (in its seeded order),
-      decoded once into a uint8 (M, 3, size, size) tensor;
+    - validation and test: the first VAL_CAP = TEST_CAP = 2000 files of their lists (in their seeded order),
+      each decoded once into a uint8 (M, 3, size, size) tensor;
     - mean/std: over the training files i * n // m, i < m = min(n, STATS_CAP = 1000): evenly spaced
       in sorted path order, so that every class folder of ImageNet contributes.
     `name` ("imagefolder", "imagenet" or "celeba_afhq") only names the data set.
     """
     if not str(data_dir):
         raise ValueError(f"dataset={name} needs data_dir: a folder of images "
-                         f"({' '.join(IMAGE_EXTENSIONS)}), optionally with train/ and val/ subfolders")
-    train_paths, val_paths = split_image_folder(data_dir)
-    train, val = ImageFiles(tuple(train_paths), size), ImageFiles(tuple(val_paths[:VAL_CAP]), size)
-    val = val[range(len(val))]  # decoded once
+                         f"({' '.join(IMAGE_EXTENSIONS)}), optionally with train/, val/ and test/ subfolders")
+    train_paths, val_paths, test_paths = split_image_folder(data_dir)
+    train = ImageFiles(tuple(train_paths), size)
+    val, test = (ImageFiles(tuple(paths[:cap]), size) for paths, cap in ((val_paths, VAL_CAP), (test_paths, TEST_CAP)))
+    val, test = val[range(len(val))], test[range(len(test))]  # decoded once
     n, m = len(train), min(len(train), STATS_CAP)
     chosen = torch.tensor([i * n // m for i in range(m)])
     mean, std = channel_stats(train[chunk] for chunk in chosen.split(64))
-    return ImageData(name, train, val, None, size, mean, std)
+    return ImageData(name, train, val, test, size, mean, std)

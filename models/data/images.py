@@ -13,16 +13,20 @@ from models.data.files import DataError, ImageFiles
 # Validation is 20 % of the CIFAR training split, chosen with this seed as in the released code;
 # image folders without train/ and val/ subfolders draw their validation files with it too.
 VAL_SEED = 0xC1CAFA52
+# Image folders without a test/ subfolder draw their test files from the training files with this seed.
+TEST_SEED = 0x7E57
 
 
 @dataclass
 class ImageData:
-    """Training images, validation tiles and the normalisation of one data set."""
+    """Training images, validation and test images, and the normalisation of one data set. Validation
+    selects (a trial's best step, a search's winner, early stopping); test only reports the loss of
+    what validation selected (models/train.py)."""
 
     name: str
     train: list[torch.Tensor] | torch.Tensor | ImageFiles  # uint8, each (3, H, W) with H, W >= size
     val: torch.Tensor  # uint8 (M, 3, size, size)
-    test: torch.Tensor | None  # uint8, like val, where the data set has a test split
+    test: torch.Tensor | None  # uint8, like val; None: no test split (every loader here has one)
     size: int
     mean: torch.Tensor  # (3,) float, training split, in [0, 255]
     std: torch.Tensor  # (3,)
@@ -93,11 +97,12 @@ def share_rows(batch_size: int, share: tuple[int, int]) -> slice:
 
 
 def fingerprint(data: ImageData) -> dict:
-    """What identifies a data set in a run's record: {"name", "digest", "train", "val"}, the digest the
-    first 16 hex digits of a SHA-256 over the validation images and the training images held in memory
-    (photos, CIFAR), or, for an image folder decoded batch by batch, over its training files' paths
-    relative to their common folder (reading 1.3 M ImageNet files only to hash them would take hours);
-    "train" / "val" count the training images (photos: whole photographs) and validation images."""
+    """What identifies a data set in a run's record: {"name", "digest", "train", "val", "test"}, the digest the
+    first 16 hex digits of a SHA-256 over the training images held in memory (photos, CIFAR), or, for an
+    image folder decoded batch by batch, over its training files' paths relative to their common folder
+    (reading 1.3 M ImageNet files only to hash them would take hours), then the validation and the test
+    images; "train" / "val" / "test" count the training images (photos: whole photographs), validation and
+    test images (0: no test split)."""
     digest = hashlib.sha256()
     if isinstance(data.train, ImageFiles):
         root = os.path.commonpath(data.train.paths) if len(data.train) > 1 else os.path.dirname(data.train.paths[0])
@@ -106,7 +111,10 @@ def fingerprint(data: ImageData) -> dict:
         for image in data.train:  # a list of photos, or the rows of a tensor
             digest.update(image.contiguous().numpy().tobytes())
     digest.update(data.val.contiguous().numpy().tobytes())
-    return {"name": data.name, "digest": digest.hexdigest()[:16], "train": len(data.train), "val": len(data.val)}
+    if data.test is not None:
+        digest.update(data.test.contiguous().numpy().tobytes())
+    return {"name": data.name, "digest": digest.hexdigest()[:16], "train": len(data.train), "val": len(data.val),
+            "test": 0 if data.test is None else len(data.test)}
 
 
 def channel_stats(images) -> tuple[torch.Tensor, torch.Tensor]:
