@@ -130,6 +130,29 @@ def smoothness(level: str) -> str:
 
 # What names a study: its MLflow experiment, its sweep folders and its table files (no path separators).
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# What no name, label or text read from a file may hold: control characters (a newline ends a progress line
+# or a table row and forges the next, ESC drives the terminal, NUL ends C strings), line and paragraph
+# separators, and the bidirectional overrides that make text show in another order than it is stored.
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` with every UNPRINTABLE character written as Python writes it escaped (a newline as \\n, ESC as
+    \\x1b): what reaches a terminal or a file of text from data shows, and never acts."""
+    return UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def find_unprintable(data, path: tuple = ()) -> tuple[tuple, str] | None:
+    """(key path, string) of the first string in `data` (nested mappings and lists, keys included) that holds
+    an UNPRINTABLE character; None when none does."""
+    if isinstance(data, str):
+        return (path, data) if UNPRINTABLE.search(data) else None
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, (list, tuple)) else ()
+    for key, value in items:
+        found = find_unprintable(key, path + (key,)) or find_unprintable(value, path + (key,))
+        if found:
+            return found
+    return None
 
 
 def value_texts(values: Iterable) -> dict:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -53,7 +54,7 @@ import metrics as M
 from analysis.stats import ALPHA, describe, tost
 from analysis.summary import CONVERGENCE_TOLERANCE, NO_TEST_SPLIT, has_test_split
 from analysis.tables import loss_scale
-from analysis.tables.formats import PCT, TIMES, Grid, as_latex, as_markdown, as_text, plain
+from analysis.tables.formats import PCT, TIMES, Grid, as_latex, as_markdown, as_text, escape, plain
 
 LOSS = M.FINAL_LOSS
 
@@ -208,8 +209,8 @@ def _p(p: float) -> str:
     return "--" if not math.isfinite(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
-def _section(key: dict) -> str:
-    return ", ".join(str(v) if f == "arm" else f"{f} = {_show(v)}" for f, v in key.items())
+def _section(key: dict, fmt: str) -> str:
+    return escape(", ".join(str(v) if f == "arm" else f"{f} = {_show(v)}" for f, v in key.items()), fmt)
 
 
 def _grid(part: str, numbers: pd.DataFrame, by: list[str], summary: pd.DataFrame) -> dict:
@@ -221,23 +222,22 @@ def _grid(part: str, numbers: pd.DataFrame, by: list[str], summary: pd.DataFrame
         for r in numbers.to_dict("records"):
             key = {f: r[f] for f in by}
             if part != "equivalence" and key != previous and by:
-                sections[len(rows)] = _section(key).replace("_", "\\_") if fmt == "latex" else _section(key)
+                sections[len(rows)] = _section(key, fmt)
                 previous = key
             cell = lambda text: (text, "", False, "")  # noqa: E731
             if part == "factorial":
-                rows.append([r["term"].replace(" x ", " × ") if fmt != "latex" else
-                             r["term"].replace("_", "\\_").replace(" x ", " $\\times$ ")])
+                rows.append([escape(r["term"].replace(" x ", " × "), fmt)])
                 cells.append([cell(_num(r["ratio"])), cell(f"[{_num(r['ratio_low'])}, {_num(r['ratio_high'])}]"),
                               cell(_p(r["p"]))])
             elif part == "collapse":
                 level = "all trials" if r["factor"] == "all" else f"{r['factor']} = {r['level']}"
-                rows.append([level.replace("_", "\\_") if fmt == "latex" else level])
+                rows.append([escape(level, fmt)])
                 cells.append([cell(f"{r['collapsed']}/{r['n']}"), cell(_num(r["rate"])),
                               cell(f"[{_num(r['ci_low'])}, {_num(r['ci_high'])}]")])
             else:
                 f = 10.0 ** loss_scale(summary)
                 # the configuration on a line of its own (as the vs-reference table), so the table stays narrow
-                sections[len(rows)] = _section(key).replace("_", "\\_") if fmt == "latex" else _section(key)
+                sections[len(rows)] = _section(key, fmt)
                 rows.append([""])
                 verdict = "yes" if r["equivalent"] else "no"
                 cells.append([cell(_num(r["diff"] * f)), cell(f"[{_num(r['ci90_low'] * f)}, {_num(r['ci90_high'] * f)}]"),
@@ -258,13 +258,17 @@ def _grid(part: str, numbers: pd.DataFrame, by: list[str], summary: pd.DataFrame
 
 
 def _caption(part: str, numbers: pd.DataFrame, summary: pd.DataFrame, factors: list[str], plan: dict) -> dict:
-    """The caption of `part` in LaTeX (Markdown and text: the same, plain)."""
+    """The caption of `part` in LaTeX (Markdown and text: the same, plain). What comes from data (names,
+    levels) stands in it as a slot, filled escaped for each format."""
     scale = str(summary["scale"].iloc[0]) if "scale" in summary and len(summary) else "?"
     steps = int(summary["steps"].max()) if "steps" in summary and len(summary) else 0
-    where = f"{plan.get('study', '')}, scale {scale}, {steps:,} steps"
+    data = {"where": f"{plan.get('study', '')}, scale {scale}, {steps:,} steps",
+            "contrasts": "; ".join(f"{f}: {c}" for f, c in dict(zip(numbers.get("term", ()),
+                                                                     numbers.get("contrast", ()))).items()
+                                   if " x " not in f),
+            "ref": ", ".join(str(v) for v in (plan.get("reference") or {}).values())}
+    where, contrasts, ref = (f"\0{key}\0" for key in data)
     if part == "factorial":
-        contrasts = "; ".join(f"{f}: {c}".replace("_", "\\_") for f, c in
-                              dict(zip(numbers["term"], numbers["contrast"])).items() if " x " not in f)
         df = sorted(set(numbers["df_resid"])) if len(numbers) else []
         text = (f"Factor effects on the final loss ({where}): per arm, a linear model of $\\ln$ loss with every "
                 f"interaction (statsmodels OLS), each factor coded $\\pm 1/2$, so an effect is the difference of "
@@ -280,7 +284,6 @@ def _caption(part: str, numbers: pd.DataFrame, summary: pd.DataFrame, factors: l
                 f"and the logistic estimate does not exist.")
     else:
         frac = float((plan.get("analysis") or {}).get("equivalence", math.nan))
-        ref = ", ".join(str(v) for v in (plan.get("reference") or {}).values())
         unit = TIMES["latex"](loss_scale(summary))
         loss = ("test loss (at the step of its best validation loss)" if has_test_split(summary) else
                 f"best validation loss ({NO_TEST_SPLIT})")
@@ -293,7 +296,8 @@ def _caption(part: str, numbers: pd.DataFrame, summary: pd.DataFrame, factors: l
                 f"Conv.: seeds converged (best loss fell $\\le$ 2\\% over the last 20\\% of the steps), "
                 f"arm/reference.")
     plain_text = _plain(text.replace(TIMES["latex"](loss_scale(summary)), TIMES["text"](loss_scale(summary))))
-    return {"latex": text, "md": plain_text, "text": plain_text}
+    fill = lambda tex, fmt: re.sub("\0(\\w+)\0", lambda m: escape(data[m.group(1)], fmt), tex)  # noqa: E731
+    return {"latex": fill(text, "latex"), "md": fill(plain_text, "md"), "text": fill(plain_text, "text")}
 
 
 PLAIN = (("$\\pm 1/2$", "±1/2"), ("$\\pm$", "±"), ("$\\pm\\delta$", "±δ"), ("$e^{\\mathrm{effect}}$", "exp(effect)"),

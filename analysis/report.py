@@ -115,7 +115,7 @@ def missing_note(trials: pd.DataFrame, any_figure: bool) -> str:
     not_results = {s: int(n) for s, n in statuses.items() if s not in RESULT_STATUSES}
     lines = []
     if not_results:
-        counts = ", ".join(f"{n} {s or 'no status'}" for s, n in sorted(not_results.items()))
+        counts = M.printable(", ".join(f"{n} {s or 'no status'}" for s, n in sorted(not_results.items())))
         lines.append(f"missing: {sum(not_results.values())} of {len(trials)} trials are not results ({counts}); "
                      "they are counted but in no mean, figure or picture")
     if not any_figure:
@@ -132,7 +132,7 @@ def outcomes(summary: pd.DataFrame) -> str:
         for name in hit.get("run_name", pd.Series(dtype=str)).astype(str):
             config, _, seed = name.rpartition(" seed=")
             configs.setdefault(config or name, []).append(seed)
-        named = "; ".join(f"{c} (seeds {', '.join(s)})" for c, s in configs.items())
+        named = M.printable("; ".join(f"{c} (seeds {', '.join(s)})" for c, s in configs.items()))  # names: data
         lines.append(textwrap.fill(f"{flag} ({len(hit)} of {len(summary)}): {named or 'none'}", TEXT_WIDTH,
                                    subsequent_indent="  "))
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 from mlflow.tracking import get_tracking_uri
 
+from analysis.tables.formats import check_latex
 import metrics as M
 
 DATABASE = "mlflow.db"
@@ -123,9 +124,32 @@ def check_plan(plan: dict, study: str, where: str | Path) -> dict:
     wrong = [k for k, (kind, item) in PLAN_TYPES.items() if k in plan and not (
         isinstance(plan[k], kind) and (item is None or all(isinstance(v, item) for v in plan[k])))]
     if wrong or not M.STUDY_NAME.fullmatch(study) or plan.get("study", study) != study:
-        raise BadSweep(f"{where} is not a sweep's (study {study!r}, plan keys {wrong}); allowed: the sweep.json a "
-                       "sweep wrote (restore it, or start the sweep again)")
+        raise BadSweep(M.printable(f"{where} is not a sweep's (study {study!r}, plan keys {wrong}); allowed: the "
+                                   "sweep.json a sweep wrote (restore it, or start the sweep again)"))
+    bad = _bad_text(plan)
+    if bad:
+        path, value, problem = bad
+        raise BadSweep(f"{where} is not a sweep's (plan{''.join(f'[{k!r}]' for k in path)} = {value!r}: {problem}); "
+                       "allowed: the sweep.json a sweep wrote (restore it, or start the sweep again)")
     return plan
+
+
+def _bad_text(plan: dict) -> tuple[tuple, object, str] | None:
+    """(key path, value, problem) of the first text of `plan` its study's loader would have refused: a control
+    character anywhere, or a caption or header outside the LaTeX a study file may write (formats.check_latex)."""
+    found = M.find_unprintable(plan)
+    if found:
+        return found[0], found[1], "a control character"
+    layout = plan.get("layout") or {}
+    headers = layout.get("headers") or {}
+    latex = {("layout", "caption"): layout.get("caption", "")}
+    latex.update({("layout", "headers", k): v for k, v in headers.items()} if isinstance(headers, dict) else
+                 {("layout", "headers"): headers})
+    for path, tex in latex.items():
+        problem = check_latex(tex) if isinstance(tex, str) else "not a string"
+        if problem:
+            return path, tex, problem
+    return None
 
 
 def read_sweep(sweep_dir: str | Path, check: bool = True, tracking_uri: str | None = None) -> Sweep:

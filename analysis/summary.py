@@ -25,9 +25,11 @@ A sweep with finished trials but no validation loss logged is an error naming th
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow
 
 import metrics as M
 
@@ -42,6 +44,7 @@ COLLAPSE_FRACTION = 0.05  # fewer than 5 % of the K codes used on validation: co
 LAST_VALUE = tuple(family("") for family in (M.val_perplexity, M.val_codes_used, M.offset_loss, M.smoothness))
 CODE_USE_COLUMNS = tuple(M.column(prefix) for prefix in LAST_VALUE[:2])  # prefixes of their summary columns
 TOPOGRAPHY_COLUMNS = tuple(M.column(prefix) for prefix in LAST_VALUE[2:])
+LAST_VALUE_COLUMNS = CODE_USE_COLUMNS + TOPOGRAPHY_COLUMNS
 
 
 def steps_to_threshold(steps, losses, final: float, percent: float) -> float:
@@ -121,3 +124,50 @@ def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         row[M.COLLAPSED] = collapsed(codes, int(trial.get("codebook_size", 0)))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# What summarise writes, as a reader of a summary.parquet checks it (the file is data: it may be damaged, cut
+# short or written by something else): column -> kind. The per-level and per-offset columns are numbers too.
+SUMMARY_KINDS = {"study": "text", "run_id": "text", "run_name": "text", M.STATUS_TAG: "text", "scale": "text",
+                 "steps": "integer", "seed": "integer", M.RESULT: "bool", M.FINAL_LOSS: "number",
+                 M.DIVERGED: "bool", M.COLLAPSED: "bool", M.LATE_IMPROVEMENT: "number",
+                 **{M.steps_to(p): "number" for p in M.THRESHOLDS}}
+KINDS = {"text": pd.api.types.is_string_dtype, "bool": pd.api.types.is_bool_dtype,
+         "integer": lambda c: pd.api.types.is_integer_dtype(c) and not pd.api.types.is_bool_dtype(c),
+         "number": lambda c: pd.api.types.is_numeric_dtype(c) and not pd.api.types.is_bool_dtype(c)}
+KIND_NAMES = {"text": "text", "bool": "true/false", "integer": "whole numbers", "number": "numbers"}
+
+
+class BadSummary(ValueError):
+    """A summary.parquet that is not what summarise wrote: one line naming the file and what is wrong."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def read_summary(path: str | Path) -> pd.DataFrame:
+    """The per-trial summary in `path`, checked: a Parquet file with rows, every SUMMARY_KINDS column of its
+    kind, every other column plain values (text, numbers or true/false: config fields and tags), and a searched
+    study's `searched` fields among its columns. Raises BadSummary naming the file and what is wrong."""
+    allowed = "allowed: the summary.parquet a sweep's report wrote (python -m analysis.report SWEEP_DIR writes it again)"
+    try:
+        frame = pd.read_parquet(path)
+    except (pyarrow.ArrowException, ValueError, OSError) as e:
+        why = str(e).splitlines()[0].rsplit("': ", 1)[-1][:200]  # pyarrow's message names the file again
+        raise BadSummary(M.printable(f"{path}: not a readable Parquet file ({why}); {allowed}")) from None
+    missing = [c for c in SUMMARY_KINDS if c not in frame]
+    if missing:
+        raise BadSummary(f"{path}: no column {', '.join(missing)}; {allowed}")
+    if frame.empty:
+        raise BadSummary(f"{path}: holds no trials; {allowed}")
+    for column in frame.columns:
+        kind = SUMMARY_KINDS.get(column, "number" if str(column).startswith(LAST_VALUE_COLUMNS) else None)
+        plain = any(check(frame[column]) for check in KINDS.values())
+        if not isinstance(column, str) or not (KINDS[kind](frame[column]) if kind else plain):
+            raise BadSummary(M.printable(f"{path}: column {column!r} holds {frame[column].dtype} values, not "
+                                         f"{KIND_NAMES[kind] if kind else 'text, numbers or true/false'}; {allowed}"))
+    searched = {f for text in frame.get("searched", pd.Series(dtype=str)).dropna() for f in str(text).split(",") if f}
+    if searched - set(frame.columns) or (searched and "arm" not in frame):
+        raise BadSummary(M.printable(f"{path}: its 'searched' column names fields it has no column for "
+                                     f"({sorted(searched - set(frame.columns)) or ['arm']}); {allowed}"))
+    return frame

@@ -41,8 +41,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.figures import save  # noqa: E402
-from analysis.tables import HEADERS  # noqa: E402
-from analysis.tables.formats import Grid, as_latex, as_markdown  # noqa: E402
+from analysis.tables import Layout  # noqa: E402
+from analysis.tables.formats import Grid, as_latex, as_markdown, escape, markdown_text  # noqa: E402
+from analysis.tables.layout import header  # noqa: E402
 from analysis.summary import RESULT_STATUSES, selection_loss  # noqa: E402
 import metrics as M  # noqa: E402
 
@@ -192,16 +193,16 @@ def write_winners(win: pd.DataFrame, name: str, tables: Path) -> str:
 
 def _winners_grid(win: pd.DataFrame, fmt: str) -> Grid:
     fields = [c for c in win.columns if c != "arm"]
-    heads = [(HEADERS.get(f, (f.replace("_", "\\_"), f))[0 if fmt == "latex" else 1], "") for f in fields]
+    heads = [(header(Layout(()), f, fmt), "") for f in fields]  # no study's own headers: the shared ones
     cell = lambda v: "--" if isinstance(v, float) and math.isnan(v) else f"{v:.4g}" if isinstance(v, float) \
-        else str(v).replace("_", "\\_" if fmt == "latex" else "_")  # noqa: E731
+        else escape(v, fmt)  # noqa: E731
     cells = [[(cell(row[f]), "", False, "") for f in fields] for _, row in win.iterrows()]
-    return Grid(["Arm"], heads, [[str(a)] for a in win["arm"]], cells, [],
+    return Grid(["Arm"], heads, [[escape(a, fmt)] for a in win["arm"]], cells, [],
                 [False] * len(fields))
 
 
 def _markdown(frame: pd.DataFrame, caption: str) -> str:
-    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else markdown_text(v)  # noqa: E731
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines) + "\n\n" + caption

@@ -34,7 +34,9 @@ SHOWN_LOGGERS = ("ray.tune.execution.insufficient_resources_manager",)
 
 
 def fit(line: str, width: int = WIDTH) -> str:
-    """`line` cut to `width` characters (an ellipsis marks the cut)."""
+    """`line` as one line of at most `width` characters (an ellipsis marks the cut): a control character in a
+    name or error it quotes is shown escaped (metrics.printable), never forging a line or driving the terminal."""
+    line = M.printable(line)
     return line if len(line) <= width else line[:width - 1] + "…"
 
 

@@ -3,12 +3,16 @@ study file gives today: after a change to how analysis/tables sets a table, the 
 (docs/results/<name>) follow without re-running a study or keeping its MLflow store.
 
     python -m sweep.retable docs/results/robustness docs/results/parity
+    python -m sweep.retable results/my-study-cpu-20261201-101500      # a sweep folder: its own plan
 
-The study is the summary's own (its `study` column, a shipped study's name). A searched study's tables
-show its confirmation runs, as analysis.report sets them, with its winners; its tuning curves are left
-as they are (the best-so-far curves need the search trials' metrics, which the summary does not hold). The
-other figures (loss, perplexity, codes used) are curves of the logged metrics, also not in the summary: left
-as they are.
+The folder's files are data, never a name of what to read: the study is the sweep's own plan where the
+folder is a sweep's (its sweep.json, checked as a resume checks it), else the summary's `study` column,
+which must name a shipped study (and agree with the command in the folder's run.txt, when it has one). A
+damaged or foreign summary.parquet is one line naming it and what is wrong. A searched study's tables
+show its confirmation runs, as analysis.report sets them, with its winners; its tuning curves are left as
+they are (the best-so-far curves need the search trials' metrics, which the summary does not hold). The
+other figures (loss, perplexity, codes used) are curves of the logged metrics, also not in the summary:
+left as they are.
 """
 from __future__ import annotations
 
@@ -17,25 +21,50 @@ import dataclasses
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from analysis.report import write_summary_outputs
+from analysis.summary import BadSummary, read_summary
 from analysis.tables import Layout
+import metrics as M
 from models.config import ConfigError
 from sweep.plan import make_plan
+from sweep.provenance import BadRunFile, run_command
+from sweep.run import read_sweep_json
+from sweep.study import shipped_names
 
 
 def retable(folder: str | Path, out: str | Path | None = None) -> None:
     """Write tables/ and figures/topography.png of `folder`'s summary.parquet into `out` (default: `folder`)
-    as analysis.report does. Raises ConfigError when the summary names no shipped study."""
+    as analysis.report does. Raises ConfigError (one line) when the summary, the sweep.json or the run.txt
+    is not what a sweep wrote, or they name no shipped study."""
     folder, out = Path(folder), Path(out or folder)
-    summary = pd.read_parquet(folder / "summary.parquet")
-    names = summary["study"].unique() if "study" in summary else []
-    if len(names) != 1:
-        raise ConfigError(f"{folder / 'summary.parquet'}: names studies {list(names)}; allowed: one shipped study")
-    plan = dataclasses.asdict(make_plan(str(names[0]), "smoke", 2))  # the layout: no scale or seed enters it
-    write_summary_outputs(summary, plan["study"], Layout.from_plan(plan), plan, out,
+    summary = read_summary(folder / "summary.parquet")
+    if (folder / "sweep.json").is_file():
+        plan = dataclasses.asdict(read_sweep_json(folder.resolve(), check=False)[0])
+    else:
+        plan = dataclasses.asdict(make_plan(shipped_study(folder, summary), "smoke", 2))  # no scale enters a layout
+    layout = Layout.from_plan(plan)
+    missing = [f for f in layout.rows if f not in summary]
+    if missing:
+        raise ConfigError(f"{folder / 'summary.parquet'}: no column {', '.join(missing)}, which the tables of study "
+                          f"{plan['study']!r} set in rows; allowed: the summary.parquet a sweep of it wrote")
+    write_summary_outputs(summary, plan["study"], layout, plan, out,
                           figure_formats=("png",))  # committed results keep PNGs only
+
+
+def shipped_study(folder: Path, summary) -> str:
+    """The shipped study a results folder without a sweep.json holds: its summary's one `study`, which its
+    run.txt (when there is one) ran."""
+    names = list(summary["study"].unique())
+    if len(names) != 1 or names[0] not in shipped_names():
+        shown = M.printable(repr([str(n)[:60] for n in names[:3]]))
+        raise ConfigError(f"{folder / 'summary.parquet'}: its study column holds {shown}; allowed: one shipped "
+                          f"study ({', '.join(shipped_names())}), or a sweep folder with its sweep.json")
+    if (folder / "run.txt").is_file():
+        ran = run_command(folder / "run.txt").study
+        if ran != names[0]:
+            raise ConfigError(f"{folder / 'run.txt'} ran study {ran!r}, but {folder / 'summary.parquet'} holds "
+                              f"study {names[0]!r}; allowed: a folder whose files come from one sweep")
+    return names[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,16 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     missing = [f for f in args.folders if not (Path(f) / "summary.parquet").is_file()]
     if missing:
-        print(f"python -m sweep.retable: error: {missing[0]}: no summary.parquet there; allowed: a results folder "
-              f"that holds one (docs/results/<name>)", file=sys.stderr)
+        print(M.printable(f"python -m sweep.retable: error: {missing[0]}: no summary.parquet there; allowed: a "
+                          "results folder that holds one (docs/results/<name>)"), file=sys.stderr)
         return 2
     for folder in args.folders:
         try:
             retable(folder)
-        except ConfigError as e:
-            print(f"python -m sweep.retable: error: {e}", file=sys.stderr)
+        except (ConfigError, BadSummary, BadRunFile) as e:
+            print(f"python -m sweep.retable: error: {M.printable(str(e))}", file=sys.stderr)
             return 2
-        print(f"re-set the tables and the topography figure of {folder}")
+        print(M.printable(f"re-set the tables and the topography figure of {folder}"))
     return 0
 
 

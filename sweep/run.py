@@ -89,16 +89,17 @@ def plan_from_args(args) -> Plan:
                      search=args.search, samples=args.samples)
 
 
-def read_sweep_json(sweep_dir: Path, tracking_uri: str | None = None) -> tuple[Plan, Sweep]:
+def read_sweep_json(sweep_dir: Path, tracking_uri: str | None = None, check: bool = True) -> tuple[Plan, Sweep]:
     """(plan, sweep.json) of a sweep folder; anything but a complete sweep.json is a ConfigError naming it
-    (analysis.store.read_sweep checks the file; its plan must also be a valid Plan here)."""
+    (analysis.store.read_sweep checks the file; its plan must also be a valid Plan here). Without `check`
+    its MLflow store need not be there (sweep.retable reads only the folder's summary)."""
     from analysis.store import BadSweep, StoreMissing, read_sweep  # imports MLflow: only when resuming
 
     meta_file = sweep_dir / "sweep.json"
     if not meta_file.is_file():
         raise ConfigError(f"--resume {sweep_dir}: no sweep.json there; give the folder a sweep printed at its start")
     try:
-        meta = read_sweep(sweep_dir, tracking_uri=tracking_uri)  # its paths resolved where the folder is now
+        meta = read_sweep(sweep_dir, check, tracking_uri)  # its paths resolved where the folder is now
     except BadSweep as e:
         raise ConfigError(str(e)) from None
     except StoreMissing as e:

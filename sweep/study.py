@@ -196,6 +196,9 @@ def parse_study(text: str, source: str, max_trials: int = MAX_TRIALS) -> Study:
     for key in data:
         if key not in KEYS:
             raise _error(partial, (key,), data[key], f"the keys {', '.join(KEYS)}", f"key {key!r} is unknown")
+    unprintable = M.find_unprintable(data)  # names, labels and texts reach terminals, tables and folder names
+    if unprintable:
+        raise _error(partial, unprintable[0], unprintable[1], "printable text on one line", "a control character")
     for key in REQUIRED:
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise _error(partial, (key,), data.get(key), "a non-empty string", f"{key} is missing or empty")
@@ -406,7 +409,7 @@ def _error(study: Study, path: tuple | str, value, allowed: str | None, problem:
         line = study.lines.get(at)
     where = f"{study.source}:{line}" if line else study.source
     text = f"{where}: {_key(path)}={value!r}" + (f": {problem}" if problem else "")
-    return StudyError(text + (f"; allowed: {allowed}" if allowed else ""))
+    return StudyError(M.printable(text + (f"; allowed: {allowed}" if allowed else "")))  # a key may be data too
 
 
 def _key(path: tuple) -> str:

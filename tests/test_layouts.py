@@ -103,11 +103,11 @@ def test_no_study_is_named_in_analysis():
 
 def test_study_without_a_layout_block_derives_its_layout():
     """shrink.yaml has no layout block: rows are its swept fields, the quantiser shown first, groups the
-    fields outside its reference, thresholds its metrics', caption its description."""
+    fields outside its reference, thresholds its metrics', title its description (no caption of its own)."""
     got = layout("shrink")
     assert (got.rows, got.columns, got.group, got.thresholds, got.reference) == (
         ("neighbours", "tau"), ("neighbours", "tau"), ("neighbours",), (10, 20), {"tau": 0.1})
-    assert got.caption == "tau {0.01, 0.03, 0.1, 0.3, 1} x {hard, Gaussian} 2D (N0 1, update-0 yes)."
+    assert (got.caption, got.title) == ("", "tau {0.01, 0.03, 0.1, 0.3, 1} x {hard, Gaussian} 2D (N0 1, update-0 yes).")
 
 
 def test_an_axis_added_on_the_command_line_joins_the_layout():

@@ -7,7 +7,7 @@ import pandas as pd
 
 from analysis.stats import ALPHA
 from analysis.summary import COLLAPSE_FRACTION, NO_TEST_SPLIT, has_test_split
-from analysis.tables.formats import DAGGER, DDAGGER, PCT, PM, TIMES, plain
+from analysis.tables.formats import DAGGER, DDAGGER, PCT, PM, TIMES, escape, plain
 from analysis.tables.layout import FIELD_NOTES, LABELS, Layout, header, layout_for
 from analysis.tables.numbers import loss_scale, steps_scale
 import metrics as M
@@ -30,9 +30,9 @@ def caption(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", pa
     seeds_text = "-".join(map(str, (seeds[0], seeds[-1]))) if len(seeds) > 1 else str(seeds[0])
     ls = loss_scale(summary)
     unit = TIMES[fmt]
-    txt = layout.caption if latex else plain(layout.caption)
+    txt = (layout.caption if latex else plain(layout.caption)) if layout.caption else escape(layout.title, fmt)
     notes = [FIELD_NOTES[f][0 if latex else 1] for f in layout.columns if f in FIELD_NOTES]
-    parts = [txt, f"Scale {scale}, {steps} training steps, {seeds_text} seeds per configuration."]
+    parts = [txt, f"Scale {escape(scale, fmt)}, {steps} training steps, {seeds_text} seeds per configuration."]
     parts += ["; ".join(notes) + "."] if notes else []
     enough = (tidy["n"] >= 2).any() if len(tidy) else False
     bold = (f"Bold: the lowest mean of its column{' and group' if layout.group else ''} and every configuration "
@@ -79,10 +79,12 @@ def caption(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", pa
 def comparison_caption(summary: pd.DataFrame, study: "str | Layout", fmt: str) -> str:
     """Caption of the comparison table."""
     layout = layout_for(study, summary)
-    ref = ", ".join(f"{header(layout, f, fmt)} = {LABELS.get(f, {}).get(v, v)}" for f, v in layout.reference.items())
+    ref = ", ".join(f"{header(layout, f, fmt)} = {escape(LABELS.get(f, {}).get(v, v), fmt)}"
+                    for f, v in layout.reference.items())
     within = f" within the same {', '.join(header(layout, f, fmt) for f in layout.group)}" if layout.group else ""
     scale, steps = _scale_note(summary)
-    text = (f"{layout.name}: each configuration minus the reference arm ({ref}){within}; scale {scale}, {steps} steps. "
+    text = (f"{escape(layout.name, fmt)}: each configuration minus the reference arm ({ref}){within}; scale "
+            f"{escape(scale, fmt)}, {steps} steps. "
             f"$\\Delta$: difference of means (loss: {'test loss' if has_test_split(summary) else NO_TEST_SPLIT}; loss "
             f"and steps in the main table's units); 95\\% CI: Welch; $p$: "
             f"two-sided Welch $t$-test, not adjusted (Holm-adjusted in the Parquet); $g$: Hedges' $g$; $n$: seeds "

@@ -1,12 +1,19 @@
 """Set a table as LaTeX, Markdown or text: one neutral grid (label columns, data columns with value /
-spread / bold / mark) in three formats, so that the three always carry the same cells; and the
-symbols each format writes (plus-minus, dagger, powers of ten, per cent).
+spread / bold / mark) in three formats, so that the three always carry the same cells; the
+symbols each format writes (plus-minus, dagger, powers of ten, per cent); and how text from data
+(labels, values, names) is escaped for each format (`escape`), so that it shows as written and never
+acts: LaTeX's specials and commands (\\input would pull a file into the reader's PDF), a Markdown
+cell's pipe, a terminal's control characters. The LaTeX a study file may write itself (its caption
+and headers) is a small checked subset (`check_latex`).
 """
 from __future__ import annotations
 
 import re
 import textwrap
+import unicodedata
 from dataclasses import dataclass, field
+
+import metrics as M
 
 TEXT_WIDTH = 120  # the terminal tables' limit
 
@@ -17,6 +24,107 @@ TIMES = {"latex": lambda e: f"($\\times 10^{{{e}}}$)", "text": lambda e: f"(×10
          "md": lambda e: f"(×10{_sup(e)})"}
 PCT = {"latex": "\\%", "text": "%", "md": "%"}
 PM_COLUMNS = "r@{\\extracolsep{0pt}\\,$\\pm$\\,}r"  # mean and std, right-aligned: decimal points line up
+
+
+# Text from data in LaTeX: ASCII only (the tables need no inputenc or font encoding beyond LaTeX's
+# defaults, where most non-ASCII characters stop pdflatex). Specials are escaped; a letter with accents
+# becomes LaTeX's accent commands, a Greek letter its math symbol; any other character is named, [U+2603].
+LATEX_SPECIALS = {"\\": "\\textbackslash{}", "{": "\\{", "}": "\\}", "$": "\\$", "&": "\\&", "#": "\\#",
+                  "%": "\\%", "_": "\\_", "^": "\\textasciicircum{}", "~": "\\textasciitilde{}",
+                  "<": "\\textless{}", ">": "\\textgreater{}", "|": "\\textbar{}", '"': "\\textquotedbl{}",
+                  "[": "{[}", "]": "{]}", "*": "{*}"}  # [ and * after a row's \\\\ would be read as its options
+LATEX_ACCENTS = {"\u0300": "`", "\u0301": "'", "\u0302": "^", "\u0303": "~", "\u0304": "=", "\u0306": "u",
+                 "\u0307": ".", "\u0308": '"', "\u030a": "r", "\u030b": "H", "\u030c": "v", "\u0327": "c"}
+LATEX_LETTERS = {"ß": "\\ss{}", "æ": "\\ae{}", "Æ": "\\AE{}", "ø": "\\o{}", "Ø": "\\O{}", "œ": "\\oe{}",
+                 "Œ": "\\OE{}", "ł": "\\l{}", "Ł": "\\L{}", "ı": "\\i{}", "±": "$\\pm$", "×": "$\\times$",
+                 "·": "$\\cdot$", "÷": "$\\div$", "°": "$^\\circ$", "µ": "$\\mu$", "≤": "$\\leq$",
+                 "≥": "$\\geq$", "≠": "$\\neq$", "≈": "$\\approx$", "–": "--", "—": "---", "‘": "`", "’": "'",
+                 "“": "``", "”": "''", "…": "\\ldots{}", "§": "\\S{}", "¶": "\\P{}", "©": "\\copyright{}",
+                 "£": "\\pounds{}", "\u00a0": "~"}
+GREEK_CAPITALS = ("Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi", "Psi", "Omega")
+
+
+def latex_text(text: str) -> str:
+    """`text` as LaTeX that typesets it as written (see LATEX_SPECIALS); control characters as their escapes."""
+    text = M.printable(str(text))
+    return "".join("-{}" if c == "-" and text[i + 1:i + 2] == "-" else _latex_char(c)  # -- would be a dash
+                   for i, c in enumerate(text))
+
+
+def _latex_char(c: str) -> str:
+    if c in LATEX_SPECIALS:
+        return LATEX_SPECIALS[c]
+    if " " <= c <= "~":
+        return c
+    if c in LATEX_LETTERS:
+        return LATEX_LETTERS[c]
+    base, *marks = unicodedata.normalize("NFD", c)
+    if marks and base.isascii() and base.isalpha() and all(m in LATEX_ACCENTS for m in marks):
+        for m in marks:
+            base = f"\\{LATEX_ACCENTS[m]}{{{base}}}"
+        return base
+    name = unicodedata.name(c, "").split()
+    if name[:1] == ["GREEK"] and name[2:3] == ["LETTER"] and len(name) == 4:
+        letter = name[3].capitalize() if name[1] == "CAPITAL" else name[3].lower()
+        if name[1] == "SMALL" or letter in GREEK_CAPITALS:
+            return f"$\\{letter.replace('lamda', 'lambda')}$"
+    return f"[U+{ord(c):04X}]"
+
+
+# What a Markdown cell must escape: its pipe ends the cell; the others would start code, emphasis, links or
+# HTML (a notebook renders HTML in Markdown), the backslash so that every escape reads back.
+MARKDOWN_SPECIALS = re.compile(r"([\\|`*<>\[\]$])")
+
+
+def markdown_text(text: str) -> str:
+    """`text` as a Markdown table cell that shows it as written: on one line, specials backslash-escaped."""
+    return MARKDOWN_SPECIALS.sub(r"\\\1", M.printable(str(text)))
+
+
+ESCAPES = {"latex": latex_text, "md": markdown_text, "text": lambda text: M.printable(str(text))}
+
+
+def escape(text, fmt: str) -> str:
+    """Text from data (a label, a value, a name) as format `fmt` ("latex", "md", "text") shows it as written."""
+    return ESCAPES[fmt](text)
+
+
+# The LaTeX a study file may write in its caption and headers: these commands (math symbols, Greek, a few
+# text styles) and the escaped specials, with balanced braces and math shifts. Nothing that reads or writes
+# a file (\\input, \\openin, \\write), defines a command or changes how characters are read (\\catcode, ^^).
+LATEX_COMMANDS = frozenset(
+    "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi pi rho sigma "
+    "tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi Pi Sigma Upsilon Phi Psi Omega pm mp times "
+    "cdot div le leq ge geq neq approx sim propto infty ln log exp min max sqrt frac mathrm mathbf mathit textbf "
+    "textit emph ldots dots cdots to rightarrow leftarrow dagger ddagger circ ell partial nabla sum prod".split())
+LATEX_SYMBOLS = "%&_#${}'`\"^~,;! "  # \\% \\& ... (escaped specials, accents, spaces)
+
+
+def check_latex(tex: str) -> str | None:
+    """What is wrong with `tex` as a study file's caption or header (see LATEX_COMMANDS), or None."""
+    if "^^" in tex:
+        return "'^^' (TeX's character codes) is not allowed"
+    depth, math = 0, False
+    for m in re.finditer(r"\\([A-Za-z]+|.?)|[{}$%&#_^]", tex, re.S):
+        token, name = m.group(), m.group(1)
+        if name is not None and name.isalpha():
+            if name not in LATEX_COMMANDS:
+                return (f"the command \\{name} is not allowed (allowed: Greek letters, math symbols such as \\pm "
+                        "\\times \\leq, \\mathrm \\textbf \\textit \\emph, escaped specials such as \\%)")
+        elif name is not None:
+            if not name or name not in LATEX_SYMBOLS:
+                return f"{token!r} is not allowed (a backslash starts a command or escapes one of {LATEX_SYMBOLS[:-1]})"
+        elif token in "%&#" or (token in "_^" and not math):
+            return f"an unescaped {token!r}" + (" outside $...$" if token in "_^" else "") + f" (write \\{token})"
+        elif token == "$":
+            math = not math
+        elif token in "{}":
+            depth += 1 if token == "{" else -1
+            if depth < 0:
+                return "a '}' closes no '{'"
+    if depth or math:
+        return "an unclosed '{'" if depth else "an unclosed '$'"
+    return None
 
 
 def plain(tex: str) -> str:

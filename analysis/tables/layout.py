@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 
 from analysis.summary import CODE_USE_COLUMNS, TOPOGRAPHY_COLUMNS
-from analysis.tables.formats import plain
+from analysis.tables.formats import check_latex, escape, plain
 import metrics as M
 
 BLOCK_KEYS = ("rows", "order", "groups", "thresholds", "caption", "headers")
@@ -38,12 +38,13 @@ class Layout:
     rows: tuple[str, ...]  # config fields that make a row, outermost first (the sort order)
     group: tuple[str, ...] = ()  # bold and the reference comparison are within groups of these fields
     thresholds: tuple[int, ...] = M.THRESHOLDS
-    caption: str = ""
+    caption: str = ""  # the study's own (LaTeX, checked: formats.check_latex); "": the title
     reference: dict = field(default_factory=dict)  # the reference arm of each group: field -> value
     order: tuple[str, ...] = ()  # display order of the row fields (default: rows)
     headers: dict = field(default_factory=dict)  # row field -> column header (LaTeX), over HEADERS
 
     name: str = ""  # the study's name (labels and captions)
+    title: str = ""  # plain text (escaped where it is set): the study's description and paper table
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -53,19 +54,18 @@ class Layout:
     def from_plan(cls, plan: dict) -> "Layout":
         """The layout of a sweep's plan (sweep.json "plan"): what the study's `layout:` block sets,
         the rest derived: rows = the swept fields, display order quantiser first, groups = the row
-        fields outside the reference arm, thresholds from the plan's steps_<p> metrics, caption
+        fields outside the reference arm, thresholds from the plan's steps_<p> metrics, title
         from its description and paper table."""
         name = plan.get("study", "")
         block = plan.get("layout") or {}
         reference = dict(plan.get("reference") or {})
         rows = tuple(block.get("rows", plan.get("swept", ())))
         thresholds = tuple(M.threshold(m) for m in plan.get("metrics", ()) if m.startswith(M.STEPS)) or M.THRESHOLDS
-        caption = plan.get("description", name).replace("_", "\\_") + (f" ({plan['table']})." if plan.get("table")
-                                                                         else ".")
+        title = plan.get("description", name) + (f" ({plan['table']})." if plan.get("table") else ".")
         return cls(rows, tuple(block.get("groups", (f for f in rows if f not in reference))),
-                   tuple(block.get("thresholds", thresholds)), block.get("caption", caption), reference,
+                   tuple(block.get("thresholds", thresholds)), block.get("caption", ""), reference,
                    tuple(block.get("order", sorted(rows, key=lambda f: f != "neighbours"))),
-                   dict(block.get("headers", {})), name)
+                   dict(block.get("headers", {})), name, title)
 
 
 def read_layout(study_file: str | Path) -> Layout:
@@ -96,10 +96,9 @@ SKIP = {"run_id", "run_name", "seed", "ray_trial_id", "node_id", M.STATUS_TAG, "
 def header(layout: Layout, name: str, fmt: str) -> str:
     """The column header of row field `name` in format `fmt` ("latex", "md", "text"): the study's
     own (its `headers`, in LaTeX), else HEADERS, else the field's name."""
-    latex = fmt == "latex"
     if name in layout.headers:
-        return layout.headers[name] if latex else plain(layout.headers[name])
-    return HEADERS.get(name, (name.replace("_", "\\_"), name))[0 if latex else 1]
+        return layout.headers[name] if fmt == "latex" else escape(plain(layout.headers[name]), fmt)
+    return HEADERS[name][0 if fmt == "latex" else 1] if name in HEADERS else escape(name, fmt)
 
 
 def layout_for(study: "str | Layout", summary: pd.DataFrame) -> Layout:
@@ -109,7 +108,7 @@ def layout_for(study: "str | Layout", summary: pd.DataFrame) -> Layout:
         return study
     varying = [c for c in summary.columns if c not in SKIP and not c.startswith(
         (M.STEPS,) + CODE_USE_COLUMNS + TOPOGRAPHY_COLUMNS) and summary[c].nunique(dropna=False) > 1]
-    return Layout(tuple(varying), (), M.THRESHOLDS, f"Study {study}.", name=study)
+    return Layout(tuple(varying), (), M.THRESHOLDS, name=study, title=f"Study {study}.")
 
 
 def paper_order(frame: pd.DataFrame, study: "str | Layout") -> pd.DataFrame:
@@ -158,6 +157,8 @@ def check_block(block, rows: list[str], metrics: list[str]) -> dict:
     if "caption" in block:
         if not isinstance(block["caption"], str) or not block["caption"].strip():
             raise LayoutError(("caption",), block["caption"], "a non-empty string (LaTeX allowed)")
+        if check_latex(block["caption"]):
+            raise LayoutError(("caption",), block["caption"], LATEX_ALLOWED, check_latex(block["caption"]))
         out["caption"] = block["caption"].strip()
     if "headers" in block:
         headers = block["headers"]
@@ -168,8 +169,13 @@ def check_block(block, rows: list[str], metrics: list[str]) -> dict:
                 raise LayoutError(("headers", name), name, f"a row field: {', '.join(shown)}", "not a row field")
             if not isinstance(text, str) or not text.strip():
                 raise LayoutError(("headers", name), text, "a non-empty string (LaTeX allowed)")
+            if check_latex(text):
+                raise LayoutError(("headers", name), text, LATEX_ALLOWED, check_latex(text))
         out["headers"] = dict(headers)
     return out
+
+
+LATEX_ALLOWED = "text with the LaTeX a table caption needs (math, Greek letters, \\textbf, \\emph; \\% for %)"
 
 
 def _names(value, path: tuple, allowed: list[str], what: str, empty: bool = False) -> list[str]:

@@ -9,7 +9,7 @@ import math
 import pandas as pd
 
 from analysis.tables.captions import caption, comparison_caption
-from analysis.tables.formats import DAGGER, DDAGGER, PCT, TIMES, Grid, as_latex, as_markdown, as_text
+from analysis.tables.formats import DAGGER, DDAGGER, PCT, TIMES, Grid, as_latex, as_markdown, as_text, escape
 from analysis.tables.layout import LABELS, Layout, header, layout_for
 from analysis.tables.numbers import INCREASE, RATIO, SMOOTH, loss_scale, steps_scale, topography_columns
 import metrics as M
@@ -39,12 +39,13 @@ def neighbour_labels(kinds) -> dict:
     return {"none": "EMA-VQ", **({k: "KSOM" for k in ksom} if len(ksom) == 1 else LABELS["neighbours"])}
 
 
-def _row_labeller(layout: Layout, kinds, summary: pd.DataFrame):
-    """key -> the row's label cells: the fields' display names, or their values with the digits that tell
-    the summary's values apart (metrics.value_texts: two rows never print alike)."""
+def _row_labeller(layout: Layout, kinds, summary: pd.DataFrame, fmt: str):
+    """key -> the row's label cells in format `fmt`: the fields' display names, or their values (escaped:
+    they are data) with the digits that tell the summary's values apart (metrics.value_texts: two rows never
+    print alike)."""
     labels = {**LABELS, "neighbours": neighbour_labels(kinds)}
     texts = {f: M.value_texts(summary[f].dropna()) for f in layout.columns if f in summary}
-    return lambda key: [labels.get(f, {}).get(key[f]) or texts.get(f, {}).get(key[f], str(key[f]))
+    return lambda key: [labels.get(f, {}).get(key[f]) or escape(texts.get(f, {}).get(key[f], str(key[f])), fmt)
                         for f in layout.columns]
 
 
@@ -81,9 +82,9 @@ def _label_columns(labels: list[list[str]], layout: Layout, keys: list[dict], fm
     return [headers[j] for j in keep], [[row[j] for j in keep] for row in rows], [], sections
 
 
-def _configurations(tidy: pd.DataFrame, layout: Layout, summary: pd.DataFrame):
+def _configurations(tidy: pd.DataFrame, layout: Layout, summary: pd.DataFrame, fmt: str):
     """(key, label cells, the row's tidy rows by column) per configuration, in the table's order."""
-    row_labels = _row_labeller(layout, tidy.get("neighbours", pd.Series(dtype=str)).unique(), summary)
+    row_labels = _row_labeller(layout, tidy.get("neighbours", pd.Series(dtype=str)).unique(), summary, fmt)
     for _, rows in tidy.groupby(list(layout.rows), sort=False, dropna=False):
         key = {f: rows.iloc[0][f] for f in layout.rows}
         yield key, row_labels(key), rows.set_index("column")
@@ -115,7 +116,7 @@ def _main_grid(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout",
     specs = [(M.FINAL_LOSS, ("Loss", unit(ls)), ls, 1)]
     specs += [(M.steps_to(p), (steps_title, f"+{p}{pct}"), -ss, 1 if ss else 0) for p in layout.thresholds]
     keys, labels, cells = [], [], []
-    for key, row_labels, by_col in _configurations(tidy, layout, summary):
+    for key, row_labels, by_col in _configurations(tidy, layout, summary, fmt):
         row_cells = []
         for col, _, scale, digits in specs:
             r = by_col.loc[col]
@@ -139,7 +140,7 @@ def _topography_grid(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | La
     offsets = [c.removeprefix(RATIO) for c in topography_columns(summary) if c.startswith(RATIO)]
     smooth = [c for c in topography_columns(summary) if c.startswith(SMOOTH) and c in set(tidy.column)]
     keys, labels, cells = [], [], []
-    for key, row_labels, by_col in _configurations(tidy, layout, summary):
+    for key, row_labels, by_col in _configurations(tidy, layout, summary, fmt):
         mark = DDAGGER[fmt] if by_col.iloc[0][M.COLLAPSED] > 0 else ""  # competes for no bold in the smoothness
         ratios = [(_ratio(by_col.loc[f"{RATIO}{o}", "mean"]), "", False, "") for o in offsets]
         increases = [(_ratio(by_col.loc[f"{INCREASE}{o}", "mean"] * 10.0 ** ls), "", False, "") for o in offsets]
@@ -169,7 +170,7 @@ def _comparison_grid(comp: pd.DataFrame, summary: pd.DataFrame, study: "str | La
     pct = PCT[fmt]
     names = {M.FINAL_LOSS: ("Loss", ls, 1)}
     names.update({M.steps_to(p): (f"Steps +{p}{pct}", -ss, 1 if ss else 0) for p in layout.thresholds})
-    row_labels = _row_labeller(layout, summary.get("neighbours", pd.Series(dtype=str)).unique(), summary)
+    row_labels = _row_labeller(layout, summary.get("neighbours", pd.Series(dtype=str)).unique(), summary, fmt)
     headers = _headers(layout, fmt)
     rows, cells, sections, previous = [], [], {}, None
     for _, r in comp.iterrows():
