@@ -15,6 +15,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+matplotlib.rcParams["text.parse_math"] = False  # labels and titles are data: '$' is a dollar, never mathtext
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -36,7 +37,7 @@ def config_label(trials: pd.DataFrame, study) -> pd.Series:
     for f in layout.columns:
         out = out + " " + FIELD_NAMES.get(f, f"{f}=" if f != "neighbours" else "") + trials[f].map(
             lambda v, f=f: str(LABELS.get(f, {}).get(v, v))).astype(str)  # str also when there is no trial
-    return out.str.strip()
+    return out.str.strip().map(M.printable)
 
 
 def styles(trials: pd.DataFrame, study) -> pd.DataFrame:

@@ -149,7 +149,7 @@ def read_summary(path: str | Path) -> pd.DataFrame:
     """The per-trial summary in `path`, checked: a Parquet file with rows, every SUMMARY_KINDS column of its
     kind, every other column plain values (text, numbers or true/false: config fields and tags), and a searched
     study's `searched` fields among its columns. Raises BadSummary naming the file and what is wrong."""
-    allowed = "allowed: the summary.parquet a sweep's report wrote (python -m analysis.report SWEEP_DIR writes it again)"
+    allowed = "allowed: the summary.parquet a sweep's report wrote (python -m analysis.report SWEEP_DIR writes one)"
     try:
         frame = pd.read_parquet(path)
     except (pyarrow.ArrowException, ValueError, OSError) as e:

@@ -31,7 +31,7 @@ PM_COLUMNS = "r@{\\extracolsep{0pt}\\,$\\pm$\\,}r"  # mean and std, right-aligne
 # becomes LaTeX's accent commands, a Greek letter its math symbol; any other character is named, [U+2603].
 LATEX_SPECIALS = {"\\": "\\textbackslash{}", "{": "\\{", "}": "\\}", "$": "\\$", "&": "\\&", "#": "\\#",
                   "%": "\\%", "_": "\\_", "^": "\\textasciicircum{}", "~": "\\textasciitilde{}",
-                  "<": "\\textless{}", ">": "\\textgreater{}", "|": "\\textbar{}", '"': "\\textquotedbl{}",
+                  "<": "\\textless{}", ">": "\\textgreater{}", "|": "\\textbar{}",
                   "[": "{[}", "]": "{]}", "*": "{*}"}  # [ and * after a row's \\\\ would be read as its options
 LATEX_ACCENTS = {"\u0300": "`", "\u0301": "'", "\u0302": "^", "\u0303": "~", "\u0304": "=", "\u0306": "u",
                  "\u0307": ".", "\u0308": '"', "\u030a": "r", "\u030b": "H", "\u030c": "v", "\u0327": "c"}
