@@ -180,6 +180,8 @@ def write_topography(summary: pd.DataFrame, study, folder: str | Path, formats=(
                 increases.append((config, o, increase.median(), increase.min(), increase.max()))
     columns = ["config", "offset", "mean", "low", "high"]
     ratios, increases = pd.DataFrame(ratios, columns=columns), pd.DataFrame(increases, columns=columns)
+    if increases.empty:  # no trial has both an unshifted and a shifted loss (a summary is data: it may say so)
+        return []
     look = styles(summary, study)
     counts = trials.groupby("config", sort=False)[M.COLLAPSED].agg(["sum", "size"]) if M.COLLAPSED in trials else None
     named = {} if counts is None else {c: f"{c} (collapsed {int(n)}/{int(size)})"

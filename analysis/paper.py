@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,8 +249,7 @@ def long_run_section(sub: Path, study: str, layout: Layout) -> list[str]:
     summary = pd.read_parquet(sub / "summary.parquet")
     steps = int(summary.steps.max())
     yes = lambda b: "yes" if b else "no"  # noqa: E731
-    run = (sub / "run.txt").read_text().strip() if (sub / "run.txt").exists() else ""
-    lines = ["", f"## {study}, long run ({steps:,} steps)", "", "```", run, "```", "",
+    lines = ["", f"## {study}, long run ({steps:,} steps)", "", *run_block(sub), "",
              (sub / "tables" / f"{study}.md").read_text().strip(), ""]
     if (sub / "tables" / f"{study}_vs_reference.md").exists():
         lines += [(sub / "tables" / f"{study}_vs_reference.md").read_text().strip(), ""]
@@ -265,6 +265,14 @@ def long_run_section(sub: Path, study: str, layout: Layout) -> list[str]:
     if (sub / "figures" / "loss.png").exists():
         lines += ["", f"![{study} long run: loss]({sub.name}/figures/loss.png)"]
     return lines
+
+
+def run_block(sub: Path) -> list[str]:
+    """The folder's run.txt as a Markdown code block: data, shown as written (control characters escaped) inside
+    a fence longer than any run of backticks it holds, so that nothing in it closes the block."""
+    run = (sub / "run.txt").read_text(errors="replace").strip() if (sub / "run.txt").exists() else ""
+    fence = "`" * max(3, 1 + max((len(m) for m in re.findall("`+", run)), default=0))
+    return [fence, *(M.printable(line) for line in run.splitlines()), fence]
 
 
 def write_readme(folder: str | Path, header: str = "", layouts: dict[str, Layout] | None = None) -> Path:
@@ -283,8 +291,7 @@ def write_readme(folder: str | Path, header: str = "", layouts: dict[str, Layout
         if study not in ours:
             continue
         sub = folder / study
-        run = (sub / "run.txt").read_text().strip() if (sub / "run.txt").exists() else ""
-        lines += ["", f"## {study} ({layouts[study].caption.split('(')[-1].rstrip(').')})", "", "```", run, "```", "",
+        lines += ["", f"## {study} ({layouts[study].caption.split('(')[-1].rstrip(').')})", "", *run_block(sub), "",
                   f"Ours ({_outcomes(ours[study])}):", "", (sub / "tables" / f"{study}.md").read_text().strip(), ""]
         for extra in (f"{study}_topography", f"{study}_vs_reference"):
             if (sub / "tables" / f"{extra}.md").exists():

@@ -1,11 +1,11 @@
 """Text from a study file or a results folder reaches the tables and the terminal as written and never
 acts: LaTeX with any printable label compiles (-no-shell-escape) and reads no file a label names, a
 Markdown cell's pipe is escaped, a control character is refused at load (file and line) or shown
-escaped, and a study's own LaTeX (caption, headers) is the checked subset."""
+escaped, and a study's own LaTeX (caption, headers) is the checked subset (a sweep.json's plan too:
+tests/test_results_data.py)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import string
 import subprocess
@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis.report import main as report_main
 from analysis.report import write_summary_outputs
 from analysis.tables import Layout, table_numbers, to_markdown, to_text
 from analysis.tables.formats import latex_text
@@ -163,37 +162,3 @@ def test_tables_with_any_printable_labels_compile_and_read_no_file(tmp_path):
     main_table = (out / "tables" / "my_study.tex").read_text()
     assert "\\textbackslash{}input\\{secret\\}" in main_table and "100\\% of \\{x\\} \\& y\\_z" not in main_table
     assert "Own caption, $\\tau \\leq 1$, 5\\% \\& \\textbf{bold}" in main_table
-
-
-@pytest.fixture
-def sweep_folder(tmp_path):
-    """A sweep folder of robustness as a report leaves it: sweep.json (its store on a server, so nothing
-    local is opened) and summary.parquet."""
-    folder = tmp_path / "robustness-smoke-20261201-000000"
-    folder.mkdir()
-    shutil.copy(RESULTS / "robustness" / "summary.parquet", folder)
-    plan = dataclasses.asdict(make_plan("robustness", "smoke", 2))
-    record = {"dir": folder.name, "study": "robustness", "plan": plan, "experiment_id": "1", "parent_run_id": "p",
-              "ray_name": "r", "store": None, "tracking_uri": "http://127.0.0.1:9", "ray_storage": None}
-    (folder / "sweep.json").write_text(json.dumps(record))
-    return folder, record
-
-
-@pytest.mark.parametrize("change, problem", [
-    ({"labels": ["EMA-VQ\nforged line"]}, "plan['labels'][0] = 'EMA-VQ\\nforged line': a control character"),
-    ({"layout": {"caption": "\\input{/etc/passwd}"}}, "plan['layout']['caption'] = '\\\\input{/etc/passwd}': the "
-     "command \\input is not allowed (allowed: Greek letters, math symbols such as \\pm \\times \\leq, \\mathrm "
-     "\\textbf \\textit \\emph, escaped specials such as \\%)"),
-])
-def test_a_sweep_json_whose_plan_a_study_file_could_not_give_is_refused(change, problem, sweep_folder, capsys):
-    """The report (and the notebook and sweep.retable, through analysis.store.read_sweep) refuse a sweep.json
-    whose plan holds a control character or a caption outside the checked LaTeX, as a resume does."""
-    folder, record = sweep_folder
-    record["plan"].update(change)
-    (folder / "sweep.json").write_text(json.dumps(record))
-    with pytest.raises(SystemExit) as exit_info:
-        report_main([str(folder)])
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.splitlines() == [
-        f"python -m analysis.report: error: {folder / 'sweep.json'} is not a sweep's ({problem}); allowed: the "
-        "sweep.json a sweep wrote (restore it, or start the sweep again)"]
