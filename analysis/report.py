@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             trials, metrics, what, plan = pooled_runs(args.tracking_uri, args.study, args.all_sweeps)
         except (ValueError, StoreMissing) as e:
             refuse(str(e))
-        print(f"reading {what}")
+        print(M.printable(f"reading {what}"))  # the sweeps' run names come from the store
         print(write_report(trials, metrics, args.study, args.out, args.tracking_uri, plan))
         print(f"written into {Path(args.out).resolve()}")
     else:

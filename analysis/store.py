@@ -174,6 +174,10 @@ def read_sweep(sweep_dir: str | Path, check: bool = True, tracking_uri: str | No
     if missing:
         raise BadSweep(f"{meta_file} lacks {missing} (or they are not what a sweep writes); {allowed}")
     plan = check_plan(record["plan"], record["study"], meta_file)
+    found = M.find_unprintable(record)  # its name and scale are printed too
+    if found:
+        raise BadSweep(f"{meta_file} is not a sweep's ({'.'.join(map(str, found[0]))} = {found[1]!r}: a control "
+                       f"character); {allowed}")
     results_dir = sweep_dir.parent
     record.setdefault("store", None)  # a sweep logged to a tracking server has none
     if record["store"] is not None:  # the embedded store, a file name in the results folder

@@ -155,12 +155,13 @@ def test_retable_of_a_sweep_folder_sets_its_own_plans_tables(sweep_folder, capsy
      "command \\input is not allowed (allowed: Greek letters, math symbols such as \\pm \\times \\leq, \\mathrm "
      "\\textbf \\textit \\emph, escaped specials such as \\%)"),
     ({"study": "../../etc/passwd"}, "study 'robustness', plan keys []"),
+    ({"scale": "cpu\x1b[2J"}, "scale = 'cpu\\x1b[2J': a control character"),  # beside the plan
 ])
 def test_a_sweep_json_a_study_file_could_not_give_is_refused(change, problem, sweep_folder, capsys):
     """sweep.retable and the report (and the notebook, through analysis.store.read_sweep) refuse a sweep.json
     whose plan holds a control character, a caption outside the checked LaTeX or another study's name."""
     out, record = sweep_folder
-    record["plan"].update(change)
+    (record if "scale" in change else record["plan"]).update(change)
     (out / "sweep.json").write_text(json.dumps(record))
     line = (f"{out / 'sweep.json'} is not a sweep's ({problem}); allowed: the sweep.json a sweep wrote (restore it, "
             "or start the sweep again)")
