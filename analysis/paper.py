@@ -27,6 +27,7 @@ import pandas as pd
 from analysis.stats import ALPHA, welch
 from analysis.summary import CONVERGENCE_TOLERANCE, CONVERGENCE_WINDOW
 from analysis.tables import INCREASE, LABELS, Layout, mark_best, to_markdown
+from analysis.tables.formats import markdown_text
 from analysis.tables.layout import read_layout
 import metrics as M
 
@@ -208,7 +209,7 @@ def convergence_markdown(summary: pd.DataFrame, layout: Layout) -> str:
         row = dict(zip(fields, key if isinstance(key, tuple) else (key,)))
         late = g[M.LATE_IMPROVEMENT].dropna()
         ok = int((late <= CONVERGENCE_TOLERANCE).sum())
-        lines.append(f"| {_label(row, fields)} | {ok} of {len(g)} | {100 * late.mean():.1f} % "
+        lines.append(f"| {markdown_text(_label(row, fields))} | {ok} of {len(g)} | {100 * late.mean():.1f} % "
                      f"({100 * late.max():.1f} %) |")
     return "\n".join(lines)
 
