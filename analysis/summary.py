@@ -166,7 +166,7 @@ def read_summary(path: str | Path) -> pd.DataFrame:
         if not isinstance(column, str) or not (KINDS[kind](frame[column]) if kind else plain):
             raise BadSummary(M.printable(f"{path}: column {column!r} holds {frame[column].dtype} values, not "
                                          f"{KIND_NAMES[kind] if kind else 'text, numbers or true/false'}; {allowed}"))
-    searched = {f for text in frame.get("searched", pd.Series(dtype=str)).dropna() for f in str(text).split(",") if f}
+    searched = {f for text in frame.get("searched", pd.Series(dtype=str)) for f in str(text).split(",") if f}
     if searched - set(frame.columns) or (searched and "arm" not in frame):
         raise BadSummary(M.printable(f"{path}: its 'searched' column names fields it has no column for "
                                      f"({sorted(searched - set(frame.columns)) or ['arm']}); {allowed}"))
