@@ -15,7 +15,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-matplotlib.rcParams["text.parse_math"] = False  # labels and titles are data: '$' is a dollar, never mathtext
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -37,7 +36,7 @@ def config_label(trials: pd.DataFrame, study) -> pd.Series:
     for f in layout.columns:
         out = out + " " + FIELD_NAMES.get(f, f"{f}=" if f != "neighbours" else "") + trials[f].map(
             lambda v, f=f: str(LABELS.get(f, {}).get(v, v))).astype(str)  # str also when there is no trial
-    return out.str.strip().map(M.printable)
+    return out.str.strip().map(figure_text)
 
 
 def styles(trials: pd.DataFrame, study) -> pd.DataFrame:
@@ -55,13 +54,20 @@ def styles(trials: pd.DataFrame, study) -> pd.DataFrame:
                   for row in configs[others].astype(str).to_numpy()]})
 
 
+def figure_text(text) -> str:
+    """Text from data (a label, a name) as matplotlib shows it as written: a '$' a dollar, never the start of
+    mathtext (an odd one would stop the figure), control characters escaped (metrics.printable)."""
+    return M.printable(str(text)).replace("$", "\\$")
+
+
 def title(trials: pd.DataFrame, study, what: str) -> str:
     """'<study>: <what> (scale <s>, <steps> steps, <n> seeds)'."""
     layout = layout_for(study, trials)
     scale = str(trials["scale"].iloc[0]) if "scale" in trials and len(trials) else "?"
     steps = int(trials["steps"].max()) if "steps" in trials and len(trials) else 0
     seeds = trials["seed"].nunique() if "seed" in trials else 0
-    return f"{layout.name or study}: {what}\n(scale {scale}, {steps:,} steps, {seeds} seed{'s' * (seeds != 1)})"
+    return (f"{figure_text(layout.name or study)}: {what}\n(scale {figure_text(scale)}, {steps:,} steps, {seeds} "
+            f"seed{'s' * (seeds != 1)})")
 
 
 def geometric_band(values: pd.Series) -> tuple[float, float, float]:

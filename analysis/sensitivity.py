@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats as st  # noqa: E402
 
-from analysis.figures import save  # noqa: E402
+from analysis.figures import figure_text, save  # noqa: E402
 from analysis.stats import describe  # noqa: E402
 from analysis.summary import NO_TEST_SPLIT, has_test_split  # noqa: E402
 from analysis.tables import layout_for  # noqa: E402
@@ -62,7 +62,7 @@ def write_sensitivity(summary: pd.DataFrame, study, folder: str | Path) -> list[
         groups = summary.groupby(others, sort=False, dropna=False) if others else [((), summary)]
         for key, g in groups:
             key = key if isinstance(key, tuple) else (key,)
-            label = " ".join(f"{f}={v}" for f, v in zip(others, key)) or "all"
+            label = figure_text(" ".join(f"{f}={v}" for f, v in zip(others, key)) or "all")
             for ax, col in zip(axes[0], columns):
                 points = [(x, *mean_ci(v[col])) for x, v in g.groupby(axis)]
                 xs, means, halves = ([p[i] for p in points] for i in range(3))
@@ -76,6 +76,6 @@ def write_sensitivity(summary: pd.DataFrame, study, folder: str | Path) -> list[
             ax.minorticks_off()
             ax.set(xlabel=axis, ylabel=col, title=titles.get(col, col))
         axes[0][-1].legend(fontsize=6, loc="best")
-        fig.suptitle(f"{layout.name or study}: sensitivity to {axis} (mean, 95 % CI over seeds)", fontsize=9)
+        fig.suptitle(f"{figure_text(layout.name or study)}: sensitivity to {axis} (mean, 95 % CI over seeds)", fontsize=9)
         written += save(fig, folder, f"sensitivity_{axis}")
     return written

@@ -127,7 +127,8 @@ def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 # What summarise writes, as a reader of a summary.parquet checks it (the file is data: it may be damaged, cut
-# short or written by something else): column -> kind. The per-level and per-offset columns are numbers too.
+# short or written by something else): column -> kind. The per-level and per-offset columns are numbers too, and
+# the selection loss where there is one.
 SUMMARY_KINDS = {"study": "text", "run_id": "text", "run_name": "text", M.STATUS_TAG: "text", "scale": "text",
                  "steps": "integer", "seed": "integer", M.RESULT: "bool", M.FINAL_LOSS: "number",
                  M.DIVERGED: "bool", M.COLLAPSED: "bool", M.LATE_IMPROVEMENT: "number",
@@ -161,7 +162,8 @@ def read_summary(path: str | Path) -> pd.DataFrame:
     if frame.empty:
         raise BadSummary(f"{path}: holds no trials; {allowed}")
     for column in frame.columns:
-        kind = SUMMARY_KINDS.get(column, "number" if str(column).startswith(LAST_VALUE_COLUMNS) else None)
+        kind = SUMMARY_KINDS.get(column, "number" if column == M.SELECTION_LOSS or str(column).startswith(
+            LAST_VALUE_COLUMNS) else None)
         plain = any(check(frame[column]) for check in KINDS.values())
         if not isinstance(column, str) or not (KINDS[kind](frame[column]) if kind else plain):
             raise BadSummary(M.printable(f"{path}: column {column!r} holds {frame[column].dtype} values, not "

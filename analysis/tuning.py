@@ -40,7 +40,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.figures import save  # noqa: E402
+from analysis.figures import figure_text, save  # noqa: E402
 from analysis.tables import Layout  # noqa: E402
 from analysis.tables.formats import Grid, as_latex, as_markdown, escape, markdown_text  # noqa: E402
 from analysis.tables.layout import header  # noqa: E402
@@ -214,7 +214,7 @@ def _curve_figure(curves: pd.DataFrame, folder: Path) -> None:
     top = 1.1 * shown[np.isfinite(shown)].max()  # an unbounded band (too few samples) runs off the top
     for i, (arm, g) in enumerate(curves.groupby("arm", sort=False)):
         colour = f"C{i}"
-        ax.plot(g.n, g.expected_best, color=colour, marker="o", markersize=3, label=f"{arm}: expected best")
+        ax.plot(g.n, g.expected_best, color=colour, marker="o", markersize=3, label=f"{figure_text(arm)}: expected best")
         ax.plot(g.n, g.median_best, color=colour, linestyle=":", linewidth=1)
         ax.fill_between(g.n, g.lower, np.minimum(g.upper, top), color=colour, alpha=0.15, linewidth=0)
     ax.set_ylim(0, top)
@@ -229,7 +229,7 @@ def _curve_figure(curves: pd.DataFrame, folder: Path) -> None:
 def _progress_figure(progress: pd.DataFrame, folder: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (arm, g) in enumerate(progress.groupby("arm", sort=False)):
-        ax.step(g.steps, g.best_so_far, where="post", color=f"C{i}", label=arm)
+        ax.step(g.steps, g.best_so_far, where="post", color=f"C{i}", label=figure_text(arm))
     ax.set_xlabel("training steps spent by the search")
     ax.set_ylabel("best-so-far validation loss")
     ax.set_title("Best so far against training steps (one search run, not an expectation)", fontsize=9)
@@ -245,7 +245,7 @@ def _search_figures(summary: pd.DataFrame, folder: Path) -> None:
     arms = list(dict.fromkeys(search.arm))
     fig, ax = plt.subplots(figsize=(1.6 * len(arms) + 2, 4))
     data = [search.loc[search.arm == arm, "loss"].to_numpy() for arm in arms]
-    ax.boxplot(data, tick_labels=arms, showfliers=False)
+    ax.boxplot(data, tick_labels=[figure_text(arm) for arm in arms], showfliers=False)
     for i, values in enumerate(data, 1):
         ax.scatter(np.full(len(values), i) + np.linspace(-0.12, 0.12, len(values)), values, s=10, color=f"C{i - 1}")
     ax.set_ylabel("best validation loss (selection)")
@@ -269,9 +269,9 @@ def _search_figures(summary: pd.DataFrame, folder: Path) -> None:
             else:
                 ax.set_axis_off()
             if r == len(arms) - 1 or not ax.axison:
-                ax.set_xlabel(f, fontsize=8)
+                ax.set_xlabel(figure_text(f), fontsize=8)
             if c == 0:
-                ax.set_ylabel(f"{arm}\nvalidation loss", fontsize=7)
+                ax.set_ylabel(f"{figure_text(arm)}\nvalidation loss", fontsize=7)
             ax.tick_params(labelsize=6)
     fig.suptitle("Best validation loss (selection) against each searched field", fontsize=9)
     save(fig, folder, "search_fields")
