@@ -76,6 +76,7 @@ def write_sensitivity(summary: pd.DataFrame, study, folder: str | Path) -> list[
             ax.minorticks_off()
             ax.set(xlabel=axis, ylabel=col, title=titles.get(col, col))
         axes[0][-1].legend(fontsize=6, loc="best")
-        fig.suptitle(f"{figure_text(layout.name or study)}: sensitivity to {axis} (mean, 95 % CI over seeds)", fontsize=9)
+        fig.suptitle(f"{figure_text(layout.name or study)}: sensitivity to {axis} (mean, 95 % CI over seeds)",
+                     fontsize=9)
         written += save(fig, folder, f"sensitivity_{axis}")
     return written

@@ -214,7 +214,8 @@ def _curve_figure(curves: pd.DataFrame, folder: Path) -> None:
     top = 1.1 * shown[np.isfinite(shown)].max()  # an unbounded band (too few samples) runs off the top
     for i, (arm, g) in enumerate(curves.groupby("arm", sort=False)):
         colour = f"C{i}"
-        ax.plot(g.n, g.expected_best, color=colour, marker="o", markersize=3, label=f"{figure_text(arm)}: expected best")
+        ax.plot(g.n, g.expected_best, color=colour, marker="o", markersize=3,
+                label=f"{figure_text(arm)}: expected best")
         ax.plot(g.n, g.median_best, color=colour, linestyle=":", linewidth=1)
         ax.fill_between(g.n, g.lower, np.minimum(g.upper, top), color=colour, alpha=0.15, linewidth=0)
     ax.set_ylim(0, top)

@@ -51,8 +51,9 @@ CASES = {
     "damaged": (lambda f: _cut(f, lambda d: d[:1000] + bytes(500) + d[1500:]), "{s}: not a readable Parquet file"),
     "empty": (lambda f: _cut(f, lambda d: b""), "{s}: not a readable Parquet file (Parquet file size is 0 bytes); "
                                                 + SUMMARY_ALLOWED),
-    "truncated": (lambda f: _cut(f, lambda d: d[:len(d) // 2]), "{s}: not a readable Parquet file (Parquet magic bytes "
-                  "not found in footer. Either the file is corrupted or this is not a parquet file.); " + SUMMARY_ALLOWED),
+    "truncated": (lambda f: _cut(f, lambda d: d[:len(d) // 2]), "{s}: not a readable Parquet file (Parquet magic "
+                  "bytes not found in footer. Either the file is corrupted or this is not a parquet file.); "
+                  + SUMMARY_ALLOWED),
     "no rows": (lambda f: _summary(f, lambda s: s.iloc[:0]), "{s}: holds no trials; " + SUMMARY_ALLOWED),
     "wrong column": (lambda f: _summary(f, lambda s: s.rename(columns={"final_loss": "loss"})),
                      "{s}: no column final_loss; " + SUMMARY_ALLOWED),
@@ -146,7 +147,8 @@ def test_retable_of_a_sweep_folder_sets_its_own_plans_tables(sweep_folder, capsy
     _summary(out, lambda s: s.assign(study="/etc/passwd"))  # the summary's study is not read
     assert main([str(out)]) == 0
     assert capsys.readouterr().out.splitlines() == [f"re-set the tables and the topography figure of {out}"]
-    assert "\\caption{The sweep's own caption, $\\tau=0.1$. Scale cpu" in (out / "tables" / "robustness.tex").read_text()
+    tex = (out / "tables" / "robustness.tex").read_text()
+    assert "\\caption{The sweep's own caption, $\\tau=0.1$. Scale cpu" in tex
 
 
 @pytest.mark.parametrize("change, problem", [
