@@ -38,10 +38,11 @@ from analysis.tables import (Layout, comparison_latex, comparison_markdown, comp
                              RATIO, SMOOTH, TEXT_WIDTH, table_numbers, to_latex, to_markdown, to_text)
 from analysis.tuning import is_searched, winners, write_tuning, write_winners
 import metrics as M
+from plan import Plan
 
 
 def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: str | Path,
-                 tracking_uri: str | None = None, plan: dict | None = None) -> str:
+                 tracking_uri: str | None = None, plan: Plan | None = None) -> str:
     """Write every output for one study into `out`; returns the table as text, followed by a line on what
     is missing when not every trial is a result (figures and pictures show only results: finished or
     diverged trials). With the MLflow `tracking_uri` the trials' topography pictures are composed too; with
@@ -66,7 +67,7 @@ def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: s
     return text + missing_note(trials, bool(figures))
 
 
-def write_summary_outputs(everything: pd.DataFrame, name: str, study: "str | Layout", plan: dict | None, out: Path,
+def write_summary_outputs(everything: pd.DataFrame, name: str, study: "str | Layout", plan: Plan | None, out: Path,
                           figure_formats=("png", "pdf")) -> tuple[list[str], pd.DataFrame]:
     """What the per-trial summary alone gives, into out/tables and out/figures: the tables (of a searched study
     its confirmation runs, never the search's best, and its winners), the analyses of the plan's `analysis:`
@@ -75,7 +76,7 @@ def write_summary_outputs(everything: pd.DataFrame, name: str, study: "str | Lay
     searched = is_searched(everything)
     summary = everything[everything["stage"] == M.CONFIRM] if searched else everything
     texts = write_tables(summary, name, study, out / "tables")
-    if plan and plan.get("analysis"):
+    if plan:
         texts += write_analysis(summary, name, plan, out / "tables")
     win = winners(everything) if searched else pd.DataFrame()
     if len(win):

@@ -13,7 +13,6 @@ as they are.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pandas as pd
 
 from analysis.report import write_summary_outputs
 from analysis.tables import Layout
+import metrics as M
 from models.config import ConfigError
 from sweep.plan import make_plan
 
@@ -30,11 +30,11 @@ def retable(folder: str | Path, out: str | Path | None = None) -> None:
     as analysis.report does. Raises ConfigError when the summary names no shipped study."""
     folder, out = Path(folder), Path(out or folder)
     summary = pd.read_parquet(folder / "summary.parquet")
-    names = summary["study"].unique() if "study" in summary else []
+    names = summary[M.STUDY_TAG].unique() if M.STUDY_TAG in summary else []
     if len(names) != 1:
         raise ConfigError(f"{folder / 'summary.parquet'}: names studies {list(names)}; allowed: one shipped study")
-    plan = dataclasses.asdict(make_plan(str(names[0]), "smoke", 2))  # the layout: no scale or seed enters it
-    write_summary_outputs(summary, plan["study"], Layout.from_plan(plan), plan, out,
+    plan = make_plan(str(names[0]), "smoke", 2)  # the layout: no scale or seed enters it
+    write_summary_outputs(summary, plan.study, Layout.from_plan(plan), plan, out,
                           figure_formats=("png",))  # committed results keep PNGs only
 
 

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models.config import DATASETS, ConfigError, field_names
-from sweep.plan import Plan, make_plan, parse_grid, parse_overrides
+from plan import search_budget
+from sweep.plan import Plan, check_winners, make_plan, parse_grid, parse_overrides, stored_error, validate
 from sweep.scales import SCALES
 from sweep.search import describe
 from sweep.study import MAX_TRIALS, shipped_names
@@ -90,26 +91,24 @@ def plan_from_args(args) -> Plan:
 
 
 def read_sweep_json(sweep_dir: Path, tracking_uri: str | None = None) -> tuple[Plan, Sweep]:
-    """(plan, sweep.json) of a sweep folder; anything but a complete sweep.json is a ConfigError naming it
-    (analysis.store.read_sweep checks the file; its plan must also be a valid Plan here)."""
+    """(plan, sweep.json) of a sweep folder; anything but a complete sweep.json is a ConfigError naming it:
+    analysis.store.read_sweep reads the file and its plan (plan.Plan.from_dict), sweep.plan.validate checks the
+    plan as make_plan checks a study's, and the winners of a searched study are checked against its spaces."""
     from analysis.store import BadSweep, StoreMissing, read_sweep  # imports MLflow: only when resuming
 
     meta_file = sweep_dir / "sweep.json"
     if not meta_file.is_file():
         raise ConfigError(f"--resume {sweep_dir}: no sweep.json there; give the folder a sweep printed at its start")
     try:
-        meta = read_sweep(sweep_dir, tracking_uri=tracking_uri)  # its paths resolved where the folder is now
+        meta = read_sweep(sweep_dir, tracking_uri=tracking_uri, plan_type=Plan)  # paths resolved where it is now
     except BadSweep as e:
         raise ConfigError(str(e)) from None
     except StoreMissing as e:
         raise ConfigError(f"--resume {sweep_dir}: {e}") from None
-    try:
-        plan = Plan(**meta.plan)
-        plan.trials()
-    except (ValueError, TypeError, AttributeError, KeyError) as e:
-        raise ConfigError(f"{meta_file} is not a sweep's ({type(e).__name__}: {e}); allowed: the sweep.json a "
-                          "sweep wrote (restore it, or start the sweep again)") from None
-    return plan, meta
+    error = stored_error(meta_file)
+    validate(meta.plan, error)
+    check_winners(meta.plan, meta.winners, error)
+    return meta.plan, meta
 
 
 def resume_plan(args) -> tuple[Plan, Sweep]:
@@ -149,20 +148,12 @@ def dry_run(plan: Plan, max_concurrent: int = 0) -> str:
     each = f"{plan.cpus:g} CPU / {plan.gpus:g} GPU each" + (f" shared by {plan.workers} workers"
                                                             if plan.workers > 1 else "")
     if plan.search:
-        return "\n".join([f"{plan.study} at {plan.scale} scale: {search_budget(plan)}; {each}", wall]
-                         + [f"  {plan.arm_name(arm)}: {describe(space)}"
-                            for arm, space in zip(plan.arms, plan.search["spaces"])])
+        return "\n".join([f"{plan.study} at {plan.scale} scale: {plan.n_trials()} trials: {search_budget(plan)}; "
+                          f"{each}", wall] + [f"  {plan.arm_name(arm)}: {describe(space)}"
+                                              for arm, space in zip(plan.arms, plan.search.spaces)])
     lines = [f"{plan.study} at {plan.scale} scale: {len(names)} trials ({len(plan.arms)} arms x "
              f"{len(plan.seeds)} seeds), {each}", wall]
     return "\n".join(lines + [f"  {name}" for name in names])
-
-
-def search_budget(plan: Plan) -> str:
-    """'60 trials: per arm 12 random-search samples on seed 0 (ASHA), its best confirmed on seeds 1, 2, 3'."""
-    s = plan.search
-    asha = " stopped early by ASHA (at most their steps)" if s["scheduler"] else ""
-    return (f"{plan.n_trials()} trials: per arm {s['samples']} {s['algorithm']}-search samples on seed "
-            f"{s['tuning_seed']}{asha}, its best confirmed on seeds {', '.join(map(str, plan.seeds))}")
 
 
 def refuse(message: str):

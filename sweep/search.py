@@ -16,18 +16,20 @@
 
 Parsed by sweep/study.py and checked before anything starts: a distribution Ray Tune has, bounds in
 order and inside the field's range (TrialConfig) for every arm searched, a field searched once
-and not also fixed, swept by an axis or set by the arm. `Search` is plain data (it goes into the
-plan and sweep.json); `tune_space` hands a space to Ray Tune.
+and not also fixed, swept by an axis or set by the arm. `Search` is the study's block; the plan
+holds it per arm (plan.SearchPlan, in sweep.json); `tune_space` hands a space to Ray Tune.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 
+from plan import Asha
+
 ALGORITHMS = ("random", "optuna")
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
 KEYS = ("algorithm", "samples", "space", "tuning_seed", "confirm_seeds", "scheduler")
-ASHA_KEYS = ("grace", "reduction_factor")
+ASHA_KEYS = tuple(f.name for f in dataclasses.fields(Asha))
 DEFAULT_CONFIRM = 3
 
 
@@ -40,7 +42,7 @@ class Search:
     space: dict = field(default_factory=dict)
     tuning_seed: int = 0
     confirm_seeds: list = field(default_factory=lambda: [1, 2, 3])
-    scheduler: dict = field(default_factory=dict)  # {} or {"asha": {"grace": g, "reduction_factor": r}}
+    asha: Asha | None = None  # early stopping (the study's `scheduler: {asha: ...}`)
 
     def with_overrides(self, algorithm: str | None = None, samples: int | None = None,
                        confirm: int | None = None) -> "Search":
@@ -144,11 +146,11 @@ def tune_space(space: dict) -> dict:
     return {name: make[kind](values) for name, dist in space.items() for kind, values in dist.items()}
 
 
-def _scheduler(value, error) -> dict:
+def _scheduler(value, error) -> Asha | None:
     if value in (None, "none"):
-        return {}
+        return None
     if value == "asha":
-        return {"asha": {}}
+        return Asha()
     if not (isinstance(value, dict) and list(value) == ["asha"] and isinstance(value["asha"] or {}, dict)):
         raise error(("search", "scheduler"), value, "asha, or {asha: {grace: STEPS, reduction_factor: R}}")
     options = value["asha"] or {}
@@ -158,7 +160,7 @@ def _scheduler(value, error) -> dict:
         if not _whole(v) or v < (1 if key == "grace" else 2):
             raise error(("search", "scheduler", "asha", key), v,
                         "training steps >= 1" if key == "grace" else "a whole number >= 2")
-    return {"asha": dict(options)}
+    return Asha(**options)
 
 
 def _whole(value) -> bool:

@@ -39,12 +39,14 @@ import yaml
 from analysis.tables.layout import LayoutError, check_block
 import metrics as M
 from models.config import RENAMED, ConfigError, TrialConfig, field_names, parse_value, renamed
+from plan import Analysis, TableLayout
 from sweep.search import Search, parse_search, parse_space
 
 SHIPPED = Path(__file__).with_name("studies")
 KEYS = ("name", "description", "table", "fixed", "axes", "arms", "seeds", "reference", "metrics", "analysis",
         "layout", "search")
-ANALYSES = ("factorial", "equivalence")  # the `analysis:` keys (analysis/factorial.py)
+ANALYSES = ("factorial", "equivalence")  # the `analysis:` keys (analysis/factorial.py; the rest of plan.Analysis
+# is set by the platform)
 REQUIRED = ("name", "description")
 # Per-trial summaries a table can show: the final loss (the test loss at the step of the best validation
 # loss) and the steps to reach +10 % / +20 % of the best validation loss (paper Sec. 4.1, Tables 1-4).
@@ -72,8 +74,8 @@ class Study:
     seeds: list | None = None  # None: the scale's default
     reference: dict = field(default_factory=dict)
     metrics: list = field(default_factory=lambda: list(METRICS[:2]))
-    analysis: dict = field(default_factory=dict)  # "factorial": [axes], "equivalence": margin (a fraction)
-    layout: dict = field(default_factory=dict)  # the checked `layout:` block (analysis.tables.layout)
+    analysis: Analysis = field(default_factory=Analysis)  # the checked `analysis:` block
+    layout: TableLayout = field(default_factory=TableLayout)  # the checked `layout:` block (analysis.tables.layout)
     search: Search | None = None  # each configuration of the grid searched, then confirmed (sweep/search.py)
     arm_spaces: list = field(default_factory=list)  # per arm: the fields it adds to the search space
     source: str = ""  # the file it was read from
@@ -126,14 +128,14 @@ class Study:
         arms, labels = ([], []) if arms == [{}] else (arms, labels)
         fixed = {k: v for k, v in self.fixed.items() if k != name}
         reference = {k: v for k, v in self.reference.items() if k != name}
-        layout = dict(self.layout)  # an axis makes a row (a new one the innermost), and is compared within
-        for key in ("rows", "order", "groups"):
-            if key in layout and name not in layout[key]:
-                layout[key] = layout[key] + [name]
+        # an axis makes a row (a new one the innermost), and is compared within
+        rows, order, groups = ([*names, name] if names is not None and name not in names else names
+                               for names in (self.layout.rows, self.layout.order, self.layout.groups))
+        layout = dataclasses.replace(self.layout, rows=rows, order=order, groups=groups)
         study = dataclasses.replace(self, fixed=fixed, axes={**self.axes, name: values}, arms=arms,
                                     labels=labels if any(labels) else [], reference=reference,
                                     from_grid=(*self.from_grid, name), layout=layout)
-        study = dataclasses.replace(study, analysis=_analysis(study, study.analysis))
+        _check_analysis(study, study.analysis)
         _check_grid(study)
         return study
 
@@ -259,7 +261,7 @@ def parse_study(text: str, source: str, max_trials: int = MAX_TRIALS) -> Study:
     return study
 
 
-def _analysis(study: Study, value) -> dict:
+def _analysis(study: Study, value) -> Analysis:
     """The `analysis:` block: factorial (a list of the study's two-level axes) and equivalence (a margin,
     as a fraction of the reference arm's mean final loss, in (0, 1); needs a reference arm)."""
     value = _mapping(study, "analysis", value)
@@ -267,23 +269,30 @@ def _analysis(study: Study, value) -> dict:
         if key not in ANALYSES:
             raise _error(study, ("analysis", key), value[key], ", ".join(ANALYSES), f"analysis {key!r} is unknown")
     factors = value.get("factorial")
-    if factors is not None:
-        if not isinstance(factors, list) or not factors:
-            raise _error(study, ("analysis", "factorial"), factors, "a non-empty list of the study's axes")
+    if factors is not None and (not isinstance(factors, list) or not factors):
+        raise _error(study, ("analysis", "factorial"), factors, "a non-empty list of the study's axes")
+    margin = value.get("equivalence")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < 1):
+        raise _error(study, ("analysis", "equivalence"), margin, "a fraction in (0, 1) of the reference arm's "
+                     "mean final loss, e.g. 0.05")
+    analysis = Analysis(list(factors or []), None if margin is None else float(margin))
+    _check_analysis(study, analysis)
+    return analysis
+
+
+def _check_analysis(study: Study, analysis: Analysis) -> None:
+    """The analyses against the grid (again after --grid changes an axis): the factors two-level axes, a
+    reference arm to be equivalent to."""
+    factors, margin = analysis.factorial, analysis.equivalence
+    if factors:
         for i, name in enumerate(factors):
             if name not in study.axes or len(study.axes[name]) != 2 or factors.index(name) != i:
                 raise _error(study, ("analysis", "factorial", i), name, "distinct axes with two values each: "
                              + (", ".join(a for a, v in study.axes.items() if len(v) == 2) or "none here"),
                              "not a two-level axis of the study")
-    margin = value.get("equivalence")
-    if margin is not None:
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < 1:
-            raise _error(study, ("analysis", "equivalence"), margin, "a fraction in (0, 1) of the reference arm's "
-                         "mean final loss, e.g. 0.05")
-        if not study.reference:
-            raise _error(study, ("analysis", "equivalence"), margin, "a study with a reference arm",
-                         "equivalence to what? the study has no reference")
-    return dict(value)
+    if margin is not None and not study.reference:
+        raise _error(study, ("analysis", "equivalence"), margin, "a study with a reference arm",
+                     "equivalence to what? the study has no reference")
 
 
 def _check_search(study: Study) -> None:
@@ -366,7 +375,7 @@ def _check_grid(study: Study) -> None:
         except ConfigError as e:
             name = next((n for n in merged if str(e).startswith(f"{n}=")), next(iter(merged), ""))
             raise _error(study, _where(study, name, config), merged.get(name), None, str(e)) from None
-    rows = study.layout.get("rows")
+    rows = study.layout.rows
     if rows:
         seen = {}
         for config, label in zip(study.grid(), study.grid_labels()):

@@ -2,6 +2,7 @@
 trials, the tuning-curve estimator, and a search killed mid-way (search and confirmation) that resumes."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from sweep.execute import winner
 from sweep.plan import file_name, make_plan
 from sweep.report import TrialReport
 from sweep.run import main
+from sweep.trial import Trial
 from test_studies import test_bad_grids_and_studies_on_the_command_line as refused_on_the_command_line
 from test_studies import test_bad_study_files_are_refused_in_one_line_before_anything_runs as refused_in_one_line
 
@@ -51,14 +53,14 @@ def test_search_block_plans_equal_budgets_and_fresh_confirmation_seeds(tmp_path,
     study.write_text(GOOD)
     plan = make_plan(str(study), "smoke")
     assert plan.seeds == [1, 2, 3]  # confirm_seeds 3 by default: never the tuning seed 0
-    assert plan.search["samples"] == 4 and plan.search["tuning_seed"] == 0
-    assert plan.search["spaces"] == [
+    assert plan.search.samples == 4 and plan.search.tuning_seed == 0
+    assert plan.search.spaces == [
         {"lr": {"loguniform": [1e-4, 3e-3]}, "decay": {"choice": [0.9, 0.99]}},
         {"lr": {"loguniform": [1e-4, 3e-3]}, "decay": {"choice": [0.9, 0.99]}, "tau": {"uniform": [0.05, 0.5]}}]
     assert plan.n_trials() == 2 * (4 + 3)
     # the command line changes the algorithm, the budget and the number of confirmation seeds
     plan = make_plan(str(study), "smoke", seeds=2, search="optuna", samples=6)
-    assert (plan.search["algorithm"], plan.search["samples"], plan.seeds) == ("optuna", 6, [1, 2])
+    assert (plan.search.algorithm, plan.search.samples, plan.seeds) == ("optuna", 6, [1, 2])
     assert main([str(study), "--scale", "smoke", "--samples", "5", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("my-search at smoke scale: 16 trials: per arm 5 random-search samples on seed 0, its "
@@ -159,7 +161,8 @@ def test_a_stopped_trial_is_counted_never_averaged_never_bold_never_a_tuning_sam
 def test_the_winner_is_the_lowest_best_loss_among_finished_trials():
     def result(loss, status=M.FINISHED, error=None, lr=0.1):
         report = TrialReport(step=100, status=status, metrics={M.VAL_LOSS: loss, M.VAL_BEST_LOSS: loss})
-        return SimpleNamespace(metrics=report.to_result(), config={"search": {"lr": lr}}, error=error)
+        config = Trial({}, {"neighbours": "none"}, 0, M.SEARCH, {"lr": lr})  # as Ray holds it: a dict
+        return SimpleNamespace(metrics=report.to_result(), config=dataclasses.asdict(config), error=error)
 
     found = [result(0.5, lr=0.1), result(0.01, status=M.RUNNING, lr=0.2), result(0.02, status=M.DIVERGED, lr=0.3),
              result(0.03, error=RuntimeError("x"), lr=0.4), result(0.4, lr=np.float64(0.5))]

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from analysis.store import read_sweep
 import metrics as M
 from models.config import TrialConfig
+from plan import Analysis
 from sweep.plan import make_plan
 from sweep.run import main
 from sweep.scales import SCALES, STARTUP_SECONDS
@@ -236,7 +237,7 @@ def test_parity_is_the_full_factorial_of_decay_init_and_commitment_for_three_rul
     assert rules == {("kohonen", "none", False, 1, True), ("lucidrains", "none", False, 1, True),
                      ("kohonen", "hard", False, 1, True)}
     assert {(c.steps, c.seed) for c in trials} == {(800, s) for s in range(3)}
-    assert plan.analysis == {"factorial": ["decay", "codebook_init", "commitment"]}  # carried into sweep.json
+    assert plan.analysis == Analysis(factorial=["decay", "codebook_init", "commitment"])  # carried into sweep.json
 
 
 def test_convergence_runs_the_table_2_pair_and_parity_best_to_10000_steps():
@@ -249,7 +250,7 @@ def test_convergence_runs_the_table_2_pair_and_parity_best_to_10000_steps():
     assert [(c.neighbours, c.n0, c.update_empty, c.decay, c.codebook_init, c.commitment) for c in arms.values()] == [
         ("none", 1, True, 0.99, "randn", 0.25), ("none", 1, True, 0.8, "randn", 0.25),
         ("hard", 1, True, 0.99, "randn", 0.25)]
-    assert plan.reference == {"arm": "KSOM hard 2D"} and plan.analysis == {"equivalence": 0.05}
+    assert plan.reference == {"arm": "KSOM hard 2D"} and plan.analysis == Analysis(equivalence=0.05)
 
 
 # ---------------------------------------------------------------- a user's study, end to end

@@ -15,7 +15,7 @@ import metrics as M
 
 def _scale_note(summary: pd.DataFrame) -> tuple[str, str]:
     """(scale name, steps per trial) for captions."""
-    scale = str(summary["scale"].iloc[0]) if "scale" in summary and len(summary) else "?"
+    scale = str(summary[M.SCALE_TAG].iloc[0]) if M.SCALE_TAG in summary and len(summary) else "?"
     steps = int(summary["steps"].max()) if "steps" in summary and len(summary) else 0
     return scale, f"{steps:,}"
 
@@ -26,7 +26,7 @@ def caption(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", pa
     latex = fmt == "latex"
     pm, pct, dagger = PM[fmt], PCT[fmt], DAGGER[fmt]
     scale, steps = _scale_note(summary)
-    seeds = sorted(set(tidy["seeds"])) if len(tidy) else [0]
+    seeds = sorted(set(tidy[M.SEEDS])) if len(tidy) else [0]
     seeds_text = "-".join(map(str, (seeds[0], seeds[-1]))) if len(seeds) > 1 else str(seeds[0])
     ls = loss_scale(summary)
     unit = TIMES[fmt]

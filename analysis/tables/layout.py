@@ -18,6 +18,7 @@ that vary in the summary (`layout_for`).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +28,9 @@ import yaml
 from analysis.summary import CODE_USE_COLUMNS, TOPOGRAPHY_COLUMNS
 from analysis.tables.formats import plain
 import metrics as M
+from plan import Plan, TableLayout
 
-BLOCK_KEYS = ("rows", "order", "groups", "thresholds", "caption", "headers")
+BLOCK_KEYS = tuple(f.name for f in dataclasses.fields(TableLayout))
 
 
 @dataclass(frozen=True)
@@ -50,22 +52,26 @@ class Layout:
         return self.order or self.rows
 
     @classmethod
-    def from_plan(cls, plan: dict) -> "Layout":
-        """The layout of a sweep's plan (sweep.json "plan"): what the study's `layout:` block sets,
-        the rest derived: rows = the swept fields, display order quantiser first, groups = the row
-        fields outside the reference arm, thresholds from the plan's steps_<p> metrics, caption
-        from its description and paper table."""
-        name = plan.get("study", "")
-        block = plan.get("layout") or {}
-        reference = dict(plan.get("reference") or {})
-        rows = tuple(block.get("rows", plan.get("swept", ())))
-        thresholds = tuple(M.threshold(m) for m in plan.get("metrics", ()) if m.startswith(M.STEPS)) or M.THRESHOLDS
-        caption = plan.get("description", name).replace("_", "\\_") + (f" ({plan['table']})." if plan.get("table")
-                                                                         else ".")
-        return cls(rows, tuple(block.get("groups", (f for f in rows if f not in reference))),
-                   tuple(block.get("thresholds", thresholds)), block.get("caption", caption), reference,
-                   tuple(block.get("order", sorted(rows, key=lambda f: f != "neighbours"))),
-                   dict(block.get("headers", {})), name)
+    def from_plan(cls, plan: Plan) -> "Layout":
+        """The layout of a sweep's plan (sweep.json): what the study's `layout:` block sets, the rest
+        derived (`derive`)."""
+        return cls.derive(plan.study, plan.layout, plan.reference, plan.swept, plan.metrics,
+                          plan.description or plan.study, plan.table)
+
+    @classmethod
+    def derive(cls, name: str, block: TableLayout, reference: dict, swept: list[str], metrics: list[str],
+               description: str, table: str) -> "Layout":
+        """What the `layout:` block sets, the rest derived: rows = the swept fields, display order
+        quantiser first, groups = the row fields outside the reference arm, thresholds from the
+        steps_<p> metrics, caption from the description and paper table."""
+        rows = tuple(swept if block.rows is None else block.rows)
+        thresholds = tuple(M.threshold(m) for m in metrics if m.startswith(M.STEPS)) or M.THRESHOLDS
+        caption = description.replace("_", "\\_") + (f" ({table})." if table else ".")
+        return cls(rows, tuple(f for f in rows if f not in reference) if block.groups is None else tuple(block.groups),
+                   thresholds if block.thresholds is None else tuple(block.thresholds),
+                   caption if block.caption is None else block.caption, dict(reference),
+                   tuple(sorted(rows, key=lambda f: f != "neighbours") if block.order is None else block.order),
+                   dict(block.headers), name)
 
 
 def read_layout(study_file: str | Path) -> Layout:
@@ -73,7 +79,8 @@ def read_layout(study_file: str | Path) -> Layout:
     yaml reads them (the sweep checked them when it ran). For a study whose block names its rows, as
     the paper's four do (their results folders hold no sweep.json); a sweep's layout is its plan's."""
     data = yaml.safe_load(Path(study_file).read_text())
-    return Layout.from_plan({**data, "study": data["name"]})
+    return Layout.derive(data["name"], TableLayout(**(data.get("layout") or {})), data.get("reference") or {}, [],
+                         data.get("metrics", []), data["description"], data.get("table") or "")
 
 
 # How config fields and their values are shown: headers and caption notes (LaTeX, plain), value labels.
@@ -88,9 +95,9 @@ ROW_ORDER = {"none": 0, "hard": 1, "gaussian": 2}
 LABELS = {"neighbours": {"none": "EMA-VQ", "hard": "KSOM hard", "gaussian": "KSOM Gauss."},
           "update_empty": {True: "Yes", False: "No"}, "grid_dim": {1: "1D", 2: "2D"}}
 # Summary columns that never make a row: the trial's identity and status, and its measured numbers.
-SKIP = {"run_id", "run_name", "seed", "ray_trial_id", "node_id", M.STATUS_TAG, "parent_run_id", M.RESULT,
-        M.FINAL_LOSS, M.SELECTION_LOSS, M.DIVERGED, M.COLLAPSED, M.LATE_IMPROVEMENT, "start_time", "stage", "search",
-        "searched"}
+SKIP = {"run_id", "run_name", M.SEED_TAG, M.RAY_TRIAL_TAG, M.NODE_TAG, M.STATUS_TAG, "parent_run_id", M.RESULT,
+        M.FINAL_LOSS, M.SELECTION_LOSS, M.DIVERGED, M.COLLAPSED, M.LATE_IMPROVEMENT, "start_time", M.STAGE_TAG,
+        M.SEARCH_TAG, M.SEARCHED_TAG}
 
 
 def header(layout: Layout, name: str, fmt: str) -> str:
@@ -126,11 +133,10 @@ class LayoutError(ValueError):
         self.path, self.value, self.allowed, self.problem = path, value, allowed, problem
 
 
-def check_block(block, rows: list[str], metrics: list[str]) -> dict:
+def check_block(block, rows: list[str], metrics: list[str]) -> TableLayout:
     """The `layout:` block of a study whose configurations are told apart by `rows` and whose
     tables show `metrics`, checked (that its rows still tell every configuration apart is the
-    study's to check: it knows the grid); raises LayoutError naming the first bad key. The
-    block's lists come back as lists, so that it is plain data in sweep.json."""
+    study's to check: it knows the grid); raises LayoutError naming the first bad key."""
     if not isinstance(block, dict):
         raise LayoutError((), block, f"a mapping with keys {', '.join(BLOCK_KEYS)}")
     for key in block:
@@ -169,7 +175,7 @@ def check_block(block, rows: list[str], metrics: list[str]) -> dict:
             if not isinstance(text, str) or not text.strip():
                 raise LayoutError(("headers", name), text, "a non-empty string (LaTeX allowed)")
         out["headers"] = dict(headers)
-    return out
+    return TableLayout(**out)
 
 
 def _names(value, path: tuple, allowed: list[str], what: str, empty: bool = False) -> list[str]:

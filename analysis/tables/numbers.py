@@ -76,7 +76,7 @@ def _counts(g: pd.DataFrame) -> dict:
     result = g[M.RESULT].astype(bool) if M.RESULT in g else pd.Series(True, index=g.index)
     collapsed = g[M.COLLAPSED].astype(bool) if M.COLLAPSED in g else pd.Series(False, index=g.index)
     stopped = g[M.STATUS_TAG] == M.STOPPED if M.STATUS_TAG in g else pd.Series(False, index=g.index)
-    counts = {"seeds": int(result.sum()), M.DIVERGED: int((g[M.DIVERGED].astype(bool) & result).sum()),
+    counts = {M.SEEDS: int(result.sum()), M.DIVERGED: int((g[M.DIVERGED].astype(bool) & result).sum()),
               M.COLLAPSED: int((collapsed & result).sum()), "unfinished": int((~result & ~stopped).sum())}
     return {**counts, M.STOPPED: int(stopped.sum())} if stopped.any() else counts  # a column only where it counts
 

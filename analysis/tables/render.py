@@ -98,7 +98,7 @@ def _cell(r: pd.Series, scale: int, digits: int, mark: str = "") -> tuple[str, s
 
 def _count(c: pd.Series) -> tuple[str, str, bool, str]:
     """The seeds / diverged / collapsed cell (+n unfinished, (n stopped))."""
-    count = f"{c['seeds']}/{c[M.DIVERGED]}/{c[M.COLLAPSED]}"
+    count = f"{c[M.SEEDS]}/{c[M.DIVERGED]}/{c[M.COLLAPSED]}"
     if c.get("unfinished", 0):
         count += f"+{c['unfinished']}"
     if c.get(M.STOPPED, 0) > 0:  # NaN in rows of groups without a stopped trial
