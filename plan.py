@@ -131,12 +131,15 @@ def _upgrade(data):
     data = dict(data)
     if data.get("search") == {}:
         data["search"] = None
-    if isinstance(data.get("search"), dict) and "scheduler" in data["search"]:
+    if isinstance(data.get("search"), dict) and "scheduler" in data["search"] and "asha" not in data["search"]:
         search = dict(data["search"])
         scheduler = search.pop("scheduler")
         search["asha"] = scheduler.get("asha", {}) if isinstance(scheduler, dict) and scheduler else None
         data["search"] = search
     return data
+
+
+KINDS = {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}
 
 
 def _read(hint, value, where: str, path: str):
@@ -175,5 +178,5 @@ def _read(hint, value, where: str, path: str):
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise bad(f"a {hint.__name__}")
+        raise bad(KINDS.get(hint, hint.__name__))
     return value

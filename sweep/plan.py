@@ -1,10 +1,13 @@
-"""The plan of a sweep: a study's grid at a scale, with the user's overrides, as plain data.
+"""The plan of a sweep: a study's grid at a scale, with the user's overrides, as the record plan.Plan.
 
-`make_plan` validates everything (study file, scale, overrides, every trial's
-config) and raises ConfigError naming the bad value before anything starts;
-sweep/run.py (the command line) and sweep/execute.py (Ray Tune) both take a Plan,
-and sweep.json stores it, so a resume runs exactly the same trials. No Ray or
-MLflow here.
+`make_plan` builds it from a study file (plan, in named steps) and `validate` checks it, once, before
+anything starts: every trial's config, and the limits a run would otherwise meet only once its folder,
+store and cluster exist (names the filesystem cannot hold, seeds NumPy or torch refuse, an ASHA grace
+past a trial's steps); a resume checks the plan it reads from sweep.json the same way, and its
+winners against the search spaces (`check_winners`). Every problem is a ConfigError of one line
+naming the study file's key and line, or the sweep.json. sweep/run.py (the command line) and
+sweep/execute.py (Ray Tune) both take a Plan, and sweep.json stores it, so a resume runs exactly the
+same trials. No Ray or MLflow here.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import dataclasses
 import functools
 import math
 import re
+from pathlib import Path
 
 import metrics as M
 from models.config import RENAMED, ConfigError, TrialConfig, field_names, renamed
@@ -97,19 +101,18 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
     default_cpus, default_gpus = SCALES[scale].resources(dataset)
     cpus, gpus = default_cpus if cpus is None else cpus, default_gpus if gpus is None else gpus
     workers = SCALES[scale].workers if workers is None else workers
-    check_resources(cpus, gpus, workers)
     arms = study.grid()
     n = len(arms) * ((searched.samples if searched else 0) + len(seed_list))
     if n > max_trials:
         raise ConfigError(f"study {study.name!r}: {n:,} trials ({len(arms):,} configurations x {len(seed_list)} "
                           f"seeds), more than --max-trials {max_trials:,}; allowed: fewer seeds or configurations, "
                           f"or --max-trials {n}")
-    plan = Plan(study.name, scale, base, arms, seed_list, cpus, gpus, workers,
-                swept=_rows(study, configs(base, arms, study.source, study.name)),
+    arm_configs = configs(base, arms, study.source, study.name)
+    plan = Plan(study.name, scale, base, arms, seed_list, cpus, gpus, workers, swept=_rows(study, arm_configs),
                 labels=study.grid_labels() if study.labels else [], reference=dict(study.reference),
                 metrics=list(study.metrics), analysis=study.analysis, layout=study.layout, table=study.table,
                 description=study.description, source=study.source, search=searched)
-    validate(plan, partial_error(study))
+    validate(plan, partial_error(study), arm_configs)
     return plan
 
 
@@ -189,12 +192,13 @@ TRIAL_ID = 16  # room for a Ray trial id ('a1b2c_00000') after a search trial's 
 DRAWN = 10  # room for a drawn float in a run name ('%.3g': '-1.23e-05')
 
 
-def validate(plan: Plan, error) -> None:
+def validate(plan: Plan, error, arm_configs: list[TrialConfig] | None = None) -> None:
     """Everything a plan must satisfy before anything is created, checked once where it comes in: from a
     study file (make_plan) or from a sweep.json (a resume). `error(path, value, allowed, problem)` makes the
-    one line naming the study file's key and line (or the sweep.json). Raises ConfigError."""
+    one line naming the study file's key and line (or the sweep.json); `arm_configs`: each arm's config,
+    when the caller built them already. Raises ConfigError."""
     check_resources(plan.cpus, plan.gpus, plan.workers)
-    arm_configs = configs(plan.base, plan.arms, plan.source, plan.study)
+    arm_configs = arm_configs or configs(plan.base, plan.arms, plan.source, plan.study)
     if plan.search:
         for arm, space in zip(plan.arms, plan.search.spaces):
             for name, dist in space.items():
@@ -274,7 +278,7 @@ def check_winners(plan: Plan, winners: dict, error) -> None:
             raise error(("winners", key), values, None, str(e)) from None
 
 
-def stored_error(sweep_json) -> callable:
+def stored_error(sweep_json: str | Path):
     """The one-line error maker of validate for a plan read from `sweep_json` (no study file, no lines)."""
     def error(path: tuple, value, allowed: str | None, problem: str | None = None) -> ConfigError:
         key = ".".join(str(p) for p in path)
@@ -291,7 +295,8 @@ def file_name(run_name: str) -> str:
 def check_names(plan: Plan, error) -> None:
     """Every configuration has a run name (and pictures folder) of its own, else ConfigError naming both; the
     study's folders and files, and every trial's pictures folder, within the filesystem's NAME_MAX bytes."""
-    folder = f"{plan.study}-{plan.scale}-YYYYmmdd-HHMMSS-abcd"  # sweep/execute.py's new folder
+    # sweep/execute.py's new folder, and with --storage Tune's folder of an arm's search beside it
+    folder = f"{plan.study}-{plan.scale}-YYYYmmdd-HHMMSS-abcd" + (f"-{M.SEARCH}-{len(plan.arms)}" if plan.search else "")
     longest = max(len(folder.encode()), len(plan.study.encode()) + TABLE_SUFFIX)
     if longest > NAME_MAX:
         raise error(("name",), plan.study, f"a name of at most {len(plan.study.encode()) - longest + NAME_MAX} "

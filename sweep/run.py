@@ -180,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
             p.error("give a STUDY (or --resume SWEEP_DIR)")
         else:
             plan, meta = plan_from_args(args), None
-        trials = plan.trials()
         if args.max_concurrent < 0 or args.max_failures < 0:
             raise ConfigError("--max-concurrent and --max-failures must be >= 0")
         if not args.dry_run:

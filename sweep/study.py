@@ -36,7 +36,6 @@ from pathlib import Path
 
 import yaml
 
-from analysis.tables.layout import LayoutError, check_block
 import metrics as M
 from models.config import RENAMED, ConfigError, TrialConfig, field_names, parse_value, renamed
 from plan import Analysis, TableLayout
@@ -491,3 +490,72 @@ def _lines(node, path: tuple = ()) -> dict[tuple, int]:
         for i, item in enumerate(node.value):
             out.update(_lines(item, path + (i,)))
     return out
+
+
+# ---------------------------------------------------------------- the layout: block (analysis/tables/layout.py)
+
+BLOCK_KEYS = tuple(f.name for f in dataclasses.fields(TableLayout))
+
+
+class LayoutError(ValueError):
+    """A study's `layout:` block is malformed: `path` (keys below `layout`), the value, what is allowed."""
+
+    def __init__(self, path: tuple, value, allowed: str, problem: str | None = None):
+        super().__init__(path, value, allowed, problem)
+        self.path, self.value, self.allowed, self.problem = path, value, allowed, problem
+
+
+def check_block(block, rows: list[str], metrics: list[str]) -> TableLayout:
+    """The `layout:` block of a study whose configurations are told apart by `rows` and whose
+    tables show `metrics`, checked (that its rows still tell every configuration apart is the
+    study's to check: it knows the grid); raises LayoutError naming the first bad key."""
+    if not isinstance(block, dict):
+        raise LayoutError((), block, f"a mapping with keys {', '.join(BLOCK_KEYS)}")
+    for key in block:
+        if key not in BLOCK_KEYS:
+            raise LayoutError((key,), block[key], f"the keys {', '.join(BLOCK_KEYS)}", f"key {key!r} is unknown")
+    out = {}
+    if "rows" in block:
+        out["rows"] = _names(block["rows"], ("rows",), rows, "the fields the study sweeps")
+    shown = out.get("rows", rows)
+    if "order" in block:
+        out["order"] = _names(block["order"], ("order",), shown, "the row fields")
+        if sorted(out["order"]) != sorted(shown):
+            raise LayoutError(("order",), block["order"], f"each row field once: {', '.join(shown)}")
+    if "groups" in block:
+        out["groups"] = _names(block["groups"], ("groups",), shown, "the row fields", empty=True)
+    if "thresholds" in block:
+        value, shows = block["thresholds"], [M.threshold(m) for m in metrics if m.startswith(M.STEPS)]
+        allowed = f"a list of the steps thresholds the study's metrics show: {shows}"
+        if not isinstance(value, list) or not value:
+            raise LayoutError(("thresholds",), value, allowed)
+        for i, p in enumerate(value):
+            if p not in shows or isinstance(p, bool) or value.index(p) != i:
+                raise LayoutError(("thresholds", i), p, allowed, "not among the study's metrics, or repeated")
+        out["thresholds"] = list(value)
+    if "caption" in block:
+        if not isinstance(block["caption"], str) or not block["caption"].strip():
+            raise LayoutError(("caption",), block["caption"], "a non-empty string (LaTeX allowed)")
+        out["caption"] = block["caption"].strip()
+    if "headers" in block:
+        headers = block["headers"]
+        if not isinstance(headers, dict):
+            raise LayoutError(("headers",), headers, "a mapping of row field: header (LaTeX allowed)")
+        for name, text in headers.items():
+            if name not in shown:
+                raise LayoutError(("headers", name), name, f"a row field: {', '.join(shown)}", "not a row field")
+            if not isinstance(text, str) or not text.strip():
+                raise LayoutError(("headers", name), text, "a non-empty string (LaTeX allowed)")
+        out["headers"] = dict(headers)
+    return TableLayout(**out)
+
+
+def _names(value, path: tuple, allowed: list[str], what: str, empty: bool = False) -> list[str]:
+    """A list of distinct names out of `allowed`."""
+    text = f"a {'' if empty else 'non-empty '}list of distinct names out of {what}: {', '.join(allowed)}"
+    if not isinstance(value, list) or (not value and not empty):
+        raise LayoutError(path, value, text)
+    for i, name in enumerate(value):
+        if name not in allowed or value.index(name) != i:
+            raise LayoutError(path + (i,), name, text, "unknown or repeated")
+    return list(value)

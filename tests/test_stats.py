@@ -13,6 +13,7 @@ from scipy import stats
 from analysis.stats import describe, holm, tost, tost_from_stats, welch
 from analysis.tables import Layout, comparison_numbers, mark_best, table_numbers, to_latex, to_text
 from analysis.tables.layout import read_layout
+from plan import Plan, TableLayout
 from sweep.study import SHIPPED
 
 COMPARISON = read_layout(SHIPPED / "comparison.yaml")  # the paper's Table 2, as its study file sets it
@@ -145,13 +146,15 @@ def test_one_seed_table_has_no_bold_and_says_why():
 
 def test_layout_from_a_plan():
     """A sweep's plan gives the layout its study file's block sets, the rest derived from its swept axes."""
-    block = Layout.from_plan({"study": "r", "swept": ["n0", "neighbours"], "reference": {"neighbours": "none"},
-                              "layout": {"order": ["n0", "neighbours"], "caption": "$\\tau$ (Table 9).",
-                                         "headers": {"n0": "$N$"}}})
+    block = Layout.from_plan(Plan("r", "smoke", {}, [{}], [0], 1.0, 0.0, swept=["n0", "neighbours"],
+                                  reference={"neighbours": "none"},
+                                  layout=TableLayout(order=["n0", "neighbours"], caption="$\\tau$ (Table 9).",
+                                                     headers={"n0": "$N$"})))
     assert (block.rows, block.group, block.columns, block.caption, block.headers) == (
         ("n0", "neighbours"), ("n0",), ("n0", "neighbours"), "$\\tau$ (Table 9).", {"n0": "$N$"})
-    layout = Layout.from_plan({"study": "lr_sweep", "swept": ["lr", "neighbours"], "reference": {"neighbours": "none"},
-                               "metrics": ["final_loss", "steps_20"], "description": "lr x quantiser"})
+    layout = Layout.from_plan(Plan("lr_sweep", "smoke", {}, [{}], [0], 1.0, 0.0, swept=["lr", "neighbours"],
+                                   reference={"neighbours": "none"}, metrics=["final_loss", "steps_20"],
+                                   description="lr x quantiser"))
     assert (layout.rows, layout.group, layout.thresholds, layout.columns) == (
         ("lr", "neighbours"), ("lr",), (20,), ("neighbours", "lr"))
     s = _summary({"none": [0.4, 0.5], "hard": [0.1, 0.2]}, {"none": [300, 200], "hard": [100, 100]}).assign(lr=1e-3)
