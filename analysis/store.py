@@ -162,8 +162,8 @@ def read_sweep(sweep_dir: str | Path, check: bool = True, tracking_uri: str | No
         raise BadSweep(f"{meta_file} names the store {record['tracking_uri']}, outside its results folder "
                        f"{results_dir}; allowed: --tracking-uri {record['tracking_uri']} to open it (if you trust it), "
                        "or a sweep folder whose store lies beside it")
-    sweep = Sweep(name=record.get("name", sweep_dir.name), dir=sweep_dir, plan=plan, tracking_uri=record["tracking_uri"],
-                  experiment_id=record["experiment_id"], ray_storage=record.get("ray_storage") or str(sweep_dir),
+    sweep = Sweep(name=record.get("name", sweep_dir.name), dir=sweep_dir, plan=plan,
+                  tracking_uri=record["tracking_uri"], experiment_id=record["experiment_id"], ray_storage=record.get("ray_storage") or str(sweep_dir),
                   ray_name=record["ray_name"], parent_run_id=record["parent_run_id"],
                   winners=record.get("winners") or {})
     if check:

@@ -296,7 +296,8 @@ def check_names(plan: Plan, error) -> None:
     """Every configuration has a run name (and pictures folder) of its own, else ConfigError naming both; the
     study's folders and files, and every trial's pictures folder, within the filesystem's NAME_MAX bytes."""
     # sweep/execute.py's new folder, and with --storage Tune's folder of an arm's search beside it
-    folder = f"{plan.study}-{plan.scale}-YYYYmmdd-HHMMSS-abcd" + (f"-{M.SEARCH}-{len(plan.arms)}" if plan.search else "")
+    folder = f"{plan.study}-{plan.scale}-YYYYmmdd-HHMMSS-abcd" + (f"-{M.SEARCH}-{len(plan.arms)}" if plan.search
+                                                                  else "")
     longest = max(len(folder.encode()), len(plan.study.encode()) + TABLE_SUFFIX)
     if longest > NAME_MAX:
         raise error(("name",), plan.study, f"a name of at most {len(plan.study.encode()) - longest + NAME_MAX} "
@@ -315,9 +316,9 @@ def check_names(plan: Plan, error) -> None:
         if len(longest.encode()) > NAME_MAX:
             label = plan.label(arm)
             raise error(("arms", plan.labels.index(label), "label") if label else ("arms",), label or arm,
-                        f"a shorter label or fewer swept fields (a name of at most {NAME_MAX} bytes)", f"a trial's "
-                        f"pictures folder would be named with {len(longest.encode())} bytes, more than the filesystem's "
-                        f"{NAME_MAX} ({longest[:40]}...)")
+                        f"a shorter label or fewer swept fields (a name of at most {NAME_MAX} bytes)",
+                        f"a trial's pictures folder would be named with {len(longest.encode())} bytes, more than the "
+                        f"filesystem's {NAME_MAX} ({longest[:40]}...)")
 
 
 def _longest_pictures_folder(plan: Plan, arm: dict) -> str:

@@ -1,9 +1,9 @@
 """The Ray Tune trainables: one trial = one run of the shared trainer, on one process or several.
 
 Ray's trial config is read as a sweep.trial.Trial (its TrialConfig: base <- arm <- search <- seed).
-Each report of the trainer (models/train.py's Progress) goes to Tune as a TrialReport (sweep/report.py: step, status, metrics, where it
-ran, the data set's fingerprint) together with a checkpoint (the trainer's TrainState,
-models/checkpoint.py, as state.pt) in one report. A restarted trial continues from its last
+Each report of the trainer (models/train.py's Progress) goes to Tune as a TrialReport (sweep/report.py:
+step, status, metrics, where it ran, the data set's fingerprint) together with a checkpoint (the
+trainer's TrainState, models/checkpoint.py, as state.pt) in one report. A restarted trial continues from its last
 checkpoint; the last checkpoint also holds the trial's topography pictures as PNG files.
 A divergence is reported with status "diverged" and no checkpoint.
 

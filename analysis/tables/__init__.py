@@ -18,7 +18,7 @@ from analysis.tables.numbers import (INCREASE, RATIO, SMOOTH, comparison_numbers
 from analysis.tables.render import (comparison_latex, comparison_markdown, comparison_text, to_latex, to_markdown,
                                     to_text)
 
-__all__ = ["TEXT_WIDTH", "WRAP_WIDTH", "HEADERS", "LABELS", "Layout", "layout_for",
-           "paper_order", "INCREASE", "RATIO", "SMOOTH", "comparison_numbers", "loss_scale", "mark_best", "steps_scale",
-           "table_numbers", "topography_columns", "comparison_latex", "comparison_markdown", "comparison_text",
-           "to_latex", "to_markdown", "to_text"]
+__all__ = ["TEXT_WIDTH", "WRAP_WIDTH", "HEADERS", "LABELS", "Layout", "layout_for", "paper_order", "INCREASE",
+           "RATIO", "SMOOTH", "comparison_numbers", "loss_scale", "mark_best", "steps_scale", "table_numbers",
+           "topography_columns", "comparison_latex", "comparison_markdown", "comparison_text", "to_latex",
+           "to_markdown", "to_text"]
