@@ -277,7 +277,7 @@ def test_a_user_written_two_axis_study_runs_end_to_end(user_study_sweep):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     sweep_dir = next(results.glob("lr-by-k-cpu-*"))
     meta = read_sweep(sweep_dir)
-    assert meta.plan["swept"] == ["lr", "codebook_size"] and meta.plan["reference"] == {"lr": 0.001}
+    assert meta.plan.swept == ["lr", "codebook_size"] and meta.plan.reference == {"lr": 0.001}
     client = MlflowClient(meta.tracking_uri)
     exp = client.get_experiment_by_name("lr-by-k")
     runs = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
