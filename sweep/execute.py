@@ -291,15 +291,16 @@ def retry_hint(crashed: int, bad_data: int, same: int, resume_hint: str) -> str:
 
 
 def _same_every_time(result) -> bool:
-    """Whether a crashed trial failed the same way on each of its tries (Ray appends each try's traceback to its
-    error.txt after 'Failure # N'): more than one try, every last line alike."""
+    """Whether a crashed trial failed the same way on each of its tries (Ray appends each try's error to its
+    error.txt after 'Failure # N'): more than one try, each a traceback of the trial's own code (not Ray's word
+    that its process died, which a resume can get past) ending in the same line."""
     try:
         text = (Path(result.path) / "error.txt").read_text(errors="replace")
     except OSError:
         return False
-    tries = [part.strip().splitlines()[-1] for part in re.split(r"^Failure # \d+.*$", text, flags=re.M)
-             if part.strip()]
-    return len(tries) > 1 and len(set(tries)) == 1
+    tries = [part.strip() for part in re.split(r"^Failure # \d+.*$", text, flags=re.M) if part.strip()]
+    last = {t.splitlines()[-1] for t in tries}
+    return len(tries) > 1 and len(last) == 1 and all('\n  File "' in t for t in tries)
 
 
 def winner(results: list) -> dict | None:

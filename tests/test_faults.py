@@ -395,6 +395,10 @@ def test_a_trial_that_failed_the_same_way_on_every_try_is_not_offered_a_retry(tm
     assert _same_every_time(tries(same, same, same))
     assert not _same_every_time(tries(same))
     assert not _same_every_time(tries("ray.exceptions.RayActorError: The actor died unexpectedly", same, same))
+    died = "The actor died unexpectedly before finishing this task.\nThe actor never ran - it was cancelled"
+    (tmp_path / "died").mkdir()  # Ray's word that the trial's process died (no traceback of its code): a resume
+    (tmp_path / "died" / "error.txt").write_text("".join(f"Failure # {i} (occurred at 2026)\n{died}\n" for i in (1, 2)))
+    assert not _same_every_time(SimpleNamespace(path=str(tmp_path / "died")))  # may get past it
     assert not _same_every_time(SimpleNamespace(path=str(tmp_path / "none")))
 
 
