@@ -244,7 +244,9 @@ def _end(client: MlflowClient, plan: Plan, meta: Sweep, failed: list, resume_hin
         client.set_terminated(meta.parent_run_id, "FINISHED")
         return
     client.set_terminated(meta.parent_run_id, "FAILED")
-    names = "; ".join(f"{trial_run_name(plan, r.config)} ({_data_error(r) or f'{r.path}/error.txt'})" for r in failed)
+    # a trial that failed before its first report has no config in its result: its folder names it
+    names = "; ".join(f"{trial_run_name(plan, r.config) if r.config else Path(r.path).name} "
+                      f"({_data_error(r) or f'{r.path}/error.txt'})" for r in failed)
     crashed = [r for r in failed if r.error is not None]
     same = [r for r in crashed if _same_every_time(r)]
     retry = retry_hint(len(crashed) - len(same), len(failed) - len(crashed), len(same), resume_hint)
