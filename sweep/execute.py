@@ -321,8 +321,9 @@ def _plain(value):
 
 
 def _data_error(result) -> str:
-    """The data error a trial ended on ("" for none): its last report's, as sweep.report.data_error."""
-    report = TrialReport.from_result(result.metrics) if result.metrics else None
+    """The data error a trial ended on ("" for none): its last report's, as sweep.report.data_error (a trial
+    whose process never ran has only Ray's own keys in its result)."""
+    report = TrialReport.from_result(result.metrics) if result.metrics and "step" in result.metrics else None
     return report.error if report is not None and report.status == M.FAILED else ""
 
 

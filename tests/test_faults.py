@@ -381,7 +381,7 @@ def test_a_trial_that_failed_the_same_way_on_every_try_is_not_offered_a_retry(tm
     single try, may be an infrastructure fault a resume can get past."""
     from types import SimpleNamespace
 
-    from sweep.execute import _same_every_time
+    from sweep.execute import _data_error, _same_every_time
 
     def tries(*errors):
         folder = tmp_path / str(len(list(tmp_path.iterdir())))
@@ -400,6 +400,7 @@ def test_a_trial_that_failed_the_same_way_on_every_try_is_not_offered_a_retry(tm
     (tmp_path / "died" / "error.txt").write_text("".join(f"Failure # {i} (occurred at 2026)\n{died}\n" for i in (1, 2)))
     assert not _same_every_time(SimpleNamespace(path=str(tmp_path / "died")))  # may get past it
     assert not _same_every_time(SimpleNamespace(path=str(tmp_path / "none")))
+    assert _data_error(SimpleNamespace(metrics={"trial_id": "a1b2c_00000"})) == ""  # it never reported: no data error
 
 
 @pytest.mark.slow
