@@ -52,6 +52,7 @@ class Analysis:
     factorial: list[str] = field(default_factory=list)  # two-level axes of a linear model on log(final loss)
     equivalence: float | None = None  # TOST margin: a fraction of the reference arm's mean final loss
     primary: str = M.FINAL_LOSS  # the summary column of the primary comparison, each arm against the reference
+    equivalence_margin: float | None = None  # TOST margin in the primary's own units (loss), instead of a fraction
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ def test_the_tables_follow_an_edited_copy_of_robustness_yaml(tmp_path):
     assert set(before.neighbours) == {"hard"} and set(after.neighbours) == {"none"}
     key = ["n0", "update_empty", "column"]
     before, after = before.set_index(key).sort_index(), after.set_index(key).sort_index()
-    assert len(after) == 4 * 3  # four N0 x update-0 pairs: loss, steps to +10 %, smoothness
+    assert len(after) == 4 * 4  # four N0 x update-0 pairs: loss, steps to +10 %, codes used, smoothness
     pd.testing.assert_series_equal(after["diff"], -before["diff"])
     pd.testing.assert_series_equal(after["p"], before["p"])
     assert after.n.tolist() == before.n_ref.tolist() and after.n_ref.tolist() == before.n.tolist()
