@@ -118,11 +118,14 @@ class Plan:
 
 def search_budget(plan: Plan) -> str:
     """A searched plan's budget in words, wherever it is printed: 'per arm 12 random-search samples on
-    seed 0, stopped early by ASHA, its best confirmed on seeds 1, 2, 3'."""
+    seed 0, stopped early by ASHA (shared draws: ...), its best confirmed on seeds 1, 2, 3' (sweep/search.py:
+    random search shares its draws between arms, TPE cannot)."""
     s = plan.search
     asha = ", stopped early by ASHA" if s.asha else ""
-    return (f"per arm {s.samples} {s.algorithm}-search samples on seed {s.tuning_seed}{asha}, its best confirmed "
-            f"on seeds {', '.join(map(str, plan.seeds))}")
+    shared = ("shared draws: each field one stream, the same values for every arm that searches it"
+              if s.algorithm == "random" else "TPE adapts each draw to the arm's own results: the arms share no draws")
+    return (f"per arm {s.samples} {s.algorithm}-search samples on seed {s.tuning_seed}{asha} ({shared}), its best "
+            f"confirmed on seeds {', '.join(map(str, plan.seeds))}")
 
 
 def _upgrade(data):

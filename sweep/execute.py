@@ -266,7 +266,8 @@ def _search_config(plan: Plan, i: int) -> dict:
         searcher = OptunaSearch(metric=metric, mode="min", seed=seed)
     else:
         searcher = BasicVariantGenerator(random_state=seed)
-    out = {"search_alg": searcher, "num_samples": plan.search.samples}
+    # a random search's shared draws are a grid (one sample of it: sweep.trial.search_space); TPE draws itself
+    out = {"search_alg": searcher, "num_samples": plan.search.samples if plan.search.algorithm == "optuna" else 1}
     if plan.search.asha:
         cfg = Trial(plan.base, plan.arms[i], seed).config()
         out["scheduler"] = ASHAScheduler(time_attr="step", metric=metric, mode="min", max_t=cfg.steps,
