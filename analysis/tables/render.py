@@ -9,6 +9,7 @@ import textwrap
 
 import pandas as pd
 
+from analysis.stats import MAX_SEEDS
 from analysis.tables.captions import caption, comparison_caption
 from analysis.tables.formats import DAGGER, DDAGGER, PCT, TEXT_WIDTH, TIMES, Grid, as_latex, as_markdown, as_text
 from analysis.tables.layout import LABELS, Layout, header, layout_for
@@ -215,16 +216,16 @@ def seeds_lines(comp: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     f = 10.0 ** loss_scale(summary)
     lines = []
     for r in comp[comp["family"] == PRIMARY].to_dict("records"):
-        level = (f"; level within ±{r['margin'] * f:.2f} (TOST p {_p(r['p_tost'])}) needs {_seeds(r['seeds_level'])}"
-                 if math.isfinite(r["margin"]) else "")
+        level = (f"; {_seeds(r['seeds_level'])} to show level within ±{r['margin'] * f:.2f} were the true difference 0 "
+                 f"(TOST p now {_p(r['p_tost'])})" if math.isfinite(r["margin"]) else "")
         lines.append(f"{r['label']}: {r['verdict']} (Δ {r['diff'] * f:.2f}, Holm p {_p(r['p_holm'])}, "
-                     f"{r['n']}/{r['n_ref']} seeds); 80 % power for the observed difference needs "
-                     f"{_seeds(r['seeds_difference'])}{level}")
+                     f"{r['n']}/{r['n_ref']} seeds); for 80 % power {_seeds(r['seeds_difference'])} to show the "
+                     f"observed difference{level}")
     return lines
 
 
 def _seeds(n: float) -> str:
-    return f"{int(n)} seeds per arm" if math.isfinite(n) else "more seeds than any study runs (or no spread)"
+    return f"{int(n)} seeds per arm" if math.isfinite(n) else f"no number of seeds (no spread, or over {MAX_SEEDS:,})"
 
 
 def to_latex(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", label: str | None = None,
