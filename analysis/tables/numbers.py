@@ -184,8 +184,8 @@ def margin_of(layout: Layout, reference_mean: float) -> float:
 def comparison_numbers(summary: pd.DataFrame, study: "str | Layout") -> pd.DataFrame:
     """Each configuration minus the reference arm of its group, per column (comparison_columns): diff of
     means, Welch 95 % CI, p, Hedges' g, n and n_ref, the family (primary: the study's primary endpoint;
-    secondary: the rest) and p_holm (Holm within its family); on primary rows also the verdict, the margin
-    (loss units), the TOST p, and the seeds per arm 80 % power needs for the observed difference
+    secondary: the rest) and p_holm (Holm within its family); on primary rows also the verdict, both sides'
+    std (std, std_ref), the margin (loss units), the TOST p, and the seeds per arm 80 % power needs for the observed difference
     (seeds_difference) and for level at the margin (seeds_level). Empty when the study names no reference
     arm or a group lacks it."""
     layout = layout_for(study, summary)
@@ -221,11 +221,11 @@ def comparison_numbers(summary: pd.DataFrame, study: "str | Layout") -> pd.DataF
 def _verdict_columns(r: dict, layout: Layout) -> dict:
     """verdict, margin, p_tost, seeds_difference and seeds_level of a primary row ("" and NaN otherwise)."""
     if r["family"] != PRIMARY:
-        return {"verdict": "", "margin": math.nan, "p_tost": math.nan, "seeds_difference": math.nan,
-                "seeds_level": math.nan}
+        return {"verdict": "", "std": math.nan, "std_ref": math.nan, "margin": math.nan, "p_tost": math.nan,
+                "seeds_difference": math.nan, "seeds_level": math.nan}
     (m, s, n), (mr, sr, nr) = r["stats"]
     margin = margin_of(layout, mr)
     v = verdict(m, s, n, mr, sr, nr, r["p_holm"], margin)
-    return {"verdict": v.word, "margin": margin, "p_tost": v.p_tost,
+    return {"verdict": v.word, "std": s, "std_ref": sr, "margin": margin, "p_tost": v.p_tost,
             "seeds_difference": seeds_needed(s, sr, diff=m - mr),
             "seeds_level": seeds_needed(s, sr, margin=margin) if math.isfinite(margin) else math.nan}
