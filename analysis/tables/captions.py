@@ -90,10 +90,11 @@ def comparison_caption(summary: pd.DataFrame, study: "str | Layout", fmt: str) -
              f"inside the margin), else " if margin else "").replace("%", "\\%")
     text = (f"{layout.name}: each configuration minus the reference arm ({ref}){within}; scale {scale}, {steps} steps. "
             f"$\\Delta$: difference of means (loss: {'test loss' if has_test_split(summary) else NO_TEST_SPLIT}; loss "
-            f"and steps in the main table's units); 95\\% CI: Welch; $p$: "
-            f"two-sided Welch $t$-test; $p_{{\\mathrm{{Holm}}}}$: Holm-adjusted within its family: the primary test "
+            f"and steps in the main table's units); 95\\% CI: Welch; "
+            f"$p_{{\\mathrm{{Holm}}}}$: two-sided Welch $t$-test, Holm-adjusted within its family (the "
+            f"unadjusted $p$ and Hedges' $g$ are in the Parquet): the primary test "
             f"({primary}, declared in the study file) over the table's configurations, and apart from it the "
-            f"secondary family (every other row, marked secondary); $g$: Hedges' $g$; $n$: seeds "
+            f"secondary family (every other row, marked secondary); $n$: seeds "
             f"averaged, configuration/reference (diverged left out; collapsed left out of steps). "
             f"-- where a side has fewer than 2 seeds. Verdict of the primary test: {level}better or worse when "
             f"$p_{{\\mathrm{{Holm}}}} < {ALPHA}$, undecided otherwise.")

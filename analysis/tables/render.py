@@ -170,8 +170,9 @@ def _p(p: float) -> str:
 
 def _comparison_grid(comp: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", fmt: str) -> Grid:
     """One section per configuration (named in a row of its own, so the table stays narrow), one
-    row per metric: difference, Welch CI, p, Holm-adjusted p within the metric's family, Hedges' g, seeds
-    averaged, and the verdict (primary) or "secondary"."""
+    row per metric: difference, Welch CI, Holm-adjusted p within the metric's family, seeds averaged, and the
+    verdict (primary) or "secondary" (the unadjusted p and Hedges' g are in the Parquet: the verdict needs the
+    column's width)."""
     layout = layout_for(study, summary)
     ls, ss = loss_scale(summary), steps_scale(summary)
     pct = PCT[fmt]
@@ -191,20 +192,20 @@ def _comparison_grid(comp: pd.DataFrame, summary: pd.DataFrame, study: "str | La
             several = sum(c.startswith(prefix) for c in comp.column.unique()) > 1
             level = r["column"].removeprefix(prefix) if several else ""
             title = f"{'Smoothness' if prefix == SMOOTH else 'Codes used'} {level}".strip()
-            scale, digits = 0, 2 if prefix == SMOOTH else 1
+            scale, digits = 0, (2 if prefix == SMOOTH else 0)  # codes used: whole numbers
         else:
             title, scale, digits = names.get(r["column"], (r["column"], 0, 2))
         f = 10.0 ** scale
         ci = (f"[{_fmt(r['ci_low'] * f, digits)}, {_fmt(r['ci_high'] * f, digits)}]" if math.isfinite(r["ci_low"])
               else "--")
         rows.append([title])
-        cells.append([(_fmt(r["diff"] * f, digits), "", False, ""), (ci, "", False, ""), (_p(r["p"]), "", False, ""),
-                      (_p(r["p_holm"]), "", False, ""), (_fmt(r["g"], 1), "", False, ""),
+        cells.append([(_fmt(r["diff"] * f, digits), "", False, ""), (ci, "", False, ""),
+                      (_p(r["p_holm"]), "", False, ""),
                       (f"{r['n']}/{r['n_ref']}", "", False, ""),
                       (r["verdict"] if r["family"] == PRIMARY else SECONDARY, "", False, "")])
     latex = fmt == "latex"
-    heads = [("$\\Delta$" if latex else "Δ", ""), (f"95{pct} CI", ""), ("$p$" if latex else "p", ""),
-             ("$p_{\\mathrm{Holm}}$" if latex else "p Holm", ""), ("$g$" if latex else "g", ""),
+    heads = [("$\\Delta$" if latex else "Δ", ""), (f"95{pct} CI", ""),
+             ("$p_{\\mathrm{Holm}}$" if latex else "p Holm", ""),
              ("$n$" if latex else "n", ""), ("Verdict", "")]
     return Grid(["Metric"], heads, rows, cells, [], [False] * len(heads), sections)
 
@@ -267,6 +268,6 @@ def comparison_markdown(comp: pd.DataFrame, summary: pd.DataFrame, study: "str |
 def comparison_text(comp: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout") -> str:
     """The comparison table for a terminal."""
     return "\n".join([as_text(_comparison_grid(comp, summary, study, "text"),
-                              "(Δ = configuration - reference; 95% CI Welch; p Welch two-sided; p Holm: within its "
-                              "family, primary or secondary; g Hedges; verdict of the primary test)")]
+                              "(Δ = configuration - reference; 95% CI Welch; p Holm: two-sided Welch, Holm-adjusted "
+                              "within its family, primary or secondary; verdict of the primary test)")]
                      + [textwrap.fill(line, TEXT_WIDTH, subsequent_indent="  ") for line in seeds_lines(comp, summary)])
