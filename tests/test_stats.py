@@ -242,3 +242,17 @@ def test_power_and_seeds_needed_by_hand():
     assert tost_power(s_ema, s_ksom, 3, margin) == pytest.approx(0.026, abs=0.005)
     assert seeds_needed(s_ema, s_ksom, margin=margin) == 22
     assert math.isnan(seeds_needed(0.0, 0.0, diff=1.0)) and math.isnan(seeds_needed(1.0, 1.0, diff=0.0))
+
+
+def test_the_margin_is_in_loss_units_or_a_fraction_of_the_reference():
+    """hard 0.40 +- 0.01 against none 0.41 +- 0.01 (3 seeds): level within +-0.05 (TOST p tiny), and within
+    10 % of the reference's 0.41 = 0.041; undecided at 1 % (0.0041), where the 90 % interval pokes out."""
+    s = _summary({"none": [0.40, 0.41, 0.42], "hard": [0.39, 0.40, 0.41]}, {"none": [1, 1, 1], "hard": [1, 1, 1]})
+    def primary(margin):
+        layout = Layout(("neighbours",), (), reference={"neighbours": "none"}, name="t", margin=margin)
+        return comparison_numbers(s, layout).set_index("column").loc["final_loss"]
+    loss = primary({"loss": 0.05})
+    assert (loss.verdict, loss.margin) == ("level", 0.05) and loss.p_tost < 0.01
+    assert primary({"fraction": 0.1}).margin == pytest.approx(0.041) and primary({"fraction": 0.1}).verdict == "level"
+    assert primary({"fraction": 0.01}).verdict == "undecided"
+    assert math.isnan(primary({}).margin) and primary({}).verdict == "undecided"

@@ -109,7 +109,13 @@ reference: {tau: 0.1}
     (GOOD + "analysis: {equivalence: 5}\n", [":8:", "analysis.equivalence=5", "allowed: a fraction in (0, 1)"]),
     (GOOD.replace("reference: {tau: 0.1}\n", "") + "analysis: {equivalence: 0.05}\n", [
         "analysis.equivalence=0.05", "the study has no reference"]),
-    (GOOD + "analysis: {anova: true}\n", [":8:", "analysis 'anova' is unknown", "allowed: factorial, equivalence"]),
+    (GOOD + "analysis: {anova: true}\n", [":8:", "analysis 'anova' is unknown",
+                                         "allowed: factorial, primary, equivalence, equivalence_margin"]),
+    (GOOD + "analysis: {primary: smoothness}\n", [":8:", "analysis.primary='smoothness'",
+                                                  "allowed: one of the study's metrics: final_loss, steps_10"]),
+    (GOOD + "analysis: {equivalence_margin: -1}\n", [":8:", "analysis.equivalence_margin=-1", "a number > 0"]),
+    (GOOD + "analysis: {equivalence: 0.05, equivalence_margin: 0.001}\n", [
+        "analysis.equivalence_margin=0.001", "without `equivalence` (a margin is one or the other)"]),
     (GOOD.replace("neighbours: hard", "neighbours: hard\n  kmeans_init: true"), [
         ":5:", "fixed.kmeans_init='kmeans_init'", "kmeans_init is no longer a config field: it is replaced by "
         "codebook_init (kmeans_init: true is codebook_init: kmeans; allowed: randn, uniform, kmeans)"]),
@@ -153,7 +159,7 @@ def test_bad_study_files_are_refused_in_one_line_before_anything_runs(text, expe
     (["ablation", "--set", "kmeans_init=true"], "--set kmeans_init is no longer a config field: it is replaced by "
                                                 "codebook_init"),
     (["ablation", "--grid", "kmeans_init=true,false"], "--grid kmeans_init is no longer a config field"),
-    (["parity", "--grid", "decay=0.5,0.8,0.99"], "parity.yaml:18: analysis.factorial[0]='decay': not a two-level axis"),
+    (["parity", "--grid", "decay=0.5,0.8,0.99"], "parity.yaml:19: analysis.factorial[0]='decay': not a two-level axis"),
 ])
 def test_bad_grids_and_studies_on_the_command_line(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
