@@ -29,7 +29,8 @@ def outlook(summary: pd.DataFrame, layout: Layout, seeds: int, source: str | Pat
     if comp.empty:
         return []
     f = 10.0 ** loss_scale(summary)
-    lines = [f"what {seeds} seeds per arm can show (spreads of the earlier run in {source}):"]
+    scale = f", {summary['scale'].iloc[0]} scale" if "scale" in summary else ""
+    lines = [f"what {seeds} seeds per arm can show (spreads of the earlier run in {source}{scale}):"]
     for r in comp[comp["family"] == PRIMARY].to_dict("records"):
         s1, s2 = r["std"], r["std_ref"]
         if seeds < 2 or not (math.isfinite(s1) and math.isfinite(s2)):

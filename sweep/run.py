@@ -150,10 +150,30 @@ def dry_run(plan: Plan, max_concurrent: int = 0) -> str:
     if plan.search:
         return "\n".join([f"{plan.study} at {plan.scale} scale: {plan.n_trials()} trials: {search_budget(plan)}; "
                           f"{each}", wall] + [f"  {plan.arm_name(arm)}: {describe(space)}"
-                                              for arm, space in zip(plan.arms, plan.search.spaces)])
+                                              for arm, space in zip(plan.arms, plan.search.spaces)]
+                         + seeds_outlook(plan))
     lines = [f"{plan.study} at {plan.scale} scale: {len(names)} trials ({len(plan.arms)} arms x "
              f"{len(plan.seeds)} seeds), {each}", wall]
-    return "\n".join(lines + [f"  {name}" for name in names])
+    return "\n".join(lines + [f"  {name}" for name in names] + seeds_outlook(plan))
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "results"  # the committed runs of a source checkout
+
+
+def seeds_outlook(plan: Plan, committed: Path = COMMITTED) -> list[str]:
+    """Of a study with an equivalence margin: what its seeds per arm can show, from the spreads of its committed
+    run (committed/<study>/summary.parquet) where one exists (analysis/power.py)."""
+    if plan.analysis.equivalence is None and plan.analysis.equivalence_margin is None:
+        return []
+    earlier = committed / plan.study / "summary.parquet"
+    if not earlier.is_file():
+        return [f"no committed run of {plan.study} ({earlier.parent}) to tell what {len(plan.seeds)} seeds per arm "
+                "can show"]
+    import pandas as pd  # the analysis only where there is something to analyse
+
+    from analysis.power import outlook
+    from analysis.tables import Layout
+    return outlook(pd.read_parquet(earlier), Layout.from_plan(plan), len(plan.seeds), earlier.parent)
 
 
 def refuse(message: str):
