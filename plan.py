@@ -90,12 +90,13 @@ class Plan:
     description: str = ""
     source: str = ""  # the study file
     search: SearchPlan | None = None  # a searched study (None: a grid)
-    added_seeds: list[int] = field(default_factory=list)  # seeds added to the sweep after it finished
+    added_seeds: list[int] = field(default_factory=list)  # seeds added to the sweep after it finished (--add-seeds)
     pack_size: int = 1  # trials fused into one model on a GPU (1: every trial its own)
 
     def n_trials(self) -> int:
-        """How many trials the sweep runs: arms x seeds, or arms x (samples + confirmation seeds)."""
-        return len(self.arms) * ((self.search.samples if self.search else 0) + len(self.seeds))
+        """How many trials the sweep runs: arms x seeds, or arms x (samples + confirmation seeds), and arms x the
+        seeds added after it finished."""
+        return len(self.arms) * ((self.search.samples if self.search else 0) + len(self.seeds) + len(self.added_seeds))
 
     def label(self, arm: dict) -> str:
         """The label of one of the plan's arms ("" when its study arm has none)."""

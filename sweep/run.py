@@ -8,6 +8,7 @@
     python -m sweep.run robustness --scale paper --dataset imagenet --data-dir /data/imagenet   # VQ-VAE-2
     python -m sweep.run robustness --scale smoke --set model=vqvae2
     python -m sweep.run --resume results/robustness-cpu-20261124-101500   # continue a killed sweep
+    python -m sweep.run --resume results/convergence-cpu-xl-20261203-090000 --add-seeds 19   # more seeds
     python -m sweep.run ablation --dry-run              # list the trials and exit
     python -m sweep.run tuned-comparison --search optuna --samples 24   # a searched study (docs/studies.md#search)
 
@@ -19,6 +20,7 @@ and the analysis outputs; all sweeps in a results dir share one MLflow store
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import sys
@@ -75,6 +77,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=0, help="cap on trials at once (default: as resources allow)")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a trial after an infrastructure fault")
     p.add_argument("--resume", metavar="SWEEP_DIR", help="continue a killed sweep from its folder")
+    p.add_argument("--add-seeds", metavar="N", help="with --resume of a finished sweep: train every configuration (of "
+                                                   "a searched study: every confirmed winner) on N more seeds, the "
+                                                   "next after its highest (the tuning seed skipped); no trial runs "
+                                                   "again, and the tables are made anew")
     p.add_argument("--dry-run", action="store_true", help="print the trials and exit")
     return p
 
@@ -127,6 +133,32 @@ def resume_plan(args) -> tuple[Plan, Sweep]:
             raise ConfigError(f"--resume {args.resume} ran a different grid; stored vs asked: {diff}. "
                               "Resume with the same options, or with --resume alone")
     return stored, meta
+
+
+def added_seeds(text: str | None) -> int | None:
+    """The N of --add-seeds (None without it); a ConfigError unless it is a whole number >= 1."""
+    if text is None:
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigError(f"--add-seeds {text!r}: allowed: a whole number of seeds >= 1")
+    return int(text)
+
+
+def add_seeds(plan: Plan, meta: Sweep, n: int) -> Plan:
+    """The plan of the finished sweep `meta` with n seeds added (the next after its highest seed, the tuning seed
+    skipped), checked; a ConfigError when the sweep has not finished (its parent run is not FINISHED)."""
+    from mlflow.tracking import MlflowClient
+
+    status = MlflowClient(meta.tracking_uri).get_run(meta.parent_run_id).info.status
+    if status != "FINISHED":
+        raise ConfigError(f"--add-seeds: the sweep in {meta.dir} has not finished (its parent run is {status}); "
+                          f"allowed: a finished sweep (complete it first: python -m sweep.run --resume {meta.dir})")
+    skip = {plan.search.tuning_seed} if plan.search else set()
+    start = max(plan.seeds + plan.added_seeds) + 1
+    new = [s for s in range(start, start + n + len(skip)) if s not in skip][:n]
+    grown = dataclasses.replace(plan, added_seeds=plan.added_seeds + new)
+    validate(grown, stored_error(meta.dir / "sweep.json"))
+    return grown
 
 
 def _grid(plan: Plan) -> tuple:
@@ -188,8 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     try:
+        more = added_seeds(args.add_seeds)
+        if more is not None and not args.resume:
+            raise ConfigError("--add-seeds: allowed only with --resume SWEEP_DIR, a finished sweep's folder")
         if args.resume:
             plan, meta = resume_plan(args)
+            if more is not None:
+                plan = meta.plan = add_seeds(plan, meta, more)
+                print(f"adding seeds {', '.join(map(str, plan.added_seeds[-more:]))} to {meta.dir}", flush=True)
             if not args.dry_run:
                 from sweep.lock import hold_sweep
                 from sweep.tune_state import complete_sweep
@@ -212,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         print(dry_run(plan, args.max_concurrent))
         return 0
     from sweep.execute import SweepEnded, run_sweep  # imports Ray and MLflow: only once the plan is known to be good
+    if more is not None:
+        from analysis.store import write_sweep
+        write_sweep(meta)  # the added seeds in sweep.json's plan: a resume of a stopped addition runs them too
     try:
         run_sweep(plan, results_dir=Path(args.results_dir), tracking_uri=args.tracking_uri, storage=args.storage,
                   address=args.address, resume=meta, max_concurrent=args.max_concurrent,

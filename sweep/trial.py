@@ -55,9 +55,9 @@ def trial_config(config: dict) -> TrialConfig:
     return Trial.of(config).config()
 
 
-def grid_space(plan: Plan) -> dict:
-    """Ray's param space of a grid: every arm on every seed."""
-    return {BASE: plan.base, ARM: tune.grid_search(plan.arms), SEED: tune.grid_search(plan.seeds)}
+def grid_space(plan: Plan, seeds: list[int] | None = None) -> dict:
+    """Ray's param space of a grid: every arm on every seed (of `seeds`, default the plan's)."""
+    return {BASE: plan.base, ARM: tune.grid_search(plan.arms), SEED: tune.grid_search(seeds or plan.seeds)}
 
 
 def search_space(plan: Plan, i: int) -> dict:
@@ -78,10 +78,10 @@ def _draw_of(found: list, config: dict) -> dict:
     return found[config[DRAW]]
 
 
-def confirm_space(plan: Plan, arms: list[dict], winners: list) -> dict:
+def confirm_space(plan: Plan, arms: list[dict], winners: list, seeds: list[int] | None = None) -> dict:
     """Ray's param space of the confirmation: each of `arms` at its winner's values (`winners`, per plan arm)
-    on every confirmation seed."""
-    return {BASE: plan.base, ARM: tune.grid_search(arms), STAGE: M.CONFIRM, SEED: tune.grid_search(plan.seeds),
+    on every confirmation seed (of `seeds`, default the plan's)."""
+    return {BASE: plan.base, ARM: tune.grid_search(arms), STAGE: M.CONFIRM, SEED: tune.grid_search(seeds or plan.seeds),
             SEARCH: tune.sample_from(functools.partial(_winner_of, plan.arms, winners))}
 
 
