@@ -71,8 +71,8 @@ def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: s
 def write_summary_outputs(everything: pd.DataFrame, name: str, study: "str | Layout", plan: Plan | None, out: Path,
                           figure_formats=("png", "pdf")) -> tuple[list[str], pd.DataFrame]:
     """What the per-trial summary alone gives, into out/tables and out/figures: the tables (of a searched study
-    its confirmation runs, never the search's best, and its winners), the analyses of the plan's `analysis:`
-    block (factorial, equivalence) and the topography figure. Returns the tables as text and the summary the
+    its confirmation runs, never the search's best, its winners and its tuning-curve tables), the analyses of the
+    plan's `analysis:` block (factorial, equivalence) and the topography figure. Returns the tables as text and the summary the
     tables show (sweep.retable re-sets committed results with it)."""
     searched = is_searched(everything)
     summary = everything[everything["stage"] == M.CONFIRM] if searched else everything
