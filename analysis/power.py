@@ -29,7 +29,7 @@ def outlook(summary: pd.DataFrame, layout: Layout, seeds: int, source: str | Pat
     if comp.empty:
         return []
     f = 10.0 ** loss_scale(summary)
-    scale = f", {summary['scale'].iloc[0]} scale" if "scale" in summary else ""
+    scale = f", {summary[M.SCALE_TAG].iloc[0]} scale" if M.SCALE_TAG in summary else ""
     lines = [f"what {seeds} seeds per arm can show (spreads of the earlier run in {source}{scale}):"]
     for r in comp[comp["family"] == PRIMARY].to_dict("records"):
         s1, s2 = r["std"], r["std_ref"]
