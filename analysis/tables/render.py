@@ -262,7 +262,7 @@ def comparison_markdown(comp: pd.DataFrame, summary: pd.DataFrame, study: "str |
     """The comparison table as Markdown, caption below."""
     seeds = seeds_lines(comp, summary)
     return as_markdown(_comparison_grid(comp, summary, study, "md"), comparison_caption(summary, study, "md")) + (
-        "\n\nSeeds per arm for 80 % power (primary):\n\n" + "\n".join(f"- {line}" for line in seeds) if seeds else "")
+        "\n\nSeeds per arm for 80 % power (primary; each test at alpha 0.05, before Holm's correction over the family):\n\n" + "\n".join(f"- {line}" for line in seeds) if seeds else "")
 
 
 def comparison_text(comp: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout") -> str:
