@@ -144,6 +144,12 @@ def added_seeds(text: str | None) -> int | None:
     return int(text)
 
 
+def next_seeds(seeds: list[int], n: int, skip: int | None = None) -> list[int]:
+    """The n seeds after the highest of `seeds`, without `skip` (a searched study's tuning seed)."""
+    start = max(seeds) + 1
+    return [s for s in range(start, start + n + 1) if s != skip][:n]
+
+
 def add_seeds(plan: Plan, meta: Sweep, n: int) -> Plan:
     """The plan of the finished sweep `meta` with n seeds added (the next after its highest seed, the tuning seed
     skipped), checked; a ConfigError when the sweep has not finished (its parent run is not FINISHED)."""
@@ -153,9 +159,7 @@ def add_seeds(plan: Plan, meta: Sweep, n: int) -> Plan:
     if status != "FINISHED":
         raise ConfigError(f"--add-seeds: the sweep in {meta.dir} has not finished (its parent run is {status}); "
                           f"allowed: a finished sweep (complete it first: python -m sweep.run --resume {meta.dir})")
-    skip = {plan.search.tuning_seed} if plan.search else set()
-    start = max(plan.seeds + plan.added_seeds) + 1
-    new = [s for s in range(start, start + n + len(skip)) if s not in skip][:n]
+    new = next_seeds(plan.seeds + plan.added_seeds, n, plan.search.tuning_seed if plan.search else None)
     grown = dataclasses.replace(plan, added_seeds=plan.added_seeds + new)
     validate(grown, stored_error(meta.dir / "sweep.json"))
     return grown

@@ -21,7 +21,7 @@ from models.config import TrialConfig
 from models.train import train
 from sweep.execute import run_sweep
 from sweep.plan import Plan, make_plan
-from sweep.run import main
+from sweep.run import main, next_seeds
 from sweep.scales import PAPER_CIFAR_RESOURCES
 from sweep.tracking import file_name
 from sweep.ui import wait_healthy
@@ -235,6 +235,13 @@ def test_paper_scale_follows_the_data_set(dataset, model, size, batch, lr, seeds
     assert (base["model"], base["image_size"], base["batch_size"], base["lr"]) == (model, size, batch, lr)
     assert (base["codebook_size"], base["code_dim"], base["width"], base["steps"]) == (512, 64, 128, 30_000)
     assert len(plan.seeds) == seeds and (plan.cpus, plan.gpus) == (cpus, gpus)
+
+
+def test_added_seeds_follow_the_highest_and_skip_the_tuning_seed():
+    assert next_seeds([0, 1, 2], 3) == [3, 4, 5]
+    assert next_seeds([1, 2, 3], 2, skip=0) == [4, 5]
+    assert next_seeds([1, 2, 3], 3, skip=5) == [4, 6, 7]  # a tuning seed above the confirmation seeds is skipped
+    assert next_seeds([0, 1, 2, 7], 1) == [8]
 
 
 TWO_ARMS = """\
