@@ -76,10 +76,11 @@ STUDY_TAG, SCALE_TAG, SEED_TAG, RULE_TAG, ARM_TAG = "study", "scale", "seed", "r
 TOPOGRAPHY_TAG = "topography"  # "measured", or why the trial's topography is not
 RAY_TRIAL_TAG, NODE_TAG = "ray_trial_id", "node_id"  # where the run's trial ran (Ray's trial id finds it on resume)
 STAGE_TAG, SEARCH_TAG, SEARCHED_TAG = "stage", "search", "searched"  # a searched study's: stage, algorithm, fields
+DRAW_TAG = "draw"  # a random-search trial's: which of the search's shared draws it ran (sweep/search.py)
 ERROR_TAG = "error"  # the one line of a trial that ended on a data error
 KIND_TAG = "kind"  # the parent run's: "sweep"
 TRIAL_TAGS = (STATUS_TAG, STUDY_TAG, SCALE_TAG, RULE_TAG, ARM_TAG, TOPOGRAPHY_TAG, RAY_TRIAL_TAG, NODE_TAG, STAGE_TAG,
-              SEARCH_TAG, SEARCHED_TAG)
+              SEARCH_TAG, SEARCHED_TAG, DRAW_TAG)
 RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed"
 INTERRUPTED = "interrupted"  # stopped by a signal or an outage before it ended; a resume continues it
 STOPPED = "stopped"  # a search trial its early-stopping scheduler (ASHA) ended before its last step: no result

@@ -52,6 +52,7 @@ class Analysis:
     factorial: list[str] = field(default_factory=list)  # two-level axes of a linear model on log(final loss)
     equivalence: float | None = None  # TOST margin: a fraction of the reference arm's mean final loss
     primary: str = M.FINAL_LOSS  # the summary column of the primary comparison, each arm against the reference
+    equivalence_margin: float | None = None  # TOST margin in the primary's own units (loss), instead of a fraction
 
 
 @dataclass(frozen=True)
@@ -89,12 +90,13 @@ class Plan:
     description: str = ""
     source: str = ""  # the study file
     search: SearchPlan | None = None  # a searched study (None: a grid)
-    added_seeds: list[int] = field(default_factory=list)  # seeds added to the sweep after it finished
+    added_seeds: list[int] = field(default_factory=list)  # seeds added to the sweep after it finished (--add-seeds)
     pack_size: int = 1  # trials fused into one model on a GPU (1: every trial its own)
 
     def n_trials(self) -> int:
-        """How many trials the sweep runs: arms x seeds, or arms x (samples + confirmation seeds)."""
-        return len(self.arms) * ((self.search.samples if self.search else 0) + len(self.seeds))
+        """How many trials the sweep runs: arms x seeds, or arms x (samples + confirmation seeds), and arms x the
+        seeds added after it finished."""
+        return len(self.arms) * ((self.search.samples if self.search else 0) + len(self.seeds) + len(self.added_seeds))
 
     def label(self, arm: dict) -> str:
         """The label of one of the plan's arms ("" when its study arm has none)."""
@@ -117,11 +119,14 @@ class Plan:
 
 def search_budget(plan: Plan) -> str:
     """A searched plan's budget in words, wherever it is printed: 'per arm 12 random-search samples on
-    seed 0, stopped early by ASHA, its best confirmed on seeds 1, 2, 3'."""
+    seed 0, stopped early by ASHA (shared draws: ...), its best confirmed on seeds 1, 2, 3' (sweep/search.py:
+    random search shares its draws between arms, TPE cannot)."""
     s = plan.search
     asha = ", stopped early by ASHA" if s.asha else ""
-    return (f"per arm {s.samples} {s.algorithm}-search samples on seed {s.tuning_seed}{asha}, its best confirmed "
-            f"on seeds {', '.join(map(str, plan.seeds))}")
+    shared = ("shared draws: each field one stream, the same values for every arm that searches it"
+              if s.algorithm == "random" else "TPE adapts each draw to the arm's own results: the arms share no draws")
+    return (f"per arm {s.samples} {s.algorithm}-search samples on seed {s.tuning_seed}{asha} ({shared}), its best "
+            f"confirmed on seeds {', '.join(map(str, plan.seeds))}")
 
 
 def _upgrade(data):

@@ -35,10 +35,11 @@ from sweep.progress import Progress, library_log, plan_line
 from sweep.report import TrialReport
 from sweep.tracking import MlflowCallback, experiment_id, mark_unfinished, trial_run_name
 from sweep.trainable import run_trial, run_workers_trial
-from sweep.trial import ARM, Trial, confirm_space, grid_space, search_space, trial_config
+from sweep.trial import ARM, SEED, Trial, confirm_space, grid_space, search_space, trial_config
 from sweep.ui import browse_hint
 
 EXIT_FAILED, EXIT_OUTAGE = 1, 3  # exit statuses besides 0, 2 (refused) and 128 + signal (stopped)
+ADDED = "seed-"  # the Tuner of a seed added to a finished sweep (--add-seeds): seed-<seed>
 LIBRARY_LOG = "sweep.log"  # in the sweep folder: what Ray and MLflow print (sweep/progress.py)
 
 
@@ -119,6 +120,7 @@ def _run(plan: Plan, meta: Sweep, resumed: bool, address: str | None, max_concur
     print(plan_line(plan, tuners.at_once), flush=True)
     start = time.time()
     results = _search_and_confirm(tuners, plan, meta) if plan.search else tuners.run("", grid_space(plan), {})
+    results += _added_seeds(tuners, plan, meta)
     failed = [r for r in results if r.error is not None or _data_error(r)]
     print(f"sweep done in {time.time() - start:.0f} s: {len(results)} trials, {len(failed)} failed\n", flush=True)
     print(report_sweep(meta.dir), flush=True)
@@ -179,7 +181,7 @@ class _Tuners:
         if self.resumed and tune.Tuner.can_restore(path):  # a stage a killed sweep had not begun starts afresh
             return tune.Tuner.restore(path, self.trainable, resume_errored=True)
         size = plan.search.samples if name.startswith(M.SEARCH) else \
-            len(param_space[ARM]["grid_search"]) * len(plan.seeds)
+            len(param_space[ARM]["grid_search"]) * len(param_space[SEED]["grid_search"])
         callbacks = [MlflowCallback(meta.tracking_uri, meta.experiment_id, meta.parent_run_id, plan,
                                     meta.dir / "pictures"),
                      Progress(size, functools.partial(trial_run_name, plan), trial_config, self.at_once,
@@ -237,6 +239,16 @@ def _search_and_confirm(tuners: _Tuners, plan: Plan, meta: Sweep) -> list:
     return results
 
 
+def _added_seeds(tuners: _Tuners, plan: Plan, meta: Sweep) -> list:
+    """The seeds added to the finished sweep (python -m sweep.run --resume DIR --add-seeds N): one Tuner per seed
+    (named by it, so a later --add-seeds never restores one that ran), every arm, or of a searched study every
+    confirmed winner; the Tuners that ran before are restored as they ended, so no trial runs twice."""
+    chosen = [meta.winners.get(str(i)) for i in range(len(plan.arms))]
+    arms = [arm for arm, values in zip(plan.arms, chosen) if values is not None]
+    return [r for seed in plan.added_seeds for r in tuners.run(
+        f"{ADDED}{seed}", confirm_space(plan, arms, chosen, [seed]) if plan.search else grid_space(plan, [seed]), {})]
+
+
 def _end(client: MlflowClient, plan: Plan, meta: Sweep, failed: list, resume_hint: str) -> None:
     """The parent run FINISHED, or FAILED with SweepEnded naming the failed trials and what to do about them."""
     no_winner = [plan.arm_name(arm) for i, arm in enumerate(plan.arms) if meta.winners.get(str(i), 0) is None]
@@ -266,7 +278,8 @@ def _search_config(plan: Plan, i: int) -> dict:
         searcher = OptunaSearch(metric=metric, mode="min", seed=seed)
     else:
         searcher = BasicVariantGenerator(random_state=seed)
-    out = {"search_alg": searcher, "num_samples": plan.search.samples}
+    # a random search's shared draws are a grid (one sample of it: sweep.trial.search_space); TPE draws itself
+    out = {"search_alg": searcher, "num_samples": plan.search.samples if plan.search.algorithm == "optuna" else 1}
     if plan.search.asha:
         cfg = Trial(plan.base, plan.arms[i], seed).config()
         out["scheduler"] = ASHAScheduler(time_attr="step", metric=metric, mode="min", max_t=cfg.steps,

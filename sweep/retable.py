@@ -5,8 +5,9 @@ study file gives today: after a change to how analysis/tables sets a table, the 
     python -m sweep.retable docs/results/robustness docs/results/parity
 
 The study is the summary's own (its `study` column, a shipped study's name). A searched study's tables
-show its confirmation runs, as analysis.report sets them, with its winners; its tuning curves are left
-as they are (the best-so-far curves need the search trials' metrics, which the summary does not hold). The
+show its confirmation runs, as analysis.report sets them, with its winners and (random search) its tuning-curve
+tables; its figures and best-so-far curves are left as they are (they need the search trials' metrics, which the
+summary does not hold). The
 other figures (loss, perplexity, codes used) are curves of the logged metrics, also not in the summary: left
 as they are.
 """

@@ -8,6 +8,7 @@
     python -m sweep.run robustness --scale paper --dataset imagenet --data-dir /data/imagenet   # VQ-VAE-2
     python -m sweep.run robustness --scale smoke --set model=vqvae2
     python -m sweep.run --resume results/robustness-cpu-20261124-101500   # continue a killed sweep
+    python -m sweep.run --resume results/convergence-cpu-xl-20261203-090000 --add-seeds 19   # more seeds
     python -m sweep.run ablation --dry-run              # list the trials and exit
     python -m sweep.run tuned-comparison --search optuna --samples 24   # a searched study (docs/studies.md#search)
 
@@ -19,6 +20,7 @@ and the analysis outputs; all sweeps in a results dir share one MLflow store
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import sys
@@ -75,6 +77,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=0, help="cap on trials at once (default: as resources allow)")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a trial after an infrastructure fault")
     p.add_argument("--resume", metavar="SWEEP_DIR", help="continue a killed sweep from its folder")
+    p.add_argument("--add-seeds", metavar="N", help="with --resume of a finished sweep: train every configuration (of "
+                                                   "a searched study: every confirmed winner) on N more seeds, the "
+                                                   "next after its highest (the tuning seed skipped); no trial runs "
+                                                   "again, and the tables are made anew")
     p.add_argument("--dry-run", action="store_true", help="print the trials and exit")
     return p
 
@@ -129,6 +135,36 @@ def resume_plan(args) -> tuple[Plan, Sweep]:
     return stored, meta
 
 
+def added_seeds(text: str | None) -> int | None:
+    """The N of --add-seeds (None without it); a ConfigError unless it is a whole number >= 1."""
+    if text is None:
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigError(f"--add-seeds {text!r}: allowed: a whole number of seeds >= 1")
+    return int(text)
+
+
+def next_seeds(seeds: list[int], n: int, skip: int | None = None) -> list[int]:
+    """The n seeds after the highest of `seeds`, without `skip` (a searched study's tuning seed)."""
+    start = max(seeds) + 1
+    return [s for s in range(start, start + n + 1) if s != skip][:n]
+
+
+def add_seeds(plan: Plan, meta: Sweep, n: int) -> Plan:
+    """The plan of the finished sweep `meta` with n seeds added (the next after its highest seed, the tuning seed
+    skipped), checked; a ConfigError when the sweep has not finished (its parent run is not FINISHED)."""
+    from mlflow.tracking import MlflowClient
+
+    status = MlflowClient(meta.tracking_uri).get_run(meta.parent_run_id).info.status
+    if status != "FINISHED":
+        raise ConfigError(f"--add-seeds: the sweep in {meta.dir} has not finished (its parent run is {status}); "
+                          f"allowed: a finished sweep (complete it first: python -m sweep.run --resume {meta.dir})")
+    new = next_seeds(plan.seeds + plan.added_seeds, n, plan.search.tuning_seed if plan.search else None)
+    grown = dataclasses.replace(plan, added_seeds=plan.added_seeds + new)
+    validate(grown, stored_error(meta.dir / "sweep.json"))
+    return grown
+
+
 def _grid(plan: Plan) -> tuple:
     """What a resume must keep: every trial's config, the search, and the resources and processes per trial."""
     return [cfg.to_params() for cfg in plan.trials()], plan.search, plan.cpus, plan.gpus, plan.workers
@@ -150,10 +186,30 @@ def dry_run(plan: Plan, max_concurrent: int = 0) -> str:
     if plan.search:
         return "\n".join([f"{plan.study} at {plan.scale} scale: {plan.n_trials()} trials: {search_budget(plan)}; "
                           f"{each}", wall] + [f"  {plan.arm_name(arm)}: {describe(space)}"
-                                              for arm, space in zip(plan.arms, plan.search.spaces)])
+                                              for arm, space in zip(plan.arms, plan.search.spaces)]
+                         + seeds_outlook(plan))
     lines = [f"{plan.study} at {plan.scale} scale: {len(names)} trials ({len(plan.arms)} arms x "
              f"{len(plan.seeds)} seeds), {each}", wall]
-    return "\n".join(lines + [f"  {name}" for name in names])
+    return "\n".join(lines + [f"  {name}" for name in names] + seeds_outlook(plan))
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "results"  # the committed runs of a source checkout
+
+
+def seeds_outlook(plan: Plan, committed: Path = COMMITTED) -> list[str]:
+    """Of a study with an equivalence margin: what its seeds per arm can show, from the spreads of its committed
+    run (committed/<study>/summary.parquet) where one exists (analysis/power.py)."""
+    if plan.analysis.equivalence is None and plan.analysis.equivalence_margin is None:
+        return []
+    earlier = committed / plan.study / "summary.parquet"
+    if not earlier.is_file():
+        return [f"no committed run of {plan.study} ({earlier.parent}) to tell what {len(plan.seeds)} seeds per arm "
+                "can show"]
+    import pandas as pd  # the analysis only where there is something to analyse
+
+    from analysis.power import outlook
+    from analysis.tables import Layout
+    return outlook(pd.read_parquet(earlier), Layout.from_plan(plan), len(plan.seeds), earlier.parent)
 
 
 def refuse(message: str):
@@ -168,8 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     try:
+        more = added_seeds(args.add_seeds)
+        if more is not None and not args.resume:
+            raise ConfigError("--add-seeds: allowed only with --resume SWEEP_DIR, a finished sweep's folder")
         if args.resume:
             plan, meta = resume_plan(args)
+            if more is not None:
+                plan = meta.plan = add_seeds(plan, meta, more)
+                print(f"adding seeds {', '.join(map(str, plan.added_seeds[-more:]))} to {meta.dir}", flush=True)
             if not args.dry_run:
                 from sweep.lock import hold_sweep
                 from sweep.tune_state import complete_sweep
@@ -192,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         print(dry_run(plan, args.max_concurrent))
         return 0
     from sweep.execute import SweepEnded, run_sweep  # imports Ray and MLflow: only once the plan is known to be good
+    if more is not None:
+        from analysis.store import write_sweep
+        write_sweep(meta)  # the added seeds in sweep.json's plan: a resume of a stopped addition runs them too
     try:
         run_sweep(plan, results_dir=Path(args.results_dir), tracking_uri=args.tracking_uri, storage=args.storage,
                   address=args.address, resume=meta, max_concurrent=args.max_concurrent,

@@ -15,7 +15,9 @@
     metrics: [final_loss, steps_10]       # the per-trial summaries the tables show
     analysis:                             # optional analyses beyond the tables (analysis/factorial.py):
       factorial: [n0, update_empty]       #   a linear model on log(final loss) over these two-level axes
-      equivalence: 0.05                   #   TOST of each arm against the reference, margin 5 % of its loss
+      primary: final_loss                 #   the primary test: each arm against the reference, one Holm family
+      equivalence: 0.05                   #   its "level" margin: 5 % of the reference's loss (TOST; or
+                                          #   equivalence_margin: 0.0015, in the primary's units)
     layout:                               # optional: how the tables are set (analysis/tables/layout.py);
       rows: [n0, update_empty, neighbours]  #   what is not given is derived from the study
       caption: "Robustness of KSOM ... (paper Table 3)."
@@ -44,8 +46,8 @@ from sweep.search import Search, parse_search, parse_space
 SHIPPED = Path(__file__).with_name("studies")
 KEYS = ("name", "description", "table", "fixed", "axes", "arms", "seeds", "reference", "metrics", "analysis",
         "layout", "search")
-ANALYSES = ("factorial", "equivalence")  # the `analysis:` keys (analysis/factorial.py; the rest of plan.Analysis
-# is set by the platform)
+# the `analysis:` keys (analysis/factorial.py; the primary test and its margin: analysis.stats.verdict)
+ANALYSES = ("factorial", "primary", "equivalence", "equivalence_margin")
 REQUIRED = ("name", "description")
 # Per-trial summaries a table can show: the final loss (the test loss at the step of the best validation
 # loss) and the steps to reach +10 % / +20 % of the best validation loss (paper Sec. 4.1, Tables 1-4).
@@ -261,8 +263,10 @@ def parse_study(text: str, source: str, max_trials: int = MAX_TRIALS) -> Study:
 
 
 def _analysis(study: Study, value) -> Analysis:
-    """The `analysis:` block: factorial (a list of the study's two-level axes) and equivalence (a margin,
-    as a fraction of the reference arm's mean final loss, in (0, 1); needs a reference arm)."""
+    """The `analysis:` block: factorial (a list of the study's two-level axes), primary (the summary column of
+    the primary test, each arm against the reference: one of the study's metrics, default final_loss), and
+    the equivalence margin of its verdict "level": equivalence (a fraction in (0, 1) of the reference arm's
+    mean) or equivalence_margin (in the primary's own units, > 0), not both; a margin needs a reference arm."""
     value = _mapping(study, "analysis", value)
     for key in value:
         if key not in ANALYSES:
@@ -270,11 +274,19 @@ def _analysis(study: Study, value) -> Analysis:
     factors = value.get("factorial")
     if factors is not None and (not isinstance(factors, list) or not factors):
         raise _error(study, ("analysis", "factorial"), factors, "a non-empty list of the study's axes")
-    margin = value.get("equivalence")
+    primary = value.get("primary", M.FINAL_LOSS)
+    if primary not in study.metrics:
+        raise _error(study, ("analysis", "primary"), primary, f"one of the study's metrics: {', '.join(study.metrics)}")
+    margin, units = value.get("equivalence"), value.get("equivalence_margin")
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < 1):
         raise _error(study, ("analysis", "equivalence"), margin, "a fraction in (0, 1) of the reference arm's "
                      "mean final loss, e.g. 0.05")
-    analysis = Analysis(list(factors or []), None if margin is None else float(margin))
+    if units is not None and (isinstance(units, bool) or not isinstance(units, (int, float)) or not units > 0
+                              or margin is not None):
+        raise _error(study, ("analysis", "equivalence_margin"), units, "a number > 0 in the primary's units (e.g. "
+                     "0.0015 of loss), without `equivalence` (a margin is one or the other)")
+    analysis = Analysis(list(factors or []), None if margin is None else float(margin), primary,
+                        None if units is None else float(units))
     _check_analysis(study, analysis)
     return analysis
 
@@ -282,16 +294,17 @@ def _analysis(study: Study, value) -> Analysis:
 def _check_analysis(study: Study, analysis: Analysis) -> None:
     """The analyses against the grid (again after --grid changes an axis): the factors two-level axes, a
     reference arm to be equivalent to."""
-    factors, margin = analysis.factorial, analysis.equivalence
+    factors = analysis.factorial
     if factors:
         for i, name in enumerate(factors):
             if name not in study.axes or len(study.axes[name]) != 2 or factors.index(name) != i:
                 raise _error(study, ("analysis", "factorial", i), name, "distinct axes with two values each: "
                              + (", ".join(a for a, v in study.axes.items() if len(v) == 2) or "none here"),
                              "not a two-level axis of the study")
-    if margin is not None and not study.reference:
-        raise _error(study, ("analysis", "equivalence"), margin, "a study with a reference arm",
-                     "equivalence to what? the study has no reference")
+    for key, margin in (("equivalence", analysis.equivalence), ("equivalence_margin", analysis.equivalence_margin)):
+        if margin is not None and not study.reference:
+            raise _error(study, ("analysis", key), margin, "a study with a reference arm",
+                         "equivalence to what? the study has no reference")
 
 
 def _check_search(study: Study) -> None:

@@ -69,8 +69,9 @@ def search_tags(plan: Plan, trial: Trial) -> dict:
     if not plan.search:
         return {}
     space = plan.search.spaces[plan.arms.index(trial.arm)]
+    draw = {} if trial.draw is None else {M.DRAW_TAG: str(trial.draw)}  # which shared draw a random search ran
     return {M.STAGE_TAG: trial.stage, M.SEARCHED_TAG: ",".join(space),
-            M.SEARCH_TAG: plan.search.algorithm + ("+asha" if plan.search.asha else "")}
+            M.SEARCH_TAG: plan.search.algorithm + ("+asha" if plan.search.asha else ""), **draw}
 
 
 class MlflowCallback(tune.Callback):

@@ -157,7 +157,7 @@ def test_sweep_writes_tables_figures_and_parquet(smoke_sweep):
     assert means[~out].groupby(["n0", "update_empty", "column"]).best.any().all() and not means[out].best.any()
     assert not tidy[tidy["agg"] != "mean"].best.any()
     comparison = pd.read_parquet(smoke_sweep / "tables/robustness_vs_reference.parquet")
-    assert len(comparison) == 4 * 3 and set(comparison.neighbours) == {"hard"}  # KSOM - EMA-VQ, 4 configurations
+    assert len(comparison) == 4 * 4 and set(comparison.neighbours) == {"hard"}  # KSOM - EMA-VQ, 4 configurations
     for name in ("robustness", "robustness_topography", "robustness_vs_reference"):
         assert max(map(len, (smoke_sweep / f"tables/{name}.txt").read_text().splitlines())) <= 120, name
     for picture in (smoke_sweep / "figures").glob("*.*"):

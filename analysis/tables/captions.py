@@ -82,13 +82,24 @@ def comparison_caption(summary: pd.DataFrame, study: "str | Layout", fmt: str) -
     ref = ", ".join(f"{header(layout, f, fmt)} = {LABELS.get(f, {}).get(v, v)}" for f, v in layout.reference.items())
     within = f" within the same {', '.join(header(layout, f, fmt) for f in layout.group)}" if layout.group else ""
     scale, steps = _scale_note(summary)
+    primary = "the loss" if layout.primary == M.FINAL_LOSS else layout.primary.replace("_", "\\_")
+    margin = (f"{layout.margin['fraction']:.0%} of the reference's mean loss" if "fraction" in layout.margin else
+              f"{layout.margin['loss']:g} in loss units" if "loss" in layout.margin else "")
+    level = (f"level when both one-sided Welch tests at the margin $\\pm\\delta$ ({margin}, fixed in the study file "
+             f"before the run) reject at {ALPHA} (TOST; also when the difference is significant, as it then lies "
+             f"inside the margin), else " if margin else "").replace("%", "\\%")
     text = (f"{layout.name}: each configuration minus the reference arm ({ref}){within}; scale {scale}, {steps} steps. "
             f"$\\Delta$: difference of means (loss: {'test loss' if has_test_split(summary) else NO_TEST_SPLIT}; loss "
-            f"and steps in the main table's units); 95\\% CI: Welch; $p$: "
-            f"two-sided Welch $t$-test, not adjusted (Holm-adjusted in the Parquet); $g$: Hedges' $g$; $n$: seeds "
+            f"and steps in the main table's units); 95\\% CI: Welch; "
+            f"$p_{{\\mathrm{{Holm}}}}$: two-sided Welch $t$-test, Holm-adjusted within its family (the "
+            f"unadjusted $p$ and Hedges' $g$ are in the Parquet): the primary test "
+            f"({primary}, declared in the study file) over the table's configurations, and apart from it the "
+            f"secondary family (every other row, marked secondary); $n$: seeds "
             f"averaged, configuration/reference (diverged left out; collapsed left out of steps). "
-            f"-- where a side has fewer than 2 seeds.")
+            f"-- where a side has fewer than 2 seeds. Verdict of the primary test: {level}better or worse when "
+            f"$p_{{\\mathrm{{Holm}}}} < {ALPHA}$, undecided otherwise.")
     if fmt != "latex":
         text = text.replace("$\\Delta$", "Δ").replace("\\%", "%").replace("$p$", "p").replace("$t$", "t").replace(
-            "$g$", "g").replace("$n$", "n")
+            "$g$", "g").replace("$n$", "n").replace("p_{\\mathrm{Holm}}", "p Holm").replace(
+            "$\\pm\\delta$", "±δ").replace("$", "")
     return text

@@ -27,7 +27,7 @@ import yaml
 from analysis.summary import CODE_USE_COLUMNS, TOPOGRAPHY_COLUMNS
 from analysis.tables.formats import plain
 import metrics as M
-from plan import Plan, TableLayout
+from plan import Analysis, Plan, TableLayout
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ class Layout:
     headers: dict = field(default_factory=dict)  # row field -> column header (LaTeX), over HEADERS
 
     name: str = ""  # the study's name (labels and captions)
+    primary: str = M.FINAL_LOSS  # the primary endpoint: each arm against the reference, one Holm family
+    margin: dict = field(default_factory=dict)  # the equivalence margin for "level": {"fraction": f} or {"loss": d}
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -53,14 +55,15 @@ class Layout:
         """The layout of a sweep's plan (sweep.json): what the study's `layout:` block sets, the rest
         derived (`derive`)."""
         return cls.derive(plan.study, plan.layout, plan.reference, plan.swept, plan.metrics,
-                          plan.description or plan.study, plan.table)
+                          plan.description or plan.study, plan.table, plan.analysis)
 
     @classmethod
     def derive(cls, name: str, block: TableLayout, reference: dict, swept: list[str], metrics: list[str],
-               description: str, table: str) -> "Layout":
+               description: str, table: str, analysis: Analysis = Analysis()) -> "Layout":
         """What the `layout:` block sets, the rest derived: rows = the swept fields, display order
         quantiser first, groups = the row fields outside the reference arm, thresholds from the
-        steps_<p> metrics, caption from the description and paper table."""
+        steps_<p> metrics, caption from the description and paper table; the primary endpoint and the
+        equivalence margin from the `analysis:` block."""
         rows = tuple(swept if block.rows is None else block.rows)
         thresholds = tuple(M.threshold(m) for m in metrics if m.startswith(M.STEPS)) or M.THRESHOLDS
         caption = description.replace("_", "\\_") + (f" ({table})." if table else ".")
@@ -68,7 +71,15 @@ class Layout:
                    thresholds if block.thresholds is None else tuple(block.thresholds),
                    caption if block.caption is None else block.caption, dict(reference),
                    tuple(sorted(rows, key=lambda f: f != "neighbours") if block.order is None else block.order),
-                   dict(block.headers), name)
+                   dict(block.headers), name, analysis.primary, margin_of(analysis))
+
+
+def margin_of(analysis: Analysis) -> dict:
+    """The equivalence margin the `analysis:` block declares: {"fraction": f} (of the reference arm's mean,
+    `equivalence`), {"loss": d} (in the primary endpoint's units, `equivalence_margin`), or {} for none."""
+    if analysis.equivalence_margin is not None:
+        return {"loss": analysis.equivalence_margin}
+    return {} if analysis.equivalence is None else {"fraction": analysis.equivalence}
 
 
 def read_layout(study_file: str | Path) -> Layout:
@@ -77,7 +88,8 @@ def read_layout(study_file: str | Path) -> Layout:
     the paper's four do (their results folders hold no sweep.json); a sweep's layout is its plan's."""
     data = yaml.safe_load(Path(study_file).read_text())
     return Layout.derive(data["name"], TableLayout(**(data.get("layout") or {})), data.get("reference") or {}, [],
-                         data.get("metrics", []), data["description"], data.get("table") or "")
+                         data.get("metrics", []), data["description"], data.get("table") or "",
+                         Analysis(**(data.get("analysis") or {})))
 
 
 # How config fields and their values are shown: headers and caption notes (LaTeX, plain), value labels.
