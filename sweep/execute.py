@@ -78,10 +78,11 @@ class _StopSignals:
 
 
 def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, storage: str | None = None,
-              address: str | None = None, resume: Sweep | None = None, max_concurrent: int = 0,
+              target: cluster.Target | None = None, resume: Sweep | None = None, max_concurrent: int = 0,
               max_failures: int = 2) -> Path:
     """Run every trial of `plan` (or continue the sweep described by `resume`); returns the sweep folder.
-    What libraries print meanwhile goes to the sweep folder's LIBRARY_LOG."""
+    `target`: the cluster (sweep.preflight.check chose it); None: the one this process is connected to, or
+    a local one. What libraries print meanwhile goes to the sweep folder's LIBRARY_LOG."""
     session_start = time.time()
     sweep_dir = resume.dir if resume else _new_folder(plan, Path(results_dir).resolve())
     with library_log(sweep_dir / LIBRARY_LOG) as terminal:
@@ -96,14 +97,14 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
             hold_sweep(sweep_dir)  # taken already by `python -m sweep.run --resume`: refused there
             print(trust_notice("resuming", "resume", meta.dir, "sweep.json and checkpoints"), flush=True)
         try:
-            return _run(plan, meta, resume is not None, address, max_concurrent, max_failures, session_start,
+            return _run(plan, meta, resume is not None, target, max_concurrent, max_failures, session_start,
                         terminal)
         finally:
             release_sweep(sweep_dir)
 
 
-def _run(plan: Plan, meta: Sweep, resumed: bool, address: str | None, max_concurrent: int, max_failures: int,
-         session_start: float, terminal) -> Path:
+def _run(plan: Plan, meta: Sweep, resumed: bool, target: cluster.Target | None, max_concurrent: int,
+         max_failures: int, session_start: float, terminal) -> Path:
     """run_sweep once the sweep folder exists and this driver holds its lock (`terminal`: the user's stderr)."""
     sweep_dir = meta.dir
     print(f"sweep folder: {sweep_dir}\n  resume with: python -m sweep.run --resume {sweep_dir}\n"
@@ -120,10 +121,11 @@ def _run(plan: Plan, meta: Sweep, resumed: bool, address: str | None, max_concur
     # may lag by one checkpoint: each trial keeps two (CHECKPOINTS_KEPT), so the one a restore names is there.
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        ray.init(address=target.address if target else cluster.LOCAL, include_dashboard=False,
+                 logging_level="WARNING", log_to_driver=False)
     gcs = cluster.gcs_address()
-    print(f"cluster: {gcs} ({'started by this sweep, it ends with it' if cluster.started_here() else 'found running'})",
-          flush=True)
+    why = target.why if target else 'started by this sweep, it ends with it' if cluster.started_here() else 'joined'
+    print(f"cluster: {gcs} ({why})", flush=True)
     client = MlflowClient(meta.tracking_uri)
     try:
         client.set_terminated(meta.parent_run_id, "RUNNING")
@@ -137,16 +139,23 @@ def _run(plan: Plan, meta: Sweep, resumed: bool, address: str | None, max_concur
     start = time.time()
     resume_hint = f"resume with: python -m sweep.run --resume {sweep_dir}"
 
-    def cluster_lost() -> SweepEnded:
+    def cluster_lost(stop: _StopSignals) -> SweepEnded:
+        """The line for a cluster gone under the sweep; after a stop signal, an interruption: a signal to the
+        sweep's whole process group (`timeout`, service managers) also ends the local cluster it started."""
+        if stop.received is not None:
+            ended, marked = _mark(meta, "KILLED")
+            return SweepEnded(f"interrupted: {ended if ended is not None else '?'} of {n_trials} trials finished; "
+                              f"{marked}{resume_hint}", 128 + stop.received)
         ended, marked = _mark(meta, "FAILED")
         return SweepEnded(f"error: the Ray cluster at {gcs} went away; {ended if ended is not None else '?'} of "
                           f"{n_trials} trials finished; {marked}{resume_hint} (on a running cluster: --address, or "
                           "none for a local one)", EXIT_OUTAGE)
 
-    def end_now():  # from the watch's thread: Ray's own calls would wait a minute on the lost cluster, then abort
-        print(cluster_lost(), file=terminal, flush=True)
+    def end_now(stop: _StopSignals):  # from the watch's thread: Ray's own calls would wait a minute on the lost
+        ended = cluster_lost(stop)    # cluster, then abort
+        print(ended, file=terminal, flush=True)
         release_sweep(sweep_dir)
-        os._exit(EXIT_OUTAGE)
+        os._exit(ended.code)
 
     def stage(name: str, param_space: dict, tune_config: dict) -> list:
         """Run (or continue, from its saved state, searcher included) one Tuner of the sweep; its results."""
@@ -169,19 +178,19 @@ def _run(plan: Plan, meta: Sweep, resumed: bool, address: str | None, max_concur
                     name=ray_name, storage_path=meta.ray_storage, callbacks=callbacks, verbose=0,
                     failure_config=tune.FailureConfig(max_failures=max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT)))
-        with _StopSignals() as stop, cluster.Watch(gcs, end_now):
+        with _StopSignals() as stop, cluster.Watch(gcs, functools.partial(end_now, stop)):
             try:
                 results = tuner.fit()
             except KeyboardInterrupt:
                 results = None
             except Exception as e:  # the tracking store, the disk, the cluster or the driver itself failed mid-sweep
                 if not cluster.reachable(gcs):
-                    raise cluster_lost() from None
+                    raise cluster_lost(stop) from None
                 raise SweepEnded(f"error: {_what_failed(e, meta.tracking_uri)}; "
                                  f"{_mark(meta, 'FAILED', skip=_store_down(e))[1]}{resume_hint}",
                                  EXIT_OUTAGE) from None
         if results is not None and any(r.error is not None for r in results) and not cluster.reachable(gcs):
-            raise cluster_lost()  # its trials failed because their nodes went
+            raise cluster_lost(stop)  # its trials failed because their nodes went
         if stop.received is not None or results is None:
             ended, marked = _mark(meta, "KILLED")  # the store knows which trials ended (Tune also counts those
             if ended is None:                      # it stopped)
