@@ -164,6 +164,14 @@ def _mlflow_args(cfg: dict) -> list[str]:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_tracked_file_is_copied_to_the_nodes(path):
+    """rsync_exclude patterns match at any depth (an unanchored "data/" dropped the package models/data/ and
+    every trial failed to import it): only .git is excluded by name, the rest by .gitignore's anchored lines."""
+    config = yaml.safe_load(path.read_text())
+    assert config["rsync_exclude"] == [".git"] and config["rsync_filter"] == [".gitignore"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_both_configs_pass_rays_validator_and_share_the_node_commands(path):
     """Both validate as written and as `ray up` prepares them; both start MLflow through the shared script
     (which waits until it answers) after Ray, and end an earlier start's processes by their PIDs through
@@ -262,8 +270,9 @@ def test_project_is_mounted_and_installed(config):
     install = [c for c in config["setup_commands"] if "pip install" in c and "-e" in shlex.split(c)]
     assert install and any(remote in c or remote.replace("~", DOCKER_HOME) in c for c in install), \
         f"setup_commands must pip install -e {remote}: {config['setup_commands']}"
-    excluded = config.get("rsync_exclude", [])
-    assert any(e.rstrip("/") == "results" for e in excluded), "local results/ must not be uploaded"
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert config["rsync_filter"] == [".gitignore"] and {"/results/", "/data/"} <= set(ignored), \
+        "local results/ and data/ must not be uploaded"
 
 
 def test_gpu_workers_keep_the_cuda_torch(config):
