@@ -158,6 +158,14 @@ def _me() -> str:
     return pwd.getpwuid(os.getuid()).pw_name
 
 
+def connect(address: str) -> None:
+    """Connect this process to the running cluster at `address` (left connected for the sweep)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+
+
 def local_node() -> dict[str, float]:
     """What Ray would give a local cluster started here: its CPU count (cgroup limits included) and GPUs."""
     from ray._private.utils import get_num_cpus

@@ -199,3 +199,36 @@ def test_a_node_type_without_a_cpu_count_holds_any_trial(tmp_path, monkeypatch):
     assert [(most, cluster.workers_fitting(node, 4, 0)) for node, most in types] == [(1, float("inf")), (3, 0.0)]
     assert cluster.workers_fitting(types[0][0], 4, 1) == 0.0  # no GPU listed: none
     assert cluster.workers_fitting({"CPU": 5.0, "GPU": 2.0}, 2, 1) == 2.0
+
+
+def test_stopping_a_cluster_ends_its_processes_and_its_mlflow_and_nothing_else(tmp_path):
+    """scripts/cluster/stop.py (the start commands and the on-premise way down run it instead of a bare
+    `ray stop`): it ends the processes whose command line names a session in this node's Ray temp folder, their
+    children and the MLflow server named by mlflow.pid there; a process of another cluster's temp folder, and
+    a PID file naming a process that is no MLflow server, are left alone."""
+    mine, other = tmp_path / "mine" / "ray", tmp_path / "other" / "ray"
+    mine.mkdir(parents=True)
+
+    def start(*argv: str) -> subprocess.Popen:
+        return subprocess.Popen(["sh", "-c", "sleep 60 & wait", *argv], start_new_session=True)
+
+    raylet = start(f"--session_dir={mine}/session_1")
+    mlflow = start("mlflow", "server")
+    unrelated = start(f"--session_dir={other}/session_1")
+    try:
+        (mine / "mlflow.pid").write_text(str(mlflow.pid))
+        done = subprocess.run([sys.executable, str(ROOT / "scripts" / "cluster" / "stop.py")], capture_output=True,
+                              text=True, env={**os.environ, "RAY_TMPDIR": str(tmp_path / "mine")}, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"stopped 4 processes of the Ray cluster in {mine} and its MLflow server\n"
+        assert raylet.wait(timeout=10) is not None and mlflow.wait(timeout=10) is not None
+        assert unrelated.poll() is None and not (mine / "mlflow.pid").exists()
+        (mine / "mlflow.pid").write_text(str(unrelated.pid))  # a PID reused by something else: not ended
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "cluster" / "stop.py")], check=True,
+                       capture_output=True, env={**os.environ, "RAY_TMPDIR": str(tmp_path / "mine")}, timeout=120)
+        assert unrelated.poll() is None
+    finally:
+        for proc in (raylet, mlflow, unrelated):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

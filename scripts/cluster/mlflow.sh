@@ -2,7 +2,8 @@
 # The MLflow tracking server of a cluster's head, listening on 127.0.0.1:PORT only (reach it through
 # `ray attach CONFIG -p PORT`). Started unless one answers already (the start commands run again on every
 # `ray up`), its PID kept in Ray's temp folder for scripts/cluster/stop.py, then waited for until /health
-# answers, so that `ray up` returns with it ready (a sweep's preflight gives a server 3 s).
+# answers, so that `ray up` returns with it ready (a sweep's preflight gives a server 3 s). One worker process:
+# the sweep's one driver logs in batches, and each more worker costs its start-up on the head's cores.
 #   bash scripts/cluster/mlflow.sh PORT BACKEND_STORE_URI ARTIFACTS_DESTINATION     (log: ~/mlflow.log)
 set -euo pipefail
 port=$1 store=$2 artifacts=$3
@@ -13,7 +14,7 @@ answers && exit 0
 case $store in sqlite:///*) mkdir -p "$(dirname "${store#sqlite://}")" ;; esac
 mkdir -p "$temp"
 nohup mlflow server --backend-store-uri "$store" --artifacts-destination "$artifacts" --host 127.0.0.1 \
-  --port "$port" > ~/mlflow.log 2>&1 < /dev/null &
+  --port "$port" --workers 1 > ~/mlflow.log 2>&1 < /dev/null &
 echo $! > "$temp/mlflow.pid"
 for _ in $(seq "$wait_s"); do
   answers && exit 0

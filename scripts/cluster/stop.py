@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import psutil
-from ray._common.utils import get_default_ray_temp_dir
 
 GRACE_SECONDS = 10  # after SIGTERM, as `ray stop`; then SIGKILL
 
@@ -53,8 +52,14 @@ def stop(procs: list[psutil.Process]) -> None:
             pass
 
 
+def ray_temp() -> Path:
+    """Ray's default temp folder here, as ray._common.utils.get_default_ray_temp_dir finds it (without the
+    seconds `import ray` takes)."""
+    return Path(os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp") / "ray"
+
+
 if __name__ == "__main__":
-    temp = Path(get_default_ray_temp_dir())
+    temp = ray_temp()
     procs = cluster_processes(temp)
     stop(procs)
     (temp / "mlflow.pid").unlink(missing_ok=True)
