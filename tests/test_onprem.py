@@ -143,7 +143,7 @@ def machine():
                 time.sleep(0.1)
         env = {"HOME": str(home), "USER": name, "LOGNAME": name, "PATH": path,
                "LD_LIBRARY_PATH": lib, "TMPDIR": str(home / "tmp"), "RAY_AUTH_MODE": "token", "LANG": "C.UTF-8"}
-        yield folder, user, env, port
+        yield folder, user, env, port, _outside(folder, user.pw_uid)
     finally:
         _end_processes(user.pw_uid)
         if sshd is not None:
@@ -153,6 +153,13 @@ def machine():
         shutil.rmtree(folder, ignore_errors=True)
         if made_run_sshd:
             shutil.rmtree("/run/sshd", ignore_errors=True)
+
+
+def _outside(folder: Path, uid: int) -> set[str]:
+    """What `uid` owns in the machine's shared temporary places, outside `folder` (earlier users of the same
+    uid may have left some)."""
+    return set(subprocess.run(["find", "/tmp", "/var/tmp", "/dev/shm", "/run", "-xdev", "-uid", str(uid), "-not",
+                               "-path", f"{folder}*", "-prune"], capture_output=True, text=True).stdout.split())
 
 
 def _processes_of(uid: int) -> list[psutil.Process]:
@@ -195,7 +202,11 @@ def _cluster_config(name: str, ports: dict) -> dict:
         return command.replace(" --disable-usage-stats", " --num-cpus=1 --disable-usage-stats")
 
     config["head_start_ray_commands"] = [edit(c, ports["head_agent"]) for c in config["head_start_ray_commands"]]
-    config["worker_start_ray_commands"] = [edit(c, ports["worker_agent"]) for c in config["worker_start_ray_commands"]]
+    # On one machine Ray finds the worker's address by routing to the head (127.0.0.1), which it rewrites to the
+    # machine's own address, the head's: the worker names its loopback address itself (machines of a lab differ).
+    config["worker_start_ray_commands"] = [edit(c, ports["worker_agent"]).replace(
+        "ray start --address", f"ray start --node-ip-address={WORKER} --address")
+        for c in config["worker_start_ray_commands"]]
     config["setup_commands"] = [c.replace("-m venv ~/kohonen-venv", "-m venv --system-site-packages ~/kohonen-venv")
                                 for c in config["setup_commands"]]
     return config
@@ -217,7 +228,7 @@ def test_ray_up_a_sweep_on_both_nodes_and_the_way_down(machine, capsys):
     MLflow server on the head holding the parent and both trial runs, then scripts/onprem-down.sh: no
     process of the user (cluster, MLflow, SSH) remains, and nothing was written outside the test's folder
     except the SSH control folder Ray's launcher always makes under /tmp."""
-    folder, user, env, ssh_port = machine
+    folder, user, env, ssh_port, before = machine
     deadline = Deadline(LIMIT_S - 30)  # the fixture's setup took some of it; teardown needs the rest
     src = folder / "src"
     _project_copy(src)
@@ -228,19 +239,28 @@ def test_ray_up_a_sweep_on_both_nodes_and_the_way_down(machine, capsys):
     subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(src)], check=True)
     _as_user(user, env, "ray get-auth-token --generate > /dev/null", src, deadline)
 
+    def said(line: str) -> None:
+        with capsys.disabled():
+            print(line, flush=True)
+
     up_s, up_out = _as_user(user, env, f"ray up -y {config.name}", src, deadline)
+    said(f"\non-premise: ray up {up_s:.0f} s")
     tracking = f"http://127.0.0.1:{ports['mlflow']}"
     with socket.create_connection(("127.0.0.1", ports["mlflow"]), timeout=3):
         pass  # answering as `ray up` returns
     worker_s, nodes = _as_user(user, env, f"ray exec {config.name} {_quote(WAIT_FOR_WORKER)}", src, deadline)
     assert "2 nodes" in nodes, nodes[-3000:]
+    said(f"on-premise: the worker had joined {worker_s:.0f} s later")
     sweep_s, out = _as_user(user, env, f"ray exec {config.name} {_quote(SWEEP.format(port=ports['mlflow']))}", src,
                             deadline)
+    said(f"on-premise: sweep {sweep_s:.0f} s; " + "; ".join(line for line in out.splitlines()
+                                                            if line.startswith(("cluster: ", "sweep done"))))
     assert "cluster: " in out and "(joined: given by RAY_ADDRESS)" in out, out[-4000:]
 
     trial_nodes = {json.loads(line)["node_ip"]
                    for result in (folder / "h" / "shared" / "sweeps").rglob("result.json")
                    for line in result.read_text().splitlines() if line.strip()}
+    said(f"on-premise: trials ran on {sorted(trial_nodes)}")
     assert len(trial_nodes) == 2 and WORKER in trial_nodes, trial_nodes
     client = MlflowClient(tracking)
     experiment = client.get_experiment_by_name("two-nodes")
@@ -251,18 +271,16 @@ def test_ray_up_a_sweep_on_both_nodes_and_the_way_down(machine, capsys):
     assert parents[0].info.status == "FINISHED" and all(r.info.status == "FINISHED" for r in children)
 
     down_s, down_out = _as_user(user, env, f"bash scripts/onprem-down.sh {config.name}", src, deadline)
+    said(f"on-premise: the way down {down_s:.0f} s; " + "; ".join(line.strip() for line in down_out.splitlines()
+                                                                if line.startswith("stopped ")))
     for _ in range(30):  # Ray's SSH control masters persist for 10 s after the last command
         if not _processes_of(user.pw_uid):
             break
         time.sleep(1)
     assert not _processes_of(user.pw_uid), [p.info["cmdline"] for p in _processes_of(user.pw_uid)]
-    outside = subprocess.run(["find", "/tmp", "/var/tmp", "/dev/shm", "/run", "-xdev", "-uid", str(user.pw_uid),
-                              "-not", "-path", f"{folder}*", "-prune"], capture_output=True, text=True).stdout.split()
+    outside = sorted(_outside(folder, user.pw_uid) - before)
     assert [Path(p).name.startswith("ray_ssh_") and Path(p).parent == Path("/tmp") for p in outside] == [True], outside
-    shutil.rmtree(outside[0])
-    with capsys.disabled():
-        print(f"\non-premise: ray up {up_s:.0f} s, worker joined {worker_s:.0f} s later, sweep {sweep_s:.0f} s, "
-              f"way down {down_s:.0f} s; trials on {sorted(trial_nodes)}")
+    shutil.rmtree(outside[0])  # the launcher's SSH control sockets: /tmp/ray_ssh_USERHASH, a path fixed in Ray
 
 
 def _quote(command: str) -> str:

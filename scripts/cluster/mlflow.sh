@@ -13,8 +13,10 @@ answers() { python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$
 answers && exit 0
 case $store in sqlite:///*) mkdir -p "$(dirname "${store#sqlite://}")" ;; esac
 mkdir -p "$temp"
-nohup mlflow server --backend-store-uri "$store" --artifacts-destination "$artifacts" --host 127.0.0.1 \
-  --port "$port" --workers 1 > ~/mlflow.log 2>&1 < /dev/null &
+# MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: no job runner (GenAI evaluations, which no sweep uses; its queue
+# would live in /dev/shm, outside the cluster user's home, and outlive the server).
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false nohup mlflow server --backend-store-uri "$store" \
+  --artifacts-destination "$artifacts" --host 127.0.0.1 --port "$port" --workers 1 > ~/mlflow.log 2>&1 < /dev/null &
 echo $! > "$temp/mlflow.pid"
 for _ in $(seq "$wait_s"); do
   answers && exit 0

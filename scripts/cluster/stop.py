@@ -16,18 +16,22 @@ import psutil
 GRACE_SECONDS = 10  # after SIGTERM, as `ray stop`; then SIGKILL
 
 
+def mlflow_server(temp: Path) -> psutil.Process | None:
+    """The MLflow server named by mlflow.pid in `temp`, if that PID is still this user's MLflow server."""
+    try:
+        server = psutil.Process(int((temp / "mlflow.pid").read_text()))
+        return server if server.uids().real == os.getuid() and "mlflow" in " ".join(server.cmdline()) else None
+    except (OSError, ValueError, psutil.Error):
+        return None
+
+
 def cluster_processes(temp: Path) -> list[psutil.Process]:
-    """This user's processes of the cluster in `temp`, children included, and its MLflow server's."""
+    """This user's processes of the cluster in `temp` and its MLflow server, children included."""
     found = [p for p in psutil.process_iter(["cmdline", "uids"]) if p.info["uids"].real == os.getuid()
              and any(f"{temp}/session_" in arg for arg in p.info["cmdline"] or [])]
-    pid_file = temp / "mlflow.pid"
-    if pid_file.is_file():
-        try:
-            mlflow = psutil.Process(int(pid_file.read_text()))
-            if mlflow.uids().real == os.getuid() and "mlflow" in " ".join(mlflow.cmdline()):  # not a PID reused
-                found.append(mlflow)
-        except (ValueError, psutil.Error):
-            pass
+    server = mlflow_server(temp)
+    if server is not None:
+        found.append(server)
     every = {}
     for proc in found:
         try:
@@ -60,7 +64,8 @@ def ray_temp() -> Path:
 
 if __name__ == "__main__":
     temp = ray_temp()
+    with_mlflow = " and its MLflow server" if mlflow_server(temp) else ""
     procs = cluster_processes(temp)
     stop(procs)
     (temp / "mlflow.pid").unlink(missing_ok=True)
-    print(f"stopped {len(procs)} processes of the Ray cluster in {temp} and its MLflow server")
+    print(f"stopped {len(procs)} processes of the Ray cluster in {temp}{with_mlflow}")
