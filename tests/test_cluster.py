@@ -93,9 +93,8 @@ def test_a_dead_clusters_address_is_refused_when_given_and_ignored_when_found(ra
                                                                               monkeypatch):
     """A cluster started with `ray start`, then killed: its address file stays. Given (--address, RAY_ADDRESS)
     the sweep refuses it in one line, exit 2, nothing created; found by discovery it is ignored with one line
-    and the sweep starts a local cluster of its own (a watchdog ends it after a minute: never a hang). While it
-    ran, the same
-    address was joined, given or found, and the sweep said why."""
+    and the sweep starts a local cluster of its own (a watchdog ends it after a minute: never a hang). While the
+    cluster ran, the same address was joined, given or found, and the sweep said why."""
     address = ray_start(ray_tmpdir, RAY_AUTH_MODE="disabled")  # not token mode because ~/.ray/auth_token exists
     try:
         assert cluster.choose(None) == cluster.Target(

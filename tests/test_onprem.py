@@ -32,7 +32,7 @@ from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD, WORKER = "127.0.0.1", "127.0.0.2"
-LIMIT_S = 900  # the whole test, setup and teardown included (4 minutes on 2 idle cores)
+LIMIT_S = 360  # the whole test, setup and teardown included (4 minutes on 2 idle cores)
 STUDY = """\
 name: two-nodes
 description: one EMA-VQ and one KSOM trial, one on each node
