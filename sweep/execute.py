@@ -79,7 +79,7 @@ class _StopSignals:
 
 
 def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, storage: str | None = None,
-              address: str | None = None, resume: Sweep | None = None, max_concurrent: int = 0,
+              target: cluster.Target | None = None, resume: Sweep | None = None, max_concurrent: int = 0,
               max_failures: int = 2) -> Path:
     """Run every trial of `plan` (or continue the sweep described by `resume`); returns the sweep folder.
     What libraries print meanwhile goes to the sweep folder's LIBRARY_LOG."""
@@ -97,20 +97,20 @@ def run_sweep(plan: Plan, results_dir: Path, tracking_uri: str | None = None, st
             hold_sweep(sweep_dir)  # taken already by `python -m sweep.run --resume`: refused there
             print(trust_notice("resuming", "resume", meta.dir, "sweep.json and checkpoints"), flush=True)
         try:
-            return _run(plan, meta, resume is not None, address, max_concurrent, max_failures, session_start,
+            return _run(plan, meta, resume is not None, target, max_concurrent, max_failures, session_start,
                         terminal)
         finally:
             release_sweep(sweep_dir)
 
 
-def _run(plan: Plan, meta: Sweep, resumed: bool, address: str | None, max_concurrent: int, max_failures: int,
-         session_start: float, terminal) -> Path:
+def _run(plan: Plan, meta: Sweep, resumed: bool, target: cluster.Target | None, max_concurrent: int,
+         max_failures: int, session_start: float, terminal) -> Path:
     """run_sweep once the sweep folder exists and this driver holds its lock (`terminal`: the user's stderr):
     connect, search and confirm (or run the grid), report, mark the parent run."""
     print(f"sweep folder: {meta.dir}\n  resume with: python -m sweep.run --resume {meta.dir}\n"
           f"  library messages (Ray, MLflow): {meta.dir / LIBRARY_LOG}\n"
           f"{browse_hint(meta.tracking_uri, meta.experiment_id)}", flush=True)
-    tuners = _Tuners(plan, meta, resumed, _connect(address), max_concurrent, max_failures, terminal)
+    tuners = _Tuners(plan, meta, resumed, _connect(target), max_concurrent, max_failures, terminal)
     client = MlflowClient(meta.tracking_uri)
     try:
         client.set_terminated(meta.parent_run_id, "RUNNING")
@@ -131,8 +131,9 @@ def _run(plan: Plan, meta: Sweep, resumed: bool, address: str | None, max_concur
     return meta.dir
 
 
-def _connect(address: str | None) -> str:
-    """The Ray cluster's GCS address, after joining it (or starting a local one)."""
+def _connect(target: cluster.Target | None) -> str:
+    """The Ray cluster's GCS address, after joining it (or starting a local one). `target`: the cluster
+    (sweep.preflight.check chose it); None: the one this process is connected to, or a local one."""
     # One checkpoint per validation is the point (resume loses nothing); Tune warns about the
     # experiment snapshots that follow. Trials print nothing of their own, so their logs stay on the nodes.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -143,10 +144,11 @@ def _connect(address: str | None) -> str:
     # may lag by one checkpoint: each trial keeps two (CHECKPOINTS_KEPT), so the one a restore names is there.
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        ray.init(address=target.address if target else cluster.LOCAL, include_dashboard=False,
+                 logging_level="WARNING", log_to_driver=False)
     gcs = cluster.gcs_address()
-    print(f"cluster: {gcs} ({'started by this sweep, it ends with it' if cluster.started_here() else 'found running'})",
-          flush=True)
+    why = target.why if target else 'started by this sweep, it ends with it' if cluster.started_here() else 'joined'
+    print(f"cluster: {gcs} ({why})", flush=True)
     return gcs
 
 
@@ -163,16 +165,23 @@ class _Tuners:
         self.at_once = _at_once(plan, self.n_trials, max_concurrent)
         self.resume_hint = f"resume with: python -m sweep.run --resume {meta.dir}"
 
-    def cluster_lost(self) -> SweepEnded:
+    def cluster_lost(self, stop: _StopSignals) -> SweepEnded:
+        """The line for a cluster gone under the sweep; after a stop signal, an interruption: a signal to the
+        sweep's whole process group (`timeout`, service managers) also ends the local cluster it started."""
+        if stop.received is not None:
+            ended, marked = _mark(self.meta, "KILLED")
+            return SweepEnded(f"interrupted: {ended if ended is not None else '?'} of {self.n_trials} trials "
+                              f"finished; {marked}{self.resume_hint}", 128 + stop.received)
         ended, marked = _mark(self.meta, "FAILED")
         return SweepEnded(f"error: the Ray cluster at {self.gcs} went away; {ended if ended is not None else '?'} of "
                           f"{self.n_trials} trials finished; {marked}{self.resume_hint} (on a running cluster: "
                           "--address, or none for a local one)", EXIT_OUTAGE)
 
-    def _end_now(self):  # from the watch's thread: Ray's own calls would wait a minute on the lost cluster, then abort
-        print(self.cluster_lost(), file=self.terminal, flush=True)
+    def _end_now(self, stop: _StopSignals):  # from the watch's thread: Ray's own calls would wait a minute on the
+        ended = self.cluster_lost(stop)         # lost cluster, then abort
+        print(ended, file=self.terminal, flush=True)
         release_sweep(self.meta.dir)
-        os._exit(EXIT_OUTAGE)
+        os._exit(ended.code)
 
     def _tuner(self, name: str, param_space: dict, tune_config: dict) -> tune.Tuner:
         meta, plan = self.meta, self.plan
@@ -199,19 +208,19 @@ class _Tuners:
         """Run (or continue) Tuner `name` of the sweep ("" for a grid's only one); its results. A stop signal,
         a lost cluster or a failed store or disk ends the sweep (SweepEnded)."""
         tuner = self._tuner(name, param_space, tune_config)
-        with _StopSignals() as stop, cluster.Watch(self.gcs, self._end_now):
+        with _StopSignals() as stop, cluster.Watch(self.gcs, functools.partial(self._end_now, stop)):
             try:
                 results = tuner.fit()
             except KeyboardInterrupt:
                 results = None
             except Exception as e:  # the tracking store, the disk, the cluster or the driver itself failed mid-sweep
                 if not cluster.reachable(self.gcs):
-                    raise self.cluster_lost() from None
+                    raise self.cluster_lost(stop) from None
                 raise SweepEnded(f"error: {_what_failed(e, self.meta.tracking_uri)}; "
                                  f"{_mark(self.meta, 'FAILED', skip=_store_down(e))[1]}{self.resume_hint}",
                                  EXIT_OUTAGE) from None
         if results is not None and any(r.error is not None for r in results) and not cluster.reachable(self.gcs):
-            raise self.cluster_lost()  # its trials failed because their nodes went
+            raise self.cluster_lost(stop)  # its trials failed because their nodes went
         if stop.received is not None or results is None:
             ended, marked = _mark(self.meta, "KILLED")  # the store knows which trials ended (Tune also counts
             if ended is None:                           # those it stopped)

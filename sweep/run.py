@@ -64,7 +64,8 @@ def parser() -> argparse.ArgumentParser:
                                           "(default: sqlite store inside the results dir)")
     p.add_argument("--storage", help="Ray Tune storage all nodes can reach (e.g. s3://bucket/sweeps) for "
                                      "multi-node clusters; default: the sweep folder")
-    p.add_argument("--address", help="Ray cluster address (default: a running cluster on this node, else local)")
+    p.add_argument("--address", help="Ray cluster address, host:port (it must answer within 5 s), 'auto' or 'local'; "
+                                      "default RAY_ADDRESS, else a running cluster of yours on this node, else local")
     p.add_argument("--cpus-per-trial", type=float, help="default from the scale")
     p.add_argument("--gpus-per-trial", type=float,
                    help="default from the scale; a fraction (e.g. 0.25) packs several trials on one GPU")
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dry_run:
             from sweep.preflight import check
             results_dir = None if meta else Path(args.results_dir)
-            check(plan, results_dir, meta.tracking_uri if meta else args.tracking_uri, args.address)
+            target = check(plan, results_dir, meta.tracking_uri if meta else args.tracking_uri, args.address)
     except ConfigError as e:
         refuse(str(e))
     if args.dry_run:
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         write_sweep(meta)  # the added seeds in sweep.json's plan: a resume of a stopped addition runs them too
     try:
         run_sweep(plan, results_dir=Path(args.results_dir), tracking_uri=args.tracking_uri, storage=args.storage,
-                  address=args.address, resume=meta, max_concurrent=args.max_concurrent,
+                  target=target, resume=meta, max_concurrent=args.max_concurrent,
                   max_failures=args.max_failures)
     except SweepEnded as e:
         print(e, file=sys.stderr, flush=True)

@@ -273,12 +273,14 @@ def test_sweeps_started_in_the_same_second_get_their_own_folders(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_and_ctrl_c_stop_cleanly_and_resume_completes(tmp_path):
-    """SIGTERM, then Ctrl-C (SIGINT to the whole process group, as a terminal sends it) each stop the sweep
-    with the one line, exit 143 / 130, the sweep's run KILLED and unfinished trial runs KILLED (status
-    interrupted); `--resume` says it trusts the folder and completes: one run per trial, every step once."""
+    """SIGTERM to the sweep's whole process group (what `timeout`, service managers and `kill -TERM -PGID`
+    send: it also ends the local cluster the sweep started), then Ctrl-C (SIGINT to the group, as a terminal
+    sends it) each stop the sweep with the one line, exit 143 / 130, the sweep's run KILLED and unfinished
+    trial runs KILLED (status interrupted); `--resume` says it trusts the folder and completes: one run per
+    trial, every step once."""
     results = tmp_path / "results"
     cmd = sweep_cmd("sensitivity", results, "--max-concurrent", "2")
-    code, out, err = run(cmd, stop_at="1/4 done", action=lambda p: os.kill(p.pid, signal.SIGTERM))
+    code, out, err = run(cmd, stop_at="1/4 done", action=lambda p: os.killpg(p.pid, signal.SIGTERM))
     meta = sweep_meta(results)
     assert code == 143, out[-2000:] + err[-2000:]
     (line,) = error_lines(err)

@@ -365,7 +365,7 @@ def test_losing_the_cluster_ends_the_sweep_and_resume_on_a_new_one_completes(tmp
     took = time.time() - lost_at["t"]
     meta = sweep_meta(results)
     assert code == 3, out[-2000:] + err[-3000:]
-    assert f"cluster: {address} (found running)" in out, out
+    assert f"cluster: {address} (joined: given by --address)" in out, out
     (line,) = error_lines(err)
     ended = int(line.split("; ")[1].split()[0])
     assert 1 <= ended < 4
@@ -383,7 +383,7 @@ def test_losing_the_cluster_ends_the_sweep_and_resume_on_a_new_one_completes(tmp
     finally:
         second.shutdown()
     assert code == 0, out[-3000:] + err[-3000:]
-    assert f"cluster: {address} (found running)" in out
+    assert f"cluster: {address} (joined: given by --address)" in out
     assert_one_run_per_trial_with_every_step(meta, 4, [20, 40, 60, 80, 100])
 
 
