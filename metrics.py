@@ -67,7 +67,20 @@ TIME_VAL_TOTAL = "time/val_total_s"
 TOPOGRAPHY = "topography/"
 SUMMARY_STEP = 0
 
+# What a sweep's parent run logs of its own: the sweep's wall time, summed over resumes.
+SWEEP_WALL = "time/sweep_wall_s"
+
+# MLflow tags of a trial's run, which the analysis reads back as columns of its trials (analysis/load.py).
 STATUS_TAG = "status"
+STUDY_TAG, SCALE_TAG, SEED_TAG, RULE_TAG, ARM_TAG = "study", "scale", "seed", "rule", "arm"
+TOPOGRAPHY_TAG = "topography"  # "measured", or why the trial's topography is not
+RAY_TRIAL_TAG, NODE_TAG = "ray_trial_id", "node_id"  # where the run's trial ran (Ray's trial id finds it on resume)
+STAGE_TAG, SEARCH_TAG, SEARCHED_TAG = "stage", "search", "searched"  # a searched study's: stage, algorithm, fields
+DRAW_TAG = "draw"  # a random-search trial's: which of the search's shared draws it ran (sweep/search.py)
+ERROR_TAG = "error"  # the one line of a trial that ended on a data error
+KIND_TAG = "kind"  # the parent run's: "sweep"
+TRIAL_TAGS = (STATUS_TAG, STUDY_TAG, SCALE_TAG, RULE_TAG, ARM_TAG, TOPOGRAPHY_TAG, RAY_TRIAL_TAG, NODE_TAG, STAGE_TAG,
+              SEARCH_TAG, SEARCHED_TAG, DRAW_TAG)
 RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed"
 INTERRUPTED = "interrupted"  # stopped by a signal or an outage before it ended; a resume continues it
 STOPPED = "stopped"  # a search trial its early-stopping scheduler (ASHA) ended before its last step: no result
@@ -81,6 +94,7 @@ SELECTION_LOSS = "selection_loss"
 STEPS = "steps_"  # prefix of steps_to(p)
 THRESHOLDS = (10, 20)  # the percentages of steps_to the summary holds (paper Tables 1-4)
 COLLAPSED = "collapsed"
+SEEDS = "seeds"  # a tidy table's (analysis.tables): the seeds with a result, per arm and column
 LATE_IMPROVEMENT = "late_improvement"
 
 

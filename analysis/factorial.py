@@ -55,6 +55,7 @@ from analysis.stats import ALPHA, describe, tost
 from analysis.summary import CONVERGENCE_TOLERANCE, NO_TEST_SPLIT, has_test_split
 from analysis.tables import loss_scale
 from analysis.tables.formats import PCT, TIMES, Grid, as_latex, as_markdown, as_text, escape, plain
+from plan import Plan
 
 LOSS = M.FINAL_LOSS
 
@@ -121,11 +122,11 @@ def collapse_counts(summary: pd.DataFrame, factors: list[str], by: list[str]) ->
 
 
 def _rate(g: pd.DataFrame) -> dict:
-    n, k = len(g), int(g["collapsed"].astype(bool).sum())
+    n, k = len(g), int(g[M.COLLAPSED].astype(bool).sum())
     if n == 0:
-        return {"collapsed": 0, "n": 0, "rate": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+        return {M.COLLAPSED: 0, "n": 0, "rate": math.nan, "ci_low": math.nan, "ci_high": math.nan}
     ci = stats.binomtest(k, n).proportion_ci(1 - ALPHA, method="exact")
-    return {"collapsed": k, "n": n, "rate": k / n, "ci_low": ci.low, "ci_high": ci.high}
+    return {M.COLLAPSED: k, "n": n, "rate": k / n, "ci_low": ci.low, "ci_high": ci.high}
 
 
 def _show(value) -> str:
@@ -172,21 +173,20 @@ def _converged(g: pd.DataFrame) -> int:
 # Tables: Parquet (the numbers above), LaTeX (one column of a two-column paper), Markdown, text.
 
 
-def write_analysis(summary: pd.DataFrame, name: str, plan: dict, tables) -> list[str]:
+def write_analysis(summary: pd.DataFrame, name: str, plan: Plan, tables) -> list[str]:
     """The analyses of the plan's `analysis:` block into tables/<name>_{factorial,collapse,equivalence}
     .{parquet,tex,md,txt}; returns their text. Groups: the plan's swept fields other than the factors."""
-    block = plan.get("analysis") or {}
-    swept = [f for f in plan.get("swept", []) if f in summary]
+    swept = [f for f in plan.swept if f in summary]
     texts = []
-    if "factorial" in block:
-        factors = list(block["factorial"])
+    if plan.analysis.factorial:
+        factors = list(plan.analysis.factorial)
         by = [f for f in swept if f not in factors]
         for part, numbers in (("factorial", effects(summary, factors, by)),
                               ("collapse", collapse_counts(summary, factors, by))):
             texts.append(_write(tables, f"{name}_{part}", numbers, _grid(part, numbers, by, summary),
                                 _caption(part, numbers, summary, factors, plan), label=f"tab:{name}-{part}"))
-    if "equivalence" in block:
-        numbers = equivalence(summary, dict(plan.get("reference") or {}), float(block["equivalence"]), swept)
+    if plan.analysis.equivalence is not None:
+        numbers = equivalence(summary, dict(plan.reference), plan.analysis.equivalence, swept)
         texts.append(_write(tables, f"{name}_equivalence", numbers, _grid("equivalence", numbers, swept, summary),
                             _caption("equivalence", numbers, summary, [], plan), label=f"tab:{name}-equivalence"))
     return texts
@@ -257,16 +257,16 @@ def _grid(part: str, numbers: pd.DataFrame, by: list[str], summary: pd.DataFrame
     return out
 
 
-def _caption(part: str, numbers: pd.DataFrame, summary: pd.DataFrame, factors: list[str], plan: dict) -> dict:
+def _caption(part: str, numbers: pd.DataFrame, summary: pd.DataFrame, factors: list[str], plan: Plan) -> dict:
     """The caption of `part` in LaTeX (Markdown and text: the same, plain). What comes from data (names,
     levels) stands in it as a slot, filled escaped for each format."""
-    scale = str(summary["scale"].iloc[0]) if "scale" in summary and len(summary) else "?"
+    scale = str(summary[M.SCALE_TAG].iloc[0]) if M.SCALE_TAG in summary and len(summary) else "?"
     steps = int(summary["steps"].max()) if "steps" in summary and len(summary) else 0
-    data = {"where": f"{plan.get('study', '')}, scale {scale}, {steps:,} steps",
+    data = {"where": f"{plan.study}, scale {scale}, {steps:,} steps",
             "contrasts": "; ".join(f"{f}: {c}" for f, c in dict(zip(numbers.get("term", ()),
                                                                      numbers.get("contrast", ()))).items()
                                    if " x " not in f),
-            "ref": ", ".join(str(v) for v in (plan.get("reference") or {}).values())}
+            "ref": ", ".join(str(v) for v in plan.reference.values())}
     where, contrasts, ref = (f"\0{key}\0" for key in data)
     if part == "factorial":
         df = sorted(set(numbers["df_resid"])) if len(numbers) else []
@@ -283,7 +283,7 @@ def _caption(part: str, numbers: pd.DataFrame, summary: pd.DataFrame, factors: l
                 f"logistic fit: a level where every trial collapses (or none) separates the outcome completely, "
                 f"and the logistic estimate does not exist.")
     else:
-        frac = float((plan.get("analysis") or {}).get("equivalence", math.nan))
+        frac = plan.analysis.equivalence
         unit = TIMES["latex"](loss_scale(summary))
         loss = ("test loss (at the step of its best validation loss)" if has_test_split(summary) else
                 f"best validation loss ({NO_TEST_SPLIT})")

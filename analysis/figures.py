@@ -63,7 +63,7 @@ def figure_text(text) -> str:
 def title(trials: pd.DataFrame, study, what: str) -> str:
     """'<study>: <what> (scale <s>, <steps> steps, <n> seeds)'."""
     layout = layout_for(study, trials)
-    scale = str(trials["scale"].iloc[0]) if "scale" in trials and len(trials) else "?"
+    scale = str(trials[M.SCALE_TAG].iloc[0]) if M.SCALE_TAG in trials and len(trials) else "?"
     steps = int(trials["steps"].max()) if "steps" in trials and len(trials) else 0
     seeds = trials["seed"].nunique() if "seed" in trials else 0
     return (f"{figure_text(layout.name or study)}: {what}\n(scale {figure_text(scale)}, {steps:,} steps, {seeds} "
@@ -175,14 +175,14 @@ def write_topography(summary: pd.DataFrame, study, folder: str | Path, formats=(
         return []
     folder = _prepare(folder)
     trials = summary.assign(config=config_label(summary, study),
-                            base=summary[f"{OFFSET}0"] if 0 in offsets else selection_loss(summary))
+                            unshifted=summary[f"{OFFSET}0"] if 0 in offsets else selection_loss(summary))
     ratios, increases = [], []
     for config, g in trials.groupby("config", sort=False):
         for o in sorted({0, *offsets}):
-            shifted = g[f"{OFFSET}{o}"] if o else g["base"]
-            increase = (shifted - g["base"]).dropna()
+            shifted = g[f"{OFFSET}{o}"] if o else g.unshifted
+            increase = (shifted - g.unshifted).dropna()
             if len(increase):
-                ratios.append((config, o, *geometric_band(shifted / g["base"])))
+                ratios.append((config, o, *geometric_band(shifted / g.unshifted)))
                 increases.append((config, o, increase.median(), increase.min(), increase.max()))
     columns = ["config", "offset", "mean", "low", "high"]
     ratios, increases = pd.DataFrame(ratios, columns=columns), pd.DataFrame(increases, columns=columns)

@@ -20,12 +20,9 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from analysis.store import BadSweep, check_plan, check_store, read_sweep
+from analysis.store import BadSweep, check_store, read_plan, read_sweep
 import metrics as M
-
-# stage, search, searched: a searched study's runs (search or confirm; the algorithm; the fields drawn)
-TRIAL_TAGS = (M.STATUS_TAG, "study", "scale", "rule", "arm", "topography", "ray_trial_id", "node_id", "stage", "search",
-              "searched")
+from plan import Plan
 
 
 def _typed(value: str):
@@ -54,7 +51,7 @@ def load_runs(tracking_uri: str, study: str, parent_run_id: str | None = None) -
     for r in runs:
         row = {"run_id": r.info.run_id, "run_name": r.info.run_name, "parent_run_id": r.data.tags["mlflow.parentRunId"],
                "start_time": r.info.start_time}
-        row.update({t: r.data.tags.get(t, "") for t in TRIAL_TAGS})
+        row.update({t: r.data.tags.get(t, "") for t in M.TRIAL_TAGS})
         row.update({k: _typed(v) for k, v in r.data.params.items()})
         trials.append(row)
         for name in r.data.metrics:
@@ -79,7 +76,7 @@ def sweep_runs(tracking_uri: str, study: str) -> list:
     return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
 
 
-def logged_plan(tracking_uri: str, parent) -> dict | None:
+def logged_plan(tracking_uri: str, parent) -> Plan | None:
     """The plan of the sweep whose parent run is `parent`, from the sweep.json uploaded with its report
     (None before the report was written); BadSweep when that file is not a sweep's."""
     with tempfile.TemporaryDirectory() as folder:
@@ -95,11 +92,11 @@ def logged_plan(tracking_uri: str, parent) -> dict | None:
         plan = record.get("plan") if isinstance(record, dict) else None
         if not isinstance(plan, dict):
             raise BadSweep(f"{where} is not a sweep's (it holds no plan)")
-        return check_plan(plan, str(record.get("study")), where)
+        return read_plan(plan, where)
 
 
 def pooled_runs(tracking_uri: str, study: str,
-                all_sweeps: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, str, dict | None]:
+                all_sweeps: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, str, Plan | None]:
     """(trials, metrics, what was read, the newest sweep's plan or None) of the newest sweep of `study`,
     or with all_sweeps of every sweep, which must share one base config (the parent runs' params):
     pooling different step counts or data would average incomparable numbers, so that is a ValueError

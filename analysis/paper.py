@@ -74,12 +74,12 @@ def paper_table(study: str, layout: Layout) -> pd.DataFrame:
         for i, col in enumerate(columns):
             unit = 1e-3 if col == M.FINAL_LOSS else 1e3
             records.append({**dict(zip(fields, key)), "column": col, "mean": numbers[2 * i] * unit,
-                            "std": numbers[2 * i + 1] * unit, "n": PAPER_SEEDS, "seeds": PAPER_SEEDS, M.DIVERGED: 0,
+                            "std": numbers[2 * i + 1] * unit, "n": PAPER_SEEDS, M.SEEDS: PAPER_SEEDS, M.DIVERGED: 0,
                             M.COLLAPSED: 0})
     return mark_best(pd.DataFrame(records), layout)
 
 
-PAPER_SUMMARY = pd.DataFrame({"steps": [PAPER_STEPS], "scale": ["paper (CIFAR-10)"]})
+PAPER_SUMMARY = pd.DataFrame({"steps": [PAPER_STEPS], M.SCALE_TAG: ["paper (CIFAR-10)"]})
 
 
 def paper_markdown(study: str, layout: Layout) -> str:
@@ -180,7 +180,7 @@ def check_claims(ours: dict[str, pd.DataFrame], layouts: dict[str, Layout]) -> p
     for c in CLAIMS:
         paper = c.check(paper_table(c.study, layouts[c.study])) if c.on_paper else (True, "shown in Figures 4-5")
         mine = c.check(ours[c.study]) if c.study in ours else (False, "study not run")
-        rows.append({"study": c.study, "claim": c.text, "paper": paper[0], "paper_numbers": paper[1],
+        rows.append({M.STUDY_TAG: c.study, "claim": c.text, "paper": paper[0], "paper_numbers": paper[1],
                      "ours": mine[0], "our_numbers": mine[1], "agrees": paper[0] == mine[0]})
     return pd.DataFrame(rows)
 

@@ -13,7 +13,8 @@ file asks for them (`analysis:`), tables/<study>_{factorial,collapse,equivalence
 (analysis/factorial.py); figures/{loss,topography,perplexity,codes_used}.{png,pdf} and the topography pictures of the
 first seed of every configuration side by side, figures/{perturbation,codebook_<level>}.{png,pdf};
 of a searched study (sweep/search.py) the tables and figures above show its confirmation runs, and
-analysis/tuning.py adds tables/<study>_winners.{parquet,md,tex}, <study>_{tuning or best_so_far}.{parquet,md} and
+analysis/tuning.py adds tables/<study>_winners.{parquet,md,tex}, <study>_{tuning, tuning_order, paired (where arms
+shared draws) or best_so_far}.{parquet,md} and
 figures/{tuning_curve or best_so_far,search_loss,search_fields}.{png,pdf};
 and prints the tables and the trials that diverged or collapsed. Only results (trials finished or
 diverged) enter means, figures and pictures; the others are counted, and a line says what is missing.
@@ -36,12 +37,13 @@ from analysis.store import BadSweep, StoreMissing, read_sweep, trust_notice
 from analysis.summary import RESULT_STATUSES, summarise
 from analysis.tables import (Layout, comparison_latex, comparison_markdown, comparison_numbers, comparison_text,
                              RATIO, SMOOTH, TEXT_WIDTH, table_numbers, to_latex, to_markdown, to_text)
-from analysis.tuning import is_searched, winners, write_tuning, write_winners
+from analysis.tuning import is_searched, winners, write_tuning, write_tuning_tables, write_winners
 import metrics as M
+from plan import Plan
 
 
 def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: str | Path,
-                 tracking_uri: str | None = None, plan: dict | None = None) -> str:
+                 tracking_uri: str | None = None, plan: Plan | None = None) -> str:
     """Write every output for one study into `out`; returns the table as text, followed by a line on what
     is missing when not every trial is a result (figures and pictures show only results: finished or
     diverged trials). With the MLflow `tracking_uri` the trials' topography pictures are composed too; with
@@ -54,8 +56,8 @@ def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: s
     everything = summarise(trials, metrics)
     everything.to_parquet(out / "summary.parquet", index=False)
     texts, summary = write_summary_outputs(everything, name, study, plan, out)
-    if is_searched(trials):
-        texts.append(write_tuning(everything, metrics, name, out))
+    if is_searched(trials) and (progress := write_tuning(everything, metrics, name, out)):
+        texts.append(progress)
     texts.append(outcomes(everything))
     text = "\n\n".join(texts)
     results = trials[trials.status.isin(RESULT_STATUSES) & trials.run_id.isin(summary.run_id)]
@@ -66,20 +68,22 @@ def write_report(trials: pd.DataFrame, metrics: pd.DataFrame, study: str, out: s
     return text + missing_note(trials, bool(figures))
 
 
-def write_summary_outputs(everything: pd.DataFrame, name: str, study: "str | Layout", plan: dict | None, out: Path,
+def write_summary_outputs(everything: pd.DataFrame, name: str, study: "str | Layout", plan: Plan | None, out: Path,
                           figure_formats=("png", "pdf")) -> tuple[list[str], pd.DataFrame]:
     """What the per-trial summary alone gives, into out/tables and out/figures: the tables (of a searched study
-    its confirmation runs, never the search's best, and its winners), the analyses of the plan's `analysis:`
-    block (factorial, equivalence) and the topography figure. Returns the tables as text and the summary the
+    its confirmation runs, never the search's best, its winners and its tuning-curve tables), the analyses of the
+    plan's `analysis:` block (factorial, equivalence) and the topography figure. Returns the tables as text and the summary the
     tables show (sweep.retable re-sets committed results with it)."""
     searched = is_searched(everything)
     summary = everything[everything["stage"] == M.CONFIRM] if searched else everything
     texts = write_tables(summary, name, study, out / "tables")
-    if plan and plan.get("analysis"):
+    if plan:
         texts += write_analysis(summary, name, plan, out / "tables")
     win = winners(everything) if searched else pd.DataFrame()
     if len(win):
         texts.append(write_winners(win, name, out / "tables"))
+    if searched:
+        texts.append(write_tuning_tables(everything, name, out / "tables"))
     write_topography(summary[summary.status.isin(RESULT_STATUSES)], study, out / "figures", formats=figure_formats)
     return texts, summary
 

@@ -24,8 +24,8 @@ from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 from mlflow.tracking import get_tracking_uri
 
-from analysis.tables.formats import check_latex
 import metrics as M
+from plan import Plan, PlanError
 
 DATABASE = "mlflow.db"
 ARTIFACTS = "mlartifacts"
@@ -68,21 +68,22 @@ def check_store(tracking_uri: str, refers: str = "") -> None:
 class Sweep:
     """A sweep's sweep.json, the one record the sweep writes (sweep/execute.py) and everyone reads:
     where its runs are (MLflow store, experiment, parent run), where Tune keeps its state, and the plan
-    it runs (sweep.plan.Plan as a dict: the analysis reads its study's layout there without importing
-    the sweep). Paths are as the folder is now; on disk they are relative to the results folder."""
+    it runs (plan.Plan: the analysis reads its study's layout there without importing the sweep). Paths
+    are as the folder is now; on disk they are relative to the results folder."""
 
     name: str  # the sweep folder's name, also its parent run's
-    study: str
-    scale: str
     dir: Path  # the sweep folder (on disk: its name)
-    base: dict  # the config every trial shares
-    plan: dict  # the Plan (sweep/plan.py) as a dict
+    plan: Plan
     tracking_uri: str  # on disk: null when the store is the results folder's own (`store`)
     experiment_id: str
     ray_storage: str  # on disk: null when it is the sweep folder
     ray_name: str
     parent_run_id: str
     winners: dict = field(default_factory=dict)  # a searched study: arm index -> its winner's values (or None)
+
+    @property
+    def study(self) -> str:
+        return self.plan.study
 
     @property
     def results_dir(self) -> Path:
@@ -103,13 +104,9 @@ class BadSweep(ValueError):
 
 
 # sweep.json: key -> the type every sweep writes there (the embedded store's file name, or the URI).
-SWEEP_TYPES = {"dir": str, "study": str, "plan": dict, "experiment_id": str, "parent_run_id": str,
+SWEEP_TYPES = {"dir": str, "plan": dict, "experiment_id": str, "parent_run_id": str,
                "ray_name": str, "store": (str, type(None)), "tracking_uri": (str, type(None)),
                "ray_storage": (str, type(None)), "winners": (dict, type(None))}
-# The plan's parts the report reads: key -> type of the value, and of its items.
-PLAN_TYPES = {"study": (str, None), "swept": (list, str), "metrics": (list, str), "labels": (list, str),
-              "reference": (dict, None), "description": (str, None), "table": (str, None), "layout": (dict, None),
-              "search": (dict, None)}
 LOCAL_SCHEMES = ("", "sqlite", "file")  # stores that are files of this machine
 
 
@@ -118,47 +115,24 @@ def trust_notice(doing: str, verb: str, sweep_dir: str | Path, things: str = "sw
     return f"{doing} {sweep_dir}: trusting its {things} ({verb} only folders your own sweeps wrote)"
 
 
-def check_plan(plan: dict, study: str, where: str | Path) -> dict:
-    """`plan` when its study is `study` and the parts the report reads have their types (PLAN_TYPES);
-    BadSweep naming `where` (the sweep.json that holds it) otherwise."""
-    wrong = [k for k, (kind, item) in PLAN_TYPES.items() if k in plan and not (
-        isinstance(plan[k], kind) and (item is None or all(isinstance(v, item) for v in plan[k])))]
-    if wrong or not M.STUDY_NAME.fullmatch(study) or plan.get("study", study) != study:
-        raise BadSweep(M.printable(f"{where} is not a sweep's (study {study!r}, plan keys {wrong}); allowed: the "
-                                   "sweep.json a sweep wrote (restore it, or start the sweep again)"))
-    bad = _bad_text(plan)
-    if bad:
-        path, value, problem = bad
-        raise BadSweep(f"{where} is not a sweep's (plan{''.join(f'[{k!r}]' for k in path)} = {value!r}: {problem}); "
-                       "allowed: the sweep.json a sweep wrote (restore it, or start the sweep again)")
-    return plan
+def read_plan(data, where: str | Path, plan_type: type[Plan] = Plan) -> Plan:
+    """The plan a sweep.json holds (as `plan_type`, the record or the sweep's own Plan); BadSweep naming
+    `where` (the sweep.json) when it is not one."""
+    try:
+        return plan_type.from_dict(data, str(where))
+    except PlanError as e:
+        raise BadSweep(str(e)) from None
 
 
-def _bad_text(plan: dict) -> tuple[tuple, object, str] | None:
-    """(key path, value, problem) of the first text of `plan` its study's loader would have refused: a control
-    character anywhere, or a caption or header outside the LaTeX a study file may write (formats.check_latex)."""
-    found = M.find_unprintable(plan)
-    if found:
-        return found[0], found[1], "a control character"
-    layout = plan.get("layout") or {}
-    headers = layout.get("headers") or {}
-    latex = {("layout", "caption"): layout.get("caption", "")}
-    latex.update({("layout", "headers", k): v for k, v in headers.items()} if isinstance(headers, dict) else
-                 {("layout", "headers"): headers})
-    for path, tex in latex.items():
-        problem = check_latex(tex) if isinstance(tex, str) else "not a string"
-        if problem:
-            return path, tex, problem
-    return None
-
-
-def read_sweep(sweep_dir: str | Path, check: bool = True, tracking_uri: str | None = None) -> Sweep:
+def read_sweep(sweep_dir: str | Path, check: bool = True, tracking_uri: str | None = None,
+               plan_type: type[Plan] = Plan) -> Sweep:
     """The sweep.json of `sweep_dir` with its paths resolved where the folder is now: `dir` (the
     sweep folder), `tracking_uri` and `ray_storage`. Raises StoreMissing when the sweep has no
     sweep.json or (with `check`) its embedded store is missing, and BadSweep (one line) when the
     file is not what a sweep writes or names a store of this machine outside its results folder,
     which is opened only when the user passes it as `tracking_uri` (--tracking-uri): MLflow would
-    write its schema into whatever SQLite file it names."""
+    write its schema into whatever SQLite file it names. The plan is read as `plan_type` (the record, or
+    sweep.plan.Plan for a resume)."""
     sweep_dir = Path(sweep_dir).expanduser().resolve()
     meta_file = sweep_dir / "sweep.json"
     if not meta_file.is_file():
@@ -173,8 +147,8 @@ def read_sweep(sweep_dir: str | Path, check: bool = True, tracking_uri: str | No
     missing = [k for k, kind in SWEEP_TYPES.items() if not isinstance(record.get(k), kind)]
     if missing:
         raise BadSweep(f"{meta_file} lacks {missing} (or they are not what a sweep writes); {allowed}")
-    plan = check_plan(record["plan"], record["study"], meta_file)
-    found = M.find_unprintable(record)  # its name and scale are printed too
+    plan = read_plan(record["plan"], meta_file, plan_type)
+    found = M.find_unprintable({k: v for k, v in record.items() if k != "plan"})  # its name is printed too
     if found:
         raise BadSweep(f"{meta_file} is not a sweep's ({'.'.join(map(str, found[0]))} = {found[1]!r}: a control "
                        f"character); {allowed}")
@@ -193,10 +167,8 @@ def read_sweep(sweep_dir: str | Path, check: bool = True, tracking_uri: str | No
         raise BadSweep(f"{meta_file} names the store {record['tracking_uri']}, outside its results folder "
                        f"{results_dir}; allowed: --tracking-uri {record['tracking_uri']} to open it (if you trust it), "
                        "or a sweep folder whose store lies beside it")
-    sweep = Sweep(name=record.get("name", sweep_dir.name), study=record["study"],
-                  scale=record.get("scale", plan.get("scale", "")), dir=sweep_dir,
-                  base=record.get("base", plan.get("base", {})), plan=plan, tracking_uri=record["tracking_uri"],
-                  experiment_id=record["experiment_id"], ray_storage=record.get("ray_storage") or str(sweep_dir),
+    sweep = Sweep(name=record.get("name", sweep_dir.name), dir=sweep_dir, plan=plan,
+                  tracking_uri=record["tracking_uri"], experiment_id=record["experiment_id"], ray_storage=record.get("ray_storage") or str(sweep_dir),
                   ray_name=record["ray_name"], parent_run_id=record["parent_run_id"],
                   winners=record.get("winners") or {})
     if check:
@@ -208,7 +180,7 @@ def write_sweep(sweep: Sweep) -> Path:
     """Write sweep.json into sweep.dir with the paths relative to the results folder: the sweep
     folder by its name, the embedded store as `store`, local Ray storage left out (it is the sweep
     folder). Returns the file."""
-    record = {**asdict(sweep), "dir": sweep.dir.name}
+    record = {**asdict(sweep), "dir": sweep.dir.name}  # the plan too: asdict is plan.to_dict
     database = embedded_database(sweep.tracking_uri)
     if database is not None and database.parent == sweep.results_dir:
         record.update(store=database.name, tracking_uri=None)

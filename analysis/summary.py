@@ -129,8 +129,8 @@ def summarise(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
 # What summarise writes, as a reader of a summary.parquet checks it (the file is data: it may be damaged, cut
 # short or written by something else): column -> kind. The per-level and per-offset columns are numbers too, and
 # the selection loss where there is one.
-SUMMARY_KINDS = {"study": "text", "run_id": "text", "run_name": "text", M.STATUS_TAG: "text", "scale": "text",
-                 "steps": "integer", "seed": "integer", M.RESULT: "bool", M.FINAL_LOSS: "number",
+SUMMARY_KINDS = {M.STUDY_TAG: "text", "run_id": "text", "run_name": "text", M.STATUS_TAG: "text", M.SCALE_TAG: "text",
+                 "steps": "integer", M.SEED_TAG: "integer", M.RESULT: "bool", M.FINAL_LOSS: "number",
                  M.DIVERGED: "bool", M.COLLAPSED: "bool", M.LATE_IMPROVEMENT: "number",
                  **{M.steps_to(p): "number" for p in M.THRESHOLDS}}
 KINDS = {"text": pd.api.types.is_string_dtype, "bool": pd.api.types.is_bool_dtype,
@@ -168,8 +168,8 @@ def read_summary(path: str | Path) -> pd.DataFrame:
         if not isinstance(column, str) or not (KINDS[kind](frame[column]) if kind else plain):
             raise BadSummary(M.printable(f"{path}: column {column!r} holds {frame[column].dtype} values, not "
                                          f"{KIND_NAMES[kind] if kind else 'text, numbers or true/false'}; {allowed}"))
-    searched = {f for text in frame.get("searched", pd.Series(dtype=str)) for f in str(text).split(",") if f}
-    if searched - set(frame.columns) or (searched and "arm" not in frame):
+    searched = {f for text in frame.get(M.SEARCHED_TAG, pd.Series(dtype=str)) for f in str(text).split(",") if f}
+    if searched - set(frame.columns) or (searched and M.ARM_TAG not in frame):
         raise BadSummary(M.printable(f"{path}: its 'searched' column names fields it has no column for "
                                      f"({sorted(searched - set(frame.columns)) or ['arm']}); {allowed}"))
     return frame

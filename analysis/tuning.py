@@ -21,8 +21,15 @@ tuning curve   per arm, the expected best validation loss after n = 1..N sampled
                configurations, which TPE (each draw depends on the earlier ones) and ASHA (stopped
                trials have no final loss) break; for those, best-so-far against the training steps
                the search spent, labelled as one run of the search and not an expectation.
-crossings      pairs of arms whose expected-best curves change order, and at which n: there the
-               better rule depends on the tuning budget.
+order          for each pair of arms a, b and each n, the bootstrap probability that a's expected best is
+               lower than b's (BOOTSTRAP resamples of each arm's N search losses, with replacement, seeded).
+               The text states an order only where that probability is at least ORDER_PROBABILITY (or at
+               most 1 - ORDER_PROBABILITY: b lower), and a crossing only where each arm is lower in that
+               sense at some n: with 16 samples per arm the point estimates of two close curves cross by
+               chance (the with- and without-replacement estimators even put such crossings at different n).
+paired draws   where the arms searched shared draws (sweep/search.py: every field two arms search drawn from
+               one stream per field), per draw the loss of each arm and their difference: robustness to
+               the hyperparameters measured draw by draw.
 winners        per arm, the confirmed value of every searched field.
 search loss    the best validation loss of every configuration of each arm's search (box and points), and
                against each searched field per arm (robustness to hyperparameters).
@@ -48,6 +55,8 @@ from analysis.summary import RESULT_STATUSES, selection_loss  # noqa: E402
 import metrics as M  # noqa: E402
 
 CONFIDENCE = 0.8
+BOOTSTRAP = 2000  # resamples per arm for the order of the tuning curves
+ORDER_PROBABILITY = 0.9  # an order (or a crossing) is stated only where the bootstrap gives it this often
 
 
 def is_searched(trials: pd.DataFrame) -> bool:
@@ -95,22 +104,98 @@ def tuning_curves(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["arm", "n", "expected_best", "median_best", "lower", "upper"])
 
 
-def crossings(curves: pd.DataFrame) -> list[tuple[str, str, int]]:
-    """(arm a, arm b, n) wherever a's expected-best curve is above b's at n - 1 and below at n or the reverse
-    (ties carry the order before them): the better of the two depends on the budget."""
-    out = []
-    wide = curves.pivot(index="n", columns="arm", values="expected_best")
-    arms = list(dict.fromkeys(curves.arm))
+def expected_best_rows(losses: np.ndarray, ns) -> np.ndarray:
+    """expected_best for each row of `losses` (resamples x N) at once: for sorted y_(1) <= ... <= y_(N),
+    E[min of n draws] = sum_i y_(i) (((N - i + 1) / N)^n - ((N - i) / N)^n); shape (resamples, len(ns))."""
+    y = np.sort(np.asarray(losses, dtype=float), axis=1)
+    count = y.shape[1]
+    above = (count - np.arange(count)) / count  # P(one draw >= y_(i)), i = 1..N
+    ns = np.asarray(ns)[:, None]
+    weights = above[None, :] ** ns - np.append(above[1:], 0.0)[None, :] ** ns  # (len(ns), N)
+    terms = np.where(weights[None, :, :] > 0, y[:, None, :] * weights[None, :, :], 0.0)  # inf x 0 left out
+    return terms.sum(axis=2)
+
+
+def order_probabilities(summary: pd.DataFrame, resamples: int = BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
+    """For each pair of arms (a before b, in the arms' order) and n = 1..min(N_a, N_b): p_a_lower, the share of
+    bootstrap resamples (of each arm's search losses, with replacement) in which a's expected best after n
+    configurations is below b's."""
+    rng = np.random.default_rng(seed)
+    curves = {}
+    for arm, g in search_losses(summary).groupby("arm", sort=False):
+        losses = g.final_loss.to_numpy(dtype=float)
+        draws = losses[rng.integers(0, len(losses), size=(resamples, len(losses)))]
+        curves[arm] = expected_best_rows(draws, np.arange(1, len(losses) + 1))
+    rows, arms = [], list(curves)
     for i, a in enumerate(arms):
         for b in arms[i + 1:]:
-            diff = (wide[a] - wide[b]).dropna()
-            sign = np.sign(diff[np.isfinite(diff)])
-            previous = 0
-            for n, s in sign.items():
-                if s and previous and s != previous:
-                    out.append((a, b, int(n)))
-                previous = s or previous
-    return out
+            for n in range(1, min(curves[a].shape[1], curves[b].shape[1]) + 1):
+                lower = float(np.mean(curves[a][:, n - 1] < curves[b][:, n - 1]))
+                rows.append({"a": a, "b": b, "n": n, "p_a_lower": lower})
+    return pd.DataFrame(rows, columns=["a", "b", "n", "p_a_lower"])
+
+
+def order_text(order: pd.DataFrame, threshold: float = ORDER_PROBABILITY) -> list[str]:
+    """Per pair of arms, what the bootstrap shows: 'a below b at n = 1-16', a crossing where each is below the
+    other (each at probability >= threshold) at some n, or 'no order shown' where neither is at any n."""
+    lines = []
+    for (a, b), g in order.groupby(["a", "b"], sort=False):
+        a_low, b_low = g.n[g.p_a_lower >= threshold].tolist(), g.n[g.p_a_lower <= 1 - threshold].tolist()
+        shown = [f"{x} below {y} at n = {_ranges(ns)}" for x, y, ns in ((a, b, a_low), (b, a, b_low)) if ns]
+        if a_low and b_low:
+            lines.append(f"{a} and {b} cross: " + "; ".join(shown))
+        elif shown:
+            lines.append(shown[0])
+        else:
+            lines.append(f"{a} and {b}: no order shown (P({a} lower) {g.p_a_lower.min():.2f}-{g.p_a_lower.max():.2f})")
+    return lines
+
+
+def _ranges(ns: list[int]) -> str:
+    """[1, 2, 3, 5] -> '1-3, 5'."""
+    parts, start = [], None
+    for i, n in enumerate(ns):
+        start = n if start is None else start
+        if i + 1 == len(ns) or ns[i + 1] != n + 1:
+            parts.append(f"{start}-{n}" if n > start else str(n))
+            start = None
+    return ", ".join(parts)
+
+
+PAIRED_CAPTION = ("Paired draws: on each draw of the random search (one stream per searched field, shared by every "
+                  "arm that searches it), the final validation loss of arm a and arm b on that draw and their "
+                  "difference a - b (fields only one arm searches, such as tau, are drawn from their own stream).")
+
+
+def paired_draws(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per pair of arms that searched a field in common and per shared draw (the runs' `draw` tag): both arms'
+    final losses (inf when diverged) and a - b. Empty when the search trials carry no draw (an older sweep, TPE)."""
+    search = search_losses(summary)
+    if "draw" not in search or not search["draw"].astype(str).str.isdigit().any():
+        return pd.DataFrame()
+    search = search[search["draw"].astype(str).str.isdigit()].assign(draw=lambda f: f["draw"].astype(int))
+    fields = {arm: set(str(g.searched.iloc[0]).split(",")) - {""} for arm, g in search.groupby("arm", sort=False)}
+    losses = search.pivot_table(index="draw", columns="arm", values="final_loss", aggfunc="first")
+    rows, arms = [], list(fields)
+    for i, a in enumerate(arms):
+        for b in arms[i + 1:]:
+            shared = sorted(fields[a] & fields[b])
+            if not shared:
+                continue
+            both = losses[[a, b]].dropna()
+            rows += [{"a": a, "b": b, "shared": ",".join(shared), "draw": int(d), "loss_a": la, "loss_b": lb,
+                      "diff": la - lb} for d, la, lb in zip(both.index, both[a], both[b])]
+    return pd.DataFrame(rows)
+
+
+def paired_text(paired: pd.DataFrame) -> str:
+    """Per pair: the median difference over the shared draws and on how many a was lower."""
+    lines = ["paired draws (a - b on each shared draw):"]
+    for (a, b), g in paired.groupby(["a", "b"], sort=False):
+        finite = g["diff"][np.isfinite(g["diff"])]
+        lines.append(f"  {a} - {b}: median {finite.median():.4g} over {len(g)} draws ({g.shared.iloc[0]}); "
+                     f"{a} lower on {int((g.loss_a < g.loss_b).sum())} of {len(g)}")
+    return "\n".join(lines)
 
 
 def best_so_far(summary: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
@@ -145,26 +230,50 @@ def _independent(summary: pd.DataFrame) -> bool:
     return set(summary.loc[summary["stage"] == M.SEARCH, "search"]) == {"random"}
 
 
+def write_tuning_tables(summary: pd.DataFrame, name: str, tables: Path) -> str:
+    """What the search trials' summaries give (sweep.retable re-sets it): of a random search without early
+    stopping the tuning curves, their bootstrap order (tables/<name>_tuning{,_order}.{parquet,md}) and, where
+    arms shared draws, the paired draws (tables/<name>_paired.{parquet,md}); returns it as text."""
+    if search_losses(summary).empty:
+        return "no finished search trial: no tuning curve"
+    if not _independent(summary):
+        return "best-so-far curves (TPE or ASHA: no expected tuning curve; TPE draws adapt to each arm's " \
+               "results, so arms share no draws)"
+    tables.mkdir(parents=True, exist_ok=True)
+    curves, order = tuning_curves(summary), order_probabilities(summary)
+    said = "; ".join(order_text(order))
+    caption = (f"Expected best validation loss after n random-search configurations (Dodge et al. 2019); median "
+               f"and its {CONFIDENCE:.0%} simultaneous confidence band (Lourie et al. 2023). Order (bootstrap, "
+               f"{BOOTSTRAP} resamples per arm; stated where P >= {ORDER_PROBABILITY}): {said}.")
+    curves.to_parquet(tables / f"{name}_tuning.parquet", index=False)
+    (tables / f"{name}_tuning.md").write_text(_markdown(curves, caption) + "\n")
+    order.to_parquet(tables / f"{name}_tuning_order.parquet", index=False)
+    (tables / f"{name}_tuning_order.md").write_text(_markdown(order, (
+        f"p_a_lower: share of {BOOTSTRAP} bootstrap resamples (each arm's search losses, with replacement) in "
+        f"which arm a's expected best after n configurations is below arm b's. An order is stated where it is "
+        f">= {ORDER_PROBABILITY} (a lower) or <= {1 - ORDER_PROBABILITY:.1f} (b lower), a crossing only where "
+        f"both happen: {said}.")) + "\n")
+    texts = ["tuning curves (bootstrap order, stated where P >= " f"{ORDER_PROBABILITY}):\n  " + "\n  ".join(
+        order_text(order))]
+    paired = paired_draws(summary)
+    if len(paired):
+        paired.to_parquet(tables / f"{name}_paired.parquet", index=False)
+        (tables / f"{name}_paired.md").write_text(_markdown(paired, PAIRED_CAPTION) + "\n")
+        texts.append(paired_text(paired))
+    return "\n".join(texts)
+
+
 def write_tuning(summary: pd.DataFrame, metrics: pd.DataFrame, name: str, out: str | Path) -> str:
-    """Write the tuning curve (or best-so-far) table and figure and the search-loss figures of a searched study
-    into out/tables and out/figures (its winners: write_winners); returns the crossings as text."""
+    """The tuning-curve (or best-so-far: it needs the search trials' metrics) figure and the search-loss figures of
+    a searched study into out/figures, the best-so-far table into out/tables; returns what it wrote as text."""
     out = Path(out)
     for folder in ("tables", "figures"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    texts = []
     if search_losses(summary).empty:
-        return "\n\n".join(texts + ["no finished search trial: no tuning curve"])
+        return ""
     if _independent(summary):
-        curves = tuning_curves(summary)
-        cross = crossings(curves)
-        said = ("; ".join(f"{a} and {b} change order at n = {n}" for a, b, n in cross) if cross else
-                "none: the arms keep one order at every budget n")
-        caption = (f"Expected best validation loss after n random-search configurations (Dodge et al. 2019); median "
-                   f"and its {CONFIDENCE:.0%} simultaneous confidence band (Lourie et al. 2023). Crossings: {said}.")
-        curves.to_parquet(out / "tables" / f"{name}_tuning.parquet", index=False)
-        (out / "tables" / f"{name}_tuning.md").write_text(_markdown(curves, caption) + "\n")
-        _curve_figure(curves, out / "figures")
-        texts.append(f"tuning curves: crossings {said}")
+        _curve_figure(tuning_curves(summary), out / "figures")
+        text = ""
     else:
         progress = best_so_far(summary, metrics)
         progress.to_parquet(out / "tables" / f"{name}_best_so_far.parquet", index=False)
@@ -172,9 +281,9 @@ def write_tuning(summary: pd.DataFrame, metrics: pd.DataFrame, name: str, out: s
             "Best-so-far validation loss against the training steps each arm's search spent (one run of a TPE or "
             "early-stopped search, not an expectation; stopped trials spend steps but never win).")) + "\n")
         _progress_figure(progress, out / "figures")
-        texts.append("best-so-far curves (TPE or ASHA: no expected tuning curve)")
+        text = "best-so-far curves written"
     _search_figures(summary, out / "figures")
-    return "\n\n".join(texts)
+    return text
 
 
 WINNERS_CAPTION = "Winning values of each arm's search, confirmed on fresh seeds (--: a field the arm did not search)."

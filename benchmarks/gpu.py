@@ -604,7 +604,8 @@ def frames(plan: Plan, configs: list[TrialConfig], results: list[dict]):
     for cfg, result in zip(configs, results):
         name = run_name(cfg)
         trials.append({"run_id": name, "run_name": name, M.STATUS_TAG: result.get("status", M.FAILED),
-                       "study": plan.study, "scale": plan.scale, "rule": cfg.rule, "arm": "", "topography": "",
+                       M.STUDY_TAG: plan.study, M.SCALE_TAG: plan.scale, M.RULE_TAG: cfg.rule, M.ARM_TAG: "",
+                       M.TOPOGRAPHY_TAG: "",
                        **cfg.to_params()})
         for step, metrics in result.get("reports", []):
             points += [(name, k, M.SUMMARY_STEP if M.is_summary(k) else step, v) for k, v in metrics.items()]
@@ -622,7 +623,7 @@ def write_tables(plan: Plan, configs: list[TrialConfig], results: list[dict], ou
     metrics.to_parquet(out_dir / "metrics.parquet", index=False)
     summary = summarise(trials, metrics)
     summary.to_parquet(out_dir / "summary.parquet", index=False)
-    layout = Layout.from_plan(dataclasses.asdict(plan))
+    layout = Layout.from_plan(plan)
     tidy = table_numbers(summary, layout)
     (out_dir / "comparison.md").write_text(to_markdown(tidy, summary, layout) + "\n")
     text = to_text(tidy, summary, layout)

@@ -64,7 +64,8 @@ from models.train import train
 
 K, D = 512, 64
 STEP_BATCH, IMAGE_SIZE = 128, 32
-CPU_SCALE = dict(width=32, batch_size=32, lr=1e-3, steps=800, eval_every=50, seeds=3)  # sweep/scales.py "cpu"
+CPU_SCALE = dict(width=32, batch_size=32, lr=1e-3, steps=800, eval_every=50)  # sweep/scales.py "cpu"
+CPU_SEEDS = 3
 STEP_TARGET = 1.0
 
 QUANTISERS = {  # display name -> TrialConfig fields (models/build.py's registry)
@@ -241,7 +242,7 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="+", help="VQ-VAE widths for the step time (default: 32 128)")
     parser.add_argument("--steps", type=int,
                         help=f"training steps (default: {CPU_SCALE['steps']}, or 100 with --quick)")
-    parser.add_argument("--seeds", type=int, help=f"seeds 0..N-1 (default: {CPU_SCALE['seeds']}, or 1 with --quick)")
+    parser.add_argument("--seeds", type=int, help=f"seeds 0..N-1 (default: {CPU_SEEDS}, or 1 with --quick)")
     parser.add_argument("--width", type=int, default=CPU_SCALE["width"], help="VQ-VAE width for the validation loss")
     parser.add_argument("--batch-size", type=int, default=CPU_SCALE["batch_size"])
     parser.add_argument("--lr", type=float, default=CPU_SCALE["lr"])
@@ -251,7 +252,7 @@ def main() -> None:
     warmup = 1 if args.quick else 3
     widths = args.widths or ([32] if args.quick else [32, 128])
     steps = args.steps or (100 if args.quick else CPU_SCALE["steps"])
-    seeds = args.seeds or (1 if args.quick else CPU_SCALE["seeds"])
+    seeds = args.seeds or (1 if args.quick else CPU_SEEDS)
 
     args.threads = args.threads or (1 if args.quick else os.cpu_count())
     torch.set_num_threads(args.threads)

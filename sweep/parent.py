@@ -26,10 +26,10 @@ from mlflow.utils.mlflow_tags import (MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE, MLFLOW
 
 from analysis.store import Sweep
 import metrics as M
+from plan import search_budget
 from sweep.search import describe as describe_space
 
 SOURCE = "python -m sweep.run"
-SWEEP_WALL = "time/sweep_wall_s"  # the parent's own metric: wall time of the sweep, summed over resumes
 ARTIFACTS = ("tables", "figures", "summary.parquet", "sweep.json")
 
 
@@ -46,13 +46,12 @@ def source_tags() -> dict[str, str]:
 def settings(plan) -> dict[str, str]:
     """The parent's params: the sweep's settings, and the fields every trial shares as `base.<field>`
     (the swept fields are left out: their values are the arms', listed in the description's grid)."""
-    out = {"study": plan.study, "scale": plan.scale, "seeds": ",".join(map(str, plan.seeds)),
-           "trials": str(plan.n_trials()), "arms": str(len(plan.arms)),
-           "swept": ",".join(plan.swept) or "-", "cpus_per_trial": f"{plan.cpus:g}", "gpus_per_trial": f"{plan.gpus:g}"}
+    out = dict(study=plan.study, scale=plan.scale, seeds=",".join(map(str, plan.seeds)), trials=str(plan.n_trials()),
+               arms=str(len(plan.arms)), swept=",".join(plan.swept) or "-", cpus_per_trial=f"{plan.cpus:g}",
+               gpus_per_trial=f"{plan.gpus:g}")
     if plan.search:
-        out.update({"search": plan.search["algorithm"], "samples_per_arm": str(plan.search["samples"]),
-                    "tuning_seed": str(plan.search["tuning_seed"]), "scheduler": ",".join(plan.search["scheduler"])
-                    or "-"})
+        out.update(search=plan.search.algorithm, samples_per_arm=str(plan.search.samples),
+                   tuning_seed=str(plan.search.tuning_seed), scheduler="asha" if plan.search.asha else "-")
     out.update({f"base.{k}": str(v) for k, v in plan.base.items() if k not in plan.swept})
     return out
 
@@ -90,18 +89,15 @@ def search_rows(plan) -> list[tuple[str, str]]:
     """The description's rows on a searched study: budget and algorithm, and each arm's space."""
     if not plan.search:
         return []
-    s = plan.search
-    budget = (f"{s['samples']} configurations per arm ({s['algorithm']} search"
-              + (", ASHA early stopping" if s["scheduler"] else "") + f") on seed {s['tuning_seed']}; each arm's "
-              f"best confirmed on the seeds below, and only those are in the table")
+    budget = f"{search_budget(plan)}; only the confirmation runs are in the table"
     return [("search", budget)] + [(f"space of {plan.arm_name(arm)}", describe_space(space))
-                                   for arm, space in zip(plan.arms, s["spaces"])]
+                                   for arm, space in zip(plan.arms, plan.search.spaces)]
 
 
 def start_parent_run(client: MlflowClient, exp_id: str, plan, name: str) -> str:
     """The run that stands for one sweep (named as its folder); trials nest under it."""
     run = client.create_run(exp_id, run_name=name, tags={
-        **source_tags(), "study": plan.study, "scale": plan.scale, "kind": "sweep",
+        **source_tags(), M.STUDY_TAG: plan.study, M.SCALE_TAG: plan.scale, M.KIND_TAG: "sweep",
         MLFLOW_RUN_NOTE: describe(plan, name)})
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in settings(plan).items()])
     return run.info.run_id
@@ -122,11 +118,11 @@ def finish_parent_run(client: MlflowClient, sweep: Sweep, plan, session_wall: fl
     """Write the answer into the sweep's parent run once the report is written: description with the
     main table, wall time, artifacts (its status is the caller's: FAILED when a trial failed)."""
     text = outcome(sweep.dir / "summary.parquet", plan.n_trials())
-    wall = client.get_run(sweep.parent_run_id).data.metrics.get(SWEEP_WALL, 0.0) + session_wall
+    wall = client.get_run(sweep.parent_run_id).data.metrics.get(M.SWEEP_WALL, 0.0) + session_wall
     table_file = sweep.dir / "tables" / f"{plan.study}.md"
     winners_file = sweep.dir / "tables" / f"{plan.study}_winners.md"
     table = "\n\n".join(f.read_text() for f in (table_file, winners_file) if f.exists())
-    client.log_batch(sweep.parent_run_id, metrics=[Metric(SWEEP_WALL, wall, 0, M.SUMMARY_STEP)])
+    client.log_batch(sweep.parent_run_id, metrics=[Metric(M.SWEEP_WALL, wall, 0, M.SUMMARY_STEP)])
     client.set_tag(sweep.parent_run_id, MLFLOW_RUN_NOTE, describe(plan, sweep.name, wall, text, table))
     for name in ARTIFACTS:
         path = sweep.dir / name

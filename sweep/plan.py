@@ -1,10 +1,13 @@
-"""The plan of a sweep: a study's grid at a scale, with the user's overrides, as plain data.
+"""The plan of a sweep: a study's grid at a scale, with the user's overrides, as the record plan.Plan.
 
-`make_plan` validates everything (study file, scale, overrides, every trial's
-config) and raises ConfigError naming the bad value before anything starts;
-sweep/run.py (the command line) and sweep/execute.py (Ray Tune) both take a Plan,
-and sweep.json stores it, so a resume runs exactly the same trials. No Ray or
-MLflow here.
+`make_plan` builds it from a study file (plan, in named steps) and `validate` checks it, once, before
+anything starts: every trial's config, and the limits a run would otherwise meet only once its folder,
+store and cluster exist (names the filesystem cannot hold, seeds NumPy or torch refuse, an ASHA grace
+past a trial's steps); a resume checks the plan it reads from sweep.json the same way, and its
+winners against the search spaces (`check_winners`). Every problem is a ConfigError of one line
+naming the study file's key and line, or the sweep.json. sweep/run.py (the command line) and
+sweep/execute.py (Ray Tune) both take a Plan, and sweep.json stores it, so a resume runs exactly the
+same trials. No Ray or MLflow here.
 """
 from __future__ import annotations
 
@@ -12,65 +15,33 @@ import dataclasses
 import functools
 import math
 import re
-from dataclasses import dataclass, field
+from pathlib import Path
 
 import metrics as M
 from models.config import RENAMED, ConfigError, TrialConfig, field_names, renamed
+from plan import Plan as PlanRecord, SearchPlan
 from sweep.scales import SCALES, STARTUP_SECONDS, default_scale
-from sweep.study import MAX_TRIALS, Study, load_study
+from sweep.study import MAX_TRIALS, Study, load_study, partial_error
 
 
-@dataclass
-class Plan:
-    """What a sweep runs: every arm of a study with every seed, on top of a base config."""
-
-    study: str
-    scale: str
-    base: dict  # TrialConfig fields shared by all trials
-    arms: list[dict]  # per-arm TrialConfig fields
-    seeds: list[int]
-    cpus: float  # per trial (shared evenly by its workers)
-    gpus: float  # per trial (shared evenly by its workers)
-    workers: int = 1  # processes per trial (data parallel, Ray Train); 1 = the trial in the Tune trial's process
-    # What the analysis needs to know of the study (defaults: sweeps planned before studies were files).
-    swept: list[str] = field(default_factory=list)  # what tells arms apart (fields, or "arm"), outermost first
-    labels: list[str] = field(default_factory=list)  # per arm: its study arm's label ("" or none: unlabelled)
-    reference: dict = field(default_factory=dict)  # the arm others are compared with (within the other axes)
-    metrics: list[str] = field(default_factory=list)  # per-trial summaries the tables show
-    analysis: dict = field(default_factory=dict)  # the study's `analysis:` block (analysis/factorial.py)
-    layout: dict = field(default_factory=dict)  # the study's `layout:` block (analysis.tables.layout)
-    table: str = ""  # the paper table the study mirrors
-    description: str = ""
-    source: str = ""  # the study file
-    # A searched study: {"algorithm", "samples", "tuning_seed", "scheduler", "spaces": per arm field -> {dist: args}};
-    # then `seeds` are the confirmation seeds, on which each arm's winner is trained again ({}: a grid).
-    search: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        check_resources(self.cpus, self.gpus, self.workers)
+class Plan(PlanRecord):
+    """The plan record (plan.py) with what needs the trials' configs: the configs themselves, run names
+    and the expected wall time."""
 
     def trials(self) -> list[TrialConfig]:
         """Every trial's config, validated (raises ConfigError naming the bad value); of a searched study,
         each arm's confirmation trials at the arm's own values (the searched ones are drawn when it runs)."""
         return [TrialConfig.from_dict({**self.base, **arm, "seed": seed}) for arm in self.arms for seed in self.seeds]
 
-    def n_trials(self) -> int:
-        """How many trials the sweep runs: arms x seeds, or arms x (samples + confirmation seeds)."""
-        return len(self.arms) * (self.search.get("samples", 0) + len(self.seeds))
-
     def expected_seconds(self, concurrent: int) -> float:
         """Expected wall time of the sweep with `concurrent` trials at a time, from the scale's measured
         seconds per step (0 when the scale has none): trials packed longest first onto the slots."""
         per_step = SCALES[self.scale].step_seconds if self.scale in SCALES else 0.0
         slots = [0.0] * max(1, concurrent)
-        repeat = (self.search.get("samples", 0) + len(self.seeds)) // len(self.seeds)  # search trials too
+        repeat = self.n_trials() // len(self.arms) // len(self.seeds)  # search trials too
         for seconds in sorted((cfg.steps * per_step for cfg in self.trials() * repeat), reverse=True):
             slots[slots.index(min(slots))] += seconds
         return max(slots) + STARTUP_SECONDS if per_step else 0.0
-
-    def label(self, arm: dict) -> str:
-        """The label of one of the plan's arms ("" when its study arm has none)."""
-        return self.labels[self.arms.index(arm)] if self.labels else ""
 
     def arm_name(self, arm: dict) -> str:
         """An arm's name: its study label, else the VQ rule and what the study sweeps, e.g. 'KSOM hard N0=0'."""
@@ -119,6 +90,34 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
     samples per arm of a searched study (None: the study's); seeds of a searched study: the number of
     confirmation seeds. Any problem raises ConfigError before anything starts.
     """
+    study = _study(study, grid, max_trials, search, samples)
+    scale = scale or default_scale()
+    if scale not in SCALES:
+        raise ConfigError(f"scale {scale!r} is unknown; allowed: {', '.join(SCALES)}")
+    overrides = dict(overrides or {})
+    dataset = overrides.get("dataset") or study.fixed.get("dataset")
+    base = _base(study, SCALES[scale], dataset, overrides)
+    searched, seed_list = _search(study, search, samples, seeds, SCALES[scale].settings(dataset)[1])
+    default_cpus, default_gpus = SCALES[scale].resources(dataset)
+    cpus, gpus = default_cpus if cpus is None else cpus, default_gpus if gpus is None else gpus
+    workers = SCALES[scale].workers if workers is None else workers
+    arms = study.grid()
+    n = len(arms) * ((searched.samples if searched else 0) + len(seed_list))
+    if n > max_trials:
+        raise ConfigError(f"study {study.name!r}: {n:,} trials ({len(arms):,} configurations x {len(seed_list)} "
+                          f"seeds), more than --max-trials {max_trials:,}; allowed: fewer seeds or configurations, "
+                          f"or --max-trials {n}")
+    arm_configs = configs(base, arms, study.source, study.name)
+    plan = Plan(study.name, scale, base, arms, seed_list, cpus, gpus, workers, swept=_rows(study, arm_configs),
+                labels=study.grid_labels() if study.labels else [], reference=dict(study.reference),
+                metrics=list(study.metrics), analysis=study.analysis, layout=study.layout, table=study.table,
+                description=study.description, source=study.source, search=searched)
+    validate(plan, partial_error(study), arm_configs)
+    return plan
+
+
+def _study(study: str | Study, grid: dict | None, max_trials: int, search: str | None, samples: int | None) -> Study:
+    """The study (loaded if named) with the command line's --grid axes and --max-trials."""
     if not isinstance(max_trials, int) or max_trials < 1:
         raise ConfigError(f"--max-trials {max_trials}: allowed: a whole number >= 1")
     study = dataclasses.replace(study, max_trials=max_trials) if isinstance(study, Study) else \
@@ -129,83 +128,211 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
                           "file with one (its space comes from the file, docs/studies.md#search)")
     for name, values in (grid or {}).items():
         study = study.with_axis(name, values)
-    scale = scale or default_scale()
-    if scale not in SCALES:
-        raise ConfigError(f"scale {scale!r} is unknown; allowed: {', '.join(SCALES)}")
-    sc = SCALES[scale]
-    overrides = dict(overrides or {})
+    return study
+
+
+def _base(study: Study, scale, dataset: str | None, overrides: dict) -> dict:
+    """The fields every trial shares: the scale's, the study's fixed ones, the command line's --set."""
     if "seed" in overrides:
         raise ConfigError("seed cannot be set with --set; use --seeds N (seeds 0..N-1)")
     searched = sorted(set(overrides) & set().union(*study.spaces())) if study.search else []
     if searched:
         raise ConfigError(f"--set {searched} would fix what study {study.name!r} searches; allowed: fields other "
                           f"than {sorted(set().union(*study.spaces()))}")
-    dataset = overrides.get("dataset") or study.fixed.get("dataset")
-    config, default_seeds = sc.settings(dataset)
+    config, _ = scale.settings(dataset)
     base = TrialConfig.from_dict({**config, **study.fixed, **overrides}).to_params()  # validates the types
     base.pop("seed")
-    swept = study.swept()
-    clash = sorted(set(swept) & set(overrides))
+    clash = sorted(set(study.swept()) & set(overrides))
     if clash:
         raise ConfigError(f"--set {clash} would override what study {study.name!r} sweeps; allowed: fields other "
-                          f"than {sorted(swept)} (use --grid FIELD=V1,V2 to change an axis)")
+                          f"than {sorted(study.swept())} (use --grid FIELD=V1,V2 to change an axis)")
+    return base
+
+
+def _search(study: Study, algorithm: str | None, samples: int | None, seeds: int | None,
+            default_seeds: int) -> tuple[SearchPlan | None, list[int]]:
+    """(the search of a searched study with the command line's --search and --samples, None for a grid;
+    the seeds: a searched study's confirmation seeds, else --seeds, the study's or the scale's)."""
     if seeds is not None and seeds < 1:
         raise ConfigError(f"--seeds {seeds} must be >= 1")
-    searched_plan = {}
-    if study.search:
-        try:
-            chosen = study.search.with_overrides(search, samples, seeds)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        seed_list = chosen.confirm_seeds
-        searched_plan = {"algorithm": chosen.algorithm, "samples": chosen.samples, "tuning_seed": chosen.tuning_seed,
-                         "scheduler": chosen.scheduler, "spaces": study.spaces()}
-    elif seeds is not None:
-        seed_list = list(range(seeds))
-    else:
-        seed_list = study.seeds or list(range(default_seeds))
-    default_cpus, default_gpus = sc.resources(dataset)
-    cpus, gpus = default_cpus if cpus is None else cpus, default_gpus if gpus is None else gpus
-    workers = sc.workers if workers is None else workers
-    check_resources(cpus, gpus, workers)
-    arms = study.grid()
-    n = len(arms) * (searched_plan.get("samples", 0) + len(seed_list))
-    if n > max_trials:
-        raise ConfigError(f"study {study.name!r}: {n:,} trials ({len(arms):,} configurations x {len(seed_list)} "
-                          f"seeds), more than --max-trials {max_trials:,}; allowed: fewer seeds or configurations, "
-                          f"or --max-trials {n}")
+    if not study.search:
+        return None, list(range(seeds)) if seeds is not None else study.seeds or list(range(default_seeds))
     try:
-        configs = [TrialConfig.from_dict({**base, **arm}) for arm in arms]
+        chosen = study.search.with_overrides(algorithm, samples, seeds)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return SearchPlan(chosen.algorithm, chosen.samples, chosen.tuning_seed, study.spaces(), chosen.asha), \
+        chosen.confirm_seeds
+
+
+def _rows(study: Study, arm_configs: list[TrialConfig]) -> list[str]:
+    """What tells the arms apart in tables and run names: the study's rows, less swept fields whose values
+    all come out alike (unlabelled arms)."""
+    swept = study.swept()
+    if study.labels:
+        return study.rows()
+    values = {name: {repr(getattr(c, name)) for c in arm_configs} for name in swept}
+    return [n for n in swept if n in study.axes or len(values[n]) > 1]
+
+
+def configs(base: dict, arms: list[dict], source: str, study: str) -> list[TrialConfig]:
+    """Each arm's config (without its seed); ConfigError naming the study file when one is invalid."""
+    try:
+        return [TrialConfig.from_dict({**base, **arm}) for arm in arms]
     except ConfigError as e:
-        raise ConfigError(f"{study.source}: a trial of study {study.name!r} is invalid: {e}") from None
-    for arm, space in zip(arms, searched_plan.get("spaces", [])):
-        for name, dist in space.items():
-            for value in next(iter(dist.values())):
-                try:
-                    TrialConfig.from_dict({**base, **arm, name: value})
-                except ConfigError as e:
-                    raise ConfigError(f"{study.source}: searched {name}={value!r} is invalid at this scale and "
-                                      f"settings: {e}") from None
-    if any(cfg.quantizer == "lucidrains" for cfg in configs):
+        raise ConfigError(f"{source}: a trial of study {study!r} is invalid: {e}") from None
+
+
+# ------------------------------------------------------------------ the one check of a plan
+
+NAME_MAX = 255  # bytes in a file or folder name (ext4, XFS, APFS, NTFS)
+TABLE_SUFFIX = 32  # room for the longest name the report adds to the study's: '_vs_reference.parquet', and more
+SEED_MAX = 2**32 - 1  # NumPy's RandomState (the searchers' seed) takes 0 .. 2^32 - 1; torch takes these too
+TRIAL_ID = 16  # room for a Ray trial id ('a1b2c_00000') after a search trial's pictures folder
+DRAWN = 10  # room for a drawn float in a run name ('%.3g': '-1.23e-05')
+
+
+def validate(plan: Plan, error, arm_configs: list[TrialConfig] | None = None) -> None:
+    """Everything a plan must satisfy before anything is created, checked once where it comes in: from a
+    study file (make_plan) or from a sweep.json (a resume). `error(path, value, allowed, problem)` makes the
+    one line naming the study file's key and line (or the sweep.json); `arm_configs`: each arm's config,
+    when the caller built them already. Raises ConfigError."""
+    check_resources(plan.cpus, plan.gpus, plan.workers)
+    arm_configs = arm_configs or configs(plan.base, plan.arms, plan.source, plan.study)
+    if plan.search:
+        for arm, space in zip(plan.arms, plan.search.spaces):
+            for name, dist in space.items():
+                for value in next(iter(dist.values())):
+                    try:
+                        TrialConfig.from_dict({**plan.base, **arm, name: value})
+                    except ConfigError as e:
+                        raise ConfigError(f"{plan.source}: searched {name}={value!r} is invalid at this scale and "
+                                          f"settings: {e}") from None
+    if any(cfg.quantizer == "lucidrains" for cfg in arm_configs):
         from models.lucidrains import vector_quantize
         vector_quantize()  # the library is there, or a one-line error naming the extra
-    for cfg in configs:
-        if cfg.precision == "bf16" and gpus == 0:  # models/train.py refuses it on a CPU: say so before starting
+    for cfg in arm_configs:
+        if cfg.precision == "bf16" and plan.gpus == 0:  # models/train.py refuses it on a CPU: say so before starting
             raise ConfigError("precision=bf16 needs GPU trials; allowed with --gpus-per-trial 0: precision=fp32")
         if cfg.dataset != "photos" and not cfg.data_dir:
             raise ConfigError(f"dataset={cfg.dataset} needs --data-dir (a folder that holds or will receive it)")
-        if cfg.batch_size % workers:
-            raise ConfigError(f"batch_size={cfg.batch_size} does not split over --workers-per-trial {workers}; "
-                              f"allowed: a batch size divisible by {workers}")
-    values = {name: {repr(getattr(c, name)) for c in configs} for name in swept}
-    rows = study.rows() if study.labels else [n for n in swept if n in study.axes or len(values[n]) > 1]
-    plan = Plan(study.name, scale, base, arms, seed_list, cpus, gpus, workers, swept=rows,
-                labels=study.grid_labels() if study.labels else [],
-                reference=dict(study.reference), metrics=list(study.metrics), analysis=dict(study.analysis),
-                layout=dict(study.layout), table=study.table, description=study.description, source=study.source,
-                search=searched_plan)
-    check_names(plan)
-    return plan
+        if cfg.batch_size % plan.workers:
+            raise ConfigError(f"batch_size={cfg.batch_size} does not split over --workers-per-trial {plan.workers}; "
+                              f"allowed: a batch size divisible by {plan.workers}")
+    _check_seeds(plan, error)
+    _check_asha(plan, arm_configs, error)
+    check_names(plan, error)
+
+
+def _check_seeds(plan: Plan, error) -> None:
+    """Every seed one that NumPy's RandomState and torch take (the searchers seed NumPy with the tuning seed)."""
+    seeds = [(("seeds",), plan.seeds), (("added_seeds",), plan.added_seeds)]
+    if plan.search:
+        seeds = [(("search", "tuning_seed"), [plan.search.tuning_seed]), (("search", "confirm_seeds"), plan.seeds),
+                 seeds[1]]
+    for path, values in seeds:
+        for seed in values:
+            if not 0 <= seed <= SEED_MAX:
+                raise error(path, seed, f"a seed from 0 to {SEED_MAX} (what NumPy's RandomState and torch take)",
+                            "seed out of range")
+
+
+def _check_asha(plan: Plan, arm_configs: list[TrialConfig], error) -> None:
+    """ASHA stops a search trial at its rungs, grace steps and beyond, up to the trial's steps: a grace
+    past an arm's steps is what Ray Tune refuses once the cluster runs."""
+    if not (plan.search and plan.search.asha):
+        return
+    for arm, cfg in zip(plan.arms, arm_configs):
+        grace = plan.search.asha.grace or cfg.eval_every
+        if grace > cfg.steps:
+            raise error(("search", "scheduler", "asha", "grace") if plan.search.asha.grace else
+                        ("search", "scheduler"), grace, f"at most the steps of every arm searched ({cfg.steps} for "
+                        f"{plan.arm_name(arm)})", "ASHA's grace period (the default: eval_every) is longer than a "
+                        "trial")
+
+
+def check_winners(plan: Plan, winners: dict, error) -> None:
+    """The winners a searched sweep stored (arm index -> the values its search chose, or None): each a draw of
+    its arm's space (every field once, every value inside its distribution) that makes a valid config."""
+    if winners and not plan.search:
+        raise error(("winners",), winners, "none: the plan has no search", "winners of a grid")
+    for key, values in winners.items():
+        if key not in [str(i) for i in range(len(plan.arms))]:
+            raise error(("winners",), key, f"an arm index from 0 to {len(plan.arms) - 1}", "unknown arm")
+        if values is None:
+            continue
+        space = plan.search.spaces[int(key)]
+        if not isinstance(values, dict) or sorted(values) != sorted(space):
+            raise error(("winners", key), values, f"a value of each of {', '.join(space)} (its arm's space)",
+                        "not a draw of its arm's space")
+        for name, value in values.items():
+            (kind, args), = space[name].items()
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            inside = (any(type(v) is type(value) and v == value for v in args) if kind == "choice" else
+                      (whole if kind == "randint" else isinstance(value, float)) and args[0] <= value <= args[-1])
+            if not inside:
+                raise error(("winners", key, name), value, f"{kind} {args}", "outside its arm's search space")
+        try:
+            TrialConfig.from_dict({**plan.base, **plan.arms[int(key)], **values})
+        except ConfigError as e:
+            raise error(("winners", key), values, None, str(e)) from None
+
+
+def stored_error(sweep_json: str | Path):
+    """The one-line error maker of validate for a plan read from `sweep_json` (no study file, no lines)."""
+    def error(path: tuple, value, allowed: str | None, problem: str | None = None) -> ConfigError:
+        key = ".".join(str(p) for p in path)
+        text = f"{sweep_json}: {key if path[0] == 'winners' else 'plan.' + key}={value!r}"
+        return ConfigError(text + (f": {problem}" if problem else "") + (f"; allowed: {allowed}" if allowed else ""))
+    return error
+
+
+def file_name(run_name: str) -> str:
+    """A run name as a folder name: 'KSOM hard 2D tau=0.1 N0=1 ...' -> 'KSOM-hard-2D-tau0.1-N01-...'."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", run_name.replace("=", "")).strip("-")
+
+
+def check_names(plan: Plan, error) -> None:
+    """Every configuration has a run name (and pictures folder) of its own, else ConfigError naming both; the
+    study's folders and files, and every trial's pictures folder, within the filesystem's NAME_MAX bytes."""
+    # sweep/execute.py's new folder, and with --storage Tune's folder of an arm's search beside it
+    folder = f"{plan.study}-{plan.scale}-YYYYmmdd-HHMMSS-abcd" + (f"-{M.SEARCH}-{len(plan.arms)}" if plan.search
+                                                                  else "")
+    longest = max(len(folder.encode()), len(plan.study.encode()) + TABLE_SUFFIX)
+    if longest > NAME_MAX:
+        raise error(("name",), plan.study, f"a name of at most {len(plan.study.encode()) - longest + NAME_MAX} "
+                    f"bytes", f"its sweep folder or table files would be named with {longest} bytes, more than the "
+                    f"filesystem's {NAME_MAX}")
+    seen: dict[str, dict] = {}
+    for arm in plan.arms:
+        name = plan.run_name(arm, plan.seeds[0])
+        for key, what in ((name, "run name"), (file_name(name), "pictures folder")):
+            if (key, what) in seen:
+                raise ConfigError(f"study {plan.study!r}: configurations {seen[key, what]} and {arm} would share "
+                                  f"the {what} {key!r}; allowed: labels or values that tell them apart in "
+                                  "letters or digits")
+            seen[key, what] = arm
+        longest = _longest_pictures_folder(plan, arm)
+        if len(longest.encode()) > NAME_MAX:
+            label = plan.label(arm)
+            raise error(("arms", plan.labels.index(label), "label") if label else ("arms",), label or arm,
+                        f"a shorter label or fewer swept fields (a name of at most {NAME_MAX} bytes)",
+                        f"a trial's pictures folder would be named with {len(longest.encode())} bytes, more than the "
+                        f"filesystem's {NAME_MAX} ({longest[:40]}...)")
+
+
+def _longest_pictures_folder(plan: Plan, arm: dict) -> str:
+    """The longest pictures folder a trial of `arm` can get (sweep/tracking.py): its run name at the longest
+    seed, and for a search trial the longest values its space can draw and the Ray trial id."""
+    seeds = plan.seeds + plan.added_seeds + ([plan.search.tuning_seed] if plan.search else [])
+    seed = max(seeds, key=lambda s: len(str(s)))
+    names = [plan.run_name(arm, seed, M.CONFIRM if plan.search else "")]
+    if plan.search:
+        space = plan.search.spaces[plan.arms.index(arm)]
+        widest = {name: "x" * max(DRAWN if isinstance(v, float) else len(str(v)) for v in values)
+                  for name, dist in space.items() for values in dist.values()}
+        names.append(plan.run_name(arm, seed, M.SEARCH, widest) + " " + "x" * TRIAL_ID)
+    return max((file_name(n) for n in names), key=len)
 
 
 SHORT = {"n0": "N0={}", "update_empty": "update-0={}", "grid_dim": "{}D", "tau": "tau={}"}
@@ -224,24 +351,6 @@ def _short(name: str, cfg: TrialConfig, fields: list[str], texts: dict) -> str:
     elif isinstance(value, float):
         value = texts.get(name, {}).get(value, f"{value:g}")
     return SHORT.get(name, name + "={}").format(value)
-
-
-def file_name(run_name: str) -> str:
-    """A run name as a folder name: 'KSOM hard 2D tau=0.1 N0=1 ...' -> 'KSOM-hard-2D-tau0.1-N01-...'."""
-    return re.sub(r"[^A-Za-z0-9.]+", "-", run_name.replace("=", "")).strip("-")
-
-
-def check_names(plan: Plan) -> None:
-    """Every configuration has a run name (and pictures folder) of its own, else ConfigError naming both."""
-    seen: dict[str, dict] = {}
-    for arm in plan.arms:
-        name = plan.run_name(arm, plan.seeds[0])
-        for key, what in ((name, "run name"), (file_name(name), "pictures folder")):
-            if (key, what) in seen:
-                raise ConfigError(f"study {plan.study!r}: configurations {seen[key, what]} and {arm} would share "
-                                  f"the {what} {key!r}; allowed: labels or values that tell them apart in "
-                                  "letters or digits")
-            seen[key, what] = arm
 
 
 def parse_overrides(pairs: list[str]) -> dict:

@@ -6,8 +6,8 @@ the results dir (a writable folder, or creatable in one), the tracking URI (a kn
 that answers /health within TIMEOUT seconds), the image size the data set can give, the data set
 (present and checked, or its download host reachable; every file of an image folder listed once and
 its header read: sweep/images.py), the free disk space against an estimate of
-what the sweep writes, and the CPUs and GPUs a trial asks for (a node of the cluster the sweep will
-run on holds them, or a node type its autoscaler may add).
+what the sweep writes, the cluster the sweep runs on (sweep/cluster.py: `choose`), and the CPUs and GPUs a
+trial asks for (a node of that cluster holds them, or a node type its autoscaler may add).
 """
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ PICTURES_BYTES = 2 << 20  # a trial's topography pictures, with room to spare
 CHECKPOINT_COPIES = 3  # Tune's latest + the one being written, and the final one as an MLflow artifact
 
 
-def check(plan, results_dir: Path | None, tracking_uri: str | None, address: str | None) -> None:
-    """Refuse (ConfigError, one line) what would fail later; `results_dir` None for a resume."""
+def check(plan, results_dir: Path | None, tracking_uri: str | None, address: str | None) -> cluster.Target:
+    """Refuse (ConfigError, one line) what would fail later; `results_dir` None for a resume. Returns the
+    cluster the sweep runs on (joined here when it is running)."""
     if results_dir is not None:
         check_results_dir(results_dir)
     if tracking_uri:
@@ -46,7 +47,9 @@ def check(plan, results_dir: Path | None, tracking_uri: str | None, address: str
         check_data(cfg)
     if results_dir is not None:
         check_disk(configs, results_dir)
-    check_resources(plan, address)
+    target = cluster.choose(address)
+    check_resources(plan, target.address)
+    return target
 
 
 def _existing(path: Path) -> Path:
@@ -169,12 +172,12 @@ def check_disk(configs: list[TrialConfig], results_dir: Path) -> None:
                           "space, or fewer/smaller trials")
 
 
-def check_resources(plan, address: str | None) -> None:
-    """A trial's CPUs and GPUs (per worker: its share) fit a node of the cluster the sweep runs on (the one
-    `cluster.find` resolves, connected to here and left connected; or this machine, where Ray will start a
-    local one), or a node type its autoscaler may add (then it says so and goes on)."""
+def check_resources(plan, address: str) -> None:
+    """A trial's CPUs and GPUs (per worker: its share) fit a node of the cluster the sweep runs on (at
+    `address`, connected to here and left connected; or this machine for cluster.LOCAL, where Ray will start
+    a local one), or a node type its autoscaler may add (then it says so and goes on)."""
     per_cpu, per_gpu = plan.cpus / plan.workers, plan.gpus / plan.workers
-    found = cluster.find(address)
+    found = None if address == cluster.LOCAL else address
     if found is None:
         have, where = [cluster.local_node()], "this machine (Ray starts a local cluster on it)"
     else:

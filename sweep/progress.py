@@ -26,6 +26,7 @@ from pathlib import Path
 from ray import tune
 
 import metrics as M
+from plan import search_budget
 from sweep.report import TrialReport, data_error, ending
 
 WIDTH = 120
@@ -49,12 +50,15 @@ def duration(seconds: float) -> str:
 
 
 def plan_line(plan, at_once: int) -> str:
-    """'plan: 24 trials (8 arms x 3 seeds), 2 at once, cpu scale; expected wall time about 3 min 12 s'."""
+    """'plan: 24 trials (8 arms x 3 seeds), 2 at once, cpu scale; expected wall time about 3 min 12 s'; of a searched
+    study the budget (plan.search_budget) instead of the shape, last."""
     seconds = plan.expected_seconds(at_once)
     expected = f"expected wall time about {duration(seconds)}" if seconds else "no wall-time estimate for this scale"
-    shape = (f"{len(plan.arms)} arms x ({plan.search['samples']} searched + {len(plan.seeds)} confirmation seeds)"
-             if plan.search else f"{len(plan.arms)} arms x {len(plan.seeds)} seeds")
-    return fit(f"plan: {plan.n_trials()} trials ({shape}), {at_once} at once, {plan.scale} scale; {expected}")
+    if plan.search:  # the budget last: the line is cut at WIDTH
+        return fit(f"plan: {plan.n_trials()} trials, {at_once} at once, {plan.scale} scale; {expected}; "
+                   f"{search_budget(plan)}")
+    return fit(f"plan: {plan.n_trials()} trials ({len(plan.arms)} arms x {len(plan.seeds)} seeds), {at_once} at once, "
+               f"{plan.scale} scale; {expected}")
 
 
 def pack(running: list[float], pending: list[float], slots: int) -> float:

@@ -9,15 +9,14 @@ The folder's files are data, never a name of what to read: the study is the swee
 folder is a sweep's (its sweep.json, checked as a resume checks it), else the summary's `study` column,
 which must name a shipped study (and agree with the command in the folder's run.txt, when it has one). A
 damaged or foreign summary.parquet is one line naming it and what is wrong. A searched study's tables
-show its confirmation runs, as analysis.report sets them, with its winners; its tuning curves are left as
-they are (the best-so-far curves need the search trials' metrics, which the summary does not hold). The
-other figures (loss, perplexity, codes used) are curves of the logged metrics, also not in the summary:
-left as they are.
+show its confirmation runs, as analysis.report sets them, with its winners and (random search) its
+tuning-curve tables; its figures and best-so-far curves are left as they are (they need the search
+trials' metrics, which the summary does not hold). The other figures (loss, perplexity, codes used) are
+curves of the logged metrics, also not in the summary: left as they are.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -39,22 +38,22 @@ def retable(folder: str | Path, out: str | Path | None = None) -> None:
     folder, out = Path(folder), Path(out or folder)
     summary = read_summary(folder / "summary.parquet")
     if (folder / "sweep.json").is_file():
-        plan = dataclasses.asdict(read_sweep_json(folder.resolve(), check=False)[0])
+        plan = read_sweep_json(folder.resolve(), check=False)[0]
     else:
-        plan = dataclasses.asdict(make_plan(shipped_study(folder, summary), "smoke", 2))  # no scale enters a layout
+        plan = make_plan(shipped_study(folder, summary), "smoke", 2)  # no scale or seed enters a layout
     layout = Layout.from_plan(plan)
     missing = [f for f in layout.rows if f not in summary]
     if missing:
         raise ConfigError(f"{folder / 'summary.parquet'}: no column {', '.join(missing)}, which the tables of study "
-                          f"{plan['study']!r} set in rows; allowed: the summary.parquet a sweep of it wrote")
-    write_summary_outputs(summary, plan["study"], layout, plan, out,
+                          f"{plan.study!r} set in rows; allowed: the summary.parquet a sweep of it wrote")
+    write_summary_outputs(summary, plan.study, layout, plan, out,
                           figure_formats=("png",))  # committed results keep PNGs only
 
 
 def shipped_study(folder: Path, summary) -> str:
     """The shipped study a results folder without a sweep.json holds: its summary's one `study`, which its
     run.txt (when there is one) ran."""
-    names = list(summary["study"].unique())
+    names = list(summary[M.STUDY_TAG].unique())
     if len(names) != 1 or names[0] not in shipped_names():
         shown = M.printable(repr([str(n)[:60] for n in names[:3]]))
         raise ConfigError(f"{folder / 'summary.parquet'}: its study column holds {shown}; allowed: one shipped "

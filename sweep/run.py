@@ -8,6 +8,7 @@
     python -m sweep.run robustness --scale paper --dataset imagenet --data-dir /data/imagenet   # VQ-VAE-2
     python -m sweep.run robustness --scale smoke --set model=vqvae2
     python -m sweep.run --resume results/robustness-cpu-20261124-101500   # continue a killed sweep
+    python -m sweep.run --resume results/convergence-cpu-xl-20261203-090000 --add-seeds 19   # more seeds
     python -m sweep.run ablation --dry-run              # list the trials and exit
     python -m sweep.run tuned-comparison --search optuna --samples 24   # a searched study (docs/studies.md#search)
 
@@ -19,6 +20,7 @@ and the analysis outputs; all sweeps in a results dir share one MLflow store
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import sys
@@ -26,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models.config import DATASETS, ConfigError, field_names
-from sweep.plan import Plan, make_plan, parse_grid, parse_overrides
+from plan import search_budget
+from sweep.plan import Plan, check_winners, make_plan, parse_grid, parse_overrides, stored_error, validate
 from sweep.scales import SCALES
 from sweep.search import describe
 from sweep.study import MAX_TRIALS, shipped_names
@@ -61,7 +64,8 @@ def parser() -> argparse.ArgumentParser:
                                           "(default: sqlite store inside the results dir)")
     p.add_argument("--storage", help="Ray Tune storage all nodes can reach (e.g. s3://bucket/sweeps) for "
                                      "multi-node clusters; default: the sweep folder")
-    p.add_argument("--address", help="Ray cluster address (default: a running cluster on this node, else local)")
+    p.add_argument("--address", help="Ray cluster address, host:port (it must answer within 5 s), 'auto' or 'local'; "
+                                      "default RAY_ADDRESS, else a running cluster of yours on this node, else local")
     p.add_argument("--cpus-per-trial", type=float, help="default from the scale")
     p.add_argument("--gpus-per-trial", type=float,
                    help="default from the scale; a fraction (e.g. 0.25) packs several trials on one GPU")
@@ -74,6 +78,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=0, help="cap on trials at once (default: as resources allow)")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a trial after an infrastructure fault")
     p.add_argument("--resume", metavar="SWEEP_DIR", help="continue a killed sweep from its folder")
+    p.add_argument("--add-seeds", metavar="N", help="with --resume of a finished sweep: train every configuration (of "
+                                                   "a searched study: every confirmed winner) on N more seeds, the "
+                                                   "next after its highest (the tuning seed skipped); no trial runs "
+                                                   "again, and the tables are made anew")
     p.add_argument("--dry-run", action="store_true", help="print the trials and exit")
     return p
 
@@ -90,27 +98,25 @@ def plan_from_args(args) -> Plan:
 
 
 def read_sweep_json(sweep_dir: Path, tracking_uri: str | None = None, check: bool = True) -> tuple[Plan, Sweep]:
-    """(plan, sweep.json) of a sweep folder; anything but a complete sweep.json is a ConfigError naming it
-    (analysis.store.read_sweep checks the file; its plan must also be a valid Plan here). Without `check`
-    its MLflow store need not be there (sweep.retable reads only the folder's summary)."""
+    """(plan, sweep.json) of a sweep folder; anything but a complete sweep.json is a ConfigError naming it:
+    analysis.store.read_sweep reads the file and its plan (plan.Plan.from_dict), sweep.plan.validate checks the
+    plan as make_plan checks a study's, and the winners of a searched study are checked against its spaces.
+    Without `check` its MLflow store need not be there (sweep.retable reads only the folder's summary)."""
     from analysis.store import BadSweep, StoreMissing, read_sweep  # imports MLflow: only when resuming
 
     meta_file = sweep_dir / "sweep.json"
     if not meta_file.is_file():
         raise ConfigError(f"--resume {sweep_dir}: no sweep.json there; give the folder a sweep printed at its start")
     try:
-        meta = read_sweep(sweep_dir, check, tracking_uri)  # its paths resolved where the folder is now
+        meta = read_sweep(sweep_dir, check, tracking_uri, plan_type=Plan)  # paths resolved where it is now
     except BadSweep as e:
         raise ConfigError(str(e)) from None
     except StoreMissing as e:
         raise ConfigError(f"--resume {sweep_dir}: {e}") from None
-    try:
-        plan = Plan(**meta.plan)
-        plan.trials()
-    except (ValueError, TypeError, AttributeError, KeyError) as e:
-        raise ConfigError(f"{meta_file} is not a sweep's ({type(e).__name__}: {e}); allowed: the sweep.json a "
-                          "sweep wrote (restore it, or start the sweep again)") from None
-    return plan, meta
+    error = stored_error(meta_file)
+    validate(meta.plan, error)
+    check_winners(meta.plan, meta.winners, error)
+    return meta.plan, meta
 
 
 def resume_plan(args) -> tuple[Plan, Sweep]:
@@ -129,6 +135,36 @@ def resume_plan(args) -> tuple[Plan, Sweep]:
             raise ConfigError(f"--resume {args.resume} ran a different grid; stored vs asked: {diff}. "
                               "Resume with the same options, or with --resume alone")
     return stored, meta
+
+
+def added_seeds(text: str | None) -> int | None:
+    """The N of --add-seeds (None without it); a ConfigError unless it is a whole number >= 1."""
+    if text is None:
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigError(f"--add-seeds {text!r}: allowed: a whole number of seeds >= 1")
+    return int(text)
+
+
+def next_seeds(seeds: list[int], n: int, skip: int | None = None) -> list[int]:
+    """The n seeds after the highest of `seeds`, without `skip` (a searched study's tuning seed)."""
+    start = max(seeds) + 1
+    return [s for s in range(start, start + n + 1) if s != skip][:n]
+
+
+def add_seeds(plan: Plan, meta: Sweep, n: int) -> Plan:
+    """The plan of the finished sweep `meta` with n seeds added (the next after its highest seed, the tuning seed
+    skipped), checked; a ConfigError when the sweep has not finished (its parent run is not FINISHED)."""
+    from mlflow.tracking import MlflowClient
+
+    status = MlflowClient(meta.tracking_uri).get_run(meta.parent_run_id).info.status
+    if status != "FINISHED":
+        raise ConfigError(f"--add-seeds: the sweep in {meta.dir} has not finished (its parent run is {status}); "
+                          f"allowed: a finished sweep (complete it first: python -m sweep.run --resume {meta.dir})")
+    new = next_seeds(plan.seeds + plan.added_seeds, n, plan.search.tuning_seed if plan.search else None)
+    grown = dataclasses.replace(plan, added_seeds=plan.added_seeds + new)
+    validate(grown, stored_error(meta.dir / "sweep.json"))
+    return grown
 
 
 def _grid(plan: Plan) -> tuple:
@@ -150,20 +186,32 @@ def dry_run(plan: Plan, max_concurrent: int = 0) -> str:
     each = f"{plan.cpus:g} CPU / {plan.gpus:g} GPU each" + (f" shared by {plan.workers} workers"
                                                             if plan.workers > 1 else "")
     if plan.search:
-        return "\n".join([f"{plan.study} at {plan.scale} scale: {search_budget(plan)}; {each}", wall]
-                         + [f"  {plan.arm_name(arm)}: {describe(space)}"
-                            for arm, space in zip(plan.arms, plan.search["spaces"])])
+        return "\n".join([f"{plan.study} at {plan.scale} scale: {plan.n_trials()} trials: {search_budget(plan)}; "
+                          f"{each}", wall] + [f"  {plan.arm_name(arm)}: {describe(space)}"
+                                              for arm, space in zip(plan.arms, plan.search.spaces)]
+                         + seeds_outlook(plan))
     lines = [f"{plan.study} at {plan.scale} scale: {len(names)} trials ({len(plan.arms)} arms x "
              f"{len(plan.seeds)} seeds), {each}", wall]
-    return "\n".join(lines + [f"  {name}" for name in names])
+    return "\n".join(lines + [f"  {name}" for name in names] + seeds_outlook(plan))
 
 
-def search_budget(plan: Plan) -> str:
-    """'60 trials: per arm 12 random-search samples on seed 0 (ASHA), its best confirmed on seeds 1, 2, 3'."""
-    s = plan.search
-    asha = " stopped early by ASHA (at most their steps)" if s["scheduler"] else ""
-    return (f"{plan.n_trials()} trials: per arm {s['samples']} {s['algorithm']}-search samples on seed "
-            f"{s['tuning_seed']}{asha}, its best confirmed on seeds {', '.join(map(str, plan.seeds))}")
+COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "results"  # the committed runs of a source checkout
+
+
+def seeds_outlook(plan: Plan, committed: Path = COMMITTED) -> list[str]:
+    """Of a study with an equivalence margin: what its seeds per arm can show, from the spreads of its committed
+    run (committed/<study>/summary.parquet) where one exists (analysis/power.py)."""
+    if plan.analysis.equivalence is None and plan.analysis.equivalence_margin is None:
+        return []
+    earlier = committed / plan.study / "summary.parquet"
+    if not earlier.is_file():
+        return [f"no committed run of {plan.study} ({earlier.parent}) to tell what {len(plan.seeds)} seeds per arm "
+                "can show"]
+    import pandas as pd  # the analysis only where there is something to analyse
+
+    from analysis.power import outlook
+    from analysis.tables import Layout
+    return outlook(pd.read_parquet(earlier), Layout.from_plan(plan), len(plan.seeds), earlier.parent)
 
 
 def refuse(message: str):
@@ -178,8 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     try:
+        more = added_seeds(args.add_seeds)
+        if more is not None and not args.resume:
+            raise ConfigError("--add-seeds: allowed only with --resume SWEEP_DIR, a finished sweep's folder")
         if args.resume:
             plan, meta = resume_plan(args)
+            if more is not None:
+                plan = meta.plan = add_seeds(plan, meta, more)
+                print(f"adding seeds {', '.join(map(str, plan.added_seeds[-more:]))} to {meta.dir}", flush=True)
             if not args.dry_run:
                 from sweep.lock import hold_sweep
                 from sweep.tune_state import complete_sweep
@@ -190,22 +244,24 @@ def main(argv: list[str] | None = None) -> int:
             p.error("give a STUDY (or --resume SWEEP_DIR)")
         else:
             plan, meta = plan_from_args(args), None
-        trials = plan.trials()
         if args.max_concurrent < 0 or args.max_failures < 0:
             raise ConfigError("--max-concurrent and --max-failures must be >= 0")
         if not args.dry_run:
             from sweep.preflight import check
             results_dir = None if meta else Path(args.results_dir)
-            check(plan, results_dir, meta.tracking_uri if meta else args.tracking_uri, args.address)
+            target = check(plan, results_dir, meta.tracking_uri if meta else args.tracking_uri, args.address)
     except ConfigError as e:
         refuse(str(e))
     if args.dry_run:
         print(dry_run(plan, args.max_concurrent))
         return 0
     from sweep.execute import SweepEnded, run_sweep  # imports Ray and MLflow: only once the plan is known to be good
+    if more is not None:
+        from analysis.store import write_sweep
+        write_sweep(meta)  # the added seeds in sweep.json's plan: a resume of a stopped addition runs them too
     try:
         run_sweep(plan, results_dir=Path(args.results_dir), tracking_uri=args.tracking_uri, storage=args.storage,
-                  address=args.address, resume=meta, max_concurrent=args.max_concurrent,
+                  target=target, resume=meta, max_concurrent=args.max_concurrent,
                   max_failures=args.max_failures)
     except SweepEnded as e:
         print(e, file=sys.stderr, flush=True)

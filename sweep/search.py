@@ -1,7 +1,7 @@
 """A study's search: the space each arm is searched over, its budget, and its confirmation seeds.
 
     search:
-      algorithm: random            # random (Ray Tune's BasicVariantGenerator) | optuna (TPE), both seeded
+      algorithm: random            # random (shared draws, below) | optuna (TPE), both seeded
       samples: 16                  # configurations per arm: every arm gets the same number
       space:                       # field -> one distribution
         lr: {loguniform: [1.0e-4, 3.0e-3]}
@@ -16,18 +16,34 @@
 
 Parsed by sweep/study.py and checked before anything starts: a distribution Ray Tune has, bounds in
 order and inside the field's range (TrialConfig) for every arm searched, a field searched once
-and not also fixed, swept by an axis or set by the arm. `Search` is plain data (it goes into the
-plan and sweep.json); `tune_space` hands a space to Ray Tune.
+and not also fixed, swept by an axis or set by the arm. `Search` is the study's block; the plan
+holds it per arm (plan.SearchPlan, in sweep.json); `tune_space` hands a space to Ray Tune (TPE), `draws` the configurations of a
+random search.
+
+Shared draws (common random numbers). A random search draws each field from its own stream of uniform
+numbers, seeded by the tuning seed and a stable hash of the field's name (not Python's `hash`, which is
+salted per process); draw j of an arm maps the j-th uniform number of each of its fields through that
+arm's distribution for the field. So every arm that searches a field gets the same numbers for it, in the
+same order (equal values where the ranges are equal), and a field only one arm searches (tau) has a
+stream of its own that shifts no other: arm against arm, draw by draw, only the rule differs. (Ray Tune's
+own random search draws every field of a sample from one stream: an arm with one more field would shift
+every later draw.) TPE chooses each draw from the arm's earlier results, so arms share no draws there.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import math
 from dataclasses import dataclass, field
+
+import numpy as np
+
+from plan import Asha
 
 ALGORITHMS = ("random", "optuna")
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
 KEYS = ("algorithm", "samples", "space", "tuning_seed", "confirm_seeds", "scheduler")
-ASHA_KEYS = ("grace", "reduction_factor")
+ASHA_KEYS = tuple(f.name for f in dataclasses.fields(Asha))
 DEFAULT_CONFIRM = 3
 
 
@@ -40,7 +56,7 @@ class Search:
     space: dict = field(default_factory=dict)
     tuning_seed: int = 0
     confirm_seeds: list = field(default_factory=lambda: [1, 2, 3])
-    scheduler: dict = field(default_factory=dict)  # {} or {"asha": {"grace": g, "reduction_factor": r}}
+    asha: Asha | None = None  # early stopping (the study's `scheduler: {asha: ...}`)
 
     def with_overrides(self, algorithm: str | None = None, samples: int | None = None,
                        confirm: int | None = None) -> "Search":
@@ -135,8 +151,38 @@ def describe(space: dict) -> str:
     return ", ".join(parts) or "(empty)"
 
 
+def stable_hash(name: str) -> int:
+    """A 64-bit hash of a field's name that every process, machine and Python version agrees on."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
+
+
+def uniforms(name: str, tuning_seed: int, samples: int) -> np.ndarray:
+    """The stream of field `name`: `samples` uniform numbers in [0, 1), seeded by the tuning seed and the name."""
+    return np.random.default_rng([tuning_seed, stable_hash(name)]).random(samples)
+
+
+def from_uniform(dist: dict, u: float):
+    """A uniform number u in [0, 1) mapped through one distribution {kind: arguments} (inverse CDF)."""
+    (kind, v), = dist.items()
+    if kind == "loguniform":
+        return float(math.exp(math.log(v[0]) + u * (math.log(v[1]) - math.log(v[0]))))
+    if kind == "uniform":
+        return float(v[0] + u * (v[1] - v[0]))
+    if kind == "choice":
+        return v[min(int(u * len(v)), len(v) - 1)]
+    return int(v[0] + min(int(u * (v[1] - v[0] + 1)), v[1] - v[0]))  # randint, both ends included
+
+
+def draws(space: dict, samples: int, tuning_seed: int) -> list[dict]:
+    """The `samples` configurations a random search of `space` tries, in order: draw j takes the j-th number
+    of each field's own stream (uniforms), so arms that search a field share its draws."""
+    streams = {name: uniforms(name, tuning_seed, samples) for name in space}
+    return [{name: from_uniform(dist, float(streams[name][j])) for name, dist in space.items()}
+            for j in range(samples)]
+
+
 def tune_space(space: dict) -> dict:
-    """The space as Ray Tune domains (randint's high is exclusive in Ray: both ends included here)."""
+    """The space as Ray Tune domains, for TPE (randint's high is exclusive in Ray: both ends included here)."""
     from ray import tune
 
     make = {"loguniform": lambda v: tune.loguniform(*v), "uniform": lambda v: tune.uniform(*v),
@@ -144,11 +190,11 @@ def tune_space(space: dict) -> dict:
     return {name: make[kind](values) for name, dist in space.items() for kind, values in dist.items()}
 
 
-def _scheduler(value, error) -> dict:
+def _scheduler(value, error) -> Asha | None:
     if value in (None, "none"):
-        return {}
+        return None
     if value == "asha":
-        return {"asha": {}}
+        return Asha()
     if not (isinstance(value, dict) and list(value) == ["asha"] and isinstance(value["asha"] or {}, dict)):
         raise error(("search", "scheduler"), value, "asha, or {asha: {grace: STEPS, reduction_factor: R}}")
     options = value["asha"] or {}
@@ -158,7 +204,7 @@ def _scheduler(value, error) -> dict:
         if not _whole(v) or v < (1 if key == "grace" else 2):
             raise error(("search", "scheduler", "asha", key), v,
                         "training steps >= 1" if key == "grace" else "a whole number >= 2")
-    return {"asha": dict(options)}
+    return Asha(**options)
 
 
 def _whole(value) -> bool:

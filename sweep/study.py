@@ -15,7 +15,9 @@
     metrics: [final_loss, steps_10]       # the per-trial summaries the tables show
     analysis:                             # optional analyses beyond the tables (analysis/factorial.py):
       factorial: [n0, update_empty]       #   a linear model on log(final loss) over these two-level axes
-      equivalence: 0.05                   #   TOST of each arm against the reference, margin 5 % of its loss
+      primary: final_loss                 #   the primary test: each arm against the reference, one Holm family
+      equivalence: 0.05                   #   its "level" margin: 5 % of the reference's loss (TOST; or
+                                          #   equivalence_margin: 0.0015, in the primary's units)
     layout:                               # optional: how the tables are set (analysis/tables/layout.py);
       rows: [n0, update_empty, neighbours]  #   what is not given is derived from the study
       caption: "Robustness of KSOM ... (paper Table 3)."
@@ -36,15 +38,16 @@ from pathlib import Path
 
 import yaml
 
-from analysis.tables.layout import LayoutError, check_block
 import metrics as M
 from models.config import RENAMED, ConfigError, TrialConfig, field_names, parse_value, renamed
+from plan import LATEX_ALLOWED, Analysis, TableLayout, check_latex
 from sweep.search import Search, parse_search, parse_space
 
 SHIPPED = Path(__file__).with_name("studies")
 KEYS = ("name", "description", "table", "fixed", "axes", "arms", "seeds", "reference", "metrics", "analysis",
         "layout", "search")
-ANALYSES = ("factorial", "equivalence")  # the `analysis:` keys (analysis/factorial.py)
+# the `analysis:` keys (analysis/factorial.py; the primary test and its margin: analysis.stats.verdict)
+ANALYSES = ("factorial", "primary", "equivalence", "equivalence_margin")
 REQUIRED = ("name", "description")
 # Per-trial summaries a table can show: the final loss (the test loss at the step of the best validation
 # loss) and the steps to reach +10 % / +20 % of the best validation loss (paper Sec. 4.1, Tables 1-4).
@@ -72,8 +75,8 @@ class Study:
     seeds: list | None = None  # None: the scale's default
     reference: dict = field(default_factory=dict)
     metrics: list = field(default_factory=lambda: list(METRICS[:2]))
-    analysis: dict = field(default_factory=dict)  # "factorial": [axes], "equivalence": margin (a fraction)
-    layout: dict = field(default_factory=dict)  # the checked `layout:` block (analysis.tables.layout)
+    analysis: Analysis = field(default_factory=Analysis)  # the checked `analysis:` block
+    layout: TableLayout = field(default_factory=TableLayout)  # the checked `layout:` block (analysis.tables.layout)
     search: Search | None = None  # each configuration of the grid searched, then confirmed (sweep/search.py)
     arm_spaces: list = field(default_factory=list)  # per arm: the fields it adds to the search space
     source: str = ""  # the file it was read from
@@ -126,14 +129,14 @@ class Study:
         arms, labels = ([], []) if arms == [{}] else (arms, labels)
         fixed = {k: v for k, v in self.fixed.items() if k != name}
         reference = {k: v for k, v in self.reference.items() if k != name}
-        layout = dict(self.layout)  # an axis makes a row (a new one the innermost), and is compared within
-        for key in ("rows", "order", "groups"):
-            if key in layout and name not in layout[key]:
-                layout[key] = layout[key] + [name]
+        # an axis makes a row (a new one the innermost), and is compared within
+        rows, order, groups = ([*names, name] if names is not None and name not in names else names
+                               for names in (self.layout.rows, self.layout.order, self.layout.groups))
+        layout = dataclasses.replace(self.layout, rows=rows, order=order, groups=groups)
         study = dataclasses.replace(self, fixed=fixed, axes={**self.axes, name: values}, arms=arms,
                                     labels=labels if any(labels) else [], reference=reference,
                                     from_grid=(*self.from_grid, name), layout=layout)
-        study = dataclasses.replace(study, analysis=_analysis(study, study.analysis))
+        _check_analysis(study, study.analysis)
         _check_grid(study)
         return study
 
@@ -262,31 +265,49 @@ def parse_study(text: str, source: str, max_trials: int = MAX_TRIALS) -> Study:
     return study
 
 
-def _analysis(study: Study, value) -> dict:
-    """The `analysis:` block: factorial (a list of the study's two-level axes) and equivalence (a margin,
-    as a fraction of the reference arm's mean final loss, in (0, 1); needs a reference arm)."""
+def _analysis(study: Study, value) -> Analysis:
+    """The `analysis:` block: factorial (a list of the study's two-level axes), primary (the summary column of
+    the primary test, each arm against the reference: one of the study's metrics, default final_loss), and
+    the equivalence margin of its verdict "level": equivalence (a fraction in (0, 1) of the reference arm's
+    mean) or equivalence_margin (in the primary's own units, > 0), not both; a margin needs a reference arm."""
     value = _mapping(study, "analysis", value)
     for key in value:
         if key not in ANALYSES:
             raise _error(study, ("analysis", key), value[key], ", ".join(ANALYSES), f"analysis {key!r} is unknown")
     factors = value.get("factorial")
-    if factors is not None:
-        if not isinstance(factors, list) or not factors:
-            raise _error(study, ("analysis", "factorial"), factors, "a non-empty list of the study's axes")
+    if factors is not None and (not isinstance(factors, list) or not factors):
+        raise _error(study, ("analysis", "factorial"), factors, "a non-empty list of the study's axes")
+    primary = value.get("primary", M.FINAL_LOSS)
+    if primary not in study.metrics:
+        raise _error(study, ("analysis", "primary"), primary, f"one of the study's metrics: {', '.join(study.metrics)}")
+    margin, units = value.get("equivalence"), value.get("equivalence_margin")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < 1):
+        raise _error(study, ("analysis", "equivalence"), margin, "a fraction in (0, 1) of the reference arm's "
+                     "mean final loss, e.g. 0.05")
+    if units is not None and (isinstance(units, bool) or not isinstance(units, (int, float)) or not units > 0
+                              or margin is not None):
+        raise _error(study, ("analysis", "equivalence_margin"), units, "a number > 0 in the primary's units (e.g. "
+                     "0.0015 of loss), without `equivalence` (a margin is one or the other)")
+    analysis = Analysis(list(factors or []), None if margin is None else float(margin), primary,
+                        None if units is None else float(units))
+    _check_analysis(study, analysis)
+    return analysis
+
+
+def _check_analysis(study: Study, analysis: Analysis) -> None:
+    """The analyses against the grid (again after --grid changes an axis): the factors two-level axes, a
+    reference arm to be equivalent to."""
+    factors = analysis.factorial
+    if factors:
         for i, name in enumerate(factors):
             if name not in study.axes or len(study.axes[name]) != 2 or factors.index(name) != i:
                 raise _error(study, ("analysis", "factorial", i), name, "distinct axes with two values each: "
                              + (", ".join(a for a, v in study.axes.items() if len(v) == 2) or "none here"),
                              "not a two-level axis of the study")
-    margin = value.get("equivalence")
-    if margin is not None:
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < 1:
-            raise _error(study, ("analysis", "equivalence"), margin, "a fraction in (0, 1) of the reference arm's "
-                         "mean final loss, e.g. 0.05")
-        if not study.reference:
-            raise _error(study, ("analysis", "equivalence"), margin, "a study with a reference arm",
+    for key, margin in (("equivalence", analysis.equivalence), ("equivalence_margin", analysis.equivalence_margin)):
+        if margin is not None and not study.reference:
+            raise _error(study, ("analysis", key), margin, "a study with a reference arm",
                          "equivalence to what? the study has no reference")
-    return dict(value)
 
 
 def _check_search(study: Study) -> None:
@@ -369,7 +390,7 @@ def _check_grid(study: Study) -> None:
         except ConfigError as e:
             name = next((n for n in merged if str(e).startswith(f"{n}=")), next(iter(merged), ""))
             raise _error(study, _where(study, name, config), merged.get(name), None, str(e)) from None
-    rows = study.layout.get("rows")
+    rows = study.layout.rows
     if rows:
         seen = {}
         for config, label in zip(study.grid(), study.grid_labels()):
@@ -485,3 +506,76 @@ def _lines(node, path: tuple = ()) -> dict[tuple, int]:
         for i, item in enumerate(node.value):
             out.update(_lines(item, path + (i,)))
     return out
+
+
+# ---------------------------------------------------------------- the layout: block (analysis/tables/layout.py)
+
+BLOCK_KEYS = tuple(f.name for f in dataclasses.fields(TableLayout))
+
+
+class LayoutError(ValueError):
+    """A study's `layout:` block is malformed: `path` (keys below `layout`), the value, what is allowed."""
+
+    def __init__(self, path: tuple, value, allowed: str, problem: str | None = None):
+        super().__init__(path, value, allowed, problem)
+        self.path, self.value, self.allowed, self.problem = path, value, allowed, problem
+
+
+def check_block(block, rows: list[str], metrics: list[str]) -> TableLayout:
+    """The `layout:` block of a study whose configurations are told apart by `rows` and whose
+    tables show `metrics`, checked (that its rows still tell every configuration apart is the
+    study's to check: it knows the grid); raises LayoutError naming the first bad key."""
+    if not isinstance(block, dict):
+        raise LayoutError((), block, f"a mapping with keys {', '.join(BLOCK_KEYS)}")
+    for key in block:
+        if key not in BLOCK_KEYS:
+            raise LayoutError((key,), block[key], f"the keys {', '.join(BLOCK_KEYS)}", f"key {key!r} is unknown")
+    out = {}
+    if "rows" in block:
+        out["rows"] = _names(block["rows"], ("rows",), rows, "the fields the study sweeps")
+    shown = out.get("rows", rows)
+    if "order" in block:
+        out["order"] = _names(block["order"], ("order",), shown, "the row fields")
+        if sorted(out["order"]) != sorted(shown):
+            raise LayoutError(("order",), block["order"], f"each row field once: {', '.join(shown)}")
+    if "groups" in block:
+        out["groups"] = _names(block["groups"], ("groups",), shown, "the row fields", empty=True)
+    if "thresholds" in block:
+        value, shows = block["thresholds"], [M.threshold(m) for m in metrics if m.startswith(M.STEPS)]
+        allowed = f"a list of the steps thresholds the study's metrics show: {shows}"
+        if not isinstance(value, list) or not value:
+            raise LayoutError(("thresholds",), value, allowed)
+        for i, p in enumerate(value):
+            if p not in shows or isinstance(p, bool) or value.index(p) != i:
+                raise LayoutError(("thresholds", i), p, allowed, "not among the study's metrics, or repeated")
+        out["thresholds"] = list(value)
+    if "caption" in block:
+        if not isinstance(block["caption"], str) or not block["caption"].strip():
+            raise LayoutError(("caption",), block["caption"], "a non-empty string (LaTeX allowed)")
+        if check_latex(block["caption"]):
+            raise LayoutError(("caption",), block["caption"], LATEX_ALLOWED, check_latex(block["caption"]))
+        out["caption"] = block["caption"].strip()
+    if "headers" in block:
+        headers = block["headers"]
+        if not isinstance(headers, dict):
+            raise LayoutError(("headers",), headers, "a mapping of row field: header (LaTeX allowed)")
+        for name, text in headers.items():
+            if name not in shown:
+                raise LayoutError(("headers", name), name, f"a row field: {', '.join(shown)}", "not a row field")
+            if not isinstance(text, str) or not text.strip():
+                raise LayoutError(("headers", name), text, "a non-empty string (LaTeX allowed)")
+            if check_latex(text):
+                raise LayoutError(("headers", name), text, LATEX_ALLOWED, check_latex(text))
+        out["headers"] = dict(headers)
+    return TableLayout(**out)
+
+
+def _names(value, path: tuple, allowed: list[str], what: str, empty: bool = False) -> list[str]:
+    """A list of distinct names out of `allowed`."""
+    text = f"a {'' if empty else 'non-empty '}list of distinct names out of {what}: {', '.join(allowed)}"
+    if not isinstance(value, list) or (not value and not empty):
+        raise LayoutError(path, value, text)
+    for i, name in enumerate(value):
+        if name not in allowed or value.index(name) != i:
+            raise LayoutError(path + (i,), name, text, "unknown or repeated")
+    return list(value)

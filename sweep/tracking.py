@@ -31,6 +31,7 @@ from models.build import topography_note
 from sweep.parent import source_tags
 from sweep.plan import Plan, file_name
 from sweep.report import TrialReport, data_error, ending
+from sweep.trial import Trial
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # training-runs view in the UI
 
@@ -58,30 +59,27 @@ def mark_unfinished(tracking_uri: str, exp_id: str, parent_run_id: str) -> int:
 
 
 def trial_run_name(plan: Plan, config: dict) -> str:
-    """The run name of a Ray trial config {"base", "arm", "seed"} of `plan`: the swept axes and the seed; of a
-    searched study also the stage, and the values a search trial drew."""
-    stage = config.get("stage", "")
-    return plan.run_name(config["arm"], config["seed"], stage, config.get("search") if stage == "search" else None)
+    """The run name of a Ray trial config of `plan` (sweep.trial.Trial.run_name)."""
+    return Trial.of(config).run_name(plan)
 
 
-def search_tags(plan: Plan, config: dict) -> dict:
+def search_tags(plan: Plan, trial: Trial) -> dict:
     """A searched study's run tags: stage (search or confirm), search (the algorithm, +asha when stopped early)
     and searched (the fields its arm's space draws); none for a grid's runs."""
     if not plan.search:
         return {}
-    space = plan.search["spaces"][plan.arms.index(config["arm"])]
-    return {"stage": config["stage"], "searched": ",".join(space),
-            "search": plan.search["algorithm"] + ("+asha" if plan.search["scheduler"] else "")}
+    space = plan.search.spaces[plan.arms.index(trial.arm)]
+    draw = {} if trial.draw is None else {M.DRAW_TAG: str(trial.draw)}  # which shared draw a random search ran
+    return {M.STAGE_TAG: trial.stage, M.SEARCHED_TAG: ",".join(space),
+            M.SEARCH_TAG: plan.search.algorithm + ("+asha" if plan.search.asha else ""), **draw}
 
 
 class MlflowCallback(tune.Callback):
     """Logs every trial of a sweep as a child run of the sweep's parent run."""
 
-    def __init__(self, tracking_uri: str, exp_id: str, parent_run_id: str, plan: Plan, config_of,
-                 pictures_dir: str | Path):
+    def __init__(self, tracking_uri: str, exp_id: str, parent_run_id: str, plan: Plan, pictures_dir: str | Path):
         self.tracking_uri, self.exp_id, self.parent = tracking_uri, exp_id, parent_run_id
         self.plan, self.study, self.scale, self.pictures_dir = plan, plan.study, plan.scale, Path(pictures_dir)
-        self.config_of = config_of  # Ray trial config -> TrialConfig
         self._reset()
 
     def _reset(self):
@@ -104,7 +102,7 @@ class MlflowCallback(tune.Callback):
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
         found = self.client.search_runs(
-            [self.exp_id], filter_string=f"tags.ray_trial_id = '{trial.trial_id}' "
+            [self.exp_id], filter_string=f"tags.{M.RAY_TRIAL_TAG} = '{trial.trial_id}' "
                                          f"and tags.`mlflow.parentRunId` = '{self.parent}'")
         if found:
             run_id = found[0].info.run_id
@@ -115,14 +113,14 @@ class MlflowCallback(tune.Callback):
             if not found[0].data.params:  # the store failed (outage, full disk) between creating and filling it
                 self.client.log_batch(run_id, params=self._params(trial))
         else:
-            cfg = self.config_of(trial.config)
+            spec = Trial.of(trial.config)
+            cfg = spec.config()
             tags = {**source_tags(), **{f: str(getattr(cfg, f)) for f in self.plan.swept if f != "arm"},
-                    "mlflow.parentRunId": self.parent, "ray_trial_id": trial.trial_id, "study": self.study,
-                    "scale": self.scale, "seed": str(cfg.seed), "rule": cfg.rule, M.STATUS_TAG: M.RUNNING,
-                    "arm": self.plan.arm_name(trial.config["arm"]) if self.plan.search else
-                    self.plan.label(trial.config["arm"]), "topography": topography_note(cfg) or "measured",
-                    **search_tags(self.plan, trial.config)}
-            run = self.client.create_run(self.exp_id, run_name=trial_run_name(self.plan, trial.config),
+                    "mlflow.parentRunId": self.parent, M.RAY_TRIAL_TAG: trial.trial_id, M.STUDY_TAG: self.study,
+                    M.SCALE_TAG: self.scale, M.SEED_TAG: str(cfg.seed), M.RULE_TAG: cfg.rule, M.STATUS_TAG: M.RUNNING,
+                    M.ARM_TAG: self.plan.arm_name(spec.arm) if self.plan.search else self.plan.label(spec.arm),
+                    M.TOPOGRAPHY_TAG: topography_note(cfg) or "measured", **search_tags(self.plan, spec)}
+            run = self.client.create_run(self.exp_id, run_name=spec.run_name(self.plan),
                                          tags={k: v for k, v in tags.items() if v})
             run_id = run.info.run_id
             self.client.log_batch(run_id, params=self._params(trial))
@@ -131,7 +129,7 @@ class MlflowCallback(tune.Callback):
         return run_id
 
     def _params(self, trial) -> list[Param]:
-        return [Param(k, str(v)) for k, v in self.config_of(trial.config).to_params().items()]
+        return [Param(k, str(v)) for k, v in Trial.of(trial.config).config().to_params().items()]
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.run_id(trial)
@@ -144,9 +142,9 @@ class MlflowCallback(tune.Callback):
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, M.SUMMARY_STEP if M.is_summary(k) else report.step)
                    for k, v in report.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)]
-        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag("node_id", report.node_id)])
+        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(M.NODE_TAG, report.node_id)])
         if report.dataset and run_id not in self.inputs_logged:  # MLflow keeps one record per data set
-            self.client.log_inputs(run_id, [dataset_input(report.dataset, self.config_of(trial.config).data_dir)])
+            self.client.log_inputs(run_id, [dataset_input(report.dataset, Trial.of(trial.config).config().data_dir)])
             self.inputs_logged.add(run_id)
         self.logged_up_to[run_id] = report.step
 
@@ -154,7 +152,7 @@ class MlflowCallback(tune.Callback):
         run_id = self.run_id(trial)
         self.client.set_tag(run_id, M.STATUS_TAG, ending(trial))
         if ending(trial) == M.FAILED:  # its data could not be used: nothing was trained
-            self.client.set_tag(run_id, "error", data_error(trial))
+            self.client.set_tag(run_id, M.ERROR_TAG, data_error(trial))
             self.client.set_terminated(run_id, "FAILED")
             return
         self._log_checkpoint(run_id, trial)
@@ -176,8 +174,9 @@ class MlflowCallback(tune.Callback):
             folder = Path(checkpoint.to_directory(tmp))
             pictures = sorted(folder.glob("*.png"))
             if pictures:
-                name = trial_run_name(self.plan, trial.config)
-                if trial.config.get("stage") == M.SEARCH:  # two draws can print alike (a choice space)
+                spec = Trial.of(trial.config)
+                name = spec.run_name(self.plan)
+                if spec.stage == M.SEARCH:  # two draws can print alike (a choice space)
                     name += f" {trial.trial_id}"
                 own = self.pictures_dir / file_name(name)
                 own.mkdir(parents=True, exist_ok=True)

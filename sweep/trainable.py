@@ -1,11 +1,9 @@
 """The Ray Tune trainables: one trial = one run of the shared trainer, on one process or several.
 
-Ray's trial config is {"base": {...}, "arm": {...}, "seed": int}, and in a searched
-study also "stage" (search or confirm) and "search" (the values drawn or confirmed); the
-trial's TrialConfig is base <- arm <- search <- seed. Each report of the trainer (models/train.py's
-Progress) goes to Tune as a TrialReport (sweep/report.py: step, status, metrics, where it
-ran, the data set's fingerprint) together with a checkpoint (the trainer's TrainState,
-models/checkpoint.py, as state.pt) in one report. A restarted trial continues from its last
+Ray's trial config is read as a sweep.trial.Trial (its TrialConfig: base <- arm <- search <- seed).
+Each report of the trainer (models/train.py's Progress) goes to Tune as a TrialReport (sweep/report.py:
+step, status, metrics, where it ran, the data set's fingerprint) together with a checkpoint (the
+trainer's TrainState, models/checkpoint.py, as state.pt) in one report. A restarted trial continues from its last
 checkpoint; the last checkpoint also holds the trial's topography pictures as PNG files.
 A divergence is reported with status "diverged" and no checkpoint.
 
@@ -34,18 +32,12 @@ from ray import tune
 
 import metrics as M
 from models.checkpoint import TrainState
-from models.config import TrialConfig
 from models.data import DataError, fingerprint, load_data
 from models.train import Progress, train
 from sweep.report import TrialReport
+from sweep.trial import trial_config
 
 STATE_FILE = "state.pt"
-
-
-def trial_config(config: dict) -> TrialConfig:
-    """The TrialConfig of a Ray trial config."""
-    return TrialConfig.from_dict({**config["base"], **config["arm"], **config.get("search", {}),
-                                  "seed": config["seed"]})
 
 
 @functools.lru_cache(maxsize=2)

@@ -25,6 +25,7 @@ from analysis.summary import NO_TEST_SPLIT, has_test_split, selection_loss, step
 from analysis.tables import (WRAP_WIDTH, Layout, comparison_latex, comparison_numbers, table_numbers, to_latex,
                              to_markdown, to_text)
 from analysis.tables.layout import read_layout
+from plan import Plan
 from metrics import MissingMetric
 from sweep.study import SHIPPED
 from helpers import assert_fits_a_column
@@ -156,7 +157,7 @@ def test_sweep_writes_tables_figures_and_parquet(smoke_sweep):
     assert means[~out].groupby(["n0", "update_empty", "column"]).best.any().all() and not means[out].best.any()
     assert not tidy[tidy["agg"] != "mean"].best.any()
     comparison = pd.read_parquet(smoke_sweep / "tables/robustness_vs_reference.parquet")
-    assert len(comparison) == 4 * 3 and set(comparison.neighbours) == {"hard"}  # KSOM - EMA-VQ, 4 configurations
+    assert len(comparison) == 4 * 4 and set(comparison.neighbours) == {"hard"}  # KSOM - EMA-VQ, 4 configurations
     for name in ("robustness", "robustness_topography", "robustness_vs_reference"):
         assert max(map(len, (smoke_sweep / f"tables/{name}.txt").read_text().splitlines())) <= 120, name
     for picture in (smoke_sweep / "figures").glob("*.*"):
@@ -197,8 +198,9 @@ def test_long_arm_names_wrap_and_still_fit_a_column(smoke_sweep, tmp_path):
     summary = summary.assign(arm=summary.neighbours + " quantiser with N0=" + summary.n0.astype(str)
                              + " and update-0=" + summary.update_empty.astype(str))
     reference = summary.arm.iloc[0]
-    layout = Layout.from_plan({"study": "long-arms", "swept": ["arm"], "reference": {"arm": reference},
-                               "metrics": ["final_loss", "steps_10", "steps_20"], "description": "Long arm names"})
+    layout = Layout.from_plan(Plan("long-arms", "smoke", {}, [{}], [0], 1.0, 0.0, swept=["arm"],
+                                   reference={"arm": reference}, metrics=["final_loss", "steps_10", "steps_20"],
+                                   description="Long arm names"))
     tidy = table_numbers(summary, layout)
     tables = [to_latex(tidy, summary, layout, part=part) for part in ("main", "topography")]
     tables.append(comparison_latex(comparison_numbers(summary, layout), summary, layout))

@@ -1,4 +1,4 @@
-"""cluster.yaml, checked offline with the Ray cluster launcher's own validator.
+"""cluster.yaml and cluster-onprem.yaml, checked offline with the Ray cluster launcher's own validator.
 
 `ray up` runs `prepare_config` (merge with Ray's AWS defaults.yaml, merge setup
 commands, docker checks, per-type worker limits) and then `validate_config` (the JSON
@@ -7,7 +7,7 @@ to AWS. Both are pure functions of the config and need no network or credentials
 they are used here as they are. The steps after them are not: the AWS provider's
 `fillout_available_node_types_resources` and `bootstrap_config` (security groups,
 subnets, key pair, IAM profile, AMI) call EC2/IAM through boto3 with credentials, and
-are left out.
+are left out. cluster-onprem.yaml is also brought up for real, on loopback addresses, by test_onprem.py.
 """
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ from sweep.scales import SCALES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
+CONFIGS = [CLUSTER_YAML, ROOT / "cluster-onprem.yaml"]
+MLFLOW_SCRIPT = "bash ~/kohonen/scripts/cluster/mlflow.sh"
 DOCKER_HOME = "/home/ray"  # $HOME of the rayproject images, where `~` points in the containers
 
 
@@ -155,22 +157,55 @@ def test_head_takes_no_trials(config):
     assert res.get("CPU") == 0 and res.get("GPU", 0) == 0
 
 
+def _mlflow_args(cfg: dict) -> list[str]:
+    """PORT, BACKEND_STORE_URI, ARTIFACTS_DESTINATION of the head's MLflow start (scripts/cluster/mlflow.sh)."""
+    (command,) = [c for c in cfg["head_start_ray_commands"] if c.startswith(MLFLOW_SCRIPT)]
+    return shlex.split(command.removeprefix(MLFLOW_SCRIPT))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_tracked_file_is_copied_to_the_nodes(path):
+    """rsync_exclude patterns match at any depth (an unanchored "data/" dropped the package models/data/ and
+    every trial failed to import it): only .git is excluded by name, the rest by .gitignore's anchored lines."""
+    config = yaml.safe_load(path.read_text())
+    assert config["rsync_exclude"] == [".git"] and config["rsync_filter"] == [".gitignore"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_both_configs_pass_rays_validator_and_share_the_node_commands(path):
+    """Both validate as written and as `ray up` prepares them; both start MLflow through the shared script
+    (which waits until it answers) after Ray, and end an earlier start's processes by their PIDs through
+    the shared scripts/cluster/stop.py: no bare `ray stop` in any command of ours."""
+    config = yaml.safe_load(path.read_text())
+    validate_config(config)
+    validate_config(prepare_config(copy.deepcopy(config)))
+    head, workers = config["head_start_ray_commands"], config["worker_start_ray_commands"]
+    for commands in (head, workers):
+        assert commands[0] == "python ~/kohonen/scripts/cluster/stop.py"
+        assert [i for i, c in enumerate(commands) if "ray start" in c] == [1]
+    port, store, _ = _mlflow_args(config)
+    assert port == "5000" and store.startswith("sqlite:///") and head[-1].startswith(MLFLOW_SCRIPT)
+    every = [c for key in ("setup_commands", "head_setup_commands", "worker_setup_commands",
+                           "initialization_commands", "head_start_ray_commands", "worker_start_ray_commands")
+             for c in config.get(key, [])]
+    assert not any(re.search(r"(^|[;&|]\s*)ray stop\b", c) for c in every), every
+    script = (ROOT / "scripts" / "cluster" / "mlflow.sh").read_text()
+    assert "--host 127.0.0.1" in script and "/health" in script and "exit 1" in script
+
+
 def test_head_starts_ray_and_mlflow_on_port_5000(config):
     cmds = _head_commands(config)
     assert "ray start --head" in cmds and "--port=6379" in cmds
     assert "--autoscaling-config=~/ray_bootstrap_config.yaml" in cmds
-    assert "mlflow server" in cmds
-    assert re.search(r"--port[ =]5000\b", cmds.split("mlflow server", 1)[1])
-    assert any("ray stop" in c for c in config["head_start_ray_commands"])
+    assert _mlflow_args(config)[0] == "5000"
 
 
 def test_services_listen_on_loopback_only(config, text):
     """MLflow and the Ray dashboard bind 127.0.0.1 of the head (reached through `ray attach -p 5000` and
     `ray dashboard`, which forward over SSH), never every interface."""
     cmds = _head_commands(config)
-    assert re.search(r"--host[ =]127\.0\.0\.1\b", cmds.split("mlflow server", 1)[1])
     assert "--dashboard-host=127.0.0.1" in cmds
-    assert "0.0.0.0" not in text
+    assert "0.0.0.0" not in text + (ROOT / "scripts" / "cluster" / "mlflow.sh").read_text()
     assert "ray attach cluster.yaml -p 5000" in text and "ray dashboard cluster.yaml" in text
 
 
@@ -215,19 +250,18 @@ def test_mlflow_store_paths_match_the_container_home(config):
     """sqlite and log paths must be under the container's home (/home/ray, not /home/ubuntu)
     and the db directory must be the one mounted from the head's disk."""
     cmds = _head_commands(config)
-    backend = re.search(r"--backend-store-uri\s+(\S+)", cmds).group(1)
+    _, backend, artifacts = _mlflow_args(config)
     assert backend.startswith(f"sqlite:///{DOCKER_HOME}/"), backend
     db_dir = str(Path(backend.removeprefix("sqlite:///")).parent)
     mounts = " ".join(config["docker"].get("head_run_options", []) + config["docker"].get("run_options", []))
     assert f":{db_dir}" in mounts, f"{db_dir} is not mounted from the host: {mounts}"
-    assert re.search(r"--artifacts-destination\s+s3://", cmds)
+    assert artifacts.startswith("s3://")
     assert "/home/ubuntu" not in cmds
 
 
 def test_workers_join_the_head(config):
     cmds = "\n".join(config["worker_start_ray_commands"])
     assert "ray start --address=$RAY_HEAD_IP:6379" in cmds
-    assert any("ray stop" in c for c in config["worker_start_ray_commands"])
 
 
 def test_project_is_mounted_and_installed(config):
@@ -236,8 +270,9 @@ def test_project_is_mounted_and_installed(config):
     install = [c for c in config["setup_commands"] if "pip install" in c and "-e" in shlex.split(c)]
     assert install and any(remote in c or remote.replace("~", DOCKER_HOME) in c for c in install), \
         f"setup_commands must pip install -e {remote}: {config['setup_commands']}"
-    excluded = config.get("rsync_exclude", [])
-    assert any(e.rstrip("/") == "results" for e in excluded), "local results/ must not be uploaded"
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert config["rsync_filter"] == [".gitignore"] and {"/results/", "/data/"} <= set(ignored), \
+        "local results/ and data/ must not be uploaded"
 
 
 def test_gpu_workers_keep_the_cuda_torch(config):

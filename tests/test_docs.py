@@ -162,3 +162,58 @@ def test_the_readmes_python_runs(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     indices, perplexity, used = done.stdout.rsplit(" ", 2)
     assert indices.startswith("tensor([") and 1 <= float(perplexity) <= 64 and 1 <= int(used) <= 32
+
+
+# A verdict word claims what the evidence decides; the verdict a study's committed vs-reference Parquet holds
+# (analysis.stats.verdict) is the one it may claim. Negations ("not level") are claims too: say "undecided".
+VERDICT_WORD = re.compile(r"\b(level|same|catch(?:es)?\s+up|caught\s+up|better|worse|not\s+significant)\b", re.I)
+MEANS = {"level": "level", "same": "level", "catch up": "level", "catches up": "level", "caught up": "level",
+         "better": "better", "worse": "worse", "not significant": "undecided"}
+MARKER = re.compile(r"<!-- verdict: ([\w-]+)/(.+?) -->")
+
+
+def committed_verdicts() -> dict[tuple[str, str], str]:
+    """(results folder, comparison label) -> the verdict of its primary test, from docs/results/*/tables."""
+    import pandas as pd
+    out = {}
+    for path in (ROOT / "docs/results").glob("*/tables/*_vs_reference.parquet"):
+        table = pd.read_parquet(path)
+        for row in table[table["family"] == "primary"].itertuples():
+            out[(path.parents[1].name, row.label)] = row.verdict
+    return out
+
+
+def verdict_problems(page: str, text: str, verdicts: dict) -> list[str]:
+    """Each block (paragraph, list item, table row) with a verdict word: it carries a marker naming a committed
+    comparison, and each of its words means the verdict of one of the comparisons it marks."""
+    problems = []
+    for block in blocks(text):
+        marks = MARKER.findall(block)
+        words = [" ".join(w.lower().split()) for w in VERDICT_WORD.findall(MARKER.sub("", block))]
+        unknown = [f"{s}/{a}" for s, a in marks if (s, a) not in verdicts]
+        problems += [f"{page}: marker {m} names no committed comparison in {block[:80]!r}" for m in unknown]
+        if words and not marks:
+            problems.append(f"{page}: {words[0]!r} without a verdict marker in {block[:80]!r}")
+        decided = {verdicts.get(m) for m in marks}
+        problems += [f"{page}: {w!r} but the marked verdicts are {sorted(filter(None, decided))} in {block[:80]!r}"
+                     for w in dict.fromkeys(words) if marks and MEANS[w] not in decided]
+    return problems
+
+
+def test_verdict_words_agree_with_the_committed_verdicts():
+    verdicts = committed_verdicts()
+    assert verdicts[("convergence", "EMA-VQ decay 0.8")] == "undecided"  # the test reads real verdicts
+    problems = verdict_problems("README.md", results_headline(), verdicts)
+    problems += verdict_problems("docs/findings.md", (ROOT / "docs/findings.md").read_text(), verdicts)
+    assert not problems, "\n".join(problems)
+
+
+def test_a_planted_level_sentence_is_rejected():
+    verdicts = committed_verdicts()
+    marked = "- EMA-VQ at decay 0.8 ends level with KSOM <!-- verdict: convergence/EMA-VQ decay 0.8 -->\n"
+    assert "'level' but the marked verdicts are ['undecided']" in verdict_problems("x.md", marked, verdicts)[0]
+    assert "'level' without a verdict marker" in verdict_problems("x.md", "- EMA-VQ ends level.\n", verdicts)[0]
+    assert "names no committed comparison" in verdict_problems(
+        "x.md", "- worse <!-- verdict: convergence/no such arm -->\n", verdicts)[0]
+    honest = "- EMA-VQ at decay 0.99 ends worse <!-- verdict: convergence/EMA-VQ -->; decay 0.8 undecided\n"
+    assert verdict_problems("x.md", honest, verdicts) == []

@@ -5,7 +5,6 @@ escaped, and a study's own LaTeX (caption, headers) is the checked subset (a swe
 tests/test_results_data.py)."""
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import string
 import subprocess
@@ -146,10 +145,9 @@ def test_tables_with_any_printable_labels_compile_and_read_no_file(tmp_path):
     summary = summary.assign(arm=summary.arm.map(names), scale="cpu_#1 &",
                              codebook_init=summary.codebook_init.map({"randn": "r&nd_%$",
                                                                       "uniform": "\\input{secret}"}))
-    plan = dataclasses.asdict(plan)
     out = tmp_path / "out"
     out.mkdir()
-    write_summary_outputs(summary, plan["study"], Layout.from_plan(plan), plan, out)
+    write_summary_outputs(summary, plan.study, Layout.from_plan(plan), plan, out)
     write_winners(pd.DataFrame({"arm": labels, "lr": [1e-3, float("nan"), 3e-4],
                                 "codebook_init": ["\\input{secret}", "a_b&c%", float("nan")]}), "my_study",
                   out / "tables")

@@ -128,10 +128,11 @@ def test_the_analysis_tables_of_a_study_file_fit_a_column(tmp_path):
     from helpers import assert_fits_a_column
 
     from analysis.factorial import write_analysis
+    from plan import Analysis, Plan
     two = pd.concat([design(), design("KSOM hard 2D", 0.5)], ignore_index=True).assign(
         scale="cpu", steps=800, dataset="photos", late_improvement=0.0)
-    plan = {"study": "parity", "swept": ["decay", "codebook_init", "arm"], "reference": {"arm": "KSOM hard 2D"},
-            "analysis": {"factorial": ["decay", "codebook_init"], "equivalence": 0.05}}
+    plan = Plan("parity", "cpu", {}, [{}], [0], 1.0, 0.0, swept=["decay", "codebook_init", "arm"],
+                reference={"arm": "KSOM hard 2D"}, analysis=Analysis(["decay", "codebook_init"], 0.05))
     texts = write_analysis(two, "parity", plan, tmp_path)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == [f"parity_{part}.{ext}" for part in ("collapse", "equivalence", "factorial")

@@ -163,10 +163,10 @@ VALID_META = {"dir": "/x", "study": "sensitivity", "tracking_uri": "sqlite:////x
     ("truncated-sweep-json", lambda t: _malformed(t, json.dumps(VALID_META)[:40]),
      "{t}/old-sweep/sweep.json is not a sweep's (JSONDecodeError"),
     ("sweep-json-missing-keys", lambda t: _malformed(t, json.dumps({"dir": "/x"})),
-     "{t}/old-sweep/sweep.json lacks ['study', 'plan', 'experiment_id', 'parent_run_id', 'ray_name'] (or they are "
+     "{t}/old-sweep/sweep.json lacks ['plan', 'experiment_id', 'parent_run_id', 'ray_name'] (or they are "
      "not what a sweep writes)"),
     ("sweep-json-bad-plan", lambda t: _malformed(t, json.dumps({**VALID_META, "plan": {"study": 3}})),
-     "{t}/old-sweep/sweep.json is not a sweep's (study 'sensitivity', plan keys ['study'])"),
+     "{t}/old-sweep/sweep.json: plan={{'study': 3}}: allowed: a mapping with scale, base, arms, seeds, cpus, gpus"),
     ("disk-too-small", lambda t: ["robustness", "--set", "width=40000"], "GB free, the sweep needs about"),
 ])
 def test_refused_before_ray_starts(case, argv, message, tmp_path, capsys):
@@ -273,12 +273,14 @@ def test_sweeps_started_in_the_same_second_get_their_own_folders(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_and_ctrl_c_stop_cleanly_and_resume_completes(tmp_path):
-    """SIGTERM, then Ctrl-C (SIGINT to the whole process group, as a terminal sends it) each stop the sweep
-    with the one line, exit 143 / 130, the sweep's run KILLED and unfinished trial runs KILLED (status
-    interrupted); `--resume` says it trusts the folder and completes: one run per trial, every step once."""
+    """SIGTERM to the sweep's whole process group (what `timeout`, service managers and `kill -TERM -PGID`
+    send: it also ends the local cluster the sweep started), then Ctrl-C (SIGINT to the group, as a terminal
+    sends it) each stop the sweep with the one line, exit 143 / 130, the sweep's run KILLED and unfinished
+    trial runs KILLED (status interrupted); `--resume` says it trusts the folder and completes: one run per
+    trial, every step once."""
     results = tmp_path / "results"
     cmd = sweep_cmd("sensitivity", results, "--max-concurrent", "2")
-    code, out, err = run(cmd, stop_at="1/4 done", action=lambda p: os.kill(p.pid, signal.SIGTERM))
+    code, out, err = run(cmd, stop_at="1/4 done", action=lambda p: os.killpg(p.pid, signal.SIGTERM))
     meta = sweep_meta(results)
     assert code == 143, out[-2000:] + err[-2000:]
     (line,) = error_lines(err)
@@ -362,13 +364,45 @@ def test_a_tune_state_cut_short_by_a_full_disk_is_completed_from_the_drivers_sta
 
 
 def test_the_last_line_says_which_failed_trials_a_resume_retries():
-    """A resume retries trials that crashed, never a data error: the failed sweep's line says so for each kind,
-    and for a mix names both counts."""
+    """A resume retries trials that crashed, never a data error nor a trial that failed the same way on every
+    try: the failed sweep's line says so for each kind, and for a mix names the counts."""
     hint = "resume with: python -m sweep.run --resume R"
     data = "fix the data and start the sweep again (a resume does not retry a data error)"
-    assert retry_hint(2, 0, hint) == f"{hint} (retries them)"
-    assert retry_hint(0, 3, hint) == data
-    assert retry_hint(2, 3, hint) == f"{hint} (retries the 2 that crashed); for the 3 with a data error: {data}"
+    study = "fix the study (a resume would fail them again)"
+    assert retry_hint(2, 0, 0, hint) == f"{hint} (retries them)"
+    assert retry_hint(0, 3, 0, hint) == data
+    assert retry_hint(2, 3, 0, hint) == f"{hint} (retries the 2 that crashed); for the 3 with a data error: {data}"
+    assert retry_hint(0, 0, 1, hint) == f"for the 1 that failed the same way on every try: {study}"
+    assert retry_hint(1, 0, 2, hint) == (f"{hint} (retries the 1 that crashed); for the 2 that failed the same way "
+                                         f"on every try: {study}")
+
+
+def test_a_trial_that_failed_the_same_way_on_every_try_is_not_offered_a_retry(tmp_path):
+    """Ray appends each try's error to the trial's error.txt ('Failure # N (occurred at ...)', then the error):
+    the same last line on every try (more than one) is a trial the study makes fail; a differing one, or a
+    single try, may be an infrastructure fault a resume can get past."""
+    from types import SimpleNamespace
+
+    from sweep.execute import _data_error, _same_every_time
+
+    def tries(*errors):
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        folder.mkdir()
+        (folder / "error.txt").write_text("".join(
+            f"Failure # {i} (occurred at 2026-12-06_09-00-0{i})\nray::run_trial() (pid=1, ip=127.0.0.1)\n"
+            f"  File \"x.py\", line 3, in f\n{error}\n" for i, error in enumerate(errors, 1)))
+        return SimpleNamespace(path=str(folder))
+
+    same = "OSError: [Errno 36] File name too long: 'pictures/KSOM-xxxxxxxx'"
+    assert _same_every_time(tries(same, same, same))
+    assert not _same_every_time(tries(same))
+    assert not _same_every_time(tries("ray.exceptions.RayActorError: The actor died unexpectedly", same, same))
+    died = "The actor died unexpectedly before finishing this task.\nThe actor never ran - it was cancelled"
+    (tmp_path / "died").mkdir()  # Ray's word that the trial's process died (no traceback of its code): a resume
+    (tmp_path / "died" / "error.txt").write_text("".join(f"Failure # {i} (occurred at 2026)\n{died}\n" for i in (1, 2)))
+    assert not _same_every_time(SimpleNamespace(path=str(tmp_path / "died")))  # may get past it
+    assert not _same_every_time(SimpleNamespace(path=str(tmp_path / "none")))
+    assert _data_error(SimpleNamespace(metrics={"trial_id": "a1b2c_00000"})) == ""  # it never reported: no data error
 
 
 @pytest.mark.slow

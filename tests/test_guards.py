@@ -239,9 +239,8 @@ def test_values_that_print_alike_get_the_digits_that_tell_them_apart(capsys, tmp
         rows.append({"run_id": run_id, "run_name": plan.run_name(arm, 0), "status": "finished", "seed": 0,
                      "steps": 40, **arm})
         points += [(run_id, M.VAL_LOSS, 20, 0.5 + i), (run_id, M.VAL_LOSS, 40, 0.4 + i)]
-    from dataclasses import asdict
     text = write_report(pd.DataFrame(rows), pd.DataFrame(points, columns=["run_id", "metric", "step", "value"]),
-                        "comparison", tmp_path, plan=asdict(plan))
+                        "comparison", tmp_path, plan=plan)
     rows = [line.split()[:2] for line in text.splitlines() if line.endswith("1/0/0")]
     assert len(rows) == 6 and ["EMA-VQ", "0.001"] in rows and ["EMA-VQ", "0.0010000001"] in rows, text
     sections = [line for line in text.splitlines() if line.startswith("KSOM hard, lr = ")]
@@ -265,10 +264,11 @@ def test_configurations_whose_names_differ_only_in_punctuation_are_refused(tmp_p
 
 # ---------------------------------------------------------------- the report trusts nothing it reads
 
-GOOD_SWEEP = {"dir": "old-sweep", "study": "sensitivity", "plan": {"study": "sensitivity", "swept": ["n0"]},
-              "experiment_id": "1", "parent_run_id": "abc", "ray_name": "ray", "store": "mlflow.db",
-              "tracking_uri": None, "ray_storage": None}
+PLAN = json.loads((Path(__file__).with_name("data") / "sweep-grid-153a05c.json").read_text())["plan"]
+GOOD_SWEEP = {"dir": "old-sweep", "plan": PLAN, "experiment_id": "1", "parent_run_id": "abc", "ray_name": "ray",
+              "store": "mlflow.db", "tracking_uri": None, "ray_storage": None}
 ALLOWED_SWEEP = "allowed: the sweep.json a sweep wrote (restore it, or start the sweep again)"
+PLAN_ALLOWED = "(the plan a sweep wrote; restore sweep.json, or start the sweep again)"
 
 
 def _unrelated_database(folder: Path) -> Path:
@@ -283,16 +283,22 @@ def _unrelated_database(folder: Path) -> Path:
 
 @pytest.mark.parametrize("edit, message", [
     (lambda t: json.dumps(GOOD_SWEEP)[:50], "{d}/sweep.json is not a sweep's (JSONDecodeError: Unterminated string "
-                                            "starting at: line 1 column 46 (char 45)); " + ALLOWED_SWEEP),
+                                            "starting at: line 1 column 40 (char 39)); " + ALLOWED_SWEEP),
     (lambda t: b"\xff\xfe", "{d}/sweep.json is not a sweep's (UnicodeDecodeError: 'utf-8' codec can't decode byte "
                             "0xff in position 0: invalid start byte); " + ALLOWED_SWEEP),
     (lambda t: "[1, 2]", "{d}/sweep.json is not a sweep's (a JSON list); " + ALLOWED_SWEEP),
     (lambda t: json.dumps({**GOOD_SWEEP, "parent_run_id": 7}),
      "{d}/sweep.json lacks ['parent_run_id'] (or they are not what a sweep writes); " + ALLOWED_SWEEP),
-    (lambda t: json.dumps({**GOOD_SWEEP, "study": "../../x", "plan": {"study": "../../x"}}),
-     "{d}/sweep.json is not a sweep's (study '../../x', plan keys []); " + ALLOWED_SWEEP),
-    (lambda t: json.dumps({**GOOD_SWEEP, "plan": {"swept": 3}}),
-     "{d}/sweep.json is not a sweep's (study 'sensitivity', plan keys ['swept']); " + ALLOWED_SWEEP),
+    (lambda t: json.dumps({**GOOD_SWEEP, "plan": {**PLAN, "study": "../../x"}}),
+     "{d}/sweep.json: plan.study='../../x': allowed: letters, digits, '-' and '_' (it names folders and files)"),
+    (lambda t: json.dumps({**GOOD_SWEEP, "plan": {**PLAN, "swept": 3}}),
+     "{d}/sweep.json: plan.swept=3: allowed: a list " + PLAN_ALLOWED),
+    (lambda t: json.dumps({**GOOD_SWEEP, "plan": {"study": "convergence", "swept": ["arm"]}}),
+     "{d}/sweep.json: plan={{'study': 'convergence', 'swept': ['arm']}}: allowed: a mapping with scale, base, arms, "
+     "seeds, cpus, gpus " + PLAN_ALLOWED),
+    (lambda t: json.dumps({**GOOD_SWEEP, "plan": {**PLAN, "search": {"algorithm": "random"}}}),
+     "{d}/sweep.json: plan.search={{'algorithm': 'random'}}: allowed: a mapping with samples, tuning_seed, spaces "
+     + PLAN_ALLOWED),
     (lambda t: json.dumps({**GOOD_SWEEP, "store": "../elsewhere/accounts.db"}),
      "{d}/sweep.json names the store '../elsewhere/accounts.db', not a file of its results folder {r}; "
      + ALLOWED_SWEEP),
@@ -359,7 +365,7 @@ def test_losing_the_cluster_ends_the_sweep_and_resume_on_a_new_one_completes(tmp
     took = time.time() - lost_at["t"]
     meta = sweep_meta(results)
     assert code == 3, out[-2000:] + err[-3000:]
-    assert f"cluster: {address} (found running)" in out, out
+    assert f"cluster: {address} (joined: given by --address)" in out, out
     (line,) = error_lines(err)
     ended = int(line.split("; ")[1].split()[0])
     assert 1 <= ended < 4
@@ -377,7 +383,7 @@ def test_losing_the_cluster_ends_the_sweep_and_resume_on_a_new_one_completes(tmp
     finally:
         second.shutdown()
     assert code == 0, out[-3000:] + err[-3000:]
-    assert f"cluster: {address} (found running)" in out
+    assert f"cluster: {address} (joined: given by --address)" in out
     assert_one_run_per_trial_with_every_step(meta, 4, [20, 40, 60, 80, 100])
 
 

@@ -1,6 +1,7 @@
 """The import floors, read from the source with ast (every import, at module level or inside a function):
-metrics.py on the ground floor imports nothing of the project; models/ and analysis/ build on it and never
-import each other; sweep/ knows both; benchmarks/ sits on top; and no module imports itself back in a circle."""
+metrics.py on the ground floor imports nothing of the project, plan.py (the plan record) beside it only
+metrics; models/ and analysis/ build on them and never import each other (models needs no plan); sweep/
+knows both; benchmarks/ sits on top; and no module imports itself back in a circle."""
 from __future__ import annotations
 
 import ast
@@ -8,12 +9,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("metrics", "models", "analysis", "sweep", "benchmarks")
+PACKAGES = ("metrics", "plan", "models", "analysis", "sweep", "benchmarks")
+MODULES = ("metrics", "plan")  # the ground floor's modules: files, not folders
 MAY_IMPORT = {  # floor -> the floors its modules may import (their own included)
     "metrics": {"metrics"},
+    "plan": {"metrics", "plan"},
     "models": {"metrics", "models"},
-    "analysis": {"metrics", "analysis"},
-    "sweep": {"metrics", "models", "analysis", "sweep"},
+    "analysis": {"metrics", "plan", "analysis"},
+    "sweep": {"metrics", "plan", "models", "analysis", "sweep"},
     "benchmarks": set(PACKAGES),
 }
 
@@ -44,7 +47,8 @@ def _is_module(name: str) -> bool:
 
 
 def graph() -> dict[str, set[str]]:
-    files = [ROOT / "metrics.py", *(p for d in PACKAGES[1:] for p in (ROOT / d).rglob("*.py"))]
+    files = [*(ROOT / f"{m}.py" for m in MODULES if (ROOT / f"{m}.py").is_file()),
+             *(p for d in PACKAGES if d not in MODULES for p in (ROOT / d).rglob("*.py"))]
     return {module_name(p): project_imports(p) for p in files}
 
 
@@ -83,18 +87,20 @@ def test_no_import_circle():
 
 
 def test_the_checks_find_an_upward_import_and_a_circle(tmp_path, monkeypatch):
-    """The checks are not vacuous: in a made-up tree, a models module that imports analysis, and two models
-    modules that import each other (one inside a function), are found."""
+    """The checks are not vacuous: in a made-up tree, a models module that imports analysis, the plan record
+    importing analysis, and two models modules that import each other (one inside a function), are found."""
     for floor in ("models", "analysis"):
         (tmp_path / floor).mkdir()
         (tmp_path / floor / "__init__.py").write_text("")
     (tmp_path / "metrics.py").write_text("")
+    (tmp_path / "plan.py").write_text("import metrics\nimport analysis.b\n")
     (tmp_path / "models" / "a.py").write_text("from analysis import b\nimport models.c\n")
     (tmp_path / "models" / "c.py").write_text("def f():\n    from models.a import g\n")
     (tmp_path / "analysis" / "b.py").write_text("import metrics\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     edges = graph()
-    assert edges == {"metrics": set(), "models": set(), "analysis": set(), "analysis.b": {"metrics"},
-                     "models.a": {"analysis", "analysis.b", "models.c"}, "models.c": {"models.a"}}
-    assert upward(edges) == ["models.a imports analysis", "models.a imports analysis.b"]
+    assert edges == {"metrics": set(), "plan": {"metrics", "analysis.b"}, "models": set(), "analysis": set(),
+                     "analysis.b": {"metrics"}, "models.a": {"analysis", "analysis.b", "models.c"},
+                     "models.c": {"models.a"}}
+    assert upward(edges) == ["models.a imports analysis", "models.a imports analysis.b", "plan imports analysis.b"]
     assert circles(edges) == [["models.a", "models.c", "models.a"]]

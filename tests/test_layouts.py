@@ -3,7 +3,6 @@ committed results re-render byte for byte from their summaries, no study is name
 and a bad `layout:` block is refused with its file and line before anything runs."""
 from __future__ import annotations
 
-import dataclasses
 import io
 import tokenize
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from helpers import assert_fits_a_column
 
 from analysis.tables import Layout, comparison_markdown, comparison_numbers, table_numbers, to_latex, to_markdown
+from plan import TableLayout
 from sweep.plan import make_plan
 from sweep.retable import retable
 from sweep.study import SHIPPED, parse_study, shipped_names
@@ -23,7 +23,7 @@ RESULTS = ROOT / "docs" / "results"  # sweeps' tables and summaries committed by
 
 def layout(study: str | Path) -> Layout:
     """The layout a sweep of `study` carries in its sweep.json (its plan)."""
-    return Layout.from_plan(dataclasses.asdict(make_plan(study, "smoke", 2)))
+    return Layout.from_plan(make_plan(study, "smoke", 2))
 
 
 def test_the_tables_follow_an_edited_copy_of_robustness_yaml(tmp_path):
@@ -43,7 +43,7 @@ def test_the_tables_follow_an_edited_copy_of_robustness_yaml(tmp_path):
     assert set(before.neighbours) == {"hard"} and set(after.neighbours) == {"none"}
     key = ["n0", "update_empty", "column"]
     before, after = before.set_index(key).sort_index(), after.set_index(key).sort_index()
-    assert len(after) == 4 * 3  # four N0 x update-0 pairs: loss, steps to +10 %, smoothness
+    assert len(after) == 4 * 4  # four N0 x update-0 pairs: loss, steps to +10 %, codes used, smoothness
     pd.testing.assert_series_equal(after["diff"], -before["diff"])
     pd.testing.assert_series_equal(after["p"], before["p"])
     assert after.n.tolist() == before.n_ref.tolist() and after.n_ref.tolist() == before.n.tolist()
@@ -60,15 +60,12 @@ def test_the_tables_follow_an_edited_copy_of_robustness_yaml(tmp_path):
 def test_committed_results_re_render_byte_for_byte(folder, tmp_path):
     """docs/results/<folder>/tables were written by a sweep's report (or since by sweep.retable); its
     summary, set in the layout its study file gives today, writes the same text, Markdown and LaTeX, byte
-    for byte, and the same numbers. A searched study's tuning curves are the only files it does not rewrite
-    (sweep.retable: the best-so-far curves of a TPE search need the search trials' metrics)."""
+    for byte, and the same numbers: every table, a random search's tuning-curve tables too (a TPE search's
+    best-so-far curves need the search trials' metrics: no committed study has one)."""
     retable(RESULTS / folder, tmp_path)
-    plan = dataclasses.asdict(make_plan(folder.removesuffix("-long"), "smoke", 2))
     committed, tables = RESULTS / folder / "tables", tmp_path / "tables"
     written = {p.name for p in tables.iterdir()}
-    from_search = {p.name for p in committed.iterdir()} - written
-    assert written <= {p.name for p in committed.iterdir()}
-    assert from_search == ({f"{plan['study']}_tuning.{e}" for e in ("md", "parquet")} if plan["search"] else set())
+    assert written == {p.name for p in committed.iterdir()}
     for path in sorted(p for p in committed.iterdir() if p.name in written):
         if path.suffix == ".parquet":
             pd.testing.assert_frame_equal(pd.read_parquet(tables / path.name), pd.read_parquet(path))
@@ -113,7 +110,7 @@ def test_study_without_a_layout_block_derives_its_layout():
 def test_an_axis_added_on_the_command_line_joins_the_layout():
     """--grid lr=... on robustness: lr makes a row of its own (innermost) and is compared within."""
     plan = make_plan("robustness", "smoke", grid={"lr": ["1e-3", "3e-4"]})
-    got = Layout.from_plan(dataclasses.asdict(plan))
+    got = Layout.from_plan(plan)
     assert got.rows == ("n0", "update_empty", "neighbours", "lr")
     assert got.columns == ("neighbours", "n0", "update_empty", "lr") and got.group == ("n0", "update_empty", "lr")
 
@@ -127,8 +124,8 @@ def test_a_good_layout_block_reaches_the_plan():
     """The checked block travels in the plan (and so in sweep.json); what it leaves out is derived.
     (Bad blocks: tests/test_studies.py, with the other refusals of a study file.)"""
     plan = make_plan(parse_study(STUDY, "my-study.yaml"), "smoke")
-    assert plan.layout == {"rows": ["n0", "tau"], "caption": "My $\\tau$ study"}
-    got = Layout.from_plan(dataclasses.asdict(plan))
+    assert plan.layout == TableLayout(rows=["n0", "tau"], caption="My $\\tau$ study")
+    got = Layout.from_plan(plan)
     assert (got.rows, got.columns, got.group, got.caption) == (("n0", "tau"), ("n0", "tau"), ("n0",),
                                                                 "My $\\tau$ study")
 

@@ -3,6 +3,7 @@ hand-made trials with a controlled clock), line widths, the in-place status line
 library log, and a real cpu-scale sweep whose every line's predicted end is checked against its real end."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -13,9 +14,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from models.config import TrialConfig
 from sweep import progress
 from sweep.progress import WIDTH, Progress, library_log, pack
+from sweep.trial import Trial, trial_config
 
 
 
@@ -37,11 +38,7 @@ class Clock:
 def _trial(i: int, steps: int = 100, status: str = "PENDING"):
     """A stand-in for Tune's Trial: the fields Progress reads (before its first report, Tune's own keys)."""
     return SimpleNamespace(trial_id=f"t{i}", status=status, last_result={"trial_id": f"t{i}"}, path=f"/runs/t{i}",
-                           config={"base": {"steps": steps, "eval_every": 10}, "arm": {}, "seed": i})
-
-
-def _config(config: dict) -> TrialConfig:
-    return TrialConfig.from_dict({**config["base"], **config["arm"], "seed": config["seed"]})
+                           config=dataclasses.asdict(Trial({"steps": steps, "eval_every": 10}, {}, i)))
 
 
 @pytest.fixture
@@ -75,7 +72,7 @@ def test_eta_counts_steps_falls_with_time_and_never_rises_without_work(clock, ca
     the running trials plus the third packed onto the first free slot; it falls second by second while no
     report comes, stops at the overdue trials' end instead of rising, and the status counts steps."""
     trials = [_trial(i) for i in range(3)]
-    p = Progress(3, lambda c: f"arm seed={c['seed']}", _config, at_once=2)
+    p = Progress(3, lambda c: f"arm seed={c['seed']}", trial_config, at_once=2)
     p.setup()
     for t in trials[:2]:
         t.status = "RUNNING"
@@ -111,7 +108,7 @@ def test_start_up_and_wind_down_of_measured_trials_are_counted(clock):
     """A trial that starts after the speed is known measures the start-up (time to its first report beyond
     its steps); an ended trial the wind-down (last report to its end); both go into every remaining trial."""
     trials = [_trial(i, steps=20) for i in range(3)]
-    p = Progress(3, lambda c: "arm", _config, at_once=1)
+    p = Progress(3, lambda c: "arm", trial_config, at_once=1)
     p.setup()
     trials[0].status = "RUNNING"
     p.on_trial_start(0, trials, trials[0])
@@ -133,7 +130,7 @@ def test_start_up_and_wind_down_of_measured_trials_are_counted(clock):
 def test_trials_tune_has_not_created_yet_count_as_pending(clock):
     """Tune creates a grid's trials as slots free: the two it has not made yet wait as trials of the mean steps."""
     trials = [_trial(0, steps=100, status="RUNNING"), _trial(1, steps=300, status="RUNNING")]
-    p = Progress(4, lambda c: "arm", _config, at_once=2)
+    p = Progress(4, lambda c: "arm", trial_config, at_once=2)
     p.setup()
     _start_and_report_twice(p, trials, clock)
     # running: 80 s and 280 s left; two unseen of 200 steps: 80 + 200 + 200 on the first slot
@@ -143,7 +140,7 @@ def test_trials_tune_has_not_created_yet_count_as_pending(clock):
 
 def test_upper_bound_under_early_stopping_says_so(clock):
     trials = [_trial(0, status="RUNNING")]
-    p = Progress(1, lambda c: "arm", _config, at_once=1, upper_bound=True)
+    p = Progress(1, lambda c: "arm", trial_config, at_once=1, upper_bound=True)
     p.setup()
     _start_and_report_twice(p, trials, clock)
     assert "| ETA ≤ 1 min 20 s (upper bound: early stopping)" in p.status()
@@ -153,7 +150,7 @@ def test_ended_trial_lines_keep_their_result_within_the_width(clock, capsys):
     """A long run name is what gets cut, never the result in front of it; a failure gives its error file."""
     long = "lucidrains k-means + dead codes lr=0.0003 codebook_size=1024 commitment=0.25 decay=0.99 " * 2
     trials = [_trial(i, status="RUNNING") for i in range(3)]
-    p = Progress(3, lambda c: long + str(c["seed"]), _config, at_once=2)
+    p = Progress(3, lambda c: long + str(c["seed"]), trial_config, at_once=2)
     p.setup()
     trials[0].last_result = {"step": 100, "metrics": {"val/best_loss": 0.1234}}
     p.on_trial_complete(0, trials, trials[0])
@@ -183,7 +180,7 @@ def test_on_a_terminal_the_status_line_is_redrawn_in_place(clock, monkeypatch):
     monkeypatch.setenv("TERM", "xterm")
     monkeypatch.delenv("NO_COLOR", raising=False)
     trials = [_trial(i, status="RUNNING") for i in range(2)]
-    p = Progress(2, lambda c: f"arm seed={c['seed']}", _config, at_once=2)
+    p = Progress(2, lambda c: f"arm seed={c['seed']}", trial_config, at_once=2)
     p.setup()
     try:
         assert p.live is not None

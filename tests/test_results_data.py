@@ -5,7 +5,6 @@ the file and what is wrong, exit 2, nothing written; run.txt's command is parsed
 the results README shows run.txt as a code block nothing in it can close."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -132,8 +131,8 @@ def sweep_folder(tmp_path):
     out = tmp_path / "robustness-smoke-20261201-000000"
     out.mkdir()
     shutil.copy(RESULTS / "robustness" / "summary.parquet", out)
-    plan = dataclasses.asdict(make_plan("robustness", "smoke", 2))
-    record = {"dir": out.name, "study": "robustness", "plan": plan, "experiment_id": "1", "parent_run_id": "p",
+    plan = make_plan("robustness", "smoke", 2).to_dict()
+    record = {"name": out.name, "dir": out.name, "plan": plan, "experiment_id": "1", "parent_run_id": "p",
               "ray_name": "r", "store": None, "tracking_uri": "http://127.0.0.1:9", "ray_storage": None}
     (out / "sweep.json").write_text(json.dumps(record))
     return out, record
@@ -151,22 +150,28 @@ def test_retable_of_a_sweep_folder_sets_its_own_plans_tables(sweep_folder, capsy
     assert "\\caption{The sweep's own caption, $\\tau=0.1$. Scale cpu" in tex
 
 
+PLAN_ALLOWED = "(the plan a sweep wrote; restore sweep.json, or start the sweep again)"
+
+
 @pytest.mark.parametrize("change, problem", [
-    ({"labels": ["EMA-VQ\nforged line"]}, "plan['labels'][0] = 'EMA-VQ\\nforged line': a control character"),
-    ({"layout": {"caption": "\\input{/etc/passwd}"}}, "plan['layout']['caption'] = '\\\\input{/etc/passwd}': the "
-     "command \\input is not allowed (allowed: Greek letters, math symbols such as \\pm \\times \\leq, \\mathrm "
-     "\\textbf \\textit \\emph, escaped specials such as \\%)"),
-    ({"study": "../../etc/passwd"}, "study 'robustness', plan keys []"),
-    ({"scale": "cpu\x1b[2J"}, "scale = 'cpu\\x1b[2J': a control character"),  # beside the plan
+    ({"labels": ["EMA-VQ\nforged line"]}, ": plan.labels[0]='EMA-VQ\\nforged line': a control character; allowed: "
+     f"printable text on one line {PLAN_ALLOWED}"),
+    ({"layout": {"caption": "\\input{/etc/passwd}"}}, ": plan.layout.caption='\\\\input{/etc/passwd}': the command "
+     "\\input is not allowed (allowed: Greek letters, math symbols such as \\pm \\times \\leq, \\mathrm \\textbf "
+     "\\textit \\emph, escaped specials such as \\%); allowed: text with the LaTeX a table caption needs (math, Greek "
+     f"letters, \\textbf, \\emph; \\% for %) {PLAN_ALLOWED}"),
+    ({"study": "../../etc/passwd"}, ": plan.study='../../etc/passwd': allowed: letters, digits, '-' and '_' (it "
+     "names folders and files)"),
+    ({"name": "robustness\x1b[2J"}, " is not a sweep's (name = 'robustness\\x1b[2J': a control character); allowed: "
+     "the sweep.json a sweep wrote (restore it, or start the sweep again)"),  # beside the plan
 ])
 def test_a_sweep_json_a_study_file_could_not_give_is_refused(change, problem, sweep_folder, capsys):
     """sweep.retable and the report (and the notebook, through analysis.store.read_sweep) refuse a sweep.json
     whose plan holds a control character, a caption outside the checked LaTeX or another study's name."""
     out, record = sweep_folder
-    (record if "scale" in change else record["plan"]).update(change)
+    (record if "name" in change else record["plan"]).update(change)
     (out / "sweep.json").write_text(json.dumps(record))
-    line = (f"{out / 'sweep.json'} is not a sweep's ({problem}); allowed: the sweep.json a sweep wrote (restore it, "
-            "or start the sweep again)")
+    line = f"{out / 'sweep.json'}{problem}"
     assert main([str(out)]) == 2
     assert capsys.readouterr().err.splitlines() == [f"python -m sweep.retable: error: {line}"]
     with pytest.raises(SystemExit) as exit_info:

@@ -2,6 +2,7 @@
 trials, the tuning-curve estimator, and a search killed mid-way (search and confirmation) that resumes."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -19,12 +20,15 @@ from mlflow.tracking import MlflowClient
 from analysis.store import read_sweep
 from analysis.summary import summarise
 from analysis.tables import Layout, table_numbers, to_markdown
-from analysis.tuning import crossings, expected_best, median_band, tuning_curves, winners
+from analysis.tuning import (expected_best, expected_best_rows, median_band, order_probabilities, order_text,
+                             tuning_curves, winners)
 import metrics as M
 from sweep.execute import winner
 from sweep.plan import file_name, make_plan
 from sweep.report import TrialReport
 from sweep.run import main
+from sweep.search import draws, from_uniform, uniforms
+from sweep.trial import Trial
 from test_studies import test_bad_grids_and_studies_on_the_command_line as refused_on_the_command_line
 from test_studies import test_bad_study_files_are_refused_in_one_line_before_anything_runs as refused_in_one_line
 
@@ -51,18 +55,19 @@ def test_search_block_plans_equal_budgets_and_fresh_confirmation_seeds(tmp_path,
     study.write_text(GOOD)
     plan = make_plan(str(study), "smoke")
     assert plan.seeds == [1, 2, 3]  # confirm_seeds 3 by default: never the tuning seed 0
-    assert plan.search["samples"] == 4 and plan.search["tuning_seed"] == 0
-    assert plan.search["spaces"] == [
+    assert plan.search.samples == 4 and plan.search.tuning_seed == 0
+    assert plan.search.spaces == [
         {"lr": {"loguniform": [1e-4, 3e-3]}, "decay": {"choice": [0.9, 0.99]}},
         {"lr": {"loguniform": [1e-4, 3e-3]}, "decay": {"choice": [0.9, 0.99]}, "tau": {"uniform": [0.05, 0.5]}}]
     assert plan.n_trials() == 2 * (4 + 3)
     # the command line changes the algorithm, the budget and the number of confirmation seeds
     plan = make_plan(str(study), "smoke", seeds=2, search="optuna", samples=6)
-    assert (plan.search["algorithm"], plan.search["samples"], plan.seeds) == ("optuna", 6, [1, 2])
+    assert (plan.search.algorithm, plan.search.samples, plan.seeds) == ("optuna", 6, [1, 2])
     assert main([str(study), "--scale", "smoke", "--samples", "5", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("my-search at smoke scale: 16 trials: per arm 5 random-search samples on seed 0, its "
-                             "best confirmed on seeds 1, 2, 3")
+    assert out[0].startswith("my-search at smoke scale: 16 trials: per arm 5 random-search samples on seed 0 "
+                             "(shared draws: each field one stream, the same values for every arm that searches it), "
+                             "its best confirmed on seeds 1, 2, 3")
     assert out[1].startswith("expected wall time")
     assert out[2:] == ["  EMA-VQ: lr loguniform [0.0001, 0.003], decay choice {0.9, 0.99}",
                        "  KSOM: lr loguniform [0.0001, 0.003], decay choice {0.9, 0.99}, tau uniform [0.05, 0.5]"]
@@ -116,11 +121,45 @@ def test_expected_best_equals_the_hand_computed_case():
     assert median[-1] == 0.5 and (low <= median).all() and (median <= high).all()
 
 
-def test_crossings_name_the_budget_where_the_order_changes():
-    curves = pd.DataFrame({"arm": ["a"] * 4 + ["b"] * 4, "n": [1, 2, 3, 4] * 2,
-                           "expected_best": [1.0, 0.8, 0.5, 0.4, 0.9, 0.8, 0.6, 0.55]})
-    assert crossings(curves) == [("a", "b", 3)]  # b better at n = 1, tied at 2, a better from 3 on
-    assert crossings(curves.assign(expected_best=[1, 0.9, 0.8, 0.7, 2, 1.9, 1.8, 1.7])) == []
+def test_two_arms_of_a_random_search_get_identical_draws_of_their_shared_fields():
+    """The tuned-comparison spaces: KSOM adds tau, which shifts none of the shared fields' draws; the streams
+    are the same in a process with another hash seed (the name's hash is not Python's salted one); each
+    draw lies in its arm's range, through that arm's own distribution."""
+    shared = {"lr": {"loguniform": [1e-4, 3e-3]}, "decay": {"choice": [0.8, 0.9, 0.95, 0.99, 0.999]},
+              "codebook_init": {"choice": ["randn", "uniform", "kmeans"]}}
+    ema, ksom = draws(shared, 16, 0), draws({**shared, "tau": {"loguniform": [0.01, 1.0]}}, 16, 0)
+    assert [{f: d[f] for f in shared} for d in ksom] == ema and len({d["lr"] for d in ema}) == 16
+    assert all(0.01 <= d["tau"] <= 1.0 for d in ksom) and {d["decay"] for d in ema} <= {0.8, 0.9, 0.95, 0.99, 0.999}
+    assert draws(shared, 16, 1) != ema  # another tuning seed, other draws
+    # an arm with a narrower range maps the same uniform numbers through its own distribution
+    narrow = draws({"lr": {"loguniform": [1e-3, 3e-3]}}, 16, 0)
+    u = uniforms("lr", 0, 16)
+    assert [d["lr"] for d in narrow] == pytest.approx(np.exp(np.log(1e-3) + u * np.log(3.0)))
+    assert [d["lr"] for d in ema] == pytest.approx(np.exp(np.log(1e-4) + u * np.log(30.0)))
+    code = "from sweep.search import uniforms; print(list(uniforms('lr', 0, 3)))"
+    other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout
+    assert other.strip() == str(list(u[:3]))
+    assert from_uniform({"randint": [1, 2]}, 0.0) == 1 and from_uniform({"randint": [1, 2]}, 0.999) == 2
+
+
+def test_tuning_curve_order_is_stated_only_where_the_bootstrap_gives_it_ninety_percent():
+    # the resampled curves are Dodge et al.'s estimator row by row (the hand-computed case above)
+    assert expected_best_rows(np.array([[3.0, 1.0, 2.0], [2.0, 2.0, 2.0]]), [1, 2, 3]) == pytest.approx(
+        np.array([[2.0, 14 / 9, 4 / 3], [2.0, 2.0, 2.0]]))
+    assert np.isinf(expected_best_rows(np.array([[1.0, 2.0, math.inf]]), [1, 2])).all()
+    apart = summarise(*_search_frames({"A": [M.FINISHED] * 4, "B": [M.FINISHED] * 4},
+                                      {"A": [0.10, 0.11, 0.12, 0.13], "B": [0.50, 0.51, 0.52, 0.53]}))
+    order = order_probabilities(apart, resamples=200)
+    assert order.n.tolist() == [1, 2, 3, 4] and (order.p_a_lower == 1.0).all()
+    assert order_text(order) == ["A below B at n = 1-4"]
+    mixed = summarise(*_search_frames({"A": [M.FINISHED] * 4, "B": [M.FINISHED] * 4},
+                                      {"A": [0.10, 0.30, 0.50, 0.70], "B": [0.20, 0.30, 0.40, 0.60]}))
+    assert order_text(order_probabilities(mixed, resamples=200))[0].startswith("A and B: no order shown")
+    hand = pd.DataFrame({"a": "x", "b": "y", "n": [1, 2, 3, 4], "p_a_lower": [0.95, 0.6, 0.3, 0.05]})
+    assert order_text(hand) == ["x and y cross: x below y at n = 1; y below x at n = 4"]
+    # point estimates that cross (0.6 -> 0.2) are no crossing unless both orders reach 0.9
+    assert order_text(hand.assign(p_a_lower=[0.95, 0.89, 0.5, 0.2])) == ["x below y at n = 1"]
 
 
 def _search_frames(statuses: dict[str, list[str]], losses: dict[str, list[float]], stage: str = "search"):
@@ -159,7 +198,8 @@ def test_a_stopped_trial_is_counted_never_averaged_never_bold_never_a_tuning_sam
 def test_the_winner_is_the_lowest_best_loss_among_finished_trials():
     def result(loss, status=M.FINISHED, error=None, lr=0.1):
         report = TrialReport(step=100, status=status, metrics={M.VAL_LOSS: loss, M.VAL_BEST_LOSS: loss})
-        return SimpleNamespace(metrics=report.to_result(), config={"search": {"lr": lr}}, error=error)
+        config = Trial({}, {"neighbours": "none"}, 0, M.SEARCH, {"lr": lr})  # as Ray holds it: a dict
+        return SimpleNamespace(metrics=report.to_result(), config=dataclasses.asdict(config), error=error)
 
     found = [result(0.5, lr=0.1), result(0.01, status=M.RUNNING, lr=0.2), result(0.02, status=M.DIVERGED, lr=0.3),
              result(0.03, error=RuntimeError("x"), lr=0.4), result(0.4, lr=np.float64(0.5))]
@@ -269,7 +309,13 @@ def test_random_search_finds_the_planted_best_confirms_it_and_reports_tuning_cur
     client = MlflowClient(meta.tracking_uri)
     parent = client.get_run(meta.parent_run_id)
     note = parent.data.tags["mlflow.note.content"]
-    assert "| search | 4 configurations per arm (random search) on seed 0" in note
+    assert "| search | per arm 4 random-search samples on seed 0 (shared draws: each field one stream" in note
+    # draw j of both arms: the same lr (their shared field), whatever tau KSOM drew
+    search = [r for r in runs if r.data.tags["stage"] == M.SEARCH]
+    lr = {(r.data.tags["arm"], r.data.tags["draw"]): r.data.params["lr"] for r in search}
+    assert sorted(r.data.tags["draw"] for r in search) == sorted(["0", "1", "2", "3"] * 2)
+    assert all(lr[("EMA-VQ", d)] == lr[("KSOM hard", d)] for d in "0123")
+    assert (sweep_dir / "tables" / "planted-search_paired.parquet").is_file()
     assert "Winning values of each arm's search" in note and "EMA-VQ" in note
     artifacts = {a.path for a in client.list_artifacts(meta.parent_run_id, "figures")}
     assert "figures/tuning_curve.png" in artifacts

@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.stats import describe, holm, tost, tost_from_stats, welch
+from analysis.stats import (describe, holm, seeds_needed, tost, tost_from_stats, tost_power, verdict, welch,
+                            welch_power)
 from analysis.tables import Layout, comparison_numbers, mark_best, table_numbers, to_latex, to_text
 from analysis.tables.layout import read_layout
+from plan import Plan, TableLayout
 from sweep.study import SHIPPED
 
 COMPARISON = read_layout(SHIPPED / "comparison.yaml")  # the paper's Table 2, as its study file sets it
@@ -145,13 +147,15 @@ def test_one_seed_table_has_no_bold_and_says_why():
 
 def test_layout_from_a_plan():
     """A sweep's plan gives the layout its study file's block sets, the rest derived from its swept axes."""
-    block = Layout.from_plan({"study": "r", "swept": ["n0", "neighbours"], "reference": {"neighbours": "none"},
-                              "layout": {"order": ["n0", "neighbours"], "caption": "$\\tau$ (Table 9).",
-                                         "headers": {"n0": "$N$"}}})
+    block = Layout.from_plan(Plan("r", "smoke", {}, [{}], [0], 1.0, 0.0, swept=["n0", "neighbours"],
+                                  reference={"neighbours": "none"},
+                                  layout=TableLayout(order=["n0", "neighbours"], caption="$\\tau$ (Table 9).",
+                                                     headers={"n0": "$N$"})))
     assert (block.rows, block.group, block.columns, block.caption, block.headers) == (
         ("n0", "neighbours"), ("n0",), ("n0", "neighbours"), "$\\tau$ (Table 9).", {"n0": "$N$"})
-    layout = Layout.from_plan({"study": "lr_sweep", "swept": ["lr", "neighbours"], "reference": {"neighbours": "none"},
-                               "metrics": ["final_loss", "steps_20"], "description": "lr x quantiser"})
+    layout = Layout.from_plan(Plan("lr_sweep", "smoke", {}, [{}], [0], 1.0, 0.0, swept=["lr", "neighbours"],
+                                   reference={"neighbours": "none"}, metrics=["final_loss", "steps_20"],
+                                   description="lr x quantiser"))
     assert (layout.rows, layout.group, layout.thresholds, layout.columns) == (
         ("lr", "neighbours"), ("lr",), (20,), ("neighbours", "lr"))
     s = _summary({"none": [0.4, 0.5], "hard": [0.1, 0.2]}, {"none": [300, 200], "hard": [100, 100]}).assign(lr=1e-3)
@@ -187,3 +191,68 @@ def test_tost_by_hand():
     assert narrow.p == pytest.approx(stats.t.sf(0.01 / 0.0163299, 4), rel=1e-4)
     undefined = tost_from_stats(1.0, math.nan, 1, 1.0, 0.1, 3, 0.05)
     assert math.isnan(undefined.p) and not undefined.equivalent
+
+
+def test_holm_runs_over_the_primary_family_alone_by_hand():
+    """Two arms against EMA-VQ, all with std 0.1 and 3 seeds (df 4): loss differences -0.3 and -0.1. Holm over the
+    two loss tests alone: p_(1) x 2, then max(that, p_(2) x 1); the steps tests are the secondary family."""
+    losses = {"none": [0.4, 0.5, 0.6], "hard": [0.1, 0.2, 0.3], "gaussian": [0.3, 0.4, 0.5]}
+    steps = {"none": [300, 200, 100], "hard": [100, 100, 200], "gaussian": [300, 300, 200]}
+    c = comparison_numbers(_summary(losses, steps), COMPARISON).set_index(["neighbours", "column"])
+    se = math.sqrt(0.01 / 3 + 0.01 / 3)
+    p_hard, p_gauss = p_two_sided_df4(-0.3 / se), p_two_sided_df4(-0.1 / se)
+    assert p_hard < p_gauss
+    assert c.loc[("hard", "final_loss"), "p_holm"] == pytest.approx(2 * p_hard, rel=1e-6)
+    assert c.loc[("gaussian", "final_loss"), "p_holm"] == pytest.approx(max(2 * p_hard, p_gauss), rel=1e-6)
+    secondary = c[c.family == "secondary"]
+    assert set(secondary.index.get_level_values("column")) == {"steps_10", "steps_20"}
+    assert secondary.p_holm.tolist() == pytest.approx(holm(secondary.p).tolist())  # 4 tests among themselves
+    assert (c.loc[(slice(None), "final_loss"), "family"] == "primary").all()
+    assert c.loc[("hard", "final_loss"), "verdict"] == "better" and secondary.verdict.eq("").all()
+
+
+def test_verdict_words_on_hand_made_cases():
+    """(mean, std, n) against a reference; margins in loss units. TOST of 1.000 vs 1.001 with s = 0.01, n = 10:
+    se = sqrt(2 x 1e-4 / 10) = 0.004472, lower one-sided t = (-0.001 + 0.05) / se = 10.96: passes at any
+    reasonable df; the same with n = 3 and margin 0.01: t = 0.009 / 0.008165 = 1.10 < t_{0.95, 4} = 2.132: fails."""
+    level = verdict(1.000, 0.01, 10, 1.001, 0.01, 10, p_holm=0.9, margin=0.05)
+    assert level.word == "level" and level.p_tost < 1e-6 and level.margin == 0.05
+    significant_but_inside = verdict(1.00, 0.001, 10, 1.01, 0.001, 10, p_holm=1e-9, margin=0.05)
+    assert significant_but_inside.word == "level"  # a difference inside the margin: level, with its diff and p
+    assert significant_but_inside.diff == pytest.approx(-0.01) and significant_but_inside.p_holm == 1e-9
+    fails = verdict(1.000, 0.01, 3, 1.001, 0.01, 3, p_holm=0.9, margin=0.01)
+    assert fails.word == "undecided"
+    assert fails.p_tost == pytest.approx(stats.t.sf(0.009 / math.sqrt(2e-4 / 3), 4), rel=1e-4) and fails.p_tost > 0.05
+    assert verdict(1.0, 0.1, 3, 2.0, 0.1, 3, p_holm=0.01).word == "better"
+    assert verdict(2.0, 0.1, 3, 1.0, 0.1, 3, p_holm=0.01, margin=0.05).word == "worse"
+    assert verdict(2.0, 0.1, 3, 1.0, 0.1, 3, p_holm=0.05).word == "undecided"  # p must be below alpha
+    assert math.isnan(verdict(2.0, 0.1, 3, 1.0, 0.1, 3, p_holm=0.2).p_tost)  # no margin: no TOST
+
+
+def test_power_and_seeds_needed_by_hand():
+    """Welch at equal spreads is Student's t: effect d = 1 sd, two-sided 0.05, n = 17 per arm gives power 0.807
+    (Cohen 1988's sample-size table: n = 17 per group for 0.80 at d = 1.0), n = 16 falls short. TOST at true difference 0 with
+    s = 1, margin 0.5 and n = 50: se = 0.2, power ~ 2 Phi(0.5 / 0.2 - t_{0.95, 98}) - 1 = 2 Phi(0.8394) - 1 = 0.599.
+    The convergence study (stds 2.149 and 0.800 x10^-3, margin 5 % of 29.50 x10^-3): 3 seeds give ~2.6 %,
+    22 per arm 80 %."""
+    assert welch_power(1.0, 1.0, 17, 1.0) == pytest.approx(0.807, abs=1e-3)
+    assert welch_power(1.0, 1.0, 16, 1.0) < 0.8 and seeds_needed(1.0, 1.0, diff=-1.0) == 17
+    assert tost_power(1.0, 1.0, 50, 0.5) == pytest.approx(2 * stats.norm.cdf(0.8394) - 1, abs=0.01)
+    s_ema, s_ksom, margin = 0.002149, 0.000800, 0.05 * 0.029496
+    assert tost_power(s_ema, s_ksom, 3, margin) == pytest.approx(0.026, abs=0.005)
+    assert seeds_needed(s_ema, s_ksom, margin=margin) == 22
+    assert math.isnan(seeds_needed(0.0, 0.0, diff=1.0)) and math.isnan(seeds_needed(1.0, 1.0, diff=0.0))
+
+
+def test_the_margin_is_in_loss_units_or_a_fraction_of_the_reference():
+    """hard 0.40 +- 0.01 against none 0.41 +- 0.01 (3 seeds): level within +-0.05 (TOST p tiny), and within
+    10 % of the reference's 0.41 = 0.041; undecided at 1 % (0.0041), where the 90 % interval pokes out."""
+    s = _summary({"none": [0.40, 0.41, 0.42], "hard": [0.39, 0.40, 0.41]}, {"none": [1, 1, 1], "hard": [1, 1, 1]})
+    def primary(margin):
+        layout = Layout(("neighbours",), (), reference={"neighbours": "none"}, name="t", margin=margin)
+        return comparison_numbers(s, layout).set_index("column").loc["final_loss"]
+    loss = primary({"loss": 0.05})
+    assert (loss.verdict, loss.margin) == ("level", 0.05) and loss.p_tost < 0.01
+    assert primary({"fraction": 0.1}).margin == pytest.approx(0.041) and primary({"fraction": 0.1}).verdict == "level"
+    assert primary({"fraction": 0.01}).verdict == "undecided"
+    assert math.isnan(primary({}).margin) and primary({}).verdict == "undecided"

@@ -1,14 +1,23 @@
-"""sweep.json as one record (analysis.store.Sweep): read with its paths resolved where the folder is
-now and written back in the same format (its refusals: tests/test_guards.py); and a report read from
-the MLflow store alone sets the tables as the sweep folder's does."""
+"""sweep.json as one record (analysis.store.Sweep, its plan a plan.Plan): read with its paths resolved where
+the folder is now, older files with the plan's defaults, and written back as the same sweep (its refusals:
+tests/test_guards.py); and a report read from the MLflow store alone sets the tables as the sweep folder's
+does."""
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
 from analysis.report import main as report_main
 from analysis.store import Sweep, read_sweep, write_sweep
+from analysis.tables import Layout
+import metrics as M
+from plan import Analysis, Plan, TableLayout
+from sweep.plan import Plan as SweepPlan, check_winners, stored_error, validate
+
+DATA = Path(__file__).with_name("data")
 
 # A sweep.json as sweeps wrote it before Sweep was a record (and before plans carried a layout):
 # keys in this order, the embedded store by name, Tune's storage left out (the sweep folder's own).
@@ -23,21 +32,46 @@ OLD = {"name": "robustness-smoke-20261129-203934-53ce", "study": "robustness", "
        "parent_run_id": "df480390048040c48fe41a963b0a410f", "store": "mlflow.db"}
 
 
-def test_an_old_sweep_json_loads_where_its_folder_is_now_and_writes_back_unchanged(tmp_path):
+def test_an_old_sweep_json_loads_where_its_folder_is_now_and_writes_back_the_same_sweep(tmp_path):
     folder = tmp_path / "moved-results" / OLD["dir"]
     folder.mkdir(parents=True)
-    text = json.dumps(OLD, indent=2)
-    (folder / "sweep.json").write_text(text)
+    (folder / "sweep.json").write_text(json.dumps(OLD, indent=2))
     sweep = read_sweep(folder, check=False)  # no store here: check=True would refuse (StoreMissing)
-    assert isinstance(sweep, Sweep)
+    assert isinstance(sweep, Sweep) and isinstance(sweep.plan, Plan)
     assert (sweep.dir, sweep.results_dir, sweep.ray_storage) == (folder, folder.parent, str(folder))
     assert sweep.tracking_uri == f"sqlite:///{folder.parent / 'mlflow.db'}"
-    assert (sweep.name, sweep.study, sweep.scale, sweep.experiment_id, sweep.parent_run_id, sweep.ray_name) == (
+    assert (sweep.name, sweep.study, sweep.plan.scale, sweep.experiment_id, sweep.parent_run_id, sweep.ray_name) == (
         OLD["name"], "robustness", "smoke", "3", OLD["parent_run_id"], "ray")
-    assert sweep.plan == OLD["plan"] and sweep.base == OLD["base"] and sweep.tune_path == f"{folder}/ray"
+    assert sweep.plan.to_dict() == {**OLD["plan"], "cpus": 1.0, "gpus": 0.0, "analysis": dataclasses.asdict(Analysis()),
+                                    "layout": dataclasses.asdict(TableLayout()), "search": None, "added_seeds": [],
+                                    "pack_size": 1}  # what the record added since, at its defaults
+    assert sweep.tune_path == f"{folder}/ray"
     (folder / "sweep.json").unlink()
     write_sweep(sweep)
-    assert (folder / "sweep.json").read_text() == text  # the same file, byte for byte
+    assert read_sweep(folder, check=False) == sweep  # written back, it reads as the same sweep
+
+
+@pytest.mark.parametrize("fixture", ["sweep-grid-153a05c.json", "sweep-search-153a05c.json"])
+def test_a_sweep_json_written_before_the_plan_record_reads_with_its_defaults(fixture, tmp_path):
+    """sweep.json files a sweep wrote at commit 153a05c (a grid with a reference and an equivalence margin; a
+    random search with its winners), before the plan was a record: they read, the fields added since at
+    their defaults, and resume would take them (sweep.plan.validate, the winners against their spaces)."""
+    record = json.loads((DATA / fixture).read_text())
+    folder = tmp_path / record["dir"]
+    folder.mkdir()
+    (folder / "sweep.json").write_text(json.dumps(record))
+    sweep = read_sweep(folder, check=False, plan_type=SweepPlan)
+    assert sweep.plan.study == record["plan"]["study"] and sweep.plan.arms == record["plan"]["arms"]
+    assert (sweep.plan.added_seeds, sweep.plan.pack_size, sweep.plan.analysis.primary) == ([], 1, M.FINAL_LOSS)
+    validate(sweep.plan, stored_error(folder / "sweep.json"))
+    check_winners(sweep.plan, sweep.winners, stored_error(folder / "sweep.json"))
+    if record["plan"]["search"]:
+        assert sweep.plan.search.asha is None and sweep.plan.search.samples == record["plan"]["search"]["samples"]
+        assert len(sweep.winners) == len(sweep.plan.arms)
+    else:
+        assert sweep.plan.search is None and sweep.plan.analysis.equivalence == 0.05
+        assert sweep.plan.reference == {"arm": "KSOM hard 2D"}
+    assert Layout.from_plan(sweep.plan).reference == record["plan"]["reference"]
 
 
 def test_a_sweep_on_a_tracking_server_keeps_its_uri_and_storage(tmp_path):
@@ -51,7 +85,9 @@ def test_a_sweep_on_a_tracking_server_keeps_its_uri_and_storage(tmp_path):
     assert (sweep.tracking_uri, sweep.ray_storage) == ("http://tracking:5000", "s3://bucket/sweeps")
     assert sweep.tune_path == f"s3://bucket/sweeps/{OLD['name']}"
     write_sweep(sweep)
-    assert json.loads((folder / "sweep.json").read_text()) == record
+    written = json.loads((folder / "sweep.json").read_text())
+    assert (written["tracking_uri"], written["ray_storage"], written["ray_name"]) == (
+        "http://tracking:5000", "s3://bucket/sweeps", OLD["name"])
 
 
 @pytest.mark.slow

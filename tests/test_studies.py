@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from analysis.store import read_sweep
 import metrics as M
 from models.config import TrialConfig
+from plan import Analysis
 from sweep.plan import make_plan
 from sweep.run import main
 from sweep.scales import SCALES, STARTUP_SECONDS
@@ -108,7 +109,13 @@ reference: {tau: 0.1}
     (GOOD + "analysis: {equivalence: 5}\n", [":8:", "analysis.equivalence=5", "allowed: a fraction in (0, 1)"]),
     (GOOD.replace("reference: {tau: 0.1}\n", "") + "analysis: {equivalence: 0.05}\n", [
         "analysis.equivalence=0.05", "the study has no reference"]),
-    (GOOD + "analysis: {anova: true}\n", [":8:", "analysis 'anova' is unknown", "allowed: factorial, equivalence"]),
+    (GOOD + "analysis: {anova: true}\n", [":8:", "analysis 'anova' is unknown",
+                                         "allowed: factorial, primary, equivalence, equivalence_margin"]),
+    (GOOD + "analysis: {primary: smoothness}\n", [":8:", "analysis.primary='smoothness'",
+                                                  "allowed: one of the study's metrics: final_loss, steps_10"]),
+    (GOOD + "analysis: {equivalence_margin: -1}\n", [":8:", "analysis.equivalence_margin=-1", "a number > 0"]),
+    (GOOD + "analysis: {equivalence: 0.05, equivalence_margin: 0.001}\n", [
+        "analysis.equivalence_margin=0.001", "without `equivalence` (a margin is one or the other)"]),
     (GOOD.replace("neighbours: hard", "neighbours: hard\n  kmeans_init: true"), [
         ":5:", "fixed.kmeans_init='kmeans_init'", "kmeans_init is no longer a config field: it is replaced by "
         "codebook_init (kmeans_init: true is codebook_init: kmeans; allowed: randn, uniform, kmeans)"]),
@@ -152,7 +159,7 @@ def test_bad_study_files_are_refused_in_one_line_before_anything_runs(text, expe
     (["ablation", "--set", "kmeans_init=true"], "--set kmeans_init is no longer a config field: it is replaced by "
                                                 "codebook_init"),
     (["ablation", "--grid", "kmeans_init=true,false"], "--grid kmeans_init is no longer a config field"),
-    (["parity", "--grid", "decay=0.5,0.8,0.99"], "parity.yaml:18: analysis.factorial[0]='decay': not a two-level axis"),
+    (["parity", "--grid", "decay=0.5,0.8,0.99"], "parity.yaml:19: analysis.factorial[0]='decay': not a two-level axis"),
 ])
 def test_bad_grids_and_studies_on_the_command_line(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -236,7 +243,7 @@ def test_parity_is_the_full_factorial_of_decay_init_and_commitment_for_three_rul
     assert rules == {("kohonen", "none", False, 1, True), ("lucidrains", "none", False, 1, True),
                      ("kohonen", "hard", False, 1, True)}
     assert {(c.steps, c.seed) for c in trials} == {(800, s) for s in range(3)}
-    assert plan.analysis == {"factorial": ["decay", "codebook_init", "commitment"]}  # carried into sweep.json
+    assert plan.analysis == Analysis(factorial=["decay", "codebook_init", "commitment"])  # carried into sweep.json
 
 
 def test_convergence_runs_the_table_2_pair_and_parity_best_to_10000_steps():
@@ -249,7 +256,7 @@ def test_convergence_runs_the_table_2_pair_and_parity_best_to_10000_steps():
     assert [(c.neighbours, c.n0, c.update_empty, c.decay, c.codebook_init, c.commitment) for c in arms.values()] == [
         ("none", 1, True, 0.99, "randn", 0.25), ("none", 1, True, 0.8, "randn", 0.25),
         ("hard", 1, True, 0.99, "randn", 0.25)]
-    assert plan.reference == {"arm": "KSOM hard 2D"} and plan.analysis == {"equivalence": 0.05}
+    assert plan.reference == {"arm": "KSOM hard 2D"} and plan.analysis == Analysis(equivalence=0.05)
 
 
 # ---------------------------------------------------------------- a user's study, end to end
@@ -276,7 +283,7 @@ def test_a_user_written_two_axis_study_runs_end_to_end(user_study_sweep):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     sweep_dir = next(results.glob("lr-by-k-cpu-*"))
     meta = read_sweep(sweep_dir)
-    assert meta.plan["swept"] == ["lr", "codebook_size"] and meta.plan["reference"] == {"lr": 0.001}
+    assert meta.plan.swept == ["lr", "codebook_size"] and meta.plan.reference == {"lr": 0.001}
     client = MlflowClient(meta.tracking_uri)
     exp = client.get_experiment_by_name("lr-by-k")
     runs = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
@@ -301,3 +308,21 @@ def test_a_user_written_two_axis_study_runs_end_to_end(user_study_sweep):
     for name in ("loss.png", "sensitivity_lr.png", "sensitivity_lr.pdf"):
         assert (sweep_dir / "figures" / name).exists()
     assert not (sweep_dir / "figures" / "sensitivity_codebook_size.png").exists()  # two values: the table's job
+
+
+def test_the_dry_run_of_a_study_with_a_margin_says_what_its_seeds_can_show(tmp_path, capsys):
+    """convergence declares a 5 % margin and has a committed run (3 seeds, stds 2.1 and 0.8 x10^-3): 3 seeds give
+    the TOST of EMA-VQ decay 0.8 about 3 % power, 22 per arm 80 %; a study with a margin and no committed run
+    says so; one without a margin says nothing of it."""
+    assert main(["convergence", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "what 3 seeds per arm can show (spreads of the earlier run in " in out and "cpu-xl scale" in out
+    line = next(x for x in out.splitlines() if x.startswith("  EMA-VQ decay 0.8:"))
+    assert "power 3% to show level within ±1.47 were the true difference 0, 22 seeds per arm for 80%" in line
+    assert "power 12% to show a difference of -1.53 (that run's), 20 seeds per arm for 80%" in line
+    study = tmp_path / "my-study.yaml"
+    study.write_text(GOOD + "analysis: {equivalence_margin: 0.002}\n")
+    assert main([str(study), "--dry-run", "--scale", "smoke"]) == 0
+    assert "no committed run of my-study" in capsys.readouterr().out
+    assert main(["robustness", "--dry-run"]) == 0
+    assert "can show" not in capsys.readouterr().out

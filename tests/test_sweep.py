@@ -21,7 +21,7 @@ from models.config import TrialConfig
 from models.train import train
 from sweep.execute import run_sweep
 from sweep.plan import Plan, make_plan
-from sweep.run import main
+from sweep.run import main, next_seeds
 from sweep.scales import PAPER_CIFAR_RESOURCES
 from sweep.tracking import file_name
 from sweep.ui import wait_healthy
@@ -203,6 +203,10 @@ def test_killed_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
     (["robustness", "--set", "precision=fp16"], "precision='fp16' is unknown; allowed: fp32, bf16"),
     (["--resume", "/nonexistent/sweep"], "no sweep.json"),
     ([], "give a STUDY"),
+    (["robustness", "--add-seeds", "2"], "--add-seeds: allowed only with --resume SWEEP_DIR"),
+    (["--resume", "/nonexistent/sweep", "--add-seeds", "0"], "--add-seeds '0': allowed: a whole number of seeds >= 1"),
+    (["--resume", "/nonexistent/sweep", "--add-seeds", "two"], "--add-seeds 'two': allowed: a whole number"),
+    (["--resume", "/nonexistent/sweep", "--add-seeds", "1.5"], "--add-seeds '1.5': allowed: a whole number"),
 ])
 def test_bad_command_lines_fail_before_anything_runs(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
@@ -231,3 +235,61 @@ def test_paper_scale_follows_the_data_set(dataset, model, size, batch, lr, seeds
     assert (base["model"], base["image_size"], base["batch_size"], base["lr"]) == (model, size, batch, lr)
     assert (base["codebook_size"], base["code_dim"], base["width"], base["steps"]) == (512, 64, 128, 30_000)
     assert len(plan.seeds) == seeds and (plan.cpus, plan.gpus) == (cpus, gpus)
+
+
+def test_added_seeds_follow_the_highest_and_skip_the_tuning_seed():
+    assert next_seeds([0, 1, 2], 3) == [3, 4, 5]
+    assert next_seeds([1, 2, 3], 2, skip=0) == [4, 5]
+    assert next_seeds([1, 2, 3], 3, skip=5) == [4, 6, 7]  # a tuning seed above the confirmation seeds is skipped
+    assert next_seeds([0, 1, 2, 7], 1) == [8]
+
+
+TWO_ARMS = """\
+name: two-arms
+description: EMA-VQ and KSOM hard, one seed, to grow
+arms:
+  - {neighbours: none}
+  - {neighbours: hard, grid_dim: 2, tau: 0.1}
+reference: {neighbours: none}
+"""
+
+
+@pytest.mark.slow
+def test_add_seeds_trains_only_the_new_seeds_of_a_finished_sweep(tmp_path):
+    """A finished smoke sweep (2 arms x seed 0) given --add-seeds 1: refused while its parent run is not finished;
+    then it trains seed 1 of both arms and nothing else (every old run and its history as it was, no run twice),
+    records the seed in sweep.json's plan and remakes the tables (2 seeds per arm)."""
+    study = tmp_path / "two-arms.yaml"
+    study.write_text(TWO_ARMS)
+    first = subprocess.run([sys.executable, "-m", "sweep.run", str(study), "--scale", "smoke", "--seeds", "1", "--set",
+                            "steps=40", "--set", "eval_every=20", "--results-dir", str(tmp_path)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    sweep_dir = next(tmp_path.glob("two-arms-smoke-*"))
+    meta = read_sweep(sweep_dir)
+    client, before = child_runs(meta.tracking_uri, "two-arms")
+    old = {r.info.run_id: (r.info.end_time, r.data.params["seed"], history(client, r)) for r in before}
+    assert sorted(seed for _, seed, _ in old.values()) == ["0", "0"]
+    add = [sys.executable, "-m", "sweep.run", "--resume", str(sweep_dir), "--add-seeds", "1"]
+
+    client.set_terminated(meta.parent_run_id, "KILLED")  # as a sweep stopped short leaves it
+    refused = subprocess.run(add, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "has not finished (its parent run is KILLED)" in refused.stderr
+    client.set_terminated(meta.parent_run_id, "FINISHED")
+
+    done = subprocess.run(add, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"adding seeds 1 to {sweep_dir}" in done.stdout
+    client, after = child_runs(meta.tracking_uri, "two-arms")
+    assert len(after) == 4 and set(old) <= {r.info.run_id for r in after}
+    for r in after:
+        if r.info.run_id in old:
+            assert (r.info.end_time, r.data.params["seed"], history(client, r)) == old[r.info.run_id]
+        else:
+            assert r.data.params["seed"] == "1" and r.data.tags["status"] == "finished"
+            assert [s for s, _ in history(client, r)] == [20, 40]
+    assert read_sweep(sweep_dir).plan.added_seeds == [1]
+    table = pd.read_parquet(sweep_dir / "tables" / "two-arms.parquet")
+    assert set(table.seeds) == {2}
+    assert client.get_run(meta.parent_run_id).info.status == "FINISHED"

@@ -64,7 +64,7 @@ def test_two_worker_trial_killed_midway_resumes_to_the_uninterrupted_end_state(t
         proc.wait()
     sweep_dir = next(tmp_path.glob("sensitivity-smoke-*"))
     meta = read_sweep(sweep_dir)
-    assert meta.plan["workers"] == 2
+    assert meta.plan.workers == 2
 
     done = subprocess.run([sys.executable, "-m", "sweep.run", "--resume", str(sweep_dir)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)

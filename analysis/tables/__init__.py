@@ -12,13 +12,13 @@ captions   what every column means, in LaTeX or plain text
 render     the grids of the three tables, and the entry points below
 """
 from analysis.tables.formats import TEXT_WIDTH, WRAP_WIDTH
-from analysis.tables.layout import HEADERS, LABELS, Layout, LayoutError, check_block, layout_for, paper_order
+from analysis.tables.layout import HEADERS, LABELS, Layout, layout_for, paper_order
 from analysis.tables.numbers import (INCREASE, RATIO, SMOOTH, comparison_numbers, loss_scale, mark_best, steps_scale,
                                      table_numbers, topography_columns)
 from analysis.tables.render import (comparison_latex, comparison_markdown, comparison_text, to_latex, to_markdown,
                                     to_text)
 
-__all__ = ["TEXT_WIDTH", "WRAP_WIDTH", "HEADERS", "LABELS", "Layout", "LayoutError", "check_block", "layout_for",
-           "paper_order", "INCREASE", "RATIO", "SMOOTH", "comparison_numbers", "loss_scale", "mark_best", "steps_scale",
-           "table_numbers", "topography_columns", "comparison_latex", "comparison_markdown", "comparison_text",
-           "to_latex", "to_markdown", "to_text"]
+__all__ = ["TEXT_WIDTH", "WRAP_WIDTH", "HEADERS", "LABELS", "Layout", "layout_for", "paper_order", "INCREASE",
+           "RATIO", "SMOOTH", "comparison_numbers", "loss_scale", "mark_best", "steps_scale", "table_numbers",
+           "topography_columns", "comparison_latex", "comparison_markdown", "comparison_text", "to_latex",
+           "to_markdown", "to_text"]

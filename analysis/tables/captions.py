@@ -3,6 +3,8 @@ and a definition of every column, in LaTeX or plain text (Markdown and the termi
 """
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from analysis.stats import ALPHA
@@ -15,7 +17,7 @@ import metrics as M
 
 def _scale_note(summary: pd.DataFrame) -> tuple[str, str]:
     """(scale name, steps per trial) for captions."""
-    scale = str(summary["scale"].iloc[0]) if "scale" in summary and len(summary) else "?"
+    scale = str(summary[M.SCALE_TAG].iloc[0]) if M.SCALE_TAG in summary and len(summary) else "?"
     steps = int(summary["steps"].max()) if "steps" in summary and len(summary) else 0
     return scale, f"{steps:,}"
 
@@ -26,7 +28,7 @@ def caption(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", pa
     latex = fmt == "latex"
     pm, pct, dagger = PM[fmt], PCT[fmt], DAGGER[fmt]
     scale, steps = _scale_note(summary)
-    seeds = sorted(set(tidy["seeds"])) if len(tidy) else [0]
+    seeds = sorted(set(tidy[M.SEEDS])) if len(tidy) else [0]
     seeds_text = "-".join(map(str, (seeds[0], seeds[-1]))) if len(seeds) > 1 else str(seeds[0])
     ls = loss_scale(summary)
     unit = TIMES[fmt]
@@ -79,18 +81,33 @@ def caption(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", pa
 def comparison_caption(summary: pd.DataFrame, study: "str | Layout", fmt: str) -> str:
     """Caption of the comparison table."""
     layout = layout_for(study, summary)
-    ref = ", ".join(f"{header(layout, f, fmt)} = {escape(LABELS.get(f, {}).get(v, v), fmt)}"
-                    for f, v in layout.reference.items())
-    within = f" within the same {', '.join(header(layout, f, fmt) for f in layout.group)}" if layout.group else ""
     scale, steps = _scale_note(summary)
-    text = (f"{escape(layout.name, fmt)}: each configuration minus the reference arm ({ref}){within}; scale "
-            f"{escape(scale, fmt)}, {steps} steps. "
+    # what comes from data (names, labels, the scale) stands in the text as a slot, filled once the LaTeX is
+    # made plain for Markdown and the terminal, so that the plain-text replacements never touch it
+    data = {"ref": ", ".join(f"{header(layout, f, fmt)} = {escape(LABELS.get(f, {}).get(v, v), fmt)}"
+                             for f, v in layout.reference.items()),
+            "within": f" within the same {', '.join(header(layout, f, fmt) for f in layout.group)}"
+                      if layout.group else "",
+            "name": escape(layout.name, fmt), "at": escape(scale, fmt),
+            "endpoint": "the loss" if layout.primary == M.FINAL_LOSS else escape(layout.primary, fmt)}
+    name, ref, within, scale, primary = (f"\0{key}\0" for key in ("name", "ref", "within", "at", "endpoint"))
+    margin = (f"{layout.margin['fraction']:.0%} of the reference's mean loss" if "fraction" in layout.margin else
+              f"{layout.margin['loss']:g} in loss units" if "loss" in layout.margin else "")
+    level = (f"level when both one-sided Welch tests at the margin $\\pm\\delta$ ({margin}, fixed in the study file "
+             f"before the run) reject at {ALPHA} (TOST; also when the difference is significant, as it then lies "
+             f"inside the margin), else " if margin else "").replace("%", "\\%")
+    text = (f"{name}: each configuration minus the reference arm ({ref}){within}; scale {scale}, {steps} steps. "
             f"$\\Delta$: difference of means (loss: {'test loss' if has_test_split(summary) else NO_TEST_SPLIT}; loss "
-            f"and steps in the main table's units); 95\\% CI: Welch; $p$: "
-            f"two-sided Welch $t$-test, not adjusted (Holm-adjusted in the Parquet); $g$: Hedges' $g$; $n$: seeds "
+            f"and steps in the main table's units); 95\\% CI: Welch; "
+            f"$p_{{\\mathrm{{Holm}}}}$: two-sided Welch $t$-test, Holm-adjusted within its family (the "
+            f"unadjusted $p$ and Hedges' $g$ are in the Parquet): the primary test "
+            f"({primary}, declared in the study file) over the table's configurations, and apart from it the "
+            f"secondary family (every other row, marked secondary); $n$: seeds "
             f"averaged, configuration/reference (diverged left out; collapsed left out of steps). "
-            f"-- where a side has fewer than 2 seeds.")
+            f"-- where a side has fewer than 2 seeds. Verdict of the primary test: {level}better or worse when "
+            f"$p_{{\\mathrm{{Holm}}}} < {ALPHA}$, undecided otherwise.")
     if fmt != "latex":
         text = text.replace("$\\Delta$", "Δ").replace("\\%", "%").replace("$p$", "p").replace("$t$", "t").replace(
-            "$g$", "g").replace("$n$", "n")
-    return text
+            "$g$", "g").replace("$n$", "n").replace("p_{\\mathrm{Holm}}", "p Holm").replace(
+            "$\\pm\\delta$", "±δ").replace("$", "")
+    return re.sub("\0(\\w+)\0", lambda m: data[m.group(1)], text)

@@ -4,7 +4,7 @@ symbols each format writes (plus-minus, dagger, powers of ten, per cent); and ho
 (labels, values, names) is escaped for each format (`escape`), so that it shows as written and never
 acts: LaTeX's specials and commands (\\input would pull a file into the reader's PDF), a Markdown
 cell's pipe, a terminal's control characters. The LaTeX a study file may write itself (its caption
-and headers) is a small checked subset (`check_latex`).
+and headers) is a small checked subset (plan.check_latex).
 """
 from __future__ import annotations
 
@@ -87,44 +87,6 @@ ESCAPES = {"latex": latex_text, "md": markdown_text, "text": lambda text: M.prin
 def escape(text, fmt: str) -> str:
     """Text from data (a label, a value, a name) as format `fmt` ("latex", "md", "text") shows it as written."""
     return ESCAPES[fmt](text)
-
-
-# The LaTeX a study file may write in its caption and headers: these commands (math symbols, Greek, a few
-# text styles) and the escaped specials, with balanced braces and math shifts. Nothing that reads or writes
-# a file (\\input, \\openin, \\write), defines a command or changes how characters are read (\\catcode, ^^).
-LATEX_COMMANDS = frozenset(
-    "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi pi rho sigma "
-    "tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi Pi Sigma Upsilon Phi Psi Omega pm mp times "
-    "cdot div le leq ge geq neq approx sim propto infty ln log exp min max sqrt frac mathrm mathbf mathit textbf "
-    "textit emph ldots dots cdots to rightarrow leftarrow dagger ddagger circ ell partial nabla sum prod".split())
-LATEX_SYMBOLS = "%&_#${}'`\"^~,;! "  # \\% \\& ... (escaped specials, accents, spaces)
-
-
-def check_latex(tex: str) -> str | None:
-    """What is wrong with `tex` as a study file's caption or header (see LATEX_COMMANDS), or None."""
-    if "^^" in tex:
-        return "'^^' (TeX's character codes) is not allowed"
-    depth, math = 0, False
-    for m in re.finditer(r"\\([A-Za-z]+|.?)|[{}$%&#_^]", tex, re.S):
-        token, name = m.group(), m.group(1)
-        if name is not None and name.isalpha():
-            if name not in LATEX_COMMANDS:
-                return (f"the command \\{name} is not allowed (allowed: Greek letters, math symbols such as \\pm "
-                        "\\times \\leq, \\mathrm \\textbf \\textit \\emph, escaped specials such as \\%)")
-        elif name is not None:
-            if not name or name not in LATEX_SYMBOLS:
-                return f"{token!r} is not allowed (a backslash starts a command or escapes one of {LATEX_SYMBOLS[:-1]})"
-        elif token in "%&#" or (token in "_^" and not math):
-            return f"an unescaped {token!r}" + (" outside $...$" if token in "_^" else "") + f" (write \\{token})"
-        elif token == "$":
-            math = not math
-        elif token in "{}":
-            depth += 1 if token == "{" else -1
-            if depth < 0:
-                return "a '}' closes no '{'"
-    if depth or math:
-        return "an unclosed '{'" if depth else "an unclosed '$'"
-    return None
 
 
 def plain(tex: str) -> str:

@@ -2,9 +2,9 @@
 share a bold and a reference arm, which step thresholds are shown, the caption; and how config
 fields and their values are named in tables and figures.
 
-A layout comes from the study file alone: its optional `layout:` block (checked here, so that a
-study file is refused with its file and line before anything runs: sweep/study.py) and its
-`reference`, carried by the sweep's plan into sweep.json. Without a block the layout is derived
+A layout comes from the study file alone: its optional `layout:` block (checked by the study loader,
+sweep/study.py, so that a study file is refused with its file and line before anything runs) and its
+`reference`, carried by the sweep's plan (plan.TableLayout) into sweep.json. Without a block the layout is derived
 from the plan (`Layout.from_plan`); without a plan (a store read by study name) from the fields
 that vary in the summary (`layout_for`).
 
@@ -25,10 +25,9 @@ import pandas as pd
 import yaml
 
 from analysis.summary import CODE_USE_COLUMNS, TOPOGRAPHY_COLUMNS
-from analysis.tables.formats import check_latex, escape, plain
+from analysis.tables.formats import escape, plain
 import metrics as M
-
-BLOCK_KEYS = ("rows", "order", "groups", "thresholds", "caption", "headers")
+from plan import Analysis, Plan, TableLayout
 
 
 @dataclass(frozen=True)
@@ -38,34 +37,50 @@ class Layout:
     rows: tuple[str, ...]  # config fields that make a row, outermost first (the sort order)
     group: tuple[str, ...] = ()  # bold and the reference comparison are within groups of these fields
     thresholds: tuple[int, ...] = M.THRESHOLDS
-    caption: str = ""  # the study's own (LaTeX, checked: formats.check_latex); "": the title
+    caption: str = ""  # the study's own (LaTeX, checked: plan.check_latex); "": the title
     reference: dict = field(default_factory=dict)  # the reference arm of each group: field -> value
     order: tuple[str, ...] = ()  # display order of the row fields (default: rows)
     headers: dict = field(default_factory=dict)  # row field -> column header (LaTeX), over HEADERS
 
     name: str = ""  # the study's name (labels and captions)
     title: str = ""  # plain text (escaped where it is set): the study's description and paper table
+    primary: str = M.FINAL_LOSS  # the primary endpoint: each arm against the reference, one Holm family
+    margin: dict = field(default_factory=dict)  # the equivalence margin for "level": {"fraction": f} or {"loss": d}
 
     @property
     def columns(self) -> tuple[str, ...]:
         return self.order or self.rows
 
     @classmethod
-    def from_plan(cls, plan: dict) -> "Layout":
-        """The layout of a sweep's plan (sweep.json "plan"): what the study's `layout:` block sets,
-        the rest derived: rows = the swept fields, display order quantiser first, groups = the row
-        fields outside the reference arm, thresholds from the plan's steps_<p> metrics, title
-        from its description and paper table."""
-        name = plan.get("study", "")
-        block = plan.get("layout") or {}
-        reference = dict(plan.get("reference") or {})
-        rows = tuple(block.get("rows", plan.get("swept", ())))
-        thresholds = tuple(M.threshold(m) for m in plan.get("metrics", ()) if m.startswith(M.STEPS)) or M.THRESHOLDS
-        title = plan.get("description", name) + (f" ({plan['table']})." if plan.get("table") else ".")
-        return cls(rows, tuple(block.get("groups", (f for f in rows if f not in reference))),
-                   tuple(block.get("thresholds", thresholds)), block.get("caption", ""), reference,
-                   tuple(block.get("order", sorted(rows, key=lambda f: f != "neighbours"))),
-                   dict(block.get("headers", {})), name, title)
+    def from_plan(cls, plan: Plan) -> "Layout":
+        """The layout of a sweep's plan (sweep.json): what the study's `layout:` block sets, the rest
+        derived (`derive`)."""
+        return cls.derive(plan.study, plan.layout, plan.reference, plan.swept, plan.metrics,
+                          plan.description or plan.study, plan.table, plan.analysis)
+
+    @classmethod
+    def derive(cls, name: str, block: TableLayout, reference: dict, swept: list[str], metrics: list[str],
+               description: str, table: str, analysis: Analysis = Analysis()) -> "Layout":
+        """What the `layout:` block sets, the rest derived: rows = the swept fields, display order
+        quantiser first, groups = the row fields outside the reference arm, thresholds from the
+        steps_<p> metrics, title (plain text) from the description and paper table; the primary endpoint
+        and the equivalence margin from the `analysis:` block."""
+        rows = tuple(swept if block.rows is None else block.rows)
+        thresholds = tuple(M.threshold(m) for m in metrics if m.startswith(M.STEPS)) or M.THRESHOLDS
+        title = description + (f" ({table})." if table else ".")
+        return cls(rows, tuple(f for f in rows if f not in reference) if block.groups is None else tuple(block.groups),
+                   thresholds if block.thresholds is None else tuple(block.thresholds), block.caption or "",
+                   dict(reference),
+                   tuple(sorted(rows, key=lambda f: f != "neighbours") if block.order is None else block.order),
+                   dict(block.headers), name, title, analysis.primary, margin_of(analysis))
+
+
+def margin_of(analysis: Analysis) -> dict:
+    """The equivalence margin the `analysis:` block declares: {"fraction": f} (of the reference arm's mean,
+    `equivalence`), {"loss": d} (in the primary endpoint's units, `equivalence_margin`), or {} for none."""
+    if analysis.equivalence_margin is not None:
+        return {"loss": analysis.equivalence_margin}
+    return {} if analysis.equivalence is None else {"fraction": analysis.equivalence}
 
 
 def read_layout(study_file: str | Path) -> Layout:
@@ -73,7 +88,9 @@ def read_layout(study_file: str | Path) -> Layout:
     yaml reads them (the sweep checked them when it ran). For a study whose block names its rows, as
     the paper's four do (their results folders hold no sweep.json); a sweep's layout is its plan's."""
     data = yaml.safe_load(Path(study_file).read_text())
-    return Layout.from_plan({**data, "study": data["name"]})
+    return Layout.derive(data["name"], TableLayout(**(data.get("layout") or {})), data.get("reference") or {}, [],
+                         data.get("metrics", []), data["description"], data.get("table") or "",
+                         Analysis(**(data.get("analysis") or {})))
 
 
 # How config fields and their values are shown: headers and caption notes (LaTeX, plain), value labels.
@@ -88,9 +105,9 @@ ROW_ORDER = {"none": 0, "hard": 1, "gaussian": 2}
 LABELS = {"neighbours": {"none": "EMA-VQ", "hard": "KSOM hard", "gaussian": "KSOM Gauss."},
           "update_empty": {True: "Yes", False: "No"}, "grid_dim": {1: "1D", 2: "2D"}}
 # Summary columns that never make a row: the trial's identity and status, and its measured numbers.
-SKIP = {"run_id", "run_name", "seed", "ray_trial_id", "node_id", M.STATUS_TAG, "parent_run_id", M.RESULT,
-        M.FINAL_LOSS, M.SELECTION_LOSS, M.DIVERGED, M.COLLAPSED, M.LATE_IMPROVEMENT, "start_time", "stage", "search",
-        "searched"}
+SKIP = {"run_id", "run_name", M.SEED_TAG, M.RAY_TRIAL_TAG, M.NODE_TAG, M.STATUS_TAG, "parent_run_id", M.RESULT,
+        M.FINAL_LOSS, M.SELECTION_LOSS, M.DIVERGED, M.COLLAPSED, M.LATE_IMPROVEMENT, "start_time", M.STAGE_TAG,
+        M.SEARCH_TAG, M.SEARCHED_TAG}
 
 
 def header(layout: Layout, name: str, fmt: str) -> str:
@@ -115,75 +132,3 @@ def paper_order(frame: pd.DataFrame, study: "str | Layout") -> pd.DataFrame:
     """Rows sorted as the paper's table: by the layout's fields, EMA-VQ before KSOM (stable otherwise)."""
     return frame.sort_values(list(layout_for(study, frame).rows), kind="stable",
                              key=lambda col: col.map(ROW_ORDER).fillna(col) if col.name == "neighbours" else col)
-
-
-class LayoutError(ValueError):
-    """A study's `layout:` block is malformed: `path` (keys below `layout`), the value, what is allowed."""
-
-    def __init__(self, path: tuple, value, allowed: str, problem: str | None = None):
-        super().__init__(path, value, allowed, problem)
-        self.path, self.value, self.allowed, self.problem = path, value, allowed, problem
-
-
-def check_block(block, rows: list[str], metrics: list[str]) -> dict:
-    """The `layout:` block of a study whose configurations are told apart by `rows` and whose
-    tables show `metrics`, checked (that its rows still tell every configuration apart is the
-    study's to check: it knows the grid); raises LayoutError naming the first bad key. The
-    block's lists come back as lists, so that it is plain data in sweep.json."""
-    if not isinstance(block, dict):
-        raise LayoutError((), block, f"a mapping with keys {', '.join(BLOCK_KEYS)}")
-    for key in block:
-        if key not in BLOCK_KEYS:
-            raise LayoutError((key,), block[key], f"the keys {', '.join(BLOCK_KEYS)}", f"key {key!r} is unknown")
-    out = {}
-    if "rows" in block:
-        out["rows"] = _names(block["rows"], ("rows",), rows, "the fields the study sweeps")
-    shown = out.get("rows", rows)
-    if "order" in block:
-        out["order"] = _names(block["order"], ("order",), shown, "the row fields")
-        if sorted(out["order"]) != sorted(shown):
-            raise LayoutError(("order",), block["order"], f"each row field once: {', '.join(shown)}")
-    if "groups" in block:
-        out["groups"] = _names(block["groups"], ("groups",), shown, "the row fields", empty=True)
-    if "thresholds" in block:
-        value, shows = block["thresholds"], [M.threshold(m) for m in metrics if m.startswith(M.STEPS)]
-        allowed = f"a list of the steps thresholds the study's metrics show: {shows}"
-        if not isinstance(value, list) or not value:
-            raise LayoutError(("thresholds",), value, allowed)
-        for i, p in enumerate(value):
-            if p not in shows or isinstance(p, bool) or value.index(p) != i:
-                raise LayoutError(("thresholds", i), p, allowed, "not among the study's metrics, or repeated")
-        out["thresholds"] = list(value)
-    if "caption" in block:
-        if not isinstance(block["caption"], str) or not block["caption"].strip():
-            raise LayoutError(("caption",), block["caption"], "a non-empty string (LaTeX allowed)")
-        if check_latex(block["caption"]):
-            raise LayoutError(("caption",), block["caption"], LATEX_ALLOWED, check_latex(block["caption"]))
-        out["caption"] = block["caption"].strip()
-    if "headers" in block:
-        headers = block["headers"]
-        if not isinstance(headers, dict):
-            raise LayoutError(("headers",), headers, "a mapping of row field: header (LaTeX allowed)")
-        for name, text in headers.items():
-            if name not in shown:
-                raise LayoutError(("headers", name), name, f"a row field: {', '.join(shown)}", "not a row field")
-            if not isinstance(text, str) or not text.strip():
-                raise LayoutError(("headers", name), text, "a non-empty string (LaTeX allowed)")
-            if check_latex(text):
-                raise LayoutError(("headers", name), text, LATEX_ALLOWED, check_latex(text))
-        out["headers"] = dict(headers)
-    return out
-
-
-LATEX_ALLOWED = "text with the LaTeX a table caption needs (math, Greek letters, \\textbf, \\emph; \\% for %)"
-
-
-def _names(value, path: tuple, allowed: list[str], what: str, empty: bool = False) -> list[str]:
-    """A list of distinct names out of `allowed`."""
-    text = f"a {'' if empty else 'non-empty '}list of distinct names out of {what}: {', '.join(allowed)}"
-    if not isinstance(value, list) or (not value and not empty):
-        raise LayoutError(path, value, text)
-    for i, name in enumerate(value):
-        if name not in allowed or value.index(name) != i:
-            raise LayoutError(path + (i,), name, text, "unknown or repeated")
-    return list(value)

@@ -17,7 +17,12 @@ topography   per configuration, the validation loss with every code shifted by +
              collapsed seed takes no part in the topography's bold.
 vs reference each configuration minus the study's reference arm within its group (Table 3: KSOM
              minus EMA-VQ for the same N0 / update-0): difference of means, Welch 95 % CI, Welch
-             p-value (and Holm-adjusted) and Hedges' g.
+             p-value, Hedges' g, and its family: the study's primary endpoint (its `primary:`, by
+             default the final loss) is one family, Holm-adjusted over its comparisons alone; the
+             other columns (steps to +p %, smoothness, codes used) are the secondary family, Holm-adjusted
+             within itself. Each primary comparison gets its verdict (analysis.stats.verdict: better /
+             worse / level / undecided; level by TOST at the study's margin) and the seeds per arm that
+             80 % power needs, for the observed difference and for level at the margin.
 
 Bold (main and topography smoothness) is decided by statistics, not by the mean alone: within
 each group and column, the lowest mean of the configurations with >= 2 seeds, and every
@@ -32,13 +37,14 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.stats import ALPHA, describe, holm, welch, welch_from_stats
+from analysis.stats import ALPHA, describe, holm, seeds_needed, verdict, welch, welch_from_stats
 from analysis.summary import selection_loss
 from analysis.tables.layout import Layout, layout_for, paper_order
 import metrics as M
 
 TOPOGRAPHY_OFFSETS = (1, 2, 3)  # offset 0 is the model's own loss
 OFFSET, SMOOTH = M.column(M.offset_loss("")), M.column(M.smoothness(""))  # column prefixes
+CODES_USED = M.column(M.val_codes_used(""))
 RATIO, INCREASE = "loss_ratio_", "loss_increase_"  # shifted / unshifted and shifted - unshifted loss
 
 
@@ -76,7 +82,7 @@ def _counts(g: pd.DataFrame) -> dict:
     result = g[M.RESULT].astype(bool) if M.RESULT in g else pd.Series(True, index=g.index)
     collapsed = g[M.COLLAPSED].astype(bool) if M.COLLAPSED in g else pd.Series(False, index=g.index)
     stopped = g[M.STATUS_TAG] == M.STOPPED if M.STATUS_TAG in g else pd.Series(False, index=g.index)
-    counts = {"seeds": int(result.sum()), M.DIVERGED: int((g[M.DIVERGED].astype(bool) & result).sum()),
+    counts = {M.SEEDS: int(result.sum()), M.DIVERGED: int((g[M.DIVERGED].astype(bool) & result).sum()),
               M.COLLAPSED: int((collapsed & result).sum()), "unfinished": int((~result & ~stopped).sum())}
     return {**counts, M.STOPPED: int(stopped.sum())} if stopped.any() else counts  # a column only where it counts
 
@@ -150,13 +156,39 @@ def _matches(frame: pd.DataFrame, values: dict) -> pd.Series:
     return sel
 
 
+PRIMARY, SECONDARY = "primary", "secondary"  # the families of the vs-reference tests
+
+
+def comparison_columns(summary: pd.DataFrame, layout: Layout) -> list[str]:
+    """The columns compared with the reference: the primary endpoint first, then loss, steps to +p %,
+    smoothness and codes used per level (each once)."""
+    columns = [layout.primary, M.FINAL_LOSS] + [M.steps_to(p) for p in layout.thresholds] + sorted(
+        c for c in summary.columns if c.startswith((SMOOTH, CODES_USED)))
+    return [c for c in dict.fromkeys(columns) if c in summary]
+
+
+def comparison_name(key: dict) -> str:
+    """How a comparison is named in verdict markers (docs: `<!-- verdict: STUDY/NAME -->`): the arm's label,
+    or field=value of each row field, joined by ', '."""
+    return ", ".join(str(v) if f == "arm" else f"{f}={v}" for f, v in key.items())
+
+
+def margin_of(layout: Layout, reference_mean: float) -> float:
+    """The study's equivalence margin in loss units: {"loss": delta} as it is, {"fraction": f} times the
+    reference arm's mean; NaN without one."""
+    if "loss" in layout.margin:
+        return float(layout.margin["loss"])
+    return float(layout.margin["fraction"]) * reference_mean if "fraction" in layout.margin else math.nan
+
+
 def comparison_numbers(summary: pd.DataFrame, study: "str | Layout") -> pd.DataFrame:
-    """Each configuration minus the reference arm of its group, per column (loss, steps, smoothness):
-    diff of means, Welch 95 % CI, p, Holm-adjusted p over the table, Hedges' g, n and n_ref.
-    Empty when the study names no reference arm or a group lacks it."""
+    """Each configuration minus the reference arm of its group, per column (comparison_columns): diff of
+    means, Welch 95 % CI, p, Hedges' g, n and n_ref, the family (primary: the study's primary endpoint;
+    secondary: the rest) and p_holm (Holm within its family); on primary rows also the verdict, both sides'
+    std (std, std_ref), the margin (loss units), the TOST p, and the seeds per arm 80 % power needs for the observed difference
+    (seeds_difference) and for level at the margin (seeds_level). Empty when the study names no reference
+    arm or a group lacks it."""
     layout = layout_for(study, summary)
-    columns = [M.FINAL_LOSS] + [M.steps_to(p) for p in layout.thresholds] + sorted(
-        c for c in summary.columns if c.startswith(SMOOTH))
     if not layout.reference:
         return pd.DataFrame()
     records = []
@@ -167,10 +199,33 @@ def comparison_numbers(summary: pd.DataFrame, study: "str | Layout") -> pd.DataF
         ref = summary[_matches(summary, {**where, **layout.reference})]
         if ref.empty:
             continue
-        for col in columns:
+        for col in comparison_columns(summary, layout):
             a, b = _values(g, col), _values(ref, col)
             w = welch(a, b)
-            records.append({**key, "column": col, "diff": w.diff, "ci_low": w.ci_low, "ci_high": w.ci_high,
-                            "p": w.p, "g": w.g, "n": int(np.isfinite(a).sum()), "n_ref": int(np.isfinite(b).sum())})
+            records.append({**key, "label": comparison_name(key), "column": col,
+                            "family": PRIMARY if col == layout.primary else SECONDARY, "diff": w.diff,
+                            "ci_low": w.ci_low, "ci_high": w.ci_high, "p": w.p, "g": w.g,
+                            "n": int(np.isfinite(a).sum()), "n_ref": int(np.isfinite(b).sum()),
+                            "stats": (describe(a), describe(b))})
     out = pd.DataFrame(records)
-    return out.assign(p_holm=holm(out["p"])) if len(out) else out
+    if out.empty:
+        return out
+    out["p_holm"] = math.nan
+    for family in (PRIMARY, SECONDARY):
+        rows = out["family"] == family
+        out.loc[rows, "p_holm"] = holm(out.loc[rows, "p"])
+    extra = [_verdict_columns(r, layout) for r in out.to_dict("records")]
+    return pd.concat([out.drop(columns="stats"), pd.DataFrame(extra, index=out.index)], axis=1)
+
+
+def _verdict_columns(r: dict, layout: Layout) -> dict:
+    """verdict, margin, p_tost, seeds_difference and seeds_level of a primary row ("" and NaN otherwise)."""
+    if r["family"] != PRIMARY:
+        return {"verdict": "", "std": math.nan, "std_ref": math.nan, "margin": math.nan, "p_tost": math.nan,
+                "seeds_difference": math.nan, "seeds_level": math.nan}
+    (m, s, n), (mr, sr, nr) = r["stats"]
+    margin = margin_of(layout, mr)
+    v = verdict(m, s, n, mr, sr, nr, r["p_holm"], margin)
+    return {"verdict": v.word, "std": s, "std_ref": sr, "margin": margin, "p_tost": v.p_tost,
+            "seeds_difference": seeds_needed(s, sr, diff=m - mr),
+            "seeds_level": seeds_needed(s, sr, margin=margin) if math.isfinite(margin) else math.nan}

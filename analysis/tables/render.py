@@ -5,13 +5,17 @@ analysis.tables.formats under the captions of analysis.tables.captions.
 from __future__ import annotations
 
 import math
+import textwrap
 
 import pandas as pd
 
+from analysis.stats import MAX_SEEDS
 from analysis.tables.captions import caption, comparison_caption
-from analysis.tables.formats import DAGGER, DDAGGER, PCT, TIMES, Grid, as_latex, as_markdown, as_text, escape
+from analysis.tables.formats import (DAGGER, DDAGGER, PCT, TEXT_WIDTH, TIMES, Grid, as_latex, as_markdown, as_text,
+                                     escape)
 from analysis.tables.layout import LABELS, Layout, header, layout_for
-from analysis.tables.numbers import INCREASE, RATIO, SMOOTH, loss_scale, steps_scale, topography_columns
+from analysis.tables.numbers import (CODES_USED, INCREASE, PRIMARY, RATIO, SECONDARY, SMOOTH, loss_scale,
+                                     steps_scale, topography_columns)
 import metrics as M
 
 
@@ -99,7 +103,7 @@ def _cell(r: pd.Series, scale: int, digits: int, mark: str = "") -> tuple[str, s
 
 def _count(c: pd.Series) -> tuple[str, str, bool, str]:
     """The seeds / diverged / collapsed cell (+n unfinished, (n stopped))."""
-    count = f"{c['seeds']}/{c[M.DIVERGED]}/{c[M.COLLAPSED]}"
+    count = f"{c[M.SEEDS]}/{c[M.DIVERGED]}/{c[M.COLLAPSED]}"
     if c.get("unfinished", 0):
         count += f"+{c['unfinished']}"
     if c.get(M.STOPPED, 0) > 0:  # NaN in rows of groups without a stopped trial
@@ -162,9 +166,15 @@ def _grid(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", fmt:
     return (_main_grid if part == "main" else _topography_grid)(tidy, summary, study, fmt)
 
 
+def _p(p: float) -> str:
+    return "--" if not math.isfinite(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
 def _comparison_grid(comp: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", fmt: str) -> Grid:
     """One section per configuration (named in a row of its own, so the table stays narrow), one
-    row per metric: difference, Welch CI, p, Hedges' g, seeds averaged."""
+    row per metric: difference, Welch CI, Holm-adjusted p within the metric's family, seeds averaged, and the
+    verdict (primary) or "secondary" (the unadjusted p and Hedges' g are in the Parquet: the verdict needs the
+    column's width)."""
     layout = layout_for(study, summary)
     ls, ss = loss_scale(summary), steps_scale(summary)
     pct = PCT[fmt]
@@ -179,20 +189,47 @@ def _comparison_grid(comp: pd.DataFrame, summary: pd.DataFrame, study: "str | La
             sections[len(rows)] = ", ".join(v if f == "neighbours" else f"{h} = {v}" for f, h, v in
                                             zip(layout.columns, headers, row_labels(key)))
             previous = key
-        smooth = [c for c in comp.column.unique() if c.startswith(SMOOTH)]
-        level = r["column"].removeprefix(SMOOTH) if len(smooth) > 1 else ""
-        title, scale, digits = names.get(r["column"], (f"Smoothness {level}".strip(), 0, 2))
+        prefix = next((p for p in (SMOOTH, CODES_USED) if r["column"].startswith(p)), "")
+        if prefix:  # per level: the level named where there are several
+            several = sum(c.startswith(prefix) for c in comp.column.unique()) > 1
+            level = escape(r["column"].removeprefix(prefix), fmt) if several else ""
+            title = f"{'Smoothness' if prefix == SMOOTH else 'Codes used'} {level}".strip()
+            scale, digits = 0, (2 if prefix == SMOOTH else 0)  # codes used: whole numbers
+        else:
+            title, scale, digits = names.get(r["column"], (escape(r["column"], fmt), 0, 2))
         f = 10.0 ** scale
         ci = (f"[{_fmt(r['ci_low'] * f, digits)}, {_fmt(r['ci_high'] * f, digits)}]" if math.isfinite(r["ci_low"])
               else "--")
-        p = "--" if not math.isfinite(r["p"]) else ("<0.001" if r["p"] < 0.001 else f"{r['p']:.3f}")
         rows.append([title])
-        cells.append([(_fmt(r["diff"] * f, digits), "", False, ""), (ci, "", False, ""), (p, "", False, ""),
-                      (_fmt(r["g"], 1), "", False, ""), (f"{r['n']}/{r['n_ref']}", "", False, "")])
+        cells.append([(_fmt(r["diff"] * f, digits), "", False, ""), (ci, "", False, ""),
+                      (_p(r["p_holm"]), "", False, ""),
+                      (f"{r['n']}/{r['n_ref']}", "", False, ""),
+                      (r["verdict"] if r["family"] == PRIMARY else SECONDARY, "", False, "")])
     latex = fmt == "latex"
-    heads = [("$\\Delta$" if latex else "Δ", ""), (f"95{pct} CI", ""), ("$p$" if latex else "p", ""),
-             ("$g$" if latex else "g", ""), ("$n$" if latex else "n", "")]
+    heads = [("$\\Delta$" if latex else "Δ", ""), (f"95{pct} CI", ""),
+             ("$p_{\\mathrm{Holm}}$" if latex else "p Holm", ""),
+             ("$n$" if latex else "n", ""), ("Verdict", "")]
     return Grid(["Metric"], heads, rows, cells, [], [False] * len(heads), sections)
+
+
+def seeds_lines(comp: pd.DataFrame, summary: pd.DataFrame, fmt: str) -> list[str]:
+    """Per primary comparison: its verdict and the seeds per arm 80 % power needs (plain text; the
+    configuration's name, from data, escaped for `fmt`)."""
+    if comp.empty:
+        return []
+    f = 10.0 ** loss_scale(summary)
+    lines = []
+    for r in comp[comp["family"] == PRIMARY].to_dict("records"):
+        level = (f"; {_seeds(r['seeds_level'])} to show level within ±{r['margin'] * f:.2f} were the true difference 0 "
+                 f"(TOST p now {_p(r['p_tost'])})" if math.isfinite(r["margin"]) else "")
+        lines.append(f"{escape(r['label'], fmt)}: {r['verdict']} (Δ {r['diff'] * f:.2f}, Holm p {_p(r['p_holm'])}, "
+                     f"{r['n']}/{r['n_ref']} seeds); for 80 % power {_seeds(r['seeds_difference'])} to show the "
+                     f"observed difference{level}")
+    return lines
+
+
+def _seeds(n: float) -> str:
+    return f"{int(n)} seeds per arm" if math.isfinite(n) else f"no number of seeds (no spread, or over {MAX_SEEDS:,})"
 
 
 def to_latex(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", label: str | None = None,
@@ -226,10 +263,15 @@ def comparison_latex(comp: pd.DataFrame, summary: pd.DataFrame, study: "str | La
 
 def comparison_markdown(comp: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout") -> str:
     """The comparison table as Markdown, caption below."""
-    return as_markdown(_comparison_grid(comp, summary, study, "md"), comparison_caption(summary, study, "md"))
+    seeds = seeds_lines(comp, summary, "md")
+    return as_markdown(_comparison_grid(comp, summary, study, "md"), comparison_caption(summary, study, "md")) + (
+        "\n\nSeeds per arm for 80 % power (primary; each test at alpha 0.05, before Holm's correction over the family):\n\n" + "\n".join(f"- {line}" for line in seeds) if seeds else "")
 
 
 def comparison_text(comp: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout") -> str:
     """The comparison table for a terminal."""
-    return as_text(_comparison_grid(comp, summary, study, "text"),
-                 "(Δ = configuration - reference; 95% CI Welch; p Welch two-sided, unadjusted; g Hedges)")
+    return "\n".join([as_text(_comparison_grid(comp, summary, study, "text"),
+                              "(Δ = configuration - reference; 95% CI Welch; p Holm: two-sided Welch, Holm-adjusted "
+                              "within its family, primary or secondary; verdict of the primary test)")]
+                     + [textwrap.fill(line, TEXT_WIDTH, subsequent_indent="  ")
+                        for line in seeds_lines(comp, summary, "text")])
