@@ -244,6 +244,7 @@ def test_added_seeds_follow_the_highest_and_skip_the_tuning_seed():
     assert next_seeds([0, 1, 2, 7], 1) == [8]
 
 
+LOCAL_RAY = {**os.environ, "RAY_ADDRESS": "local"}  # a Ray of its own, never another sweep's cluster on this node
 TWO_ARMS = """\
 name: two-arms
 description: EMA-VQ and KSOM hard, one seed, to grow
@@ -263,7 +264,7 @@ def test_add_seeds_trains_only_the_new_seeds_of_a_finished_sweep(tmp_path):
     study.write_text(TWO_ARMS)
     first = subprocess.run([sys.executable, "-m", "sweep.run", str(study), "--scale", "smoke", "--seeds", "1", "--set",
                             "steps=40", "--set", "eval_every=20", "--results-dir", str(tmp_path)], cwd=ROOT,
-                           capture_output=True, text=True, timeout=900)
+                           capture_output=True, text=True, timeout=900, env=LOCAL_RAY)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     sweep_dir = next(tmp_path.glob("two-arms-smoke-*"))
     meta = read_sweep(sweep_dir)
@@ -273,12 +274,12 @@ def test_add_seeds_trains_only_the_new_seeds_of_a_finished_sweep(tmp_path):
     add = [sys.executable, "-m", "sweep.run", "--resume", str(sweep_dir), "--add-seeds", "1"]
 
     client.set_terminated(meta.parent_run_id, "KILLED")  # as a sweep stopped short leaves it
-    refused = subprocess.run(add, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(add, cwd=ROOT, capture_output=True, text=True, timeout=300, env=LOCAL_RAY)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
     assert "has not finished (its parent run is KILLED)" in refused.stderr
     client.set_terminated(meta.parent_run_id, "FINISHED")
 
-    done = subprocess.run(add, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(add, cwd=ROOT, capture_output=True, text=True, timeout=900, env=LOCAL_RAY)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"adding seeds 1 to {sweep_dir}" in done.stdout
     client, after = child_runs(meta.tracking_uri, "two-arms")
