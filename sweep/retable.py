@@ -25,10 +25,19 @@ from analysis.summary import BadSummary, read_summary
 from analysis.tables import Layout
 import metrics as M
 from models.config import ConfigError
-from sweep.plan import make_plan
+from sweep.plan import Plan, make_plan
 from sweep.provenance import BadRunFile, run_command
 from sweep.run import read_sweep_json
 from sweep.study import shipped_names
+
+
+def study_plan(summary: pd.DataFrame, where: Path) -> Plan:
+    """The plan of the one shipped study a summary names, at any scale and seeds: what sets its tables' layout.
+    Raises ConfigError (naming `where`) when the summary names no shipped study."""
+    names = summary[M.STUDY_TAG].unique() if M.STUDY_TAG in summary else []
+    if len(names) != 1:
+        raise ConfigError(f"{where}: names studies {list(names)}; allowed: one shipped study")
+    return make_plan(str(names[0]), "smoke", 2)  # the layout: no scale or seed enters it
 
 
 def retable(folder: str | Path, out: str | Path | None = None) -> None:

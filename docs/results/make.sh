@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate docs/results: the paper's four studies at cpu scale, the long runs of Tables 2-3
 # (cpu-long scale), the new studies, and the benchmarks, each with the command, commit, lock,
-# machine and wall time it was produced with.
+# machine (CPU model, vector extensions, torch's CPU capability: sweep/machine.py) and wall time it was
+# produced with.
 #
 #   bash docs/results/make.sh                        # everything (about 1 h on 2 idle cores)
 #   bash docs/results/make.sh robustness long        # some of it: study names, long (or robustness-long,
@@ -19,11 +20,11 @@ OUT=docs/results
 RUNS=results/docs
 
 provenance() {  # $1 = command, $2 = wall seconds, $3 = exit code
-  printf 'command:  %s\ncommit:   %s%s\nlock:     requirements.lock sha256 %s, torch %s, Python %s\nmachine:  %s cores (%s)\nwall:     %d min %02d s (exit code %s)\ndate:     %s\n' \
+  printf 'command:  %s\ncommit:   %s%s\nlock:     requirements.lock sha256 %s, torch %s, Python %s\nmachine:  %s\nwall:     %d min %02d s (exit code %s)\ndate:     %s\n' \
     "$1" "$(git rev-parse --short HEAD)" "$(git diff --quiet HEAD -- . ':!docs' || echo ' (with uncommitted changes)')" \
     "$(sha256sum requirements.lock | cut -c1-12)" "$(python -c 'import torch; print(torch.__version__)')" \
     "$(python -c 'import platform; print(platform.python_version())')" \
-    "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
+    "$(python -m sweep.machine)" \
     $(($2 / 60)) $(($2 % 60)) "$3" "$(date -u +%Y-%m-%d)"
 }
 
