@@ -176,6 +176,33 @@ def read_sweep(sweep_dir: str | Path, check: bool = True, tracking_uri: str | No
     return sweep
 
 
+SMOKE = "smoke"  # the scale of tests and first tries (sweep/scales.py): never what the notebook opens unasked
+
+
+def newest_sweep(results_dir: str | Path) -> tuple[Path, str]:
+    """The sweep folder to open when none is named: the newest (by its sweep.json) under `results_dir` that is
+    not a smoke run, else the newest smoke run; and a phrase saying which it is. Folders whose sweep.json cannot
+    be read are passed over. Raises StoreMissing when `results_dir` holds no sweep."""
+    found = []
+    for meta in Path(results_dir).glob("*/sweep.json"):
+        try:
+            found.append((meta.stat().st_mtime, read_sweep(meta.parent, check=False)))
+        except (StoreMissing, BadSweep):
+            continue
+    if not found:
+        raise StoreMissing(f"no sweep under {Path(results_dir).resolve()}: run `python -m sweep.run robustness` first")
+    found.sort(key=lambda pair: pair[0])
+    real = [sweep for _, sweep in found if sweep.scale != SMOKE]
+    where = f"{sweep_label(real[-1] if real else found[-1][1])}: the newest sweep under {results_dir}"
+    return (real[-1].dir, f"{where} that is not a smoke run") if real else \
+        (found[-1][1].dir, f"{where} (only smoke runs there)")
+
+
+def sweep_label(sweep: Sweep) -> str:
+    """'robustness at cpu scale'."""
+    return f"{sweep.study} at {sweep.scale} scale"
+
+
 def write_sweep(sweep: Sweep) -> Path:
     """Write sweep.json into sweep.dir with the paths relative to the results folder: the sweep
     folder by its name, the embedded store as `store`, local Ray storage left out (it is the sweep

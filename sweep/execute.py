@@ -33,6 +33,7 @@ from sweep.lock import exclusive, hold_sweep, release_sweep
 from sweep.plan import Plan
 from sweep.progress import Progress, library_log, plan_line
 from sweep.report import TrialReport
+from sweep.scales import overhead_steps
 from sweep.tracking import MlflowCallback, experiment_id, mark_unfinished, trial_run_name
 from sweep.trainable import run_trial, run_workers_trial
 from sweep.trial import ARM, SEED, Trial, confirm_space, grid_space, search_space, trial_config
@@ -194,7 +195,7 @@ class _Tuners:
         callbacks = [MlflowCallback(meta.tracking_uri, meta.experiment_id, meta.parent_run_id, plan,
                                     meta.dir / "pictures"),
                      Progress(size, functools.partial(trial_run_name, plan), trial_config, self.at_once,
-                              upper_bound="scheduler" in tune_config)]
+                              upper_bound="scheduler" in tune_config, overhead=overhead_steps(plan.scale))]
         return tune.Tuner(
             self.trainable, param_space=param_space,
             tune_config=tune.TuneConfig(max_concurrent_trials=self.max_concurrent or None, reuse_actors=True,

@@ -6,10 +6,14 @@ trial and every `every` seconds. No line is longer than WIDTH characters. Librar
 go to the sweep's log file instead (`library_log`).
 
 The ETA counts training steps, as the trainer reports them at each validation: a trial's speed is
-measured between its own reports, its start-up and wind-down (the topography measurement) from the
+measured between its own reports, its start-up and wind-down (the time outside its reports) from the
 trials that had them, and the remaining trials are packed onto the slots that run at once, in Tune's
-order. It falls as time passes and is recomputed only when work is reported; under early stopping it
-assumes every remaining trial runs to its end, so it is an upper bound and says so.
+order. Until trials have measured them, start-up and wind-down are the plan's: the scale's `overhead`
+(sweep/scales.py), in steps' time at the measured speed, so on a steady machine the predicted end falls
+as time passes and moves only when a trial ends. When it moves up between two trial
+ends (the machine slowed), the line says so: "(revised up N s)", against the earliest end predicted since
+the last trial ended. Under early stopping it assumes every
+remaining trial runs to its end, so it is an upper bound and says so.
 """
 from __future__ import annotations
 
@@ -49,6 +53,11 @@ def duration(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
+def plural(n: int, word: str) -> str:
+    """'1 seed', '3 seeds'."""
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
 def plan_line(plan, at_once: int) -> str:
     """'plan: 24 trials (8 arms x 3 seeds), 2 at once, cpu scale; expected wall time about 3 min 12 s'; of a searched
     study the budget (plan.search_budget) instead of the shape, last."""
@@ -57,8 +66,8 @@ def plan_line(plan, at_once: int) -> str:
     if plan.search:  # the budget last: the line is cut at WIDTH
         return fit(f"plan: {plan.n_trials()} trials, {at_once} at once, {plan.scale} scale; {expected}; "
                    f"{search_budget(plan)}")
-    return fit(f"plan: {plan.n_trials()} trials ({len(plan.arms)} arms x {len(plan.seeds)} seeds), {at_once} at once, "
-               f"{plan.scale} scale; {expected}")
+    return fit(f"plan: {plan.n_trials()} trials ({len(plan.arms)} arms x {plural(len(plan.seeds), 'seed')}), "
+               f"{at_once} at once, {plan.scale} scale; {expected}")
 
 
 def pack(running: list[float], pending: list[float], slots: int) -> float:
@@ -80,12 +89,13 @@ def _last(trial) -> TrialReport | None:
 class Progress(tune.Callback):
     """The lines of a running sweep (see the module docstring). `name_of` and `config_of` map a Ray trial
     config to its run name and its TrialConfig (whose `steps` is the trial's work); `at_once` is how many
-    trials run at the same time; `upper_bound` is set when a scheduler may stop trials early."""
+    trials run at the same time; `upper_bound` is set when a scheduler may stop trials early; `overhead` is the
+    plan's (start-up, wind-down) of a trial in steps' time, until trials have measured them."""
 
     def __init__(self, total: int, name_of, config_of, at_once: int, upper_bound: bool = False,
-                 every: float = 15.0):
+                 every: float = 15.0, overhead: tuple[float, float] = (0.0, 0.0)):
         self.total, self.name_of, self.config_of, self.at_once = total, name_of, config_of, at_once
-        self.upper_bound, self.every = upper_bound, every
+        self.upper_bound, self.every, self.overhead = upper_bound, every, overhead
         self._reset()
 
     def _reset(self):
@@ -97,10 +107,12 @@ class Progress(tune.Callback):
         self.pairs = [0.0, 0.0]  # steps and seconds between consecutive reports of one trial
         self.heads, self.tails = [], []  # start to first report beyond its steps; last report to the end
         self.work = {}  # trial id -> its steps
+        self.lowest = math.inf  # the earliest end predicted since the last trial ended (absolute time)
         self.live = None
 
     def __getstate__(self):  # pickled with the sweep; the clock restarts on resume
-        return {k: getattr(self, k) for k in ("total", "name_of", "config_of", "at_once", "upper_bound", "every")}
+        return {k: getattr(self, k) for k in ("total", "name_of", "config_of", "at_once", "upper_bound", "every",
+                                              "overhead")}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -130,8 +142,8 @@ class Progress(tune.Callback):
         if not self.pairs[0]:
             return None
         per_step = self.pairs[1] / self.pairs[0]
-        head = sum(self.heads) / len(self.heads) if self.heads else 0.0
-        tail = sum(self.tails) / len(self.tails) if self.tails else 0.0
+        head = sum(self.heads) / len(self.heads) if self.heads else self.overhead[0] * per_step
+        tail = sum(self.tails) / len(self.tails) if self.tails else self.overhead[1] * per_step
         running, pending = [], []
         for t in self.trials:
             work = (self._steps(t) - self._step(t)) * per_step + tail
@@ -143,6 +155,18 @@ class Progress(tune.Callback):
                 pending.append(head + work)
         unseen, steps = self._unseen()
         return pack(running, pending + [head + steps * per_step + tail] * unseen, self.at_once)
+
+    def _eta_text(self, now: float) -> str:
+        """' | ETA 7 min 02 s', with '(revised up N s)' while it predicts a later end than it did earlier
+        since the last trial ended (more than 2 s: the seconds it rounds to)."""
+        eta = self.eta(now)
+        if eta is None:
+            return ""
+        self.lowest = min(self.lowest, now + eta)
+        later = now + eta - self.lowest
+        return (f" | ETA {'≤ ' if self.upper_bound else ''}{duration(eta)}"
+                + (" (upper bound: early stopping)" if self.upper_bound else "")
+                + (f" (revised up {duration(later)})" if later > 2 else ""))
 
     def status(self, ended=None, end_status: str = "") -> str:
         """'[00:01:23] 3/24 done (0 diverged, 0 failed), 2 running, 14 % of steps | ETA 7 min 02 s | best …'."""
@@ -158,9 +182,7 @@ class Progress(tune.Callback):
         done_steps = sum(self._steps(t) if s in ("TERMINATED", "ERROR") else self._step(t)
                          for s, t in zip(status, self.trials))
         share = f", {100 * done_steps / steps:.0f} % of steps" if steps else ""
-        eta = self.eta(now) if done < self.total else None
-        eta = "" if eta is None else f" | ETA {'≤ ' if self.upper_bound else ''}{duration(eta)}" + (
-            " (upper bound: early stopping)" if self.upper_bound else "")
+        eta = self._eta_text(now) if done < self.total else ""
         stopped = f"{n_stopped} stopped, " if n_stopped else ""
         line = (f"[{time.strftime('%H:%M:%S', time.gmtime(now - self.start))}] {done}/{self.total} done "
                 f"({n_diverged} diverged, {stopped}{n_failed} failed), {status.count('RUNNING')} running"
@@ -233,6 +255,7 @@ class Progress(tune.Callback):
     def _ended(self, trial):
         if trial.trial_id in self.reported:
             self.tails.append(time.time() - self.reported[trial.trial_id][0])
+        self.lowest = math.inf  # a trial's end is news: the estimate may move either way
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.trials = trials

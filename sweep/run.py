@@ -24,6 +24,7 @@ import dataclasses
 import gc
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -174,15 +175,15 @@ def _grid(plan: Plan) -> tuple:
 
 def dry_run(plan: Plan, max_concurrent: int = 0) -> str:
     """The run names, the number of trials and the expected wall time on this machine."""
+    from sweep.progress import WIDTH, duration, plural  # Ray Tune: imported only when a dry run asks
     names = [plan.run_name(arm, seed) for arm in plan.arms for seed in plan.seeds]
     concurrent = max_concurrent or max(1, int((os.cpu_count() or 1) // plan.cpus))
     seconds = plan.expected_seconds(concurrent)
     scale = SCALES.get(plan.scale)
     per_step = scale.step_seconds if scale else 0.0
-    span = f"{seconds / 3600:.1f} h" if seconds > 5400 else f"{seconds / 60:.1f} min"
-    wall = (f"expected wall time {span} ({concurrent} trial(s) at a time; {per_step:g} s per training step at "
-            f"{plan.scale} scale, {scale.step_source})" if seconds else
-            f"no wall-time estimate: scale {plan.scale!r} has no measured step time")
+    wall = (textwrap.fill(f"expected wall time about {duration(seconds)}, {concurrent} at a time ({per_step:g} s per "
+                          f"step at {plan.scale} scale, {scale.step_source})", WIDTH, subsequent_indent="  ")
+            if seconds else f"no wall-time estimate: scale {plan.scale!r} has no measured step time")
     each = f"{plan.cpus:g} CPU / {plan.gpus:g} GPU each" + (f" shared by {plan.workers} workers"
                                                             if plan.workers > 1 else "")
     if plan.search:
@@ -191,7 +192,7 @@ def dry_run(plan: Plan, max_concurrent: int = 0) -> str:
                                               for arm, space in zip(plan.arms, plan.search.spaces)]
                          + seeds_outlook(plan))
     lines = [f"{plan.study} at {plan.scale} scale: {len(names)} trials ({len(plan.arms)} arms x "
-             f"{len(plan.seeds)} seeds), {each}", wall]
+             f"{plural(len(plan.seeds), 'seed')}), {each}", wall]
     return "\n".join(lines + [f"  {name}" for name in names] + seeds_outlook(plan))
 
 

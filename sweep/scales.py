@@ -29,6 +29,9 @@ class Scale:
     step_seconds: float = 0.0  # wall seconds per training step of one trial, validation included (--dry-run)
     step_source: str = CPU_MACHINE  # where step_seconds (and a GPU scale's packing) come from
     dataset_resources: dict = field(default_factory=dict)  # data set -> (CPUs, GPUs) per trial where not the above
+    # A trial's start-up (its actor, data and model) and wind-down (after its last report), in steps' time at the
+    # speed measured between its reports: the ETA's (sweep/progress.py) until the sweep's trials have measured them.
+    overhead_steps: tuple[float, float] = (0.0, 0.0)
 
     def settings(self, dataset: str | None) -> tuple[dict, int]:
         """(TrialConfig fields, default seeds) of this scale for `dataset` (None: the scale's own)."""
@@ -133,6 +136,11 @@ SCALES = {s.name: s for s in [
                              "imagefolder": PAPER_VQVAE2_RESOURCES},
           step_seconds=PAPER_STEP_SECONDS, step_source=PAPER_SOURCE),
 ]}
+
+
+def overhead_steps(scale: str) -> tuple[float, float]:
+    """The scale's (start-up, wind-down) of a trial in steps' time; (0, 0) for a scale that has none measured."""
+    return SCALES[scale].overhead_steps if scale in SCALES else (0.0, 0.0)
 
 
 def default_scale() -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import math
 import os
 import re
 import sys
@@ -255,3 +256,81 @@ def test_a_cpu_sweeps_eta_predicts_its_end(user_study_sweep):
     assert "Token authentication" not in done.stdout + done.stderr  # Ray warns only where token auth is on
     (log,) = results.glob("lr-by-k-cpu-*/sweep.log")
     assert "Creating initial MLflow database tables" in log.read_text()  # library noise lands in the log
+
+
+def _simulate(clock, p, trials, slots: int, head: float, tail: float, seconds_per_step, eval_every: int = 10):
+    """Run `trials` through Progress on the simulated clock, `slots` at a time in list order, as Tune calls it:
+    each trial starts, reports every `eval_every` steps (at `seconds_per_step(now)` s per step) after `head`
+    s of start-up, and ends `tail` s after its last report, its slot then taken by the next trial. Yields
+    (time, predicted end or None, status line, whether a trial ended since the last yield), once a second."""
+    queue, running, ended = list(trials), {}, False  # trial id -> (trial, next report time, next step)
+    while queue or running:
+        while queue and len(running) < slots:
+            t = queue.pop(0)
+            t.status = "RUNNING"
+            p.on_trial_start(0, trials, t)
+            running[t.trial_id] = [t, clock.now + head + eval_every * seconds_per_step(clock.now), eval_every]
+        clock.now += 1
+        for tid, (t, due, step) in list(running.items()):
+            if step is None and clock.now >= due:  # wind-down over
+                t.last_result = _result(t.config["base"]["steps"])
+                p.on_trial_complete(0, trials, t)
+                t.status = "TERMINATED"
+                del running[tid]
+                ended = True
+            elif step is not None and clock.now >= due:
+                p.on_trial_result(0, trials, t, _result(step))
+                last = step == t.config["base"]["steps"]
+                running[tid][1:] = [clock.now + tail, None] if last else \
+                    [clock.now + eval_every * seconds_per_step(clock.now), step + eval_every]
+        eta = p.eta(clock.now)
+        yield clock.now, None if eta is None else clock.now + eta, p.status(), ended
+        ended = False
+
+
+def _rises(history) -> list[float]:
+    """How far each predicted end lies above the earliest one predicted since the last trial ended."""
+    lowest, rises = math.inf, []
+    for _, end, _, ended in history:
+        lowest = math.inf if ended else lowest
+        if end is not None:
+            lowest = min(lowest, end)
+            rises.append(end - lowest)
+    return rises
+
+
+def test_on_a_steady_machine_the_predicted_end_only_moves_when_a_trial_ends(clock):
+    """Seven trials of 100 steps, two at a time, 1 s per step, 12 s of start-up and 8 s of wind-down, as the
+    plan's overhead says (12 and 8 steps' time): while no trial ends, the predicted end never rises by
+    more than 2 s (the status line's rounding) and the line never says it was revised; every ETA is within 2 s
+    of the real end. With no overhead in the plan (start-up and wind-down taken as zero until measured), the
+    first ETA is more than a minute short and the predicted end creeps up during the first trials' wind-down."""
+    def sweep(overhead):
+        clock.now = 1000.0
+        p = Progress(7, lambda c: "arm", _config, at_once=2, overhead=overhead)
+        p.setup()
+        return list(_simulate(clock, p, [_trial(i, steps=100) for i in range(7)], 2, head=12, tail=8,
+                              seconds_per_step=lambda now: 1.0))
+
+    history = sweep((12, 8))
+    real_end = history[-1][0]
+    assert max(_rises(history)) <= 2
+    assert all(abs(end - real_end) <= 2 for _, end, _, _ in history if end is not None)
+    assert not any("revised" in line for _, _, line, _ in history)
+    naive = sweep((0.0, 0.0))
+    first = next(end for _, end, _, _ in naive if end is not None)
+    assert real_end - first > 60 and max(_rises(naive)) > 2
+
+
+def test_on_a_machine_that_slows_the_line_says_the_eta_was_revised(clock):
+    """The same sweep, its steps twice as slow from 100 s in: the predicted end rises between trial ends, and
+    the status line says so."""
+    trials = [_trial(i, steps=100) for i in range(5)]
+    p = Progress(5, lambda c: "arm", _config, at_once=2, overhead=(12, 8))
+    p.setup()
+    start = clock.now
+    lines = [line for _, _, line, _ in _simulate(clock, p, trials, 2, head=12, tail=8,
+                                                 seconds_per_step=lambda now: 1.0 if now < start + 100 else 2.0)]
+    revised = [line for line in lines if "(revised up " in line]
+    assert revised and all(len(line) <= WIDTH for line in lines)
+    assert re.search(r"\| ETA \d+ min \d\d s \(revised up \d+ (min \d\d )?s\)", revised[0])

@@ -204,8 +204,10 @@ def test_dry_run_prints_run_names_count_and_expected_wall_time(capsys):
     assert out[0] == "robustness at cpu scale: 24 trials (8 arms x 3 seeds), 1 CPU / 0 GPU each"
     concurrent = max(1, os.cpu_count() or 1)
     rounds = -(-24 // concurrent)
-    minutes = (rounds * 800 * SCALES["cpu"].step_seconds + STARTUP_SECONDS) / 60
-    assert out[1].startswith(f"expected wall time {minutes:.1f} min ({concurrent} trial(s) at a time; 0.0503 s")
+    seconds = round(rounds * 800 * SCALES["cpu"].step_seconds + STARTUP_SECONDS)
+    assert out[1].startswith(f"expected wall time about {seconds // 60} min {seconds % 60:02d} s, {concurrent} at a "
+                             f"time (0.0503 s per step at cpu scale")
+    assert all(len(line) <= 120 for line in out)  # as the status lines (sweep/progress.py WIDTH)
     assert out[2:5] == ["  EMA-VQ N0=0 update-0=no seed=0", "  EMA-VQ N0=0 update-0=no seed=1",
                         "  EMA-VQ N0=0 update-0=no seed=2"]
     assert out[-1] == "  KSOM hard N0=1 update-0=yes seed=2" and len(out) == 2 + 24
