@@ -22,6 +22,12 @@ def _scale_note(summary: pd.DataFrame) -> tuple[str, str]:
     return scale, f"{steps:,}"
 
 
+def _marked_steps(tidy: pd.DataFrame) -> bool:
+    """Whether a steps cell of the main table is marked: a mean left with collapsed seeds out of it."""
+    steps = tidy["column"].str.startswith(M.STEPS) if len(tidy) else pd.Series(dtype=bool)
+    return bool((steps & (tidy.get(M.COLLAPSED, 0) > 0) & tidy["mean"].notna()).any()) if len(tidy) else False
+
+
 def caption(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", part: str, fmt: str) -> str:
     """Caption defining every column of the main or topography table, for LaTeX or plain text."""
     layout = layout_for(study, summary)
@@ -52,10 +58,10 @@ def caption(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", pa
                 f"Loss {unit(ls)}: {NO_TEST_SPLIT}: best validation MSE on per-channel standardised images. "
                 f"Steps: first validated step within +{thresholds}{pct} of that loss")
         parts += [loss + (f", shown {unit(3)[1:-1]}" if steps_scale(summary) else "") + ".",
-                  f"Mean {pm} sample std over the seeds that did not diverge (--: no seed left); "
-                  f"{dagger}: collapsed seeds (fewer than {COLLAPSE_FRACTION:.0%} of the K codes used on validation "
-                  f"at some level) are left out of that steps mean, which averages the s - d - c seeds of its "
-                  f"row.".replace("%", pct),
+                  f"Mean {pm} sample std over the seeds that did not diverge (--: no seed left)" + (
+                      f"; {dagger}: collapsed seeds (fewer than {COLLAPSE_FRACTION:.0%} of the K codes used on "
+                      f"validation at some level) are left out of that steps mean, which averages the s - d - c seeds "
+                      f"of its row.".replace("%", pct) if _marked_steps(tidy) else "."),
                   "Seeds s/d/c: trials with a result / of them diverged / of them collapsed"
                   + (" (+n: trials without a result)" if tidy.get("unfinished", pd.Series([0])).sum() else "")
                   + ("; (n stopped): trials a search's early stopping (ASHA) ended, in no mean."
@@ -72,9 +78,10 @@ def caption(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", pa
                   f"{COLLAPSE_FRACTION:.0%} of the K codes used) has a high unshifted loss, so its ratio is small "
                   f"whatever its order: read it by its increase and smoothness.".replace("%", pct),
                   f"Smoothness: mean distance between decoded images of grid neighbours over that of random code "
-                  f"pairs (1 = no order; lower = smoother), mean {pm} sample std. " + bold.replace(
+                  f"pairs (1 = no order; lower = smoother), mean {pm} sample std. " + (bold.replace(
                       "cells averaging", f"configurations with a collapsed seed ({ddagger}; the counts are in the "
-                      f"main table) and cells averaging")]
+                      f"main table) and cells averaging") if (tidy.get(M.COLLAPSED, pd.Series([0])) > 0).any()
+                      else bold)]
     return " ".join(parts)
 
 

@@ -247,12 +247,18 @@ def to_markdown(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout"
 
 
 def to_text(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", part: str = "main") -> str:
-    """The table for a terminal (at most 120 characters wide); bold cells are marked with *."""
-    return as_text(_grid(tidy, summary, study, "text", part),
-                 "(* bold: best mean or not significantly worse, Welch + Holm, alpha 0.05; "
-                 "† steps without collapsed seeds; s/d/c = seeds/diverged/collapsed)" if part == "main" else
-                 "(loss ratio: shifted / unshifted validation loss, geometric mean over seeds; increase: shifted - "
-                 "unshifted, median; smoothness: lower = more ordered; ‡ a seed collapsed: never bold)")
+    """The table for a terminal (at most 120 characters wide); bold cells are marked with *. Its note explains
+    only the marks the table contains."""
+    grid = _grid(tidy, summary, study, "text", part)
+    bold = any(cell[2] for row in grid.cells for cell in row)
+    marks = {cell[3] for row in grid.cells for cell in row}
+    notes = (["* bold: best mean or not significantly worse, Welch + Holm, alpha 0.05"] if bold else []) + (
+        ["† steps without collapsed seeds" if DAGGER["text"] in marks else "", "s/d/c = seeds/diverged/collapsed"]
+        if part == "main" else
+        ["loss ratio: shifted / unshifted validation loss, geometric mean over seeds", "increase: shifted - "
+         "unshifted, median", "smoothness: lower = more ordered", "‡ a seed collapsed: never bold" if DDAGGER["text"]
+         in marks else ""])
+    return as_text(grid, f"({'; '.join(n for n in notes if n)})")
 
 
 def comparison_latex(comp: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout") -> str:
