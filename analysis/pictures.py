@@ -10,6 +10,8 @@ and the figure stays under 1 MB (PNG at 100 dpi).
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
 from pathlib import Path
 
@@ -19,10 +21,26 @@ matplotlib.use("Agg")
 import matplotlib.image  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from analysis.figures import config_label, title  # noqa: E402
 from analysis.tables import Layout, paper_order  # noqa: E402
+
+@contextlib.contextmanager
+def _quiet_downloads():
+    """No MLflow progress bar per download (two small files a run: in a notebook, a bar per configuration),
+    unless the user asked for them (MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR set)."""
+    name = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+
 
 TITLES = {"perturbation": "original, then codes shifted by +0, +1, +2, +3 on the grid",
           "codebook": "code k decoded at its grid position G(k)"}
@@ -58,7 +76,7 @@ def write_pictures(trials: pd.DataFrame, study: "str | Layout", tracking_uri: st
     folder.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri)
     panels: dict[str, list[tuple[str, object]]] = {}  # picture name -> [(config, image array)]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
         for row in first_seeds(trials, study).itertuples():
             if not client.list_artifacts(row.run_id, "pictures"):
                 continue

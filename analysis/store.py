@@ -192,7 +192,7 @@ def newest_sweep(results_dir: str | Path) -> tuple[Path, str]:
     if not found:
         raise StoreMissing(f"no sweep under {Path(results_dir).resolve()}: run `python -m sweep.run robustness` first")
     found.sort(key=lambda pair: pair[0])
-    real = [sweep for _, sweep in found if sweep.scale != SMOKE]
+    real = [sweep for _, sweep in found if sweep.plan.scale != SMOKE]
     where = f"{sweep_label(real[-1] if real else found[-1][1])}: the newest sweep under {results_dir}"
     return (real[-1].dir, f"{where} that is not a smoke run") if real else \
         (found[-1][1].dir, f"{where} (only smoke runs there)")
@@ -200,7 +200,7 @@ def newest_sweep(results_dir: str | Path) -> tuple[Path, str]:
 
 def sweep_label(sweep: Sweep) -> str:
     """'robustness at cpu scale'."""
-    return f"{sweep.study} at {sweep.scale} scale"
+    return f"{sweep.plan.study} at {sweep.plan.scale} scale"
 
 
 def write_sweep(sweep: Sweep) -> Path:

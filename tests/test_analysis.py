@@ -325,7 +325,10 @@ def test_notebook_runs_top_to_bottom(moved, monkeypatch):
                    resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
     outputs = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", ""))
                       for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
-    assert f"sweep: {moved}" in outputs
+    assert f"sweep: {moved}\n  (named by SWEEP_DIR)" in outputs
+    noise = [str(o)[:300] for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs
+             if o.get("name") == "stderr" or o.output_type == "error"]
+    assert not noise, noise  # no warning, no download bar
     assert "robustness at smoke scale: 18 trials, 2 diverged" in outputs
     assert "trials match 'n0 == 1'" in outputs and "| KSOM |" in outputs and "Loss at shift" in outputs
     assert "95% CI" in outputs  # the comparison against the reference arm

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from analysis.report import main as report_main
-from analysis.store import Sweep, read_sweep, write_sweep
+from analysis.store import StoreMissing, Sweep, newest_sweep, read_sweep, write_sweep
 from analysis.tables import Layout
 import metrics as M
 from plan import Analysis, Plan, TableLayout
@@ -88,6 +89,29 @@ def test_a_sweep_on_a_tracking_server_keeps_its_uri_and_storage(tmp_path):
     written = json.loads((folder / "sweep.json").read_text())
     assert (written["tracking_uri"], written["ray_storage"], written["ray_name"]) == (
         "http://tracking:5000", "s3://bucket/sweeps", OLD["name"])
+
+
+def test_the_notebook_opens_the_newest_sweep_that_is_not_a_smoke_run(tmp_path):
+    """A cpu sweep, then two smoke runs after it (as the README's Quick start leaves them) and a folder whose
+    sweep.json is no sweep's: the cpu sweep is opened, and said to be; with only smoke runs, the newest of them."""
+    def sweep(name: str, scale: str, when: int) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "sweep.json").write_text(json.dumps({**OLD, "name": name, "dir": name, "scale": scale,
+                                                                   "plan": {**OLD["plan"], "scale": scale}}))
+        os.utime(tmp_path / name / "sweep.json", (when, when))
+
+    sweep("robustness-cpu-1", "cpu", 1000)
+    sweep("robustness-smoke-2", "smoke", 2000)
+    sweep("robustness-smoke-3", "smoke", 3000)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "sweep.json").write_text("{")
+    assert newest_sweep(tmp_path) == (tmp_path / "robustness-cpu-1", f"robustness at cpu scale: the newest sweep "
+                                                                       f"under {tmp_path} that is not a smoke run")
+    (tmp_path / "robustness-cpu-1" / "sweep.json").unlink()
+    folder, which = newest_sweep(tmp_path)
+    assert folder == tmp_path / "robustness-smoke-3" and which.endswith("(only smoke runs there)")
+    with pytest.raises(StoreMissing, match="no sweep under"):
+        newest_sweep(tmp_path / "empty")
 
 
 @pytest.mark.slow
