@@ -89,13 +89,18 @@ ESTIMATED_TRIALS_PER_GPU = 4
 # recommends.
 PAPER_CPU_STEP_SECONDS = 2.2
 STARTUP_SECONDS = 15.0  # Ray start, MLflow store, and the report at the end
+# A cpu trial's start-up and wind-down in steps' time, from the MLflow times of the 8 trials of
+# `python -m sweep.verify docs/results/robustness --seeds 1` on the 2-core machine: a trial on a reused actor
+# (all but the first two, whose start-up is over before the first ETA) starts within a few steps' time; the
+# topography measurement and the end of the run took 0 to 70 steps' time, about 20 typically.
+CPU_OVERHEAD_STEPS = (0.0, 20.0)
 CPU_MODEL = dict(dataset="photos", width=32, codebook_size=512, code_dim=64, batch_size=32, lr=1e-3)
 
 
 def cpu_scale(name: str, description: str, steps: int, eval_every: int) -> Scale:
     """The cpu model and resources (1 CPU, 3 seeds) trained for `steps` steps."""
     return Scale(name, description, dict(CPU_MODEL, steps=steps, eval_every=eval_every), seeds=3, cpus=1, gpus=0,
-                 step_seconds=0.0503)
+                 step_seconds=0.0503, overhead_steps=CPU_OVERHEAD_STEPS)
 
 
 def paper_gpu(figures: dict[str, Figure] | None = None) -> tuple[float, float, str]:

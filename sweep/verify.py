@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     same = sum(identical(committed[committed.run_name.map(arm_name) == a], fresh[fresh.run_name.map(arm_name) == a])
                for a in committed.run_name.map(arm_name).unique())
     arms = committed.run_name.map(arm_name).nunique()
+    if seeds == 1:
+        print("with 1 seed no test can separate arms (no bold, no Welch): only the collapsed seeds were compared")
     if bad:
         print(f"verdicts differ in {len(bad)} of {arms} arms: {'; '.join(bad)}")
         return 1
