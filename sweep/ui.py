@@ -7,7 +7,8 @@
 Starts `mlflow ui` on the results folder's embedded store (mlflow.db, artifacts served from
 mlartifacts/), bound to 127.0.0.1, and prints for every study the deep link that opens its runs
 table in the model-training view (`#/experiments/<id>/runs?workflowType=machine_learning`):
-MLflow 3's UI otherwise opens an experiment on its GenAI overview. Stops with Ctrl-C.
+MLflow 3's UI otherwise opens an experiment on its GenAI overview. The server's own lines go to
+mlflow-ui.log in the results folder. Stops with Ctrl-C.
 """
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 from analysis.store import ARTIFACTS, StoreMissing, check_store, embedded_database, embedded_uri
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
+UI_LOG = "mlflow-ui.log"  # in the results folder: what the server prints
 
 
 def runs_link(base_url: str, experiment_id: str) -> str:
@@ -120,10 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     port = free_port(args.port)
     url = f"http://{HOST}:{port}"
-    proc = subprocess.Popen(ui_command(tracking_uri, port), start_new_session=True)
+    # The server's own lines (its start-up and shutdown, its libraries' deprecation warnings) go to a log file.
+    log_path = Path(args.results_dir) / UI_LOG
+    with open(log_path, "a") as log:
+        proc = subprocess.Popen(ui_command(tracking_uri, port), start_new_session=True, stdout=log,
+                                stderr=subprocess.STDOUT)
     try:
-        wait_healthy(url, proc)
-        print(f"MLflow UI on {url} (Ctrl-C stops it); each study's runs:", flush=True)
+        try:
+            wait_healthy(url, proc)
+        except (RuntimeError, TimeoutError) as e:
+            print(f"python -m sweep.ui: error: {e}; its log: {log_path}", file=sys.stderr, flush=True)
+            return 1
+        print(f"MLflow UI on {url} (Ctrl-C stops it; server log: {log_path}); each study's runs:", flush=True)
         print("\n".join(experiment_links(tracking_uri, url)) or "  no runs yet", flush=True)
         proc.wait()
     except KeyboardInterrupt:

@@ -42,9 +42,10 @@ def rendered_text(url: str, profile: Path) -> str:
 
 @pytest.fixture
 def ui(moved):
-    """`python -m sweep.ui` on the moved copy; yields (sweep folder, base URL, deep link); stopped after."""
+    """`python -m sweep.ui` on the moved copy; yields (sweep folder, base URL, deep link); stopped after, when
+    it must have printed nothing but its lines (the server's own go to mlflow-ui.log in the results folder)."""
     proc = subprocess.Popen([sys.executable, "-m", "sweep.ui", str(moved.parent), "--port", "0"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         lines = []
         for line in proc.stdout:
@@ -59,6 +60,8 @@ def ui(moved):
     finally:
         proc.send_signal(signal.SIGTERM)  # sweep.ui stops the mlflow ui it started
         proc.wait(timeout=60)
+    assert proc.stdout.read() == "" and proc.stderr.read() == ""
+    assert "Uvicorn running" in (moved.parent / "mlflow-ui.log").read_text()
 
 
 @pytest.mark.slow
