@@ -59,10 +59,10 @@ def caption(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", pa
                 f"Steps: first validated step within +{thresholds}{pct} of that loss")
         parts += [loss + (f", shown {unit(3)[1:-1]}" if steps_scale(summary) else "") + ".",
                   f"Mean {pm} sample std over the seeds that did not diverge (--: no seed left)" + (
-                      f"; {dagger}: collapsed seeds (fewer than {COLLAPSE_FRACTION:.0%} of the K codes used on "
-                      f"validation at some level) are left out of that steps mean, which averages the s - d - c seeds "
-                      f"of its row.".replace("%", pct) if _marked_steps(tidy) else "."),
-                  "Seeds s/d/c: trials with a result / of them diverged / of them collapsed"
+                      f"; {dagger}: collapsed seeds are left out of that steps mean, which averages the s - d - c "
+                      f"seeds of its row." if _marked_steps(tidy) else "."),
+                  f"Seeds s/d/c: trials with a result / of them diverged / of them collapsed (fewer than "
+                  f"{COLLAPSE_FRACTION:.0%} of the K codes used on validation at some level)".replace("%", pct)
                   + (" (+n: trials without a result)" if tidy.get("unfinished", pd.Series([0])).sum() else "")
                   + ("; (n stopped): trials a search's early stopping (ASHA) ended, in no mean."
                      if tidy.get(M.STOPPED, pd.Series([0])).sum() else "."),
