@@ -8,6 +8,7 @@ on 127.0.0.1 that answers, or accepts connections and never answers.
 """
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import shutil
@@ -47,26 +48,53 @@ def wheel_folder(root: Path, version: str | None) -> Path:
     return folder
 
 
+class Index(http.server.SimpleHTTPRequestHandler):
+    """Serves the test's index folder and counts the requests (a probe is one HEAD)."""
+    requests: list[str] = []
+
+    def do_HEAD(self):
+        Index.requests.append(self.command)
+        super().do_HEAD()
+
+    def do_GET(self):
+        Index.requests.append(self.command)
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture
 def cpu_index(tmp_path):
-    """A wheel index on 127.0.0.1 that answers (a folder torch/ served over HTTP); yields its URL."""
+    """A wheel index on 127.0.0.1 that answers (a folder torch/ served over HTTP); yields (its URL, its requests)."""
     (tmp_path / "index" / "torch").mkdir(parents=True)
-    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path / "index"))  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    Index.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             lambda *a: Index(*a, directory=str(tmp_path / "index")))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    yield f"http://127.0.0.1:{server.server_address[1]}", Index.requests
     server.shutdown()
     server.server_close()
 
 
 @pytest.fixture
 def silent_index():
-    """An address on 127.0.0.1 that accepts connections and never answers; yields its URL."""
+    """An address on 127.0.0.1 that accepts connections and never answers; yields (its URL, its connections)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(8)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    held = []
+
+    def accept():
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(sock.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", held
     sock.close()
+    for conn in held:
+        conn.close()
 
 
 def choose(tmp_path: Path, *, gpu: bool, wheel: str | None, index: str, repo: Path = ROOT):
@@ -82,44 +110,52 @@ def choose(tmp_path: Path, *, gpu: bool, wheel: str | None, index: str, repo: Pa
 
 
 def test_the_wheel_folder_wins_without_asking_an_index(tmp_path, silent_index):
-    done, seconds = choose(tmp_path, gpu=True, wheel=f"{VERSION}+cpu", index=silent_index)
+    url, connections = silent_index
+    done, _ = choose(tmp_path, gpu=True, wheel=f"{VERSION}+cpu", index=url)
     assert done.returncode == 0, done.stderr
     assert f"offers torch {VERSION}+cpu" in done.stdout
     assert f"pip install --quiet torch=={VERSION}+cpu -r requirements.lock\n" in done.stdout
-    assert seconds < 5  # the silent index would hold a probe for 5 s
+    assert connections == []  # the index was not asked
 
 
 def test_an_nvidia_gpu_gets_pypis_cuda_build(tmp_path, silent_index):
-    done, _ = choose(tmp_path, gpu=True, wheel=None, index=silent_index)
+    url, connections = silent_index
+    done, _ = choose(tmp_path, gpu=True, wheel=None, index=url)
     assert done.returncode == 0, done.stderr
     assert "NVIDIA GPU is present" in done.stdout
     assert f"pip install --quiet torch=={VERSION} -r requirements.lock\n" in done.stdout
+    assert connections == []
 
 
-def test_no_gpu_gets_the_cpu_build_from_pytorchs_index(tmp_path, cpu_index):
-    done, _ = choose(tmp_path, gpu=False, wheel=None, index=cpu_index)
+def test_no_gpu_gets_the_cpu_build_from_pytorchs_index_probed_once(tmp_path, cpu_index):
+    url, requests = cpu_index
+    done, _ = choose(tmp_path, gpu=False, wheel=None, index=url)
     assert done.returncode == 0, done.stderr
-    assert f"pip install --quiet torch=={VERSION}+cpu --extra-index-url {cpu_index} -r requirements.lock\n" \
-        in done.stdout
+    assert f"pip install --quiet torch=={VERSION}+cpu --extra-index-url {url} -r requirements.lock\n" in done.stdout
     assert "pip install --quiet --no-deps -e .\n" in done.stdout
+    assert requests == ["HEAD"]
 
 
 def test_an_index_that_does_not_answer_is_given_up_after_one_short_try(tmp_path, silent_index):
     """The suite's python has torch of the pinned version (installed by this script): it stays."""
-    done, seconds = choose(tmp_path, gpu=False, wheel=None, index=silent_index)
+    url, connections = silent_index
+    done, seconds = choose(tmp_path, gpu=False, wheel=None, index=url)
     assert done.returncode == 0, done.stderr
     assert "keeps the torch" in done.stdout and "pip install --quiet -r requirements.lock\n" in done.stdout
-    assert 4 < seconds < 30  # one 5 s try, not pip's 180 s timeout with retries
+    assert len(connections) == 1 and seconds > 4  # one try of 5 s, no retry (pip's own: 180 s, with retries)
 
 
-def test_nothing_to_install_from_is_one_line_naming_what_to_do(tmp_path, silent_index):
+def test_nothing_to_install_from_is_one_line_naming_what_to_do(tmp_path):
     """A torch version nobody offers here (a copy of the scripts pinning 9.9.9): refused, nothing installed."""
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
     for name in ("scripts/install.sh", "requirements.lock", "pyproject.toml"):
         shutil.copy(ROOT / name, repo / name)
     (repo / "scripts/torch.txt").write_text("torch==9.9.9\n")
-    done, _ = choose(tmp_path, gpu=False, wheel=None, index="http://127.0.0.1:9", repo=repo)
+    with socket.socket() as closed:  # a port nothing listens on: the probe is refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    done, _ = choose(tmp_path, gpu=False, wheel=None, index=f"http://127.0.0.1:{port}", repo=repo)
     assert done.returncode == 1 and done.stdout == ""
     (line,) = done.stderr.splitlines()
     assert "no torch==9.9.9 in pip's wheel folder, no NVIDIA GPU" in line and "allowed: install torch==9.9.9" in line
