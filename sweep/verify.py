@@ -91,6 +91,11 @@ def identical(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     return bool(np.array_equal(x, y, equal_nan=True))
 
 
+def agree(committed, rerun) -> str:
+    """'3' when both runs say 3, '3≠2' when they differ."""
+    return f"{committed}" if committed == rerun else f"{committed}≠{rerun}"
+
+
 def loss_cell(values) -> str:
     mean, std, n = describe(values)
     return "--" if n == 0 else f"{mean * LOSS_SCALE:.1f}" + (f" ± {std * LOSS_SCALE:.1f}" if n > 1 else "")
@@ -113,9 +118,9 @@ def compare(committed: pd.DataFrame, rerun: pd.DataFrame, layout: Layout) -> tup
         ci = (f"{w.diff * LOSS_SCALE:+.1f} [{w.ci_low * LOSS_SCALE:+.1f}, {w.ci_high * LOSS_SCALE:+.1f}]"
               if math.isfinite(w.ci_low) else f"{w.diff * LOSS_SCALE:+.1f} [n/a]" if math.isfinite(w.diff) else "n/a")
         o, n = old[name], new[name]
-        agree = lambda x, y: f"{x}" if x == y else f"{x}≠{y}"  # noqa: E731
+        bold = agree("yes" if o.bold else "no", "yes" if n.bold else "no")
         lines.append(f"{name[:32]:<32} {loss_cell(a[M.FINAL_LOSS]):>13} {loss_cell(b[M.FINAL_LOSS]):>13} {ci:>24}  "
-                     f"{'identical' if identical(a, b) else 'differ':<9}  {agree(*('yes' if v.bold else 'no' for v in (o, n))):<7} "
+                     f"{'identical' if identical(a, b) else 'differ':<9}  {bold:<7} "
                      f"{agree(o.collapsed, n.collapsed):<9} {agree(o.vs_reference, n.vs_reference)}")
         if o != n:
             bad.append(name)

@@ -43,7 +43,8 @@ def wheel_folder(root: Path, version: str | None) -> Path:
         info = f"torch-{version}.dist-info"
         with zipfile.ZipFile(folder / f"torch-{version}-py3-none-any.whl", "w") as whl:
             whl.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: torch\nVersion: {version}\n")
-            whl.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+            whl.writestr(f"{info}/WHEEL",
+                         "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
             whl.writestr(f"{info}/RECORD", "")
     return folder
 

@@ -95,11 +95,24 @@ def test_bad_input_is_one_line_and_runs_nothing(capsys, args, says, tmp_path):
 @pytest.mark.slow
 def test_a_smoke_sweep_verified_by_a_real_rerun_repeats_every_digit(tmp_path):
     made = subprocess.run([sys.executable, "-m", "sweep.run", "robustness", "--scale", "smoke", "--seeds", "2",
-                           "--results-dir", tmp_path / "committed", "--address", "local"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                           "--results-dir", tmp_path / "committed", "--address", "local"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert made.returncode == 0, made.stderr[-2000:]
     (sweep_dir,) = [p.parent for p in (tmp_path / "committed").glob("robustness-*/summary.parquet")]
     done = verify(sweep_dir, "--results-dir", tmp_path / "rerun")
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     assert "smoke scale, 2 of 2 seeds" in done.stdout
     assert done.stdout.splitlines()[-1] == "verdicts agree in all 8 arms; every digit identical in 8 of 8"
+
+
+def test_the_machine_line_names_the_cpu_its_vector_extensions_and_torchs_capability(tmp_path):
+    """run.txt's machine line (sweep/machine.py) from a /proc/cpuinfo as Linux writes it (two processors)."""
+    import torch
+
+    from sweep.machine import cpu
+
+    one = "processor\t: {}\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 sse4_2 avx avx2 fma bmi2 sha_ni\n\n"
+    (tmp_path / "cpuinfo").write_text(one.format(0) + one.format(1))
+    line = cpu(tmp_path / "cpuinfo")
+    assert line.startswith("AMD EPYC 7B13 (") and "; vector extensions: sse4_2 avx avx2 fma; " in line
+    assert line.endswith(f"torch CPU capability: {torch.backends.cpu.get_cpu_capability()}")
