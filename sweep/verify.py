@@ -104,13 +104,13 @@ def loss_cell(values) -> str:
 def compare(committed: pd.DataFrame, rerun: pd.DataFrame, layout: Layout) -> tuple[list[str], list[str]]:
     """(the lines of the per-arm comparison, the arms whose verdicts disagree or that only one run has)."""
     old, new = verdicts(committed, layout), verdicts(rerun, layout)
-    lines = [f"{'arm':<32} {'committed':>13} {'re-run':>13} {'Δ [95 % CI]':>24}  {'digits':<9}  "
+    lines = [f"{'arm':<28} {'committed':>13} {'re-run':>13} {'Δ [95 % CI]':>22}  {'digits':<6}  "
              f"{'bold':<7} {'collapsed':<9} vs reference"]
     bad = []
     arms = committed["run_name"].map(arm_name), rerun["run_name"].map(arm_name)
     for name in list(old) + [n for n in new if n not in old]:
         if name not in old or name not in new:
-            lines.append(f"{name:<32} only in the {'re-run' if name in new else 'committed run'}")
+            lines.append(f"{name:<28} only in the {'re-run' if name in new else 'committed run'}")
             bad.append(name)
             continue
         a, b = committed[arms[0] == name], rerun[arms[1] == name]
@@ -119,8 +119,8 @@ def compare(committed: pd.DataFrame, rerun: pd.DataFrame, layout: Layout) -> tup
               if math.isfinite(w.ci_low) else f"{w.diff * LOSS_SCALE:+.1f} [n/a]" if math.isfinite(w.diff) else "n/a")
         o, n = old[name], new[name]
         bold = agree("yes" if o.bold else "no", "yes" if n.bold else "no")
-        lines.append(f"{name[:32]:<32} {loss_cell(a[M.FINAL_LOSS]):>13} {loss_cell(b[M.FINAL_LOSS]):>13} {ci:>24}  "
-                     f"{'identical' if identical(a, b) else 'differ':<9}  {bold:<7} "
+        lines.append(f"{name[:28]:<28} {loss_cell(a[M.FINAL_LOSS]):>13} {loss_cell(b[M.FINAL_LOSS]):>13} {ci:>22}  "
+                     f"{'same' if identical(a, b) else 'differ':<6}  {bold:<7} "
                      f"{agree(o.collapsed, n.collapsed):<9} {agree(o.vs_reference, n.vs_reference)}")
         if o != n:
             bad.append(name)
@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     committed, fresh = first_seeds(committed, seeds), first_seeds(pd.read_parquet(against / SUMMARY), seeds)
     lines, bad = compare(committed, fresh, Layout.from_plan(plan))
-    print(f"verify {study} ({scale} scale, {seeds} of {have} seeds): {folder} against {against}")
+    print(textwrap.fill(f"verify {study} ({scale} scale, {seeds} of {have} seeds): {folder} against {against}",
+                        TEXT_WIDTH, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False))
     for who, what in (("committed on", provenance(folder) or "not recorded (no machine: line in run.txt)"),
                       ("compared on", cpu())):
         print(textwrap.fill(what, TEXT_WIDTH, initial_indent=f"  {who + ':':<14}", subsequent_indent=" " * 16))

@@ -54,6 +54,7 @@ def test_other_digits_same_verdicts_exit_0(capsys, tmp_path):
     assert "87.1 ± 1.7" in done.stdout and "44.0 ± 2.1" in done.stdout  # Table 3's cells, as committed
     assert done.stdout.splitlines()[-1] == "verdicts agree in all 8 arms; every digit identical in 0 of 8"
     assert "committed on: 2 cores (AMD EPYC)" in done.stdout and "torch CPU capability" in done.stdout
+    assert max(map(len, done.stdout.splitlines())) <= 120
 
 
 def test_a_planted_disagreement_exits_1_naming_the_arm(capsys, tmp_path):
