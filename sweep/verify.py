@@ -31,7 +31,8 @@ import pandas as pd
 
 import metrics as M
 from analysis.stats import ALPHA, describe, welch
-from analysis.summary import CODE_USE_COLUMNS, TOPOGRAPHY_COLUMNS
+from analysis.summary import (CODE_USE_COLUMNS, NO_TEST_SPLIT, TOPOGRAPHY_COLUMNS, has_test_split,
+                              selection_loss)
 from analysis.tables import TEXT_WIDTH, Layout, comparison_numbers, table_numbers
 from models.config import ConfigError
 from sweep.machine import cpu
@@ -151,6 +152,12 @@ def rerun(study: str, scale: str, seeds: int, results_dir: Path) -> Path:
     return made[-1]
 
 
+def without_test_split(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary as a sweep without a test split has it: the final loss is the best validation loss."""
+    return summary.assign(**{M.FINAL_LOSS: selection_loss(summary)}).drop(columns=[M.SELECTION_LOSS],
+                                                                          errors="ignore")
+
+
 def first_seeds(summary: pd.DataFrame, n: int) -> pd.DataFrame:
     return summary[summary[M.SEED_TAG].isin(sorted(summary[M.SEED_TAG].unique())[:n])]
 
@@ -195,13 +202,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m sweep.verify: {e}; nothing compared", file=sys.stderr)
         return 1
     committed, fresh = first_seeds(committed, seeds), first_seeds(pd.read_parquet(against / SUMMARY), seeds)
+    loss = "test MSE at the best validation step" if has_test_split(committed) else "best validation MSE"
+    if has_test_split(fresh) != has_test_split(committed):  # a run made before the test split: like with like
+        committed, fresh = (without_test_split(committed), without_test_split(fresh))
+        loss = f"best validation MSE (one run has no test split: {NO_TEST_SPLIT})"
     lines, bad = compare(committed, fresh, Layout.from_plan(plan))
     print(textwrap.fill(f"verify {study} ({scale} scale, {seeds} of {have} seeds): {folder} against {against}",
                         TEXT_WIDTH, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False))
     for who, what in (("committed on", provenance(folder) or "not recorded (no machine: line in run.txt)"),
                       ("compared on", cpu())):
         print(textwrap.fill(what, TEXT_WIDTH, initial_indent=f"  {who + ':':<14}", subsequent_indent=" " * 16))
-    print(f"loss ×10³ (best validation MSE), mean ± std over seeds; Δ = re-run - committed, Welch 95 % CI")
+    print(textwrap.fill(f"loss ×10³ ({loss}), mean ± std over seeds; Δ = re-run - committed, Welch 95 % CI",
+                        TEXT_WIDTH))
     print("\n".join(lines))
     same = sum(identical(committed[committed.run_name.map(arm_name) == a], fresh[fresh.run_name.map(arm_name) == a])
                for a in committed.run_name.map(arm_name).unique())

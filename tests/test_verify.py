@@ -72,6 +72,17 @@ def test_a_planted_disagreement_exits_1_naming_the_arm(capsys, tmp_path):
     assert done.stdout.splitlines()[-1].startswith("verdicts differ in ") and arm in done.stdout.splitlines()[-1]
 
 
+def test_a_rerun_with_a_test_split_is_compared_on_the_committed_runs_validation_loss(capsys, tmp_path):
+    """The committed runs predate the test split: a re-run's test losses are not compared with their validation
+    losses; its selection (best validation) loss is, and here every digit is the same."""
+    split = changed_copy(tmp_path, lambda s: s.assign(**{M.SELECTION_LOSS: s[M.FINAL_LOSS],
+                                                         M.FINAL_LOSS: s[M.FINAL_LOSS] * 1.1}))
+    done = check(capsys, COMMITTED, "--against", split)
+    assert done.returncode == 0, done.stdout
+    assert "one run has no test split" in done.stdout
+    assert done.stdout.splitlines()[-1] == "verdicts agree in all 8 arms; every digit identical in 8 of 8"
+
+
 def test_first_seeds_only_compare_those_seeds(capsys, tmp_path):
     """--seeds 2 compares seeds 0 and 1 of both runs: a re-run holding only those agrees to the digit."""
     two = changed_copy(tmp_path, lambda s: s[s.seed < 2])
