@@ -307,7 +307,7 @@ def test_on_a_steady_machine_the_predicted_end_only_moves_when_a_trial_ends(cloc
     first ETA is more than a minute short and the predicted end creeps up during the first trials' wind-down."""
     def sweep(overhead):
         clock.now = 1000.0
-        p = Progress(7, lambda c: "arm", _config, at_once=2, overhead=overhead)
+        p = Progress(7, lambda c: "arm", trial_config, at_once=2, overhead=overhead)
         p.setup()
         return list(_simulate(clock, p, [_trial(i, steps=100) for i in range(7)], 2, head=12, tail=8,
                               seconds_per_step=lambda now: 1.0))
@@ -326,7 +326,7 @@ def test_on_a_machine_that_slows_the_line_says_the_eta_was_revised(clock):
     """The same sweep, its steps twice as slow from 100 s in: the predicted end rises between trial ends, and
     the status line says so."""
     trials = [_trial(i, steps=100) for i in range(5)]
-    p = Progress(5, lambda c: "arm", _config, at_once=2, overhead=(12, 8))
+    p = Progress(5, lambda c: "arm", trial_config, at_once=2, overhead=(12, 8))
     p.setup()
     start = clock.now
     lines = [line for _, _, line, _ in _simulate(clock, p, trials, 2, head=12, tail=8,
