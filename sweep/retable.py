@@ -20,6 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from analysis.report import write_summary_outputs
 from analysis.summary import BadSummary, read_summary
 from analysis.tables import Layout
@@ -31,25 +33,13 @@ from sweep.run import read_sweep_json
 from sweep.study import shipped_names
 
 
-def study_plan(summary: pd.DataFrame, where: Path) -> Plan:
-    """The plan of the one shipped study a summary names, at any scale and seeds: what sets its tables' layout.
-    Raises ConfigError (naming `where`) when the summary names no shipped study."""
-    names = summary[M.STUDY_TAG].unique() if M.STUDY_TAG in summary else []
-    if len(names) != 1:
-        raise ConfigError(f"{where}: names studies {list(names)}; allowed: one shipped study")
-    return make_plan(str(names[0]), "smoke", 2)  # the layout: no scale or seed enters it
-
-
 def retable(folder: str | Path, out: str | Path | None = None) -> None:
     """Write tables/ and figures/topography.png of `folder`'s summary.parquet into `out` (default: `folder`)
     as analysis.report does. Raises ConfigError (one line) when the summary, the sweep.json or the run.txt
     is not what a sweep wrote, or they name no shipped study."""
     folder, out = Path(folder), Path(out or folder)
     summary = read_summary(folder / "summary.parquet")
-    if (folder / "sweep.json").is_file():
-        plan = read_sweep_json(folder.resolve(), check=False)[0]
-    else:
-        plan = make_plan(shipped_study(folder, summary), "smoke", 2)  # no scale or seed enters a layout
+    plan = study_plan(folder, summary)
     layout = Layout.from_plan(plan)
     missing = [f for f in layout.rows if f not in summary]
     if missing:
@@ -59,7 +49,15 @@ def retable(folder: str | Path, out: str | Path | None = None) -> None:
                           figure_formats=("png",))  # committed results keep PNGs only
 
 
-def shipped_study(folder: Path, summary) -> str:
+def study_plan(folder: Path, summary: pd.DataFrame) -> Plan:
+    """The plan that sets a results folder's tables: its sweep.json's (checked as a resume checks it), else
+    that of the shipped study its summary holds (shipped_study), at any scale and seeds (none enters a layout)."""
+    if (folder / "sweep.json").is_file():
+        return read_sweep_json(folder.resolve(), check=False)[0]
+    return make_plan(shipped_study(folder, summary), "smoke", 2)
+
+
+def shipped_study(folder: Path, summary: pd.DataFrame) -> str:
     """The shipped study a results folder without a sweep.json holds: its summary's one `study`, which its
     run.txt (when there is one) ran."""
     names = list(summary[M.STUDY_TAG].unique())

@@ -5,7 +5,8 @@
     python -m sweep.verify docs/results/robustness --against results/verify/robustness-cpu-...   # no re-run
 
 The study, scale and seeds come from the folder's summary.parquet (its `study`, `scale` and `seed` columns: a
-shipped study, a known scale; nothing read there is run); the re-run is `python -m sweep.run STUDY --scale SCALE
+shipped study, the one its run.txt ran, and a known scale; the summary checked as sweep.retable checks it;
+nothing read there is run); the re-run is `python -m sweep.run STUDY --scale SCALE
 --seeds N --address local` into --results-dir. Per arm it prints the committed and the re-run validation loss
 (mean ± std over the same seeds), the re-run minus the committed mean with its Welch 95 % interval, whether
 every number of the arm's trials is identical, and whether the verdicts agree: bold (best or not significantly
@@ -31,12 +32,14 @@ import pandas as pd
 
 import metrics as M
 from analysis.stats import ALPHA, describe, welch
-from analysis.summary import (CODE_USE_COLUMNS, NO_TEST_SPLIT, TOPOGRAPHY_COLUMNS, has_test_split,
-                              selection_loss)
+from analysis.summary import (CODE_USE_COLUMNS, NO_TEST_SPLIT, TOPOGRAPHY_COLUMNS, BadSummary, has_test_split,
+                              read_summary, selection_loss)
 from analysis.tables import TEXT_WIDTH, Layout, comparison_numbers, table_numbers
 from models.config import ConfigError
 from sweep.machine import cpu
-from sweep.retable import study_plan
+from sweep.plan import make_plan
+from sweep.provenance import BadRunFile
+from sweep.retable import shipped_study
 from sweep.scales import SCALES
 
 SUMMARY = "summary.parquet"
@@ -181,11 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         return refuse(f"{folder}: no {SUMMARY} there; allowed: a results folder holding one (docs/results/<name>)")
     if args.against and not (Path(args.against) / SUMMARY).is_file():
         return refuse(f"--against {args.against}: no {SUMMARY} there; allowed: a finished sweep folder")
-    committed = pd.read_parquet(folder / SUMMARY)
     try:
-        plan = study_plan(committed, folder / SUMMARY)
-    except ConfigError as e:
-        return refuse(str(e))
+        committed = read_summary(folder / SUMMARY)
+        plan = make_plan(shipped_study(folder, committed), "smoke", 2)  # the layout: no scale or seed enters it
+        fresh = read_summary(Path(args.against) / SUMMARY) if args.against else None
+    except (ConfigError, BadSummary, BadRunFile) as e:
+        return refuse(M.printable(str(e)))
     scales = committed[M.SCALE_TAG].unique() if M.SCALE_TAG in committed else []
     if len(scales) != 1 or scales[0] not in SCALES:
         return refuse(f"{folder / SUMMARY}: scale {list(scales)}; allowed: one of {', '.join(SCALES)}")
@@ -201,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:
         print(f"python -m sweep.verify: {e}; nothing compared", file=sys.stderr)
         return 1
-    committed, fresh = first_seeds(committed, seeds), first_seeds(pd.read_parquet(against / SUMMARY), seeds)
+    fresh = read_summary(against / SUMMARY) if fresh is None else fresh
+    committed, fresh = first_seeds(committed, seeds), first_seeds(fresh, seeds)
     loss = "test MSE at the best validation step" if has_test_split(committed) else "best validation MSE"
     if has_test_split(fresh) != has_test_split(committed):  # a run made before the test split: like with like
         committed, fresh = (without_test_split(committed), without_test_split(fresh))
