@@ -94,7 +94,8 @@ class Plan:
     source: str = ""  # the study file
     search: SearchPlan | None = None  # a searched study (None: a grid)
     added_seeds: list[int] = field(default_factory=list)  # seeds added to the sweep after it finished (--add-seeds)
-    pack_size: int = 1  # trials fused into one model on a GPU (1: every trial its own)
+    pack_size: int = 1  # trials fused into one model on a GPU (1: every trial its own; sweep/packs.py)
+    fuse_rule: str = ""  # which rule chose pack_size, in words (the dry-run says it)
 
     def n_trials(self) -> int:
         """How many trials the sweep runs: arms x seeds, or arms x (samples + confirmation seeds), and arms x the

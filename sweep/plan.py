@@ -20,6 +20,7 @@ from pathlib import Path
 import metrics as M
 from models.config import RENAMED, ConfigError, TrialConfig, field_names, renamed
 from plan import Plan as PlanRecord, SearchPlan
+from sweep.packs import ALLOWED, AUTO, OFF, cuda_name, group, pack_size, parse_fuse
 from sweep.scales import SCALES, STARTUP_SECONDS, default_scale
 from sweep.study import MAX_TRIALS, Study, load_study, partial_error
 
@@ -32,6 +33,12 @@ class Plan(PlanRecord):
         """Every trial's config, validated (raises ConfigError naming the bad value); of a searched study,
         each arm's confirmation trials at the arm's own values (the searched ones are drawn when it runs)."""
         return [TrialConfig.from_dict({**self.base, **arm, "seed": seed}) for arm in self.arms for seed in self.seeds]
+
+    def packs(self) -> list[list[tuple[dict, int]]]:
+        """The (arm, seed) trials of the grid (of a searched study: its confirmation) in packs of up to
+        pack_size, trials that differ only in values together (sweep/packs.py)."""
+        trials = [(arm, seed) for arm in self.arms for seed in self.seeds]
+        return group(trials, self.trials(), self.pack_size)
 
     def expected_seconds(self, concurrent: int) -> float:
         """Expected wall time of the sweep with `concurrent` trials at a time, from the scale's measured
@@ -81,14 +88,15 @@ def check_resources(cpus: float, gpus: float, workers: int) -> None:
 def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = None, overrides: dict | None = None,
               cpus: float | None = None, gpus: float | None = None, grid: dict | None = None,
               workers: int | None = None, max_trials: int = MAX_TRIALS, search: str | None = None,
-              samples: int | None = None) -> Plan:
+              samples: int | None = None, fuse: str | None = None) -> Plan:
     """A validated plan of `study` (a shipped name, a YAML path or a Study) at `scale`.
 
     overrides: field -> value for every trial (not for a swept field); grid: field -> values,
     an axis added to the study or replacing one; cpus, gpus, workers: per trial (None: the scale's);
     max_trials: the most trials (configurations x seeds) planned; search, samples: the algorithm and the
     samples per arm of a searched study (None: the study's); seeds of a searched study: the number of
-    confirmation seeds. Any problem raises ConfigError before anything starts.
+    confirmation seeds; fuse: trials per pack, "auto" or "off" (None: the study's `fuse:`, else off;
+    sweep/packs.py). Any problem raises ConfigError before anything starts.
     """
     study = _study(study, grid, max_trials, search, samples)
     scale = scale or default_scale()
@@ -112,8 +120,23 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
                 labels=study.grid_labels() if study.labels else [], reference=dict(study.reference),
                 metrics=list(study.metrics), analysis=study.analysis, layout=study.layout, table=study.table,
                 description=study.description, source=study.source, search=searched)
+    plan.pack_size, plan.fuse_rule = _pack_size(study, fuse)
     validate(plan, partial_error(study), arm_configs)
     return plan
+
+
+def _pack_size(study: Study, fuse: str | None) -> tuple[int, str]:
+    """(trials per pack, the rule that chose it) from --fuse, else the study's `fuse:`, else off."""
+    if fuse is not None:
+        try:
+            chosen, origin = parse_fuse(fuse), "--fuse"
+        except ConfigError:
+            raise ConfigError(f"--fuse {fuse!r}: allowed: {ALLOWED}") from None
+    elif study.fuse is not None:
+        chosen, origin = study.fuse, f"{study.source} fuse:"
+    else:
+        chosen, origin = OFF, "no --fuse or study fuse:, so"
+    return pack_size(chosen, origin, cuda_name() if chosen == AUTO else None)
 
 
 def _study(study: str | Study, grid: dict | None, max_trials: int, search: str | None, samples: int | None) -> Study:
@@ -198,6 +221,11 @@ def validate(plan: Plan, error, arm_configs: list[TrialConfig] | None = None) ->
     one line naming the study file's key and line (or the sweep.json); `arm_configs`: each arm's config,
     when the caller built them already. Raises ConfigError."""
     check_resources(plan.cpus, plan.gpus, plan.workers)
+    if plan.pack_size < 1:
+        raise error(("pack_size",), plan.pack_size, "a whole number >= 1", "no trials per pack")
+    if plan.pack_size > 1 and plan.workers > 1:
+        raise ConfigError(f"a pack of trials trains in one process: fuse {plan.pack_size} with --workers-per-trial "
+                          f"{plan.workers}; allowed: --fuse off, or --workers-per-trial 1")
     arm_configs = arm_configs or configs(plan.base, plan.arms, plan.source, plan.study)
     if plan.search:
         for arm, space in zip(plan.arms, plan.search.spaces):

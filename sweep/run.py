@@ -28,8 +28,10 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import metrics as M
 from models.config import DATASETS, ConfigError, field_names
 from plan import search_budget
+from sweep.packs import unfused_search
 from sweep.plan import Plan, check_winners, make_plan, parse_grid, parse_overrides, stored_error, validate
 from sweep.scales import SCALES
 from sweep.search import describe
@@ -74,6 +76,10 @@ def parser() -> argparse.ArgumentParser:
                    help="processes per trial, each training on its share of every batch (Ray Train, "
                         "DistributedDataParallel, codebook statistics summed); the trial's CPUs and GPUs are "
                         "shared evenly among them; default from the scale (1)")
+    p.add_argument("--fuse", metavar="S|auto|off",
+                   help="train trials that differ only in values as packs of up to S, one fused model each "
+                        "(models/fused.py); auto: where docs/results/benchmarks/gpu.txt measured a gain on this "
+                        "GPU; default: the study's fuse:, else off")
     p.add_argument("--max-trials", type=int, default=MAX_TRIALS,
                    help=f"refuse a grid of more trials than this (default {MAX_TRIALS:,}): a guard against typos")
     p.add_argument("--max-concurrent", type=int, default=0, help="cap on trials at once (default: as resources allow)")
@@ -95,7 +101,7 @@ def plan_from_args(args) -> Plan:
         overrides["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
     return make_plan(args.study, args.scale, args.seeds, overrides, args.cpus_per_trial, args.gpus_per_trial,
                      grid=parse_grid(args.grid), workers=args.workers_per_trial, max_trials=args.max_trials,
-                     search=args.search, samples=args.samples)
+                     search=args.search, samples=args.samples, fuse=args.fuse)
 
 
 def read_sweep_json(sweep_dir: Path, tracking_uri: str | None = None, check: bool = True) -> tuple[Plan, Sweep]:
@@ -124,14 +130,15 @@ def resume_plan(args) -> tuple[Plan, Sweep]:
     """The stored plan of the sweep in args.resume; a different grid on the command line is refused."""
     stored, meta = read_sweep_json(Path(args.resume).expanduser().resolve(), args.tracking_uri)
     grid_options = (args.study, args.scale, args.seeds, args.set, args.grid, args.dataset, args.data_dir,
-                    args.cpus_per_trial, args.gpus_per_trial, args.workers_per_trial, args.search, args.samples)
+                    args.cpus_per_trial, args.gpus_per_trial, args.workers_per_trial, args.search, args.samples,
+                    args.fuse)
     if any(option for option in grid_options):
         own_file = stored.study not in shipped_names() and stored.source
         args.study, args.scale = args.study or (stored.source if own_file else stored.study), args.scale or stored.scale
         asked = plan_from_args(args)
         if _grid(asked) != _grid(stored):
             diff = {k: (getattr(stored, k), getattr(asked, k))
-                    for k in ("scale", "base", "arms", "seeds", "cpus", "gpus", "workers", "search")
+                    for k in ("scale", "base", "arms", "seeds", "cpus", "gpus", "workers", "search", "pack_size")
                     if getattr(stored, k) != getattr(asked, k)}
             raise ConfigError(f"--resume {args.resume} ran a different grid; stored vs asked: {diff}. "
                               "Resume with the same options, or with --resume alone")
@@ -169,8 +176,9 @@ def add_seeds(plan: Plan, meta: Sweep, n: int) -> Plan:
 
 
 def _grid(plan: Plan) -> tuple:
-    """What a resume must keep: every trial's config, the search, and the resources and processes per trial."""
-    return [cfg.to_params() for cfg in plan.trials()], plan.search, plan.cpus, plan.gpus, plan.workers
+    """What a resume must keep: every trial's config, the search, the resources and processes per trial, the packs."""
+    return ([cfg.to_params() for cfg in plan.trials()], plan.search, plan.cpus, plan.gpus, plan.workers,
+            plan.pack_size)
 
 
 def dry_run(plan: Plan, max_concurrent: int = 0) -> str:
@@ -190,10 +198,28 @@ def dry_run(plan: Plan, max_concurrent: int = 0) -> str:
         return "\n".join([f"{plan.study} at {plan.scale} scale: {plan.n_trials()} trials: {search_budget(plan)}; "
                           f"{each}", wall] + [f"  {plan.arm_name(arm)}: {describe(space)}"
                                               for arm, space in zip(plan.arms, plan.search.spaces)]
-                         + seeds_outlook(plan))
+                         + pack_lines(plan) + seeds_outlook(plan))
     lines = [f"{plan.study} at {plan.scale} scale: {len(names)} trials ({len(plan.arms)} arms x "
              f"{plural(len(plan.seeds), 'seed')}), {each}", wall]
-    return "\n".join(lines + [f"  {name}" for name in names] + seeds_outlook(plan))
+    listed = pack_lines(plan) if plan.pack_size > 1 else [f"  {name}" for name in names] + pack_lines(plan)
+    return "\n".join(lines + listed + seeds_outlook(plan))
+
+
+def pack_lines(plan: Plan) -> list[str]:
+    """The dry-run's word on fusion: the rule that chose the pack size and, with packs, each pack's trials (of a
+    searched study: its confirmation trials; why its search trials run unfused)."""
+    rule = plan.fuse_rule or f"pack size {plan.pack_size}"
+    if plan.pack_size == 1:
+        return [f"fusion: {rule}"]
+    packs = plan.packs()
+    what = "confirmation trials" if plan.search else "trials"
+    lines = [f"fusion: {rule}; {len(packs)} Ray trials for {sum(map(len, packs))} {what}"]
+    if plan.search:
+        lines.append(f"  {unfused_search(plan.search.algorithm, plan.search.asha is not None)}")
+    stage = M.CONFIRM if plan.search else ""
+    return lines + [f"  pack {i + 1} ({len(pack)}): " + " | ".join(plan.run_name(arm, seed, stage)
+                                                                   for arm, seed in pack)
+                    for i, pack in enumerate(packs)]
 
 
 COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "results"  # the committed runs of a source checkout
@@ -247,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
             plan, meta = plan_from_args(args), None
         if args.max_concurrent < 0 or args.max_failures < 0:
             raise ConfigError("--max-concurrent and --max-failures must be >= 0")
+        if plan.pack_size > 1 and not args.dry_run:  # the Ray side of packs (one Tune trial each) is to come
+            raise ConfigError(f"{plan.fuse_rule}: packs are planned (--dry-run lists them) but not yet run by the "
+                              "sweep; allowed for a sweep: --fuse off")
         if not args.dry_run:
             from sweep.preflight import check
             results_dir = None if meta else Path(args.results_dir)

@@ -41,11 +41,12 @@ import yaml
 import metrics as M
 from models.config import RENAMED, ConfigError, TrialConfig, field_names, parse_value, renamed
 from plan import LATEX_ALLOWED, Analysis, TableLayout, check_latex
+from sweep.packs import ALLOWED, parse_fuse
 from sweep.search import Search, parse_search, parse_space
 
 SHIPPED = Path(__file__).with_name("studies")
 KEYS = ("name", "description", "table", "fixed", "axes", "arms", "seeds", "reference", "metrics", "analysis",
-        "layout", "search")
+        "layout", "search", "fuse")
 # the `analysis:` keys (analysis/factorial.py; the primary test and its margin: analysis.stats.verdict)
 ANALYSES = ("factorial", "primary", "equivalence", "equivalence_margin")
 REQUIRED = ("name", "description")
@@ -78,6 +79,7 @@ class Study:
     analysis: Analysis = field(default_factory=Analysis)  # the checked `analysis:` block
     layout: TableLayout = field(default_factory=TableLayout)  # the checked `layout:` block (analysis.tables.layout)
     search: Search | None = None  # each configuration of the grid searched, then confirmed (sweep/search.py)
+    fuse: int | str | None = None  # trials per pack, "auto" or "off" (sweep/packs.py); None: not set
     arm_spaces: list = field(default_factory=list)  # per arm: the fields it adds to the search space
     source: str = ""  # the file it was read from
     from_grid: tuple = ()  # axes given on the command line (--grid), named so in messages
@@ -255,6 +257,11 @@ def parse_study(text: str, source: str, max_trials: int = MAX_TRIALS) -> Study:
     else:
         study = dataclasses.replace(study, reference=_fields(study, "reference", reference))
     study = dataclasses.replace(study, analysis=_analysis(study, data.get("analysis") or {}))
+    if "fuse" in data:
+        try:
+            study = dataclasses.replace(study, fuse=parse_fuse(data["fuse"]))
+        except ConfigError:
+            raise _error(study, ("fuse",), data["fuse"], ALLOWED) from None
     try:
         layout = check_block(data.get("layout") or {}, study.rows(), study.metrics)
     except LayoutError as e:
