@@ -21,6 +21,7 @@ from pathlib import Path
 import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
+from ray.tune import PlacementGroupFactory
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -35,8 +36,8 @@ from sweep.progress import Progress, library_log, plan_line
 from sweep.report import TrialReport
 from sweep.scales import overhead_steps
 from sweep.tracking import MlflowCallback, experiment_id, mark_unfinished, trial_run_name
-from sweep.trainable import run_trial, run_workers_trial
-from sweep.trial import ARM, SEED, Trial, confirm_space, grid_space, search_space, trial_config
+from sweep.trainable import run_pack, run_trial, run_workers_trial
+from sweep.trial import ARM, PACK, SEED, Trial, confirm_space, grid_space, search_space, trial_config
 from sweep.ui import browse_hint
 
 EXIT_FAILED, EXIT_OUTAGE = 1, 3  # exit statuses besides 0, 2 (refused) and 128 + signal (stopped)
@@ -190,8 +191,8 @@ class _Tuners:
         path = f"{meta.ray_storage.rstrip('/')}/{ray_name}"
         if self.resumed and tune.Tuner.can_restore(path):  # a stage a killed sweep had not begun starts afresh
             return tune.Tuner.restore(path, self.trainable, resume_errored=True)
-        size = plan.search.samples if name.startswith(M.SEARCH) else \
-            len(param_space[ARM]["grid_search"]) * len(param_space[SEED]["grid_search"])
+        size = plan.search.samples if name.startswith(M.SEARCH) else len(param_space[PACK]["grid_search"]) \
+            if PACK in param_space else len(param_space[ARM]["grid_search"]) * len(param_space[SEED]["grid_search"])
         callbacks = [MlflowCallback(meta.tracking_uri, meta.experiment_id, meta.parent_run_id, plan,
                                     meta.dir / "pictures"),
                      Progress(size, functools.partial(trial_run_name, plan), trial_config, self.at_once,
@@ -351,15 +352,23 @@ def _data_error(result) -> str:
 
 
 def _trainable(plan: Plan, meta: Sweep):
-    """One process per trial in Tune's own trial actor, or a Ray Train run of plan.workers processes whose
-    workers hold the trial's CPUs and GPUs (the Tune trial that drives them holds only a token 1 MiB of
+    """One process per trial (or per pack of trials, sweep/packs.py) in Tune's own trial actor, or a Ray Train
+    run of plan.workers processes whose workers hold the trial's CPUs and GPUs (the Tune trial that drives them holds only a token 1 MiB of
     Ray's memory resource: Tune refuses an empty request, and any CPU share would break whole-CPU packing)."""
+    if plan.pack_size > 1:
+        return tune.with_resources(run_pack, functools.partial(_pack_resources, plan.cpus, plan.gpus))
     if plan.workers == 1:
         return tune.with_resources(run_trial, {"cpu": plan.cpus, "gpu": plan.gpus})
     storage = meta.tune_path
     driver = tune.with_parameters(run_workers_trial, storage=storage, workers=plan.workers, cpus=plan.cpus,
                                   gpus=plan.gpus)
     return tune.with_resources(driver, {"memory": 2**20})
+
+
+def _pack_resources(cpus: float, gpus: float, config: dict) -> PlacementGroupFactory:
+    """What a pack's Ray trial reserves: its members' shares of a GPU summed (at most one GPU: a pack is one
+    process on one device), and one trial's CPUs (one process feeding one fused model)."""
+    return PlacementGroupFactory([{"CPU": cpus, **({"GPU": min(1.0, gpus * len(config[PACK]))} if gpus else {})}])
 
 
 def _at_once(plan: Plan, n_trials: int, max_concurrent: int) -> int:

@@ -9,7 +9,8 @@ docs/results/benchmarks/gpu.txt holding a fusion measurement (benchmarks/fusion.
 fusion_pack_size and fusion_vs_processes) of a GPU of the same name whose best pack size trained at
 least AUTO_GAIN times the paper-length trials per GPU-hour of 8 trainer processes sharing it.
 ASHA stops trials one by one and TPE draws each sample from the results before it, so their search
-trials are never fused; a searched study's confirmation trials are a grid, packed as one.
+trials are never fused; a searched study runs unfused altogether in this version (its random-search
+samples and confirmation trials could share packs: not yet done).
 """
 from __future__ import annotations
 
@@ -86,4 +87,4 @@ def unfused_search(algorithm: str, asha: bool) -> str:
         return "ASHA stops search trials one by one, so they run unfused"
     if algorithm == "optuna":
         return "TPE draws each sample from the results before it, so search trials run unfused"
-    return "random-search samples run unfused"
+    return "random-search samples are not yet fused"

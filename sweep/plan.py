@@ -20,7 +20,7 @@ from pathlib import Path
 import metrics as M
 from models.config import RENAMED, ConfigError, TrialConfig, field_names, renamed
 from plan import Plan as PlanRecord, SearchPlan
-from sweep.packs import ALLOWED, AUTO, OFF, cuda_name, group, pack_size, parse_fuse
+from sweep.packs import ALLOWED, AUTO, OFF, cuda_name, group, pack_size, parse_fuse, unfused_search
 from sweep.scales import SCALES, STARTUP_SECONDS, default_scale
 from sweep.study import MAX_TRIALS, Study, load_study, partial_error
 
@@ -34,11 +34,13 @@ class Plan(PlanRecord):
         each arm's confirmation trials at the arm's own values (the searched ones are drawn when it runs)."""
         return [TrialConfig.from_dict({**self.base, **arm, "seed": seed}) for arm in self.arms for seed in self.seeds]
 
-    def packs(self) -> list[list[tuple[dict, int]]]:
-        """The (arm, seed) trials of the grid (of a searched study: its confirmation) in packs of up to
-        pack_size, trials that differ only in values together (sweep/packs.py)."""
-        trials = [(arm, seed) for arm in self.arms for seed in self.seeds]
-        return group(trials, self.trials(), self.pack_size)
+    def packs(self, seeds: list[int] | None = None) -> list[list[tuple[dict, int]]]:
+        """The (arm, seed) trials of the grid, on `seeds` (default the plan's), in packs of up to pack_size,
+        trials that differ only in values together (sweep/packs.py)."""
+        seeds = seeds or self.seeds
+        trials = [(arm, seed) for arm in self.arms for seed in seeds]
+        configs = [TrialConfig.from_dict({**self.base, **arm, "seed": seed}) for arm, seed in trials]
+        return group(trials, configs, self.pack_size)
 
     def expected_seconds(self, concurrent: int) -> float:
         """Expected wall time of the sweep with `concurrent` trials at a time, from the scale's measured
@@ -121,6 +123,9 @@ def make_plan(study: str | Study, scale: str | None = None, seeds: int | None = 
                 metrics=list(study.metrics), analysis=study.analysis, layout=study.layout, table=study.table,
                 description=study.description, source=study.source, search=searched)
     plan.pack_size, plan.fuse_rule = _pack_size(study, fuse)
+    if searched and plan.pack_size > 1:
+        plan.pack_size, plan.fuse_rule = 1, (f"{plan.fuse_rule}, but a searched study runs unfused: "
+                                             f"{unfused_search(searched.algorithm, searched.asha is not None)}")
     validate(plan, partial_error(study), arm_configs)
     return plan
 

@@ -22,6 +22,7 @@ class TrialReport:
     dataset: dict = field(default_factory=dict)  # models.data.fingerprint of its training data
     resumed: bool = False  # a multi-worker trial's report of its checkpoint again, after a restart
     error: str = ""  # one line, with status M.FAILED
+    members: list[dict] = field(default_factory=list)  # of a pack: each member's latest report (to_result), in order
 
     def to_result(self) -> dict:
         return asdict(self)
@@ -39,7 +40,12 @@ def ending(trial) -> str:
     last = trial.last_result
     if not last or "status" not in last:  # no report, or a sweep begun before the reports had a status
         return M.FINISHED
-    status = TrialReport.from_result(last).status
+    return ending_of(TrialReport.from_result(last))
+
+
+def ending_of(report: TrialReport) -> str:
+    """How a trial (or a pack's member) whose last report is `report` ended, as `ending`."""
+    status = report.status
     return status if status in (M.DIVERGED, M.FAILED) else M.STOPPED if status == M.RUNNING else M.FINISHED
 
 

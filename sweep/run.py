@@ -28,10 +28,8 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import metrics as M
 from models.config import DATASETS, ConfigError, field_names
 from plan import search_budget
-from sweep.packs import unfused_search
 from sweep.plan import Plan, check_winners, make_plan, parse_grid, parse_overrides, stored_error, validate
 from sweep.scales import SCALES
 from sweep.search import describe
@@ -206,19 +204,13 @@ def dry_run(plan: Plan, max_concurrent: int = 0) -> str:
 
 
 def pack_lines(plan: Plan) -> list[str]:
-    """The dry-run's word on fusion: the rule that chose the pack size and, with packs, each pack's trials (of a
-    searched study: its confirmation trials; why its search trials run unfused)."""
+    """The dry-run's word on fusion: the rule that chose the pack size and, with packs, each pack's trials."""
     rule = plan.fuse_rule or f"pack size {plan.pack_size}"
     if plan.pack_size == 1:
         return [f"fusion: {rule}"]
     packs = plan.packs()
-    what = "confirmation trials" if plan.search else "trials"
-    lines = [f"fusion: {rule}; {len(packs)} Ray trials for {sum(map(len, packs))} {what}"]
-    if plan.search:
-        lines.append(f"  {unfused_search(plan.search.algorithm, plan.search.asha is not None)}")
-    stage = M.CONFIRM if plan.search else ""
-    return lines + [f"  pack {i + 1} ({len(pack)}): " + " | ".join(plan.run_name(arm, seed, stage)
-                                                                   for arm, seed in pack)
+    lines = [f"fusion: {rule}; {len(packs)} Ray trials (one fused model each) for {sum(map(len, packs))} trials"]
+    return lines + [f"  pack {i + 1} ({len(pack)}): " + " | ".join(plan.run_name(arm, seed) for arm, seed in pack)
                     for i, pack in enumerate(packs)]
 
 
@@ -273,9 +265,6 @@ def main(argv: list[str] | None = None) -> int:
             plan, meta = plan_from_args(args), None
         if args.max_concurrent < 0 or args.max_failures < 0:
             raise ConfigError("--max-concurrent and --max-failures must be >= 0")
-        if plan.pack_size > 1 and not args.dry_run:  # the Ray side of packs (one Tune trial each) is to come
-            raise ConfigError(f"{plan.fuse_rule}: packs are planned (--dry-run lists them) but not yet run by the "
-                              "sweep; allowed for a sweep: --fuse off")
         if not args.dry_run:
             from sweep.preflight import check
             results_dir = None if meta else Path(args.results_dir)

@@ -1,5 +1,5 @@
 """MLflow layout of a sweep: one experiment per study, one parent run per sweep,
-one child run per trial (named by the VQ rule and what the study sweeps, e.g.
+one child run per trial, a pack's members each their own as if run alone (named by the VQ rule and what the study sweeps, e.g.
 `KSOM hard N0=1 update-0=yes seed=0`;
 all config fields as params; study, scale, seed, status, every swept field and MLflow's
 source fields as tags; curves as metrics logged once per validation in one batch, the
@@ -30,8 +30,8 @@ import metrics as M
 from models.build import topography_note
 from sweep.parent import source_tags
 from sweep.plan import Plan, file_name
-from sweep.report import TrialReport, data_error, ending
-from sweep.trial import Trial
+from sweep.report import TrialReport, data_error, ending, ending_of
+from sweep.trial import PACK, Trial, members
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # training-runs view in the UI
 
@@ -59,8 +59,9 @@ def mark_unfinished(tracking_uri: str, exp_id: str, parent_run_id: str) -> int:
 
 
 def trial_run_name(plan: Plan, config: dict) -> str:
-    """The run name of a Ray trial config of `plan` (sweep.trial.Trial.run_name)."""
-    return Trial.of(config).run_name(plan)
+    """The run name of a Ray trial config of `plan` (sweep.trial.Trial.run_name); of a pack, its members' joined
+    by ' + '."""
+    return " + ".join(trial.run_name(plan) for trial in members(config))
 
 
 def search_tags(plan: Plan, trial: Trial) -> dict:
@@ -97,12 +98,14 @@ class MlflowCallback(tune.Callback):
         self.__dict__.update(state)
         self._reset()
 
-    def run_id(self, trial) -> str:
-        """The trial's child run: found again after a resume, else created."""
-        if trial.trial_id in self.runs:
-            return self.runs[trial.trial_id]
+    def run_id(self, trial, i: int | None = None) -> str:
+        """The child run of the trial (of a pack: of its member i): found again after a resume, else created."""
+        key = trial.trial_id if i is None else f"{trial.trial_id}-{i}"  # a pack's members: one run each
+        if key in self.runs:
+            return self.runs[key]
+        spec = members(trial.config)[i or 0]
         found = self.client.search_runs(
-            [self.exp_id], filter_string=f"tags.{M.RAY_TRIAL_TAG} = '{trial.trial_id}' "
+            [self.exp_id], filter_string=f"tags.{M.RAY_TRIAL_TAG} = '{key}' "
                                          f"and tags.`mlflow.parentRunId` = '{self.parent}'")
         if found:
             run_id = found[0].info.run_id
@@ -111,70 +114,95 @@ class MlflowCallback(tune.Callback):
             self.client.set_terminated(run_id, "RUNNING")
             self.client.set_tag(run_id, M.STATUS_TAG, M.RUNNING)
             if not found[0].data.params:  # the store failed (outage, full disk) between creating and filling it
-                self.client.log_batch(run_id, params=self._params(trial))
+                self.client.log_batch(run_id, params=self._params(spec))
         else:
-            spec = Trial.of(trial.config)
             cfg = spec.config()
             tags = {**source_tags(), **{f: str(getattr(cfg, f)) for f in self.plan.swept if f != "arm"},
-                    "mlflow.parentRunId": self.parent, M.RAY_TRIAL_TAG: trial.trial_id, M.STUDY_TAG: self.study,
+                    "mlflow.parentRunId": self.parent, M.RAY_TRIAL_TAG: key, M.STUDY_TAG: self.study,
                     M.SCALE_TAG: self.scale, M.SEED_TAG: str(cfg.seed), M.RULE_TAG: cfg.rule, M.STATUS_TAG: M.RUNNING,
                     M.ARM_TAG: self.plan.arm_name(spec.arm) if self.plan.search else self.plan.label(spec.arm),
                     M.TOPOGRAPHY_TAG: topography_note(cfg) or "measured", **search_tags(self.plan, spec)}
             run = self.client.create_run(self.exp_id, run_name=spec.run_name(self.plan),
                                          tags={k: v for k, v in tags.items() if v})
             run_id = run.info.run_id
-            self.client.log_batch(run_id, params=self._params(trial))
+            self.client.log_batch(run_id, params=self._params(spec))
             self.logged_up_to[run_id] = 0
-        self.runs[trial.trial_id] = run_id
+        self.runs[key] = run_id
         return run_id
 
-    def _params(self, trial) -> list[Param]:
-        return [Param(k, str(v)) for k, v in Trial.of(trial.config).config().to_params().items()]
+    def _params(self, spec: Trial) -> list[Param]:
+        return [Param(k, str(v)) for k, v in spec.config().to_params().items()]
+
+    def _members(self, trial) -> list[tuple[int | None, Trial]]:
+        """(member index, trial) of each run of a Ray trial: a pack's members, or (None, the trial)."""
+        trials = members(trial.config)
+        return list(enumerate(trials)) if PACK in trial.config else [(None, trials[0])]
+
+    def _reports(self, trial, result: dict | None) -> list[tuple[int | None, Trial, TrialReport | None]]:
+        """(member index, trial, its latest report) of each run of a Ray trial given its result."""
+        report = TrialReport.from_result(result) if result and "step" in result else None
+        if PACK not in trial.config:
+            return [(None, members(trial.config)[0], report)]
+        latest = report.members if report else []
+        return [(i, spec, TrialReport.from_result(latest[i]) if i < len(latest) and latest[i] else None)
+                for i, spec in self._members(trial)]
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.run_id(trial)
+        for i, _ in self._members(trial):
+            self.run_id(trial, i)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id = self.run_id(trial)
-        report = TrialReport.from_result(result)
+        for i, spec, report in self._reports(trial, result):
+            if report is not None:
+                self._log(self.run_id(trial, i), report, spec)
+
+    def _log(self, run_id: str, report: TrialReport, spec: Trial):
         if report.step <= self.logged_up_to[run_id]:
-            return  # replayed from a checkpoint after a resume: already in the store
+            return  # replayed from a checkpoint after a resume, or a pack member that ended: already in the store
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, M.SUMMARY_STEP if M.is_summary(k) else report.step)
                    for k, v in report.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)]
         self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(M.NODE_TAG, report.node_id)])
         if report.dataset and run_id not in self.inputs_logged:  # MLflow keeps one record per data set
-            self.client.log_inputs(run_id, [dataset_input(report.dataset, Trial.of(trial.config).config().data_dir)])
+            self.client.log_inputs(run_id, [dataset_input(report.dataset, spec.config().data_dir)])
             self.inputs_logged.add(run_id)
         self.logged_up_to[run_id] = report.step
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id = self.run_id(trial)
-        self.client.set_tag(run_id, M.STATUS_TAG, ending(trial))
-        if ending(trial) == M.FAILED:  # its data could not be used: nothing was trained
-            self.client.set_tag(run_id, M.ERROR_TAG, data_error(trial))
-            self.client.set_terminated(run_id, "FAILED")
-            return
-        self._log_checkpoint(run_id, trial)
-        self.client.set_terminated(run_id, "FINISHED")
+        for i, spec, report in self._reports(trial, trial.last_result):
+            run_id = self.run_id(trial, i)
+            member = i is not None and report is not None  # else the trial's own last report says
+            ended = ending_of(report) if member else ending(trial)
+            self.client.set_tag(run_id, M.STATUS_TAG, ended)
+            if ended == M.FAILED:  # its data could not be used: nothing was trained
+                self.client.set_tag(run_id, M.ERROR_TAG, report.error if member else data_error(trial))
+                self.client.set_terminated(run_id, "FAILED")
+                continue
+            self._log_checkpoint(run_id, trial, spec, i, report)
+            self.client.set_terminated(run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self.run_id(trial)
-        self.client.set_tag(run_id, M.STATUS_TAG, M.FAILED)
-        self.client.set_terminated(run_id, "FAILED")
+        for i, _ in self._members(trial):
+            run_id = self.run_id(trial, i)
+            self.client.set_tag(run_id, M.STATUS_TAG, M.FAILED)
+            self.client.set_terminated(run_id, "FAILED")
 
-    def _log_checkpoint(self, run_id: str, trial):
+    def _log_checkpoint(self, run_id: str, trial, spec: Trial, i: int | None, report: TrialReport | None):
         """The final state as artifact checkpoint/, its topography pictures as pictures/ (also copied
         to <pictures_dir>/<run name>/) and as MLflow images keyed by name, which the UI shows side
-        by side across runs."""
+        by side across runs. A pack member's are its member-<i>/ of the pack's checkpoint (none for a member
+        that diverged)."""
         checkpoint = trial.checkpoint
         if checkpoint is None:
             return
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(checkpoint.to_directory(tmp))
+            if i is not None:
+                folder = folder / f"member-{i}"
+                if not folder.is_dir():
+                    return
             pictures = sorted(folder.glob("*.png"))
             if pictures:
-                spec = Trial.of(trial.config)
                 name = spec.run_name(self.plan)
                 if spec.stage == M.SEARCH:  # two draws can print alike (a choice space)
                     name += f" {trial.trial_id}"
@@ -183,7 +211,7 @@ class MlflowCallback(tune.Callback):
                 for picture in pictures:
                     shutil.copy(picture, own)
                 self.client.log_artifacts(run_id, str(own), artifact_path="pictures")
-                step = TrialReport.from_result(trial.last_result).step
+                step = (report or TrialReport.from_result(trial.last_result)).step
                 for picture in pictures:
                     with Image.open(picture) as image:
                         self.client.log_image(run_id, image.convert("RGB"), key=picture.stem, step=step)

@@ -3,8 +3,9 @@
 Ray's trial config is {BASE: {...}, ARM: {...}, SEED: int}, and in a searched study also STAGE
 (search or confirm) and SEARCH (the values drawn, or the winner's being confirmed), and of a random
 search's trial DRAW (which of the shared draws it runs); the trial's
-TrialConfig is base <- arm <- search <- seed. Ray Tune's grid and sampling need the config as a
-dict; everywhere else it is a `Trial`.
+TrialConfig is base <- arm <- search <- seed. A pack of trials trained as one model (sweep/packs.py) is
+one Ray trial whose config is {BASE: {...}, PACK: [{ARM: {...}, SEED: int}, ...]}: `members` gives its
+trials. Ray Tune's grid and sampling need the config as a dict; everywhere else it is a `Trial`.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from sweep.search import draws, tune_space
 if TYPE_CHECKING:  # the trainables import this module in every trial process: no study loader there
     from sweep.plan import Plan
 
-BASE, ARM, SEED, STAGE, SEARCH, DRAW = "base", "arm", "seed", "stage", "search", "draw"  # keys of Ray's trial config
+BASE, ARM, SEED, STAGE, SEARCH, DRAW, PACK = "base", "arm", "seed", "stage", "search", "draw", "pack"  # keys of
+# Ray's trial config
 
 
 @dataclass(frozen=True)
@@ -50,13 +52,25 @@ class Trial:
         return plan.run_name(self.arm, self.seed, self.stage, self.search if self.stage == M.SEARCH else None)
 
 
+def members(config: dict) -> list[Trial]:
+    """The trials of a Ray trial config: a pack's members, in order, or the one trial."""
+    if PACK in config:
+        return [Trial(config[BASE], member[ARM], member[SEED]) for member in config[PACK]]
+    return [Trial.of(config)]
+
+
 def trial_config(config: dict) -> TrialConfig:
-    """The TrialConfig of a Ray trial config."""
-    return Trial.of(config).config()
+    """The TrialConfig of a Ray trial config (of a pack: its first member's, whose steps all share)."""
+    return members(config)[0].config()
 
 
 def grid_space(plan: Plan, seeds: list[int] | None = None) -> dict:
-    """Ray's param space of a grid: every arm on every seed (of `seeds`, default the plan's)."""
+    """Ray's param space of a grid: every arm on every seed (of `seeds`, default the plan's); with a pack size
+    above 1, one Ray trial per pack of them (plan.packs)."""
+    if plan.pack_size > 1:
+        packs = plan.packs(seeds or plan.seeds)
+        return {BASE: plan.base, PACK: tune.grid_search([[{ARM: arm, SEED: seed} for arm, seed in pack]
+                                                         for pack in packs])}
     return {BASE: plan.base, ARM: tune.grid_search(plan.arms), SEED: tune.grid_search(seeds or plan.seeds)}
 
 
