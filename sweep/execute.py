@@ -353,8 +353,9 @@ def _data_error(result) -> str:
 
 def _trainable(plan: Plan, meta: Sweep):
     """One process per trial (or per pack of trials, sweep/packs.py) in Tune's own trial actor, or a Ray Train
-    run of plan.workers processes whose workers hold the trial's CPUs and GPUs (the Tune trial that drives them holds only a token 1 MiB of
-    Ray's memory resource: Tune refuses an empty request, and any CPU share would break whole-CPU packing)."""
+    run of plan.workers processes whose workers hold the trial's CPUs and GPUs (the Tune trial that drives them
+    holds only a token 1 MiB of Ray's memory resource: Tune refuses an empty request, and any CPU share would
+    break whole-CPU packing)."""
     if plan.pack_size > 1:
         return tune.with_resources(run_pack, functools.partial(_pack_resources, plan.cpus, plan.gpus))
     if plan.workers == 1:

@@ -1,6 +1,6 @@
 """MLflow layout of a sweep: one experiment per study, one parent run per sweep,
-one child run per trial, a pack's members each their own as if run alone (named by the VQ rule and what the study sweeps, e.g.
-`KSOM hard N0=1 update-0=yes seed=0`;
+one child run per trial, each member of a pack its own as if it ran alone (named by
+the VQ rule and what the study sweeps, e.g. `KSOM hard N0=1 update-0=yes seed=0`;
 all config fields as params; study, scale, seed, status, every swept field and MLflow's
 source fields as tags; curves as metrics logged once per validation in one batch, the
 trial's summaries once at step 0: metrics.py; the test loss only at the validations that chose a new best

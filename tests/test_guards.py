@@ -227,7 +227,7 @@ def test_values_that_print_alike_get_the_digits_that_tell_them_apart(capsys, tmp
     assert M.value_texts([1e-3, 3e-4, True, "hard"]) == {1e-3: "0.001", 3e-4: "0.0003", True: "True", "hard": "hard"}
     assert main(["comparison", "--scale", "smoke", "--seeds", "1", "--grid", "lr=0.001,0.0010000001",
                  "--dry-run"]) == 0
-    names = [ln.strip() for ln in capsys.readouterr().out.splitlines()[2:]]
+    names = [ln.strip() for ln in capsys.readouterr().out.splitlines()[2:-1]]  # the last line: fusion
     assert names == [f"{rule} lr={lr} seed=0" for lr in ("0.001", "0.0010000001")
                      for rule in ("EMA-VQ", "KSOM hard", "KSOM gaussian")]
     assert len({file_name(n) for n in names}) == 6

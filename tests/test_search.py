@@ -70,7 +70,8 @@ def test_search_block_plans_equal_budgets_and_fresh_confirmation_seeds(tmp_path,
                              "its best confirmed on seeds 1, 2, 3")
     assert out[1].startswith("expected wall time")
     assert out[2:] == ["  EMA-VQ: lr loguniform [0.0001, 0.003], decay choice {0.9, 0.99}",
-                       "  KSOM: lr loguniform [0.0001, 0.003], decay choice {0.9, 0.99}, tau uniform [0.05, 0.5]"]
+                       "  KSOM: lr loguniform [0.0001, 0.003], decay choice {0.9, 0.99}, tau uniform [0.05, 0.5]",
+                       "fusion: no --fuse or study fuse:, so off: every trial on its own"]
 
 
 @pytest.mark.parametrize("text, expected", [

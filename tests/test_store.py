@@ -45,7 +45,7 @@ def test_an_old_sweep_json_loads_where_its_folder_is_now_and_writes_back_the_sam
         OLD["name"], "robustness", "smoke", "3", OLD["parent_run_id"], "ray")
     assert sweep.plan.to_dict() == {**OLD["plan"], "cpus": 1.0, "gpus": 0.0, "analysis": dataclasses.asdict(Analysis()),
                                     "layout": dataclasses.asdict(TableLayout()), "search": None, "added_seeds": [],
-                                    "pack_size": 1}  # what the record added since, at its defaults
+                                    "pack_size": 1, "fuse_rule": ""}  # what the record added since, at its defaults
     assert sweep.tune_path == f"{folder}/ray"
     (folder / "sweep.json").unlink()
     write_sweep(sweep)

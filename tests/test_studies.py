@@ -210,7 +210,8 @@ def test_dry_run_prints_run_names_count_and_expected_wall_time(capsys):
     assert all(len(line) <= 120 for line in out)  # as the status lines (sweep/progress.py WIDTH)
     assert out[2:5] == ["  EMA-VQ N0=0 update-0=no seed=0", "  EMA-VQ N0=0 update-0=no seed=1",
                         "  EMA-VQ N0=0 update-0=no seed=2"]
-    assert out[-1] == "  KSOM hard N0=1 update-0=yes seed=2" and len(out) == 2 + 24
+    assert out[-2] == "  KSOM hard N0=1 update-0=yes seed=2" and len(out) == 2 + 24 + 1
+    assert out[-1] == "fusion: no --fuse or study fuse:, so off: every trial on its own"
 
 
 def test_new_studies_plan_their_grids():
