@@ -4,6 +4,7 @@ where models.fused.check_pack allows, and (slow, real Ray and MLflow) a fused sm
 cannot tell from the unfused one, killed and resumed with nothing lost or doubled."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from analysis.store import read_sweep
 from models.config import ConfigError
 from plan import Plan as PlanRecord
 from sweep.packs import pack_size, parse_fuse
-from sweep.plan import make_plan
+from sweep.plan import make_plan, stored_error, validate
 from sweep.run import main
 from sweep.scales import gpu_figures
 
@@ -202,3 +203,10 @@ def test_a_killed_fused_sweep_resumes_with_nothing_lost_or_doubled(tmp_path):
     assert sorted(runs) == ["EMA-VQ seed=0", "EMA-VQ seed=1", "KSOM hard seed=0", "KSOM hard seed=1"]
     assert all(status == "finished" and steps == list(range(20, 201, 20)) for _, _, _, status, steps in
                runs.values())
+
+
+def test_a_stored_plan_with_no_trials_per_pack_is_refused():
+    plan = dataclasses.replace(make_plan("comparison", "smoke"), pack_size=0)
+    with pytest.raises(ConfigError) as error:
+        validate(plan, stored_error("DIR/sweep.json"))
+    assert str(error.value) == "DIR/sweep.json: plan.pack_size=0: no trials per pack; allowed: a whole number >= 1"
