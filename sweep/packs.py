@@ -19,7 +19,7 @@ from models.fused import PACK_FIELDS, check_pack
 from sweep.scales import Figure, gpu_figures
 
 OFF, AUTO = "off", "auto"
-ALLOWED = "a whole number of trials per pack >= 1, auto (fuse where gpu.txt measured a gain on this GPU) or off"
+FUSE_ALLOWED = "a whole number of trials per pack >= 1, auto (fuse where gpu.txt measured a gain on this GPU) or off"
 AUTO_GAIN = 1.2  # auto fuses when the measured best pack beats the 8-process packing by this factor
 
 
@@ -31,7 +31,7 @@ def parse_fuse(value) -> int | str:
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
-    raise ConfigError(f"fuse {value!r}: allowed: {ALLOWED}")
+    raise ConfigError(f"fuse {value!r}: allowed: {FUSE_ALLOWED}")
 
 
 def cuda_name() -> str | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import metrics as M
 from models.config import RENAMED, ConfigError, TrialConfig, field_names, renamed
 from plan import Plan as PlanRecord, SearchPlan
-from sweep.packs import ALLOWED, AUTO, OFF, cuda_name, group, pack_size, parse_fuse, unfused_search
+from sweep.packs import AUTO, FUSE_ALLOWED, OFF, cuda_name, group, pack_size, parse_fuse, unfused_search
 from sweep.scales import SCALES, STARTUP_SECONDS, default_scale
 from sweep.study import MAX_TRIALS, Study, load_study, partial_error
 
@@ -136,7 +136,7 @@ def _pack_size(study: Study, fuse: str | None) -> tuple[int, str]:
         try:
             chosen, origin = parse_fuse(fuse), "--fuse"
         except ConfigError:
-            raise ConfigError(f"--fuse {fuse!r}: allowed: {ALLOWED}") from None
+            raise ConfigError(f"--fuse {fuse!r}: allowed: {FUSE_ALLOWED}") from None
     elif study.fuse is not None:
         chosen, origin = study.fuse, f"{study.source} fuse:"
     else:

@@ -41,7 +41,7 @@ import yaml
 import metrics as M
 from models.config import RENAMED, ConfigError, TrialConfig, field_names, parse_value, renamed
 from plan import LATEX_ALLOWED, Analysis, TableLayout, check_latex
-from sweep.packs import ALLOWED, parse_fuse
+from sweep.packs import FUSE_ALLOWED, parse_fuse
 from sweep.search import Search, parse_search, parse_space
 
 SHIPPED = Path(__file__).with_name("studies")
@@ -261,7 +261,7 @@ def parse_study(text: str, source: str, max_trials: int = MAX_TRIALS) -> Study:
         try:
             study = dataclasses.replace(study, fuse=parse_fuse(data["fuse"]))
         except ConfigError:
-            raise _error(study, ("fuse",), data["fuse"], ALLOWED) from None
+            raise _error(study, ("fuse",), data["fuse"], FUSE_ALLOWED) from None
     try:
         layout = check_block(data.get("layout") or {}, study.rows(), study.metrics)
     except LayoutError as e:
