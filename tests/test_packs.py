@@ -210,3 +210,19 @@ def test_a_stored_plan_with_no_trials_per_pack_is_refused():
     with pytest.raises(ConfigError) as error:
         validate(plan, stored_error("DIR/sweep.json"))
     assert str(error.value) == "DIR/sweep.json: plan.pack_size=0: no trials per pack; allowed: a whole number >= 1"
+
+
+@pytest.mark.slow
+def test_a_diverging_member_is_run_diverged_while_its_pack_finishes(tmp_path):
+    """One pack of two EMA-VQ trials, one with a learning rate that overflows Adam: its run is tagged diverged
+    (curve up to its divergence), the other's finished with every validation, as unfused."""
+    study = tmp_path / "two-arms.yaml"
+    study.write_text("name: two-arms\ndescription: one arm diverges\narms:\n  - {neighbours: none, lr: 0.001}\n"
+                     "  - {neighbours: none, lr: 1000000.0}\nreference: {lr: 0.001}\n")
+    done = subprocess.run([sys.executable, "-m", "sweep.run", str(study), "--scale", "smoke", "--seeds", "1",
+                           "--fuse", "2", "--results-dir", str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    runs = _runs(next(tmp_path.glob("two-arms-smoke-*")))
+    assert {name: (status, steps) for name, (_, _, _, status, steps) in runs.items()} == {
+        "EMA-VQ lr=0.001 seed=0": ("finished", [20, 40]), "EMA-VQ lr=1e+06 seed=0": ("diverged", [])}
