@@ -133,6 +133,7 @@ def resume_plan(args) -> tuple[Plan, Sweep]:
     if any(option for option in grid_options):
         own_file = stored.study not in shipped_names() and stored.source
         args.study, args.scale = args.study or (stored.source if own_file else stored.study), args.scale or stored.scale
+        args.fuse = str(stored.pack_size) if args.fuse is None else args.fuse  # the study file's fuse: may have changed
         asked = plan_from_args(args)
         if _grid(asked) != _grid(stored):
             diff = {k: (getattr(stored, k), getattr(asked, k))
