@@ -414,8 +414,10 @@ def _check_grid(study: Study) -> None:
             raise _error(study, ("reference", name), value, f"a field the axes or arms sweep: {', '.join(swept)}",
                          f"reference arm field {name} is not swept")
     if study.reference and not any(study.reference.items() <= arm.items() for arm in study.grid()):
+        # an example from a configuration that sets every reference field (an arm may leave some unset)
+        example = next((arm for arm in study.grid() if study.reference.keys() <= arm.keys()), study.grid()[0])
         raise _error(study, ("reference",), study.reference, "values of one configuration of the grid, e.g. "
-                     f"{ {k: study.grid()[0][k] for k in study.reference} }", "the reference arm matches no arm")
+                     f"{ {k: example[k] for k in study.reference if k in example} }", "the reference arm matches no arm")
 
 
 def _where(study: Study, name: str, config: dict) -> tuple:

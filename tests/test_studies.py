@@ -97,6 +97,10 @@ reference: {tau: 0.1}
     (GOOD.replace("[0.1, 1.0]", "[0.1, 1.0, 0.1]"), ["duplicate trials", "allowed: each configuration once"]),
     (GOOD.replace("{tau: 0.1}", "{tau: 0.5}"), [":7:", "the reference arm matches no arm", "reference={'tau': 0.5}"]),
     (GOOD.replace("{tau: 0.1}", "{lr: 0.1}"), [":7:", "reference.lr=0.1", "not swept", "allowed: a field the axes"]),
+    # a reference field that only some arms set: refused in one line, the example taken from an arm that sets it
+    ("name: my-study\ndescription: d\narms:\n  - {neighbours: none}\n  - {neighbours: hard, lr: 0.002}\n"
+     "reference: {lr: 0.001}\n",
+     [":6:", "the reference arm matches no arm", "e.g. {'lr': 0.002}"]),
     (GOOD.replace("my-study", "robustness"), [":1:", "name='robustness' clashes with the shipped study",
                                               "allowed: a name other than"]),
     (GOOD.replace("[0.1, 1.0]", "[0.1, 1.0"), [":7:", "malformed YAML", "allowed: a YAML mapping"]),
