@@ -417,7 +417,8 @@ def _check_grid(study: Study) -> None:
         # an example from a configuration that sets every reference field (an arm may leave some unset)
         example = next((arm for arm in study.grid() if study.reference.keys() <= arm.keys()), study.grid()[0])
         raise _error(study, ("reference",), study.reference, "values of one configuration of the grid, e.g. "
-                     f"{ {k: example[k] for k in study.reference if k in example} }", "the reference arm matches no arm")
+                     f"{ {k: example[k] for k in study.reference if k in example} }",
+                     "the reference arm matches no arm")
 
 
 def _where(study: Study, name: str, config: dict) -> tuple:
