@@ -53,7 +53,7 @@ def caption(tidy: pd.DataFrame, summary: pd.DataFrame, study: "str | Layout", pa
         thresholds = "/+".join(map(str, layout.thresholds))
         loss = (f"Loss {unit(ls)}: test MSE on per-channel standardised images at the step of the best validation "
                 f"MSE (validation selects and the test split reports; the validation best, selection data, is the "
-                f"summary's {M.SELECTION_LOSS}). Steps: first validated step whose validation MSE is within "
+                f"summary's {escape(M.SELECTION_LOSS, fmt)}). Steps: first validated step whose validation MSE is within "
                 f"+{thresholds}{pct} of that best" if has_test_split(summary) else
                 f"Loss {unit(ls)}: {NO_TEST_SPLIT}: best validation MSE on per-channel standardised images. "
                 f"Steps: first validated step within +{thresholds}{pct} of that loss")
