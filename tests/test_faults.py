@@ -309,12 +309,14 @@ def test_sigterm_and_ctrl_c_stop_cleanly_and_resume_completes(tmp_path):
 
 
 def _broken_training_images(root: Path) -> Path:
-    """An image folder whose validation images are fine and whose training files are truncated PNGs: their
-    headers pass the preflight, their pixels do not decode."""
+    """An image folder whose validation and test images are fine and whose training files are truncated PNGs:
+    their headers pass the preflight, their pixels do not decode. (With a test/ subfolder the test split is not
+    drawn from train/, so every training file stays a training file.)"""
     for i in range(3):
         pixels = np.random.RandomState(i).randint(0, 256, (40, 40, 3), dtype=np.uint8)
-        (root / "val").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(root / "val" / f"{i}.png")
+        for split in ("val", "test"):
+            (root / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(root / split / f"{i}.png")
         (root / "train").mkdir(exist_ok=True)
         Image.fromarray(pixels).save(root / "train" / f"{i}.png")
         whole = (root / "train" / f"{i}.png").read_bytes()
