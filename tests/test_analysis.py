@@ -309,7 +309,7 @@ def test_the_readme_command_opens_the_notebook_in_jupyterlab(tmp_path):
         model = json.load(urllib.request.urlopen(request, timeout=30))
         assert model["type"] == "notebook" and model["format"] == "json"
         sources = ["".join(c["source"]) for c in model["content"]["cells"]]
-        assert any("leave it empty for the newest sweep under results/" in s for s in sources)
+        assert any("\"\" for the newest sweep under results/ that is not a smoke run" in s for s in sources)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
