@@ -158,7 +158,7 @@ def test_killed_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
         proc.wait()
     assert any("2/4 done" in line for line in seen), "".join(seen)
-    assert any(line.startswith("plan: 4 trials (4 arms x 1 seeds), 2 at once, smoke scale;") for line in seen)
+    assert any(line.startswith("plan: 4 trials (4 arms x 1 seed), 2 at once, smoke scale;") for line in seen)
     assert all(len(line.rstrip("\n")) <= 120 for line in seen if line.startswith(("[", "plan:"))), "".join(seen)
     assert any("ETA" in line for line in seen if line.startswith("[")), "".join(seen)
     sweep_dir = next(tmp_path.glob("sensitivity-smoke-*"))
