@@ -4,7 +4,7 @@
 # machine (CPU model, vector extensions, torch's CPU capability: sweep/machine.py) and wall time it was
 # produced with.
 #
-#   bash docs/results/make.sh                        # everything (about 1 h on 2 idle cores)
+#   bash docs/results/make.sh                        # everything (about 2 h 30 min on 2 idle cores)
 #   bash docs/results/make.sh robustness long        # some of it: study names, long (or robustness-long,
 #                                                    # comparison-long), benchmarks, readme
 #   bash docs/results/make.sh collect NAME SWEEP_DIR # re-read a finished sweep into docs/results/NAME
@@ -73,9 +73,10 @@ targets=("$@")
                                      tuned-comparison benchmarks readme)
 for t in "${targets[@]}"; do
   case $t in
-    sensitivity|comparison|robustness|ablation|modern-baselines|shrink|parity) sweep "$t" "$t" --seeds 3 ;;
+    comparison|robustness|modern-baselines) sweep "$t" "$t" --seeds 10 ;;  # the README's rows: the paper's 10 seeds
+    sensitivity|ablation|shrink|parity) sweep "$t" "$t" --seeds 3 ;;
     convergence) sweep convergence convergence --scale cpu-xl --seeds 3 ;;
-    tuned-comparison) sweep "$t" "$t" ;;  # a searched study: 16 samples per arm, 3 confirmation seeds (its file)
+    tuned-comparison) sweep "$t" "$t" ;;  # a searched study: 16 samples per arm, 10 confirmation seeds (its file)
     robustness-long|comparison-long) sweep "$t" "${t%-long}" --scale cpu-long --seeds 3 ;;
     long) for s in robustness comparison; do sweep "$s-long" "$s" --scale cpu-long --seeds 3; done ;;
     benchmarks) bench step_time; bench scaling --part search --threads 2; bench data_throughput ;;
