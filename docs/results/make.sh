@@ -19,9 +19,13 @@ cd "$(dirname "$0")/../.."
 OUT=docs/results
 RUNS=results/docs
 
-provenance() {  # $1 = command, $2 = wall seconds, $3 = exit code
-  printf 'command:  %s\ncommit:   %s%s\nlock:     requirements.lock sha256 %s, torch %s, Python %s\nmachine:  %s\nwall:     %d min %02d s (exit code %s)\ndate:     %s\n' \
-    "$1" "$(git rev-parse --short HEAD)" "$(git diff --quiet HEAD -- . ':!docs' || echo ' (with uncommitted changes)')" \
+commit() {  # the commit a run starts at (taken before it starts: later commits do not change what ran)
+  echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!docs' || echo ' (with uncommitted changes)')"
+}
+
+provenance() {  # $1 = command, $2 = wall seconds, $3 = exit code, $4 = the commit it started at
+  printf 'command:  %s\ncommit:   %s\nlock:     requirements.lock sha256 %s, torch %s, Python %s\nmachine:  %s\nwall:     %d min %02d s (exit code %s)\ndate:     %s\n' \
+    "$1" "$4" \
     "$(sha256sum requirements.lock | cut -c1-12)" "$(python -c 'import torch; print(torch.__version__)')" \
     "$(python -c 'import platform; print(platform.python_version())')" \
     "$(python -m sweep.machine)" \
@@ -44,11 +48,11 @@ sweep() {  # $1 = folder name under docs/results, rest = arguments of sweep.run
   local cmd="python -m sweep.run $* --results-dir $RUNS --address local"
   echo "== $name: $cmd" >&2
   local log; log=$(mktemp)
-  local start=$SECONDS rc=0
+  local start=$SECONDS rc=0 at; at=$(commit)
   $cmd 2>&1 | tee "$log" >&2 || rc=$?
   local dir; dir=$(grep -o "resume with: python -m sweep.run --resume [^ ]*" "$log" | head -1 | awk '{print $NF}')
   [ -n "$dir" ] && [ -d "$dir" ] || { echo "no sweep folder in the output of: $cmd" >&2; exit 1; }
-  provenance "$cmd" $((SECONDS - start)) "$rc" > "$dir/provenance.txt"
+  provenance "$cmd" $((SECONDS - start)) "$rc" "$at" > "$dir/provenance.txt"
   rm -f "$log"
   [ "$rc" = 0 ] || { echo "$cmd exited with $rc: not collected; resume with: python -m sweep.run --resume $dir" >&2; exit 1; }
   collect "$name" "$dir"
@@ -60,9 +64,9 @@ bench() {  # $1 = module name under benchmarks/ (run as python -m benchmarks.NAM
   echo "== $cmd" >&2
   mkdir -p "$OUT/benchmarks"
   local log; log=$(mktemp)
-  local start=$SECONDS rc=0
+  local start=$SECONDS rc=0 at; at=$(commit)
   $cmd 2>&1 | tee "$log" >&2 || rc=$?
-  { provenance "$cmd" $((SECONDS - start)) "$rc"; echo; cat "$log"; } > "$OUT/benchmarks/$name.txt"
+  { provenance "$cmd" $((SECONDS - start)) "$rc" "$at"; echo; cat "$log"; } > "$OUT/benchmarks/$name.txt"
   rm -f "$log"
 }
 
