@@ -84,7 +84,8 @@ for t in "${targets[@]}"; do
     robustness-long|comparison-long) sweep "$t" "${t%-long}" --scale cpu-long --seeds 3 ;;
     long) for s in robustness comparison; do sweep "$s-long" "$s" --scale cpu-long --seeds 3; done ;;
     benchmarks) bench step_time; bench scaling --part search --threads 2; bench data_throughput ;;
-    readme) python -m analysis.paper "$OUT" --header "$OUT/header.md" ;;
+    readme) python -m analysis.paper "$OUT" --header "$OUT/header.md"
+            python -m analysis.headline "$OUT" README.md ;;  # the README's Results table, from the verdicts
     *) echo "make.sh: unknown target '$t'; allowed: sensitivity comparison robustness ablation long" \
             "robustness-long comparison-long" \
             "modern-baselines shrink parity convergence tuned-comparison benchmarks readme, or: collect NAME SWEEP_DIR," \
