@@ -194,14 +194,21 @@ def dry_run(plan: Plan, max_concurrent: int = 0) -> str:
     each = f"{plan.cpus:g} CPU / {plan.gpus:g} GPU each" + (f" shared by {plan.workers} workers"
                                                             if plan.workers > 1 else "")
     if plan.search:
-        return "\n".join([f"{plan.study} at {plan.scale} scale: {plan.n_trials()} trials: {search_budget(plan)}; "
-                          f"{each}", wall] + [f"  {plan.arm_name(arm)}: {describe(space)}"
-                                              for arm, space in zip(plan.arms, plan.search.spaces)]
-                         + pack_lines(plan) + seeds_outlook(plan))
-    lines = [f"{plan.study} at {plan.scale} scale: {len(names)} trials ({len(plan.arms)} arms x "
-             f"{plural(len(plan.seeds), 'seed')}), {each}", wall]
-    listed = pack_lines(plan) if plan.pack_size > 1 else [f"  {name}" for name in names] + pack_lines(plan)
-    return "\n".join(lines + listed + seeds_outlook(plan))
+        lines = ([f"{plan.study} at {plan.scale} scale: {plan.n_trials()} trials: {search_budget(plan)}; {each}",
+                  wall] + [f"  {plan.arm_name(arm)}: {describe(space)}"
+                           for arm, space in zip(plan.arms, plan.search.spaces)] + pack_lines(plan))
+    else:
+        lines = [f"{plan.study} at {plan.scale} scale: {len(names)} trials ({len(plan.arms)} arms x "
+                 f"{plural(len(plan.seeds), 'seed')}), {each}", wall]
+        lines += pack_lines(plan) if plan.pack_size > 1 else [f"  {name}" for name in names] + pack_lines(plan)
+    return "\n".join(_wrapped(line, WIDTH) for line in lines + seeds_outlook(plan))
+
+
+def _wrapped(line: str, width: int) -> str:
+    """A line of at most `width` characters, or several: the next ones indented two more than the first."""
+    indent = " " * (len(line) - len(line.lstrip(" ")))
+    return textwrap.fill(line, width, initial_indent="", subsequent_indent=indent + "  ",
+                         break_on_hyphens=False) if len(line) > width else line
 
 
 def pack_lines(plan: Plan) -> list[str]:

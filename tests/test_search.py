@@ -65,11 +65,12 @@ def test_search_block_plans_equal_budgets_and_fresh_confirmation_seeds(tmp_path,
     assert (plan.search.algorithm, plan.search.samples, plan.seeds) == ("optuna", 6, [1, 2])
     assert main([str(study), "--scale", "smoke", "--samples", "5", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("my-search at smoke scale: 16 trials: per arm 5 random-search samples on seed 0 "
-                             "(shared draws: each field one stream, the same values for every arm that searches it), "
-                             "its best confirmed on seeds 1, 2, 3")
-    assert out[1].startswith("expected wall time")
-    assert out[2:] == ["  EMA-VQ: lr loguniform [0.0001, 0.003], decay choice {0.9, 0.99}",
+    wall = next(i for i, line in enumerate(out) if line.startswith("expected wall time"))
+    assert wall == 2 and out[1].startswith("  ") and all(len(line) <= 120 for line in out)  # wrapped, indented
+    assert " ".join(line.strip() for line in out[:wall]).startswith(
+        "my-search at smoke scale: 16 trials: per arm 5 random-search samples on seed 0 (shared draws: each field one "
+        "stream, the same values for every arm that searches it), its best confirmed on seeds 1, 2, 3")
+    assert out[3:] == ["  EMA-VQ: lr loguniform [0.0001, 0.003], decay choice {0.9, 0.99}",
                        "  KSOM: lr loguniform [0.0001, 0.003], decay choice {0.9, 0.99}, tau uniform [0.05, 0.5]",
                        "fusion: no --fuse or study fuse:, so off: every trial on its own"]
 

@@ -202,6 +202,17 @@ def test_grid_adds_an_axis_and_replaces_one():
         (1, u, n) for u in (False, True) for n in ("none", "hard")]
 
 
+@pytest.mark.parametrize("args", [["tuned-comparison"], ["modern-baselines", "--seeds", "10"], ["convergence"],
+                                  ["parity", "--fuse", "4"]])
+def test_every_dry_run_line_fits_in_120_characters(capsys, args):
+    """Search spaces, packs and the seeds outlook (from the committed run) wrap, indented under their line."""
+    assert main([*args, "--scale", "cpu", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) > 3 and all(len(line) <= 120 for line in out), max(out, key=len)
+    wrapped = [a for a, b in zip(out, out[1:]) if len(a) > 100 and b.startswith(" " * (len(a) - len(a.lstrip()) + 2))]
+    assert wrapped  # each has long lines, continued two spaces further in
+
+
 def test_dry_run_prints_run_names_count_and_expected_wall_time(capsys):
     assert main(["robustness", "--scale", "cpu", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -324,7 +335,8 @@ def test_the_dry_run_of_a_study_with_a_margin_says_what_its_seeds_can_show(tmp_p
     assert main(["convergence", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "what 3 seeds per arm can show (spreads of the earlier run in " in out and "cpu-xl scale" in out
-    line = next(x for x in out.splitlines() if x.startswith("  EMA-VQ decay 0.8:"))
+    flat = " ".join(out.split())  # its lines wrap at 120 characters
+    line = flat[flat.index("EMA-VQ decay 0.8: power"):]
     assert "power 3% to show level within ±1.47 were the true difference 0, 22 seeds per arm for 80%" in line
     assert "power 12% to show a difference of -1.53 (that run's), 20 seeds per arm for 80%" in line
     study = tmp_path / "my-study.yaml"
