@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -160,3 +161,12 @@ def test_nothing_to_install_from_is_one_line_naming_what_to_do(tmp_path):
     assert done.returncode == 1 and done.stdout == ""
     (line,) = done.stderr.splitlines()
     assert "no torch==9.9.9 in pip's wheel folder, no NVIDIA GPU" in line and "allowed: install torch==9.9.9" in line
+
+
+def test_every_module_imports_as_the_other_python_check_runs_it():
+    """scripts/import_all.py (the check run on Python 3.12, docs/operations.md) imports every module here."""
+    done = subprocess.run([sys.executable, str(ROOT / "scripts/import_all.py")], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    files = [p for d in ("models", "sweep", "analysis", "benchmarks") for p in (ROOT / d).rglob("*.py")]
+    assert done.stdout.startswith(f"imported {len(files) + 2} modules on Python 3.11")  # + plan, metrics
