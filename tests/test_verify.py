@@ -1,7 +1,8 @@
 """python -m sweep.verify: a committed study re-run here, per arm committed vs re-run, exit 0 only when the verdicts
 (bold, collapsed seeds, Welch against the reference arm) agree.
 
-The committed robustness study (docs/results/robustness) is the fixture of the fast tests: against a copy whose
+The robustness study as committed until 2026-12-06 (3 seeds on an AMD EPYC, before the test split; its
+summary.parquet and run.txt kept in tests/data/robustness-epyc) is the fixture of the fast tests: against a copy whose
 digits differ but whose verdicts cannot (every loss x (1 + 1e-9)), and against a planted disagreement. The slow
 test makes a smoke sweep and verifies it by a real re-run: on one machine every digit repeats.
 """
@@ -19,7 +20,7 @@ import metrics as M
 from sweep.verify import main
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = ROOT / "docs/results/robustness"
+COMMITTED = ROOT / "tests/data/robustness-epyc"
 
 
 def verify(*args) -> subprocess.CompletedProcess:
