@@ -83,7 +83,7 @@ def gpu_figures(path: Path = GPU_RESULTS) -> dict[str, Figure]:
 ESTIMATED_TRIALS_PER_GPU = 4
 # step_seconds: wall seconds per training step of one trial (1 CPU thread), its validations and end-of-trial
 # topography included, on the 2-core development machine: cpu from the robustness sweep's wall time over its
-# trials' steps, less STARTUP_SECONDS (docs/results/robustness/run.txt: 24 trials of 800 steps, 2 at a time);
+# trials' steps, less STARTUP_SECONDS (tests/data/robustness-epyc/run.txt: 24 trials of 800 steps, 2 at a time);
 # smoke and paper from the same trainer timed at each scale (models.train.train, 1 thread). The paper
 # scale's CPU figure stands until the device check has measured one trial's step on a GPU, packed as it
 # recommends.
