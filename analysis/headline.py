@@ -1,7 +1,7 @@
 """The README's Results table, written from the committed verdicts (never typed by hand).
 
 Which comparisons the table shows, and the question each answers, is data: `docs/results/headline.yaml`
-lists rows of (study, arm, question, comparison). Every number and word of a row comes from the study's
+lists rows of (study, arm, question, versus). Every number and word of a row comes from the study's
 committed `tables/<study>_vs_reference.parquet` (its primary test, analysis.stats.verdict): the verdict,
 the difference arm - reference with its 95 % Welch interval, the Holm-adjusted p within the primary family,
 the seeds run, and the seeds per arm 80 % power would need (to show the observed difference; with a
@@ -32,7 +32,7 @@ from analysis.tables.numbers import PRIMARY, loss_scale
 BEGIN = "<!-- results table: written by python -m analysis.headline from docs/results/headline.yaml; do not edit -->"
 END = "<!-- end of results table -->"
 ROWS = "headline.yaml"
-FIELDS = ("study", "arm", "question", "comparison")
+FIELDS = ("study", "arm", "question", "versus")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Row:
     study: str        # a folder of docs/results
     arm: str          # the comparison's label in <study>_vs_reference.parquet
     question: str     # what the row answers, in a few words
-    comparison: str   # "arm vs reference" in words
+    versus: str       # "arm vs reference" in words
 
 
 class HeadlineError(ValueError):
@@ -91,7 +91,7 @@ def _line(row: Row, results: Path, readme_dir: Path) -> tuple[str, int]:
     power = _seeds(r["seeds_difference"])
     if math.isfinite(r["margin"]):
         power += f"; equivalence ±{r['margin'] * f:.2f}: {_seeds(r['seeds_level'])}"
-    cells = [row.question, f"[{row.comparison}]({link}){dagger}", f"**{r['verdict']}**",
+    cells = [row.question, f"[{row.versus}]({link}){dagger}", f"**{r['verdict']}**",
              f"{r['diff'] * f:.1f} [{r['ci_low'] * f:.1f}, {r['ci_high'] * f:.1f}]", _p(r["p_holm"]),
              f"{r['n']}/{r['n_ref']}", f"{power} <!-- verdict: {row.study}/{row.arm} -->"]
     return "| " + " | ".join(cells) + " |", scale

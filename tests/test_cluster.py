@@ -173,8 +173,10 @@ def test_a_found_cluster_of_another_unix_user_is_ignored(ray_tmpdir, capsys):
         (ray_tmpdir / "ray").mkdir()
         (ray_tmpdir / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}")
         deadline = time.time() + 10
+        # until it runs as nobody: setpriv itself, with the same command line, runs as root until it execs
         while time.time() < deadline and not any(f"--gcs_server_port={port}" in (p.info["cmdline"] or [])
-                                                 for p in psutil.process_iter(["cmdline"])):
+                                                 and p.info["username"] == "nobody"
+                                                 for p in psutil.process_iter(["cmdline", "username"])):
             time.sleep(0.1)
         target = cluster.choose(None)
     finally:

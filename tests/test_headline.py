@@ -19,7 +19,7 @@ def results(tmp_path, rows, *, test_split=True, headline=None):
     summary = {"final_loss": [0.05, 0.06], **({"selection_loss": [0.04, 0.05]} if test_split else {})}
     pd.DataFrame(summary).to_parquet(tmp_path / "results/cmp/summary.parquet")
     (tmp_path / "results/headline.yaml").write_text(
-        headline or '- {study: cmp, arm: KSOM, question: "at 800 steps", comparison: KSOM vs EMA-VQ}\n')
+        headline or '- {study: cmp, arm: KSOM, question: "at 800 steps", versus: KSOM vs EMA-VQ}\n')
     readme = tmp_path / "README.md"
     readme.write_text(f"# R\n\n{BEGIN}\nold\n{END}\n\nafter\n")
     return tmp_path / "results", readme
@@ -51,11 +51,11 @@ def test_a_margin_adds_the_seeds_equivalence_needs_and_old_runs_are_marked(tmp_p
 
 
 @pytest.mark.parametrize("headline, expected", [
-    ('- {study: cmp, arm: Kohonen, question: q, comparison: c}\n', "arm 'Kohonen' not in cmp_vs_reference.parquet; "
+    ('- {study: cmp, arm: Kohonen, question: q, versus: c}\n', "arm 'Kohonen' not in cmp_vs_reference.parquet; "
                                                                    "allowed: KSOM"),
-    ('- {study: nope, arm: KSOM, question: q, comparison: c}\n', "headline row nope/KSOM: no "),
-    ('- {study: cmp, arm: KSOM, question: "a | b", comparison: c}\n', "each one line of text without '|'"),
-    ('- {study: cmp, arm: KSOM, question: q}\n', "allowed: exactly the fields study, arm, question, comparison"),
+    ('- {study: nope, arm: KSOM, question: q, versus: c}\n', "headline row nope/KSOM: no "),
+    ('- {study: cmp, arm: KSOM, question: "a | b", versus: c}\n', "each one line of text without '|'"),
+    ('- {study: cmp, arm: KSOM, question: q}\n', "allowed: exactly the fields study, arm, question, versus"),
 ])
 def test_a_bad_row_is_one_line_and_nothing_written(tmp_path, capsys, headline, expected):
     res, readme = results(tmp_path, [{**ROW, "label": "KSOM", "column": "final_loss"}], headline=headline)

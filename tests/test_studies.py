@@ -333,9 +333,8 @@ def test_the_dry_run_of_a_study_with_a_margin_says_what_its_seeds_can_show(tmp_p
     the TOST of EMA-VQ decay 0.8 about 3 % power, 22 per arm 80 %; a study with a margin and no committed run
     says so; one without a margin says nothing of it."""
     assert main(["convergence", "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert "what 3 seeds per arm can show (spreads of the earlier run in " in out and "cpu-xl scale" in out
-    flat = " ".join(out.split())  # its lines wrap at 120 characters
+    flat = " ".join(capsys.readouterr().out.split())  # its lines wrap at 120 characters
+    assert "what 3 seeds per arm can show (spreads of the earlier run in " in flat and "cpu-xl scale" in flat
     line = flat[flat.index("EMA-VQ decay 0.8: power"):]
     assert "power 3% to show level within ±1.47 were the true difference 0, 22 seeds per arm for 80%" in line
     assert "power 12% to show a difference of -1.53 (that run's), 20 seeds per arm for 80%" in line
